@@ -1,0 +1,217 @@
+"""`recur` command line. Parses arguments and calls the workflow; nothing runs at import time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline import config as config_mod
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML files, merged left to right")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, e.g. --set train.lr=0.003 (repeatable)")
+
+
+def _load(args: argparse.Namespace) -> config_mod.RecurConfig:
+    return config_mod.load_config(args.configs, args.overrides)
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from pipeline.tracking.store import resolve_tracking_uri
+
+    if getattr(args, "tracking_uri", None):
+        return args.tracking_uri
+    cfg = config_mod.load_config(args.config) if getattr(args, "config", None) else config_mod.RecurConfig()
+    if getattr(args, "runs_dir", None):
+        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"runs_dir": args.runs_dir})})
+    return resolve_tracking_uri(cfg)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.workflow.pipeline import run_pipeline
+    from pipeline.workflow.session import connect_ray
+
+    cfg = _load(args)
+    print("[recur] connecting to Ray ...", file=sys.stderr, flush=True)
+    where = connect_ray(cfg, args.address)
+    print(f"[recur] using {where}", file=sys.stderr, flush=True)
+    summary = run_pipeline(cfg, config_sources=list(args.configs))
+    print(summary.format(cfg.tracking.ui_port))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(config_mod.dump_yaml(_load(args)), end="")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(config_mod.json_schema())
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from pipeline.data.importers import import_dataset, resolve_source
+
+    kwargs = dict(task=args.task, name=args.name, val_fraction=args.val_fraction,
+                  test_fraction=args.test_fraction, seed=args.seed, on_invalid=args.on_invalid)
+    if args.format == "ts":
+        kwargs["missing"] = args.missing
+    else:
+        kwargs.update(x_column=args.x_column, y_column=args.y_column, id_column=args.id_column,
+                      split_column=args.split_column)
+    manifest = import_dataset(args.format, [resolve_source(s) for s in args.sources], args.out, **kwargs)
+    rows = ", ".join(f"{split} {info.rows}" for split, info in manifest.splits.items())
+    print(f"imported {manifest.name} -> {args.out}")
+    print(f"  rows: {rows}")
+    print(f"  channels {manifest.feature.num_channels}, {len(manifest.labels)} labels, "
+          f"data version {manifest.data_version}")
+    if manifest.quarantined:
+        total = sum(manifest.quarantined.values())
+        print(f"  quarantined {total} rows with reasons: {Path(args.out) / 'quarantine'}")
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from pipeline.data.validate import validate_dataset
+
+    report = validate_dataset(args.root)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from pipeline.tracking.registry import list_versions
+
+    rows = list_versions(_tracking_uri(args), args.name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ["version", "aliases", "metric", "score", "decision", "run_id", "data_hash"]
+    widths = {h: max(len(h), *(len(str(r[h])) for r in rows)) if rows else len(h) for h in headers}
+    print("  ".join(h.ljust(widths[h]) for h in headers))
+    for row in rows:
+        print("  ".join(str(row[h]).ljust(widths[h]) for h in headers))
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from pipeline.tracking.registry import promote
+
+    previous = promote(_tracking_uri(args), args.name, args.version)
+    replaced = f" (replaced version {previous})" if previous and previous != str(args.version) else ""
+    print(f"{args.name} version {args.version} is now @champion{replaced}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
+    runs_dir = Path(args.runs_dir or "recur-runs").resolve()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        command += ["--default-artifact-root", (runs_dir / "artifacts").as_uri()]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recur", description="Train recurrent sequence models on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="ingest, validate, train, evaluate, register and promote")
+    _add_config_args(p)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="inspect configuration").add_subparsers(dest="action", required=True)
+    p = cfg.add_parser("show", help="print the resolved config")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_config_show)
+    p = cfg.add_parser("schema", help="print the JSON schema of the config")
+    p.set_defaults(func=cmd_config_schema)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("import", help="import real-world files into the canonical dataset")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="files; names ending in _TRAIN/_VAL/_TEST pick the split; builtin://... for shipped data")
+    p.add_argument("--format", required=True, choices=["ts", "parquet"])
+    p.add_argument("--task", default="classify", choices=["classify"])
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--name", help="dataset name (default: the folder name)")
+    p.add_argument("--missing", default="error", choices=["error", "zero", "ffill", "interpolate"],
+                   help=".ts files: what to do with '?' values")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--on-invalid", default="fail", choices=["fail", "quarantine"])
+    p.add_argument("--x-column", default="x")
+    p.add_argument("--y-column", default="y")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--split-column")
+    p.set_defaults(func=cmd_data_import)
+    p = data.add_parser("validate", help="check every row and the data hash")
+    p.add_argument("root", metavar="DIR")
+    p.set_defaults(func=cmd_data_validate)
+
+    models = sub.add_parser("models", help="model registry").add_subparsers(dest="action", required=True)
+    for name, func, helptext in (("list", cmd_models_list, "versions, aliases and metrics"),
+                                 ("promote", cmd_models_promote, "set @champion by hand (rollback)")):
+        p = models.add_parser(name, help=helptext)
+        p.add_argument("name", metavar="NAME")
+        if name == "promote":
+            p.add_argument("version", metavar="VERSION")
+        else:
+            p.add_argument("--json", action="store_true")
+        _add_store_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("ui", help="MLflow UI over the configured store, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    _add_store_args(p)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite under --runs-dir")
+    p.add_argument("--runs-dir", help="local store folder (default recur-runs)")
+    p.add_argument("--config", action="append", help="take tracking settings from this config")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.data.contract import DatasetError
+    from pipeline.data.validate import DataValidationError
+    from pipeline.tracking.store import TrackingUnavailable
+    from pipeline.training.trainer import ResourceError
+
+    try:
+        return args.func(args)
+    except (config_mod.ConfigError, DatasetError, DataValidationError, ResourceError,
+            TrackingUnavailable, FileNotFoundError) as exc:
+        print(f"recur: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

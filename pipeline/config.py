@@ -1,0 +1,283 @@
+"""Typed recur configuration: YAML files merged left to right, `--set` overrides, strict validation.
+
+This is the one place where config text becomes a `RecurConfig`. Every section is a frozen
+pydantic model with `extra="forbid"`, so an unknown or mistyped key is an error that names the
+key and the file it came from. Config becomes a plain dict only at the Ray boundary
+(`RecurConfig.model_dump()`), and back again with `RecurConfig.model_validate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and where it came from."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """Where raw data comes from; imported into the canonical dataset at `data.root`."""
+
+    format: Literal["ts", "parquet"] = Field(description="importer: UCR/UEA .ts or a Parquet table")
+    paths: list[str] = Field(
+        min_length=1,
+        description="source files; `builtin://JapaneseVowels/...` names data shipped with recur. "
+        "A file whose name ends in _TRAIN/_VAL/_TEST goes to that split.",
+    )
+    missing: Literal["error", "zero", "ffill", "interpolate"] = Field(
+        "error", description="what to do with `?` (missing) values in .ts files"
+    )
+    x_column: str = Field("x", description="Parquet sources: the sequence column")
+    y_column: str = Field("y", description="Parquet sources: the label column")
+    id_column: str | None = Field("id", description="Parquet sources: row id column (None: generated)")
+    split_column: str | None = Field(None, description="Parquet sources: column holding train/val/test")
+
+
+class DataConfig(_Section):
+    root: str = Field(
+        "recur-runs/datasets/default",
+        description="canonical dataset folder (manifest.json + train/val/test Parquet)",
+    )
+    name: str | None = Field(None, description="dataset name in MLflow lineage (default: folder name)")
+    source: SourceConfig | None = Field(
+        None, description="import from here when `root` has no dataset or its sources changed"
+    )
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="val split carved from train, stratified")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="test split when sources name none")
+    on_invalid: Literal["fail", "quarantine"] = Field(
+        "fail", description="rows breaking the contract: fail listing them, or quarantine with reasons"
+    )
+    batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
+    seed: int = Field(0, description="seed for splits and per-epoch shuffling")
+
+
+class ModelConfig(_Section):
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="only for cell: rnn")
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between stacked layers and before the head")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    lr: float = Field(3e-3, gt=0.0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, description="sgd and rmsprop only")
+    grad_clip: float = Field(1.0, ge=0.0, description="clip the global gradient norm at this value; 0 disables")
+    early_stopping_patience: int = Field(
+        8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
+    )
+    monitor: str = Field("val_accuracy", description="metric for early stopping and the best checkpoint")
+    monitor_mode: Literal["max", "min"] = "max"
+    seed: int = Field(0, description="seed for weights and dropout")
+    max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
+    num_checkpoints_to_keep: int = Field(2, ge=1)
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else sqlite under runs_dir",
+    )
+    experiment: str = "recur"
+    run_name: str | None = None
+    runs_dir: str = Field("recur-runs", description="local store for sqlite, artifacts and checkpoints")
+    ui_port: int = Field(5000, ge=1, le=65535)
+
+
+class RegistryConfig(_Section):
+    model_name: str = "recur-model"
+    metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="test metric the gate compares")
+    min_improvement: float = Field(
+        0.0, ge=0.0, description="the new model must beat the champion by more than this to replace it"
+    )
+    enabled: bool = Field(True, description="register the trained model and run the promotion gate")
+
+
+class ResourcesConfig(_Section):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    cpus_per_worker: float = Field(
+        0.5,
+        gt=0.0,
+        description="fractional by default so Ray Data read tasks keep a CPU on a 2-core machine",
+    )
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL backend, AMP")
+    ray_address: str | None = Field(
+        None, description="existing cluster; default RAY_ADDRESS, else a local Ray is started"
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all cores)")
+    reserve_cpus_for_data: float = Field(
+        0.5, ge=0.0, description="CPUs left free for Ray Data read tasks; checked before training"
+    )
+
+
+class RecurConfig(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _check_monitor(self) -> "RecurConfig":
+        known = {f"val_{m}" for m in ("loss", "accuracy", "macro_f1")}
+        if self.train.monitor not in known:
+            raise ValueError(f"train.monitor must be one of {sorted(known)}, got {self.train.monitor!r}")
+        expected = "min" if self.train.monitor == "val_loss" else "max"
+        if self.train.monitor_mode != expected:
+            raise ValueError(
+                f"train.monitor_mode must be {expected!r} for train.monitor={self.train.monitor}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _deep_merge(base: dict, overlay: dict) -> dict:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _origins(tree: dict, source: str, prefix: str = "", into: dict | None = None) -> dict[str, str]:
+    """Map every dotted key in `tree` to the file (or override) it came from."""
+    into = {} if into is None else into
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        into[dotted] = source
+        if isinstance(value, dict):
+            _origins(value, source, f"{dotted}.", into)
+    return into
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=0.003` -> (["train", "lr"], 0.003); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example train.lr=0.003")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(paths: list[str | os.PathLike] | None = None, overrides: list[str] | None = None) -> RecurConfig:
+    """Merge YAML files left to right, apply `--set` overrides, validate.
+
+    Errors name the dotted key, the file or override it came from, and what was expected.
+    """
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for path in paths or []:
+        tree = _read_yaml(Path(path))
+        merged = _deep_merge(merged, tree)
+        _origins(tree, str(path), into=origin)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = {keys[-1]: value}
+        for key in reversed(keys[:-1]):
+            node = {key: node}
+        merged = _deep_merge(merged, node)
+        _origins(node, f"--set {text}", into=origin)
+    return validate_config(merged, origin)
+
+
+def validate_config(tree: dict, origin: dict[str, str] | None = None) -> RecurConfig:
+    try:
+        return RecurConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin or {})) from None
+
+
+def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
+    lines = ["invalid config:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        where = _origin_of(key, origin)
+        if err["type"] == "extra_forbidden":
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            known = _known_keys(parent)
+            what = f"unknown key; known keys{' in ' + parent if parent else ''}: {', '.join(known)}"
+        else:
+            what = f"{err['msg']} (got {err.get('input')!r})"
+        lines.append(f"  {key or '<root>'}: {what}{f'  [from {where}]' if where else ''}")
+    return "\n".join(lines)
+
+
+def _origin_of(key: str, origin: dict[str, str]) -> str | None:
+    while key:
+        if key in origin:
+            return origin[key]
+        key = key.rsplit(".", 1)[0] if "." in key else ""
+    return None
+
+
+def _known_keys(dotted_section: str) -> list[str]:
+    model: type[BaseModel] = RecurConfig
+    for part in filter(None, dotted_section.split(".")):
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        candidates = getattr(annotation, "__args__", (annotation,))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(model.model_fields)
+
+
+def dump_yaml(cfg: RecurConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> str:
+    return json.dumps(RecurConfig.model_json_schema(), indent=2)
+
+
+def flatten(cfg: RecurConfig) -> dict[str, Any]:
+    """Dotted keys -> scalar values (lists as JSON), for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = json.dumps(node) if isinstance(node, list) else node
+
+    walk(cfg.model_dump(mode="json"), "")
+    return out

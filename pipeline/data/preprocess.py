@@ -1,0 +1,125 @@
+"""Preprocessing shared by training, evaluation and the MLflow model: normalize and pad.
+
+One padding function (`pad_steps`) serves the training collate, driver-side evaluation and the
+MLflow model's `predict`, so a sequence is normalized and padded the same way everywhere.
+No Ray import here: a registered model loads without it.
+
+Shape suffixes: N total valid steps in a batch, B batch, T padded time, C channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a trained model needs besides its weights to read raw sequences."""
+
+    mean: list[float]  # per channel, fit on the train split
+    std: list[float]
+    labels: list[str] = field(default_factory=list)  # class index -> label name
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.mean)
+
+    @classmethod
+    def from_manifest(cls, manifest: Any) -> "Preprocessing":
+        return cls(
+            mean=list(manifest.normalization.mean),
+            std=list(manifest.normalization.std),
+            labels=list(manifest.labels),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+        return cls(**data)
+
+
+def pad_steps(steps_NC: np.ndarray, lengths_B: np.ndarray, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalize concatenated steps and scatter them into a zero-padded batch.
+
+    Args:
+        steps_NC: every valid step of every sequence, sequence after sequence.
+        lengths_B: steps per sequence; sums to N.
+
+    Returns:
+        x_BTC float32 (pad steps are exactly 0 after normalization) and lengths_B int64.
+    """
+    lengths_B = np.asarray(lengths_B, dtype=np.int64)
+    if steps_NC.shape[1] != pre.num_channels:
+        raise ValueError(
+            f"expected {pre.num_channels} channels per step (from the training data), got {steps_NC.shape[1]}"
+        )
+    if lengths_B.size and lengths_B.min() < 1:
+        raise ValueError("every sequence needs at least one step; got an empty sequence")
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
+    steps_NC = (steps_NC.astype(np.float32, copy=False) - mean) / std
+    batch, max_len = len(lengths_B), int(lengths_B.max()) if lengths_B.size else 0
+    x_BTC = np.zeros((batch, max_len, pre.num_channels), dtype=np.float32)
+    starts_B = np.concatenate([[0], np.cumsum(lengths_B)[:-1]])
+    row_N = np.repeat(np.arange(batch), lengths_B)
+    time_N = np.arange(int(lengths_B.sum())) - np.repeat(starts_B, lengths_B)
+    x_BTC[row_N, time_N] = steps_NC
+    return torch.from_numpy(x_BTC), torch.from_numpy(lengths_B)
+
+
+def arrow_steps(x: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """`x` column (list<list<float>> or list<float>) -> (steps_NC, lengths_B)."""
+    if isinstance(x, pa.ChunkedArray):
+        x = x.combine_chunks()
+    lengths_B = pc.list_value_length(x).to_numpy(zero_copy_only=False).astype(np.int64)
+    inner = x.flatten()  # respects slicing, unlike .values
+    if pa.types.is_list(inner.type) or pa.types.is_large_list(inner.type):
+        widths = pc.list_value_length(inner).to_numpy(zero_copy_only=False)
+        num_channels = int(widths[0]) if len(widths) else 0
+        if len(widths) and (widths != num_channels).any():
+            raise ValueError("every step must have the same number of channels; validate the dataset")
+        values = inner.flatten().to_numpy(zero_copy_only=False)
+        return values.reshape(-1, num_channels), lengths_B
+    return inner.to_numpy(zero_copy_only=False).reshape(-1, 1), lengths_B
+
+
+def python_steps(sequences: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw sequences (each T x C nested lists/arrays, or T values for one channel) -> (steps_NC, lengths_B)."""
+    arrays = []
+    for i, seq in enumerate(sequences):
+        arr = np.asarray(list(seq) if isinstance(seq, np.ndarray) and seq.dtype == object else seq,
+                         dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"sequence {i}: expected time x channels, got shape {arr.shape}")
+        arrays.append(arr)
+    lengths_B = np.array([len(a) for a in arrays], dtype=np.int64)
+    steps_NC = np.concatenate(arrays) if arrays else np.zeros((0, 0), dtype=np.float32)
+    return steps_NC, lengths_B
+
+
+
+
+def collate_table(batch: pa.Table, pre: Preprocessing) -> dict[str, torch.Tensor]:
+    """Arrow rows of the canonical contract -> {"x": x_BTC, "lengths": lengths_B, "y": y_B}."""
+    steps_NC, lengths_B = arrow_steps(batch.column("x"))
+    x_BTC, lengths_B = pad_steps(steps_NC, lengths_B, pre)
+    out = {"x": x_BTC, "lengths": lengths_B}
+    if "y" in batch.column_names:
+        out["y"] = torch.from_numpy(batch.column("y").to_numpy().astype(np.int64))
+    return out
+
+
+def table_batches(table: pa.Table, pre: Preprocessing, batch_size: int):
+    """Batches from an in-memory table, in row order (driver-side evaluation)."""
+    for start in range(0, table.num_rows, batch_size):
+        yield collate_table(table.slice(start, batch_size), pre)

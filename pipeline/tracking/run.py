@@ -1,0 +1,137 @@
+"""One MLflow run per training job, written from the driver (and the Train controller's callback).
+
+Workers never talk to MLflow: they `ray.train.report` metrics, and `EpochLogger`, a Ray Train
+callback running in the controller, writes them to the run the driver opened, by run id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from ray.train import UserCallback
+
+from pipeline.config import RecurConfig, dump_yaml, flatten
+from pipeline.tracking import plots
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = (
+    "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm", "grad_norm_max",
+    "epoch_seconds", "sequences_per_second",
+)
+
+
+class EpochLogger(UserCallback):
+    """Logs each epoch's metrics (rank 0's report) to the MLflow run, with the epoch as step,
+    and prints one progress line per epoch."""
+
+    def __init__(self, tracking_uri: str, run_id: str, total_epochs: int) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.total_epochs = total_epochs
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if not metrics:
+            return
+        report = metrics[0]
+        epoch = int(report["epoch"])
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(report[k]), now, epoch) for k in EPOCH_METRICS if k in report]
+        try:
+            MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+        except Exception as exc:  # a tracking hiccup must not kill hours of training
+            log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
+        print(
+            f"[recur] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
+            f"val_loss {report['val_loss']:.4f}  val_accuracy {report['val_accuracy']:.4f}  "
+            f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s",
+            file=sys.stderr, flush=True,
+        )
+
+
+class RunTracker:
+    """The driver's handle on one MLflow run."""
+
+    def __init__(self, cfg: RecurConfig, tracking_uri: str, experiment_id: str) -> None:
+        self.cfg = cfg
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.client = MlflowClient(tracking_uri)
+        self.run_id: str | None = None
+
+    def start(self, *, config_sources: list[str]) -> str:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.cfg.tracking.run_name)
+        self.run_id = run.info.run_id
+        params = flatten(self.cfg)
+        items = list(params.items())
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            mlflow.log_params(dict(items[i : i + 100]))
+        mlflow.set_tags({"recur.task": "classify", "recur.config_files": ",".join(config_sources)})
+        self.log_text(dump_yaml(self.cfg), "config/resolved.yaml")
+        return self.run_id
+
+    def epoch_logger(self) -> EpochLogger:
+        assert self.run_id is not None
+        return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs)
+
+    def log_dataset(self, manifest: Any, root: str) -> None:
+        """The dataset as an MLflow input (its digest is the data hash) plus the manifest."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        source = resolve_dataset_source(str(Path(root).resolve()))
+        dataset = MetaDataset(source=source, name=manifest.name, digest=manifest.data_hash[:32])
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tags({"recur.data_hash": manifest.data_hash, "recur.data_version": manifest.data_version})
+        mlflow.log_params({"data.rows." + split: info.rows for split, info in manifest.splits.items()})
+        self.log_text(manifest.model_dump_json(indent=2), "data/manifest.json")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        mlflow.log_text(text, artifact_file)
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        mlflow.log_dict(data, artifact_file)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        mlflow.log_figure(fig, artifact_file)
+        plots.close(fig)
+
+    def history(self, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+        """Per-epoch values as MLflow holds them (the source of truth after restarts)."""
+        out = {}
+        for key in keys:
+            points = self.client.get_metric_history(self.run_id, key)
+            out[key] = sorted((m.step, m.value) for m in points)
+        return out
+
+    def log_learning_curves(self, metric: str) -> None:
+        history = self.history(("train_loss", "val_loss", metric))
+        self.log_figure(plots.learning_curves(history, metric=metric), "plots/learning_curves.png")
+
+    def log_model(self, checkpoint_file: str, example_sequences: list[Any]):
+        from pipeline.tracking.pyfunc import log_model
+
+        return log_model(checkpoint_file, example_sequences=example_sequences)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+
+
+def write_json(data: dict, name: str) -> str:
+    path = Path(tempfile.mkdtemp()) / name
+    path.write_text(json.dumps(data, indent=2))
+    return str(path)

@@ -1,0 +1,96 @@
+"""Builds the TorchTrainer. `recur train`, `recur run` and tuning all get their trainer here."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+from pipeline.config import RecurConfig
+from pipeline.data.preprocess import Preprocessing
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot fit the requested workers plus Ray Data's read tasks."""
+
+
+def worker_resources(cfg: RecurConfig) -> dict[str, float]:
+    res: dict[str, float] = {"CPU": cfg.resources.cpus_per_worker}
+    if cfg.resources.use_gpu:
+        res["GPU"] = 1.0
+    return res
+
+
+def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
+    """Fail before training, naming the keys to change, when the workers cannot all be placed.
+
+    Ray Data's read tasks need CPU that the Train workers do not hold; if workers take every CPU
+    the data pipeline waits forever, so `resources.reserve_cpus_for_data` must stay free.
+    """
+    r = cfg.resources
+    total_cpu = float(cluster.get("CPU", 0.0))
+    need_cpu = r.num_workers * r.cpus_per_worker + r.reserve_cpus_for_data
+    if need_cpu > total_cpu + 1e-9:
+        raise ResourceError(
+            f"resources.num_workers={r.num_workers} x resources.cpus_per_worker={r.cpus_per_worker} "
+            f"+ resources.reserve_cpus_for_data={r.reserve_cpus_for_data} needs {need_cpu:g} CPUs, "
+            f"but the Ray cluster has {total_cpu:g}. Lower num_workers or cpus_per_worker "
+            f"(fractions are fine), or add nodes."
+        )
+    if r.use_gpu and float(cluster.get("GPU", 0.0)) < r.num_workers:
+        raise ResourceError(
+            f"resources.use_gpu=true with resources.num_workers={r.num_workers} needs "
+            f"{r.num_workers} GPUs, but the Ray cluster has {cluster.get('GPU', 0):g}. "
+            "Set resources.use_gpu=false or lower num_workers."
+        )
+
+
+def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None) -> dict[str, Any]:
+    """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "preprocessing": pre.to_dict(),
+        "mlflow_run_id": mlflow_run_id,
+        # One intra-op thread per whole CPU a worker holds; oversubscribing cores slows every rank.
+        "torch_threads": max(1, math.floor(cfg.resources.cpus_per_worker)),
+    }
+
+
+def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
+                  mlflow_run_id: str | None = None, callbacks: Sequence[Any] = ()):
+    """A TorchTrainer over the dataset's train and val splits.
+
+    Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
+    runs the same number of steps per epoch; val is read whole by every rank.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.data.loading import ray_dataset
+    from pipeline.training.worker import train_func
+
+    pre = Preprocessing.from_manifest(manifest)
+    datasets = {split: ray_dataset(cfg.data.root, split) for split in ("train", "val")}
+    return TorchTrainer(
+        train_func,
+        train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.resources.num_workers,
+            use_gpu=cfg.resources.use_gpu,
+            resources_per_worker=worker_resources(cfg),
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.resources.use_gpu else "gloo"),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=name,
+            storage_path=os.path.abspath(storage_path),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.train.num_checkpoints_to_keep,
+                checkpoint_score_attribute=cfg.train.monitor,
+                checkpoint_score_order=cfg.train.monitor_mode,
+            ),
+            callbacks=list(callbacks),
+        ),
+    )

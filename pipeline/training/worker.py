@@ -1,0 +1,182 @@
+"""The Ray Train worker function: get shards, wrap the model, run the plain loop, report.
+
+Everything numeric happens in `pipeline.training.loop`; this module only adds what data-parallel
+training needs: shards, DDP, cross-worker sums, checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pipeline import tasks
+from pipeline.config import RecurConfig
+from pipeline.data.loading import SequenceCollate
+from pipeline.data.preprocess import Preprocessing
+from pipeline.models.classifier import build_model, model_from_args
+from pipeline.training.loop import EpochStats, evaluate, make_optimizer, train_epoch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class Progress:
+    """What survives a restart besides weights: where we are and the early-stopping state."""
+
+    next_epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def improved(self, value: float, mode: str) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if mode == "max" else value < self.best_value
+
+
+def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Preprocessing,
+                    optimizer: torch.optim.Optimizer | None = None, progress: Progress | None = None,
+                    metrics: dict[str, float] | None = None, mlflow_run_id: str | None = None) -> str:
+    """Write model arguments, weights and preprocessing (and training state) to one file."""
+    module = getattr(model, "module", model)  # unwrap DDP
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    torch.save(
+        {
+            "model_args": module.model_args,
+            "state_dict": module.state_dict(),
+            "preprocessing": preprocessing.to_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "progress": vars(progress) if progress is not None else None,
+            "metrics": metrics or {},
+            "mlflow_run_id": mlflow_run_id,
+        },
+        path,
+    )
+    return path
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read a checkpoint file (or a directory holding one) onto the CPU."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_FILE)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessing]:
+    state = load_checkpoint(path)
+    model = model_from_args(state["model_args"])
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    return model, Preprocessing.from_dict(state["preprocessing"])
+
+
+def _all_reduce_sum(tensors: list[torch.Tensor]) -> None:
+    if dist.is_available() and dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, float]:
+    """Combine per-worker epoch stats: loss weighted by sequences, time of the slowest worker."""
+    sums = torch.tensor([stats.loss * stats.num_sequences, stats.num_sequences, stats.grad_norm],
+                        dtype=torch.float64, device=device)
+    _all_reduce_sum([sums])
+    slowest = torch.tensor([stats.seconds, stats.grad_norm_max], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        world = dist.get_world_size()
+    else:
+        world = 1
+    loss_sum, num_sequences, grad_norm_sum = sums.tolist()
+    seconds, grad_norm_max = slowest.tolist()
+    return {
+        "train_loss": loss_sum / max(num_sequences, 1.0),
+        "grad_norm": grad_norm_sum / world,  # DDP gradients are identical across ranks
+        "grad_norm_max": grad_norm_max,
+        "epoch_seconds": seconds,
+        "sequences_per_second": num_sequences / seconds if seconds > 0 else 0.0,
+        "train_sequences": num_sequences,
+        "train_steps": stats.num_steps,
+    }
+
+
+def train_func(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker entry point. `loop_config` holds the config and manifest as dicts."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    cfg = RecurConfig.model_validate(loop_config["config"])
+    pre = Preprocessing.from_dict(loop_config["preprocessing"])
+    num_classes = len(pre.labels)
+    torch.set_num_threads(int(loop_config.get("torch_threads", 1)))
+    torch.manual_seed(cfg.train.seed)  # same init everywhere; DDP also broadcasts rank 0's weights
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    model = build_model(cfg.model, input_size=pre.num_channels, num_classes=num_classes)
+    optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), lr=cfg.train.lr,
+                               weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+    progress = Progress()
+
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = load_checkpoint(directory)
+        model.load_state_dict(state["state_dict"])
+        if state.get("optimizer"):
+            optimizer.load_state_dict(state["optimizer"])
+        progress = Progress(**state["progress"])
+
+    model = ray.train.torch.prepare_model(model)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # AMP on GPU only
+    collate = SequenceCollate(pre)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_iterator = ray.train.get_dataset_shard("val")
+    batch_size = cfg.data.batch_size
+
+    for epoch in range(progress.next_epoch, cfg.train.epochs):
+        train_batches = train_shard.iter_torch_batches(
+            batch_size=batch_size,
+            collate_fn=collate,
+            local_shuffle_buffer_size=batch_size * 8,
+            local_shuffle_seed=cfg.data.seed + epoch,  # a new order each epoch, reproducible
+            prefetch_batches=2,
+        )
+        stats = train_epoch(model, train_batches, optimizer, device=device,
+                            grad_clip=cfg.train.grad_clip, scaler=scaler)
+        metrics = _global_epoch_metrics(stats, device)
+
+        # The val split is not sharded: every rank evaluates all of it and gets the same numbers.
+        val_state = evaluate(getattr(model, "module", model),
+                             val_iterator.iter_torch_batches(batch_size=batch_size, collate_fn=collate),
+                             num_classes=num_classes, device=device)
+        metrics.update({f"val_{k}": v for k, v in tasks.compute_metrics(val_state).items()})
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
+
+        value = metrics[cfg.train.monitor]
+        if progress.improved(value, cfg.train.monitor_mode):
+            progress.best_value, progress.best_epoch, progress.bad_epochs = value, epoch, 0
+        else:
+            progress.bad_epochs += 1
+        progress.next_epoch = epoch + 1
+        patience = cfg.train.early_stopping_patience
+        stop = patience > 0 and progress.bad_epochs >= patience
+        metrics["early_stopped"] = int(stop)
+
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
+                                progress=progress, metrics=metrics,
+                                mlflow_run_id=loop_config.get("mlflow_run_id"))
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break

@@ -1,0 +1,120 @@
+"""`recur run`: ingest -> validate -> train -> evaluate -> register -> promote, one MLflow run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import RecurConfig
+from pipeline.tracking import store
+from pipeline.tracking.plots import confusion_matrix
+from pipeline.tracking.run import RunTracker
+from pipeline.workflow import steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    test_metrics: dict[str, float]
+    epochs_run: int
+    best_epoch: int
+    checkpoint_dir: str
+    decision: dict[str, Any] | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def ui_address(self, port: int = 5000) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri.rstrip("/")
+        else:
+            base = f"http://127.0.0.1:{port} (start it with `recur ui`)"
+        return base
+
+    def run_url(self, port: int = 5000) -> str:
+        base = self.ui_address(port).split(" ")[0]
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+    def format(self, port: int = 5000) -> str:
+        m = self.test_metrics
+        lines = [
+            "",
+            "recur run finished",
+            f"  test accuracy   {m['test_accuracy']:.4f}",
+            f"  test macro-F1   {m['test_macro_f1']:.4f}",
+            f"  epochs          {self.epochs_run} (best epoch {self.best_epoch + 1})",
+            f"  MLflow run      {self.run_id}",
+            f"  MLflow UI       {self.ui_address(port)}",
+            f"  run page        {self.run_url(port)}",
+        ]
+        d = self.decision
+        if d is not None:
+            verdict = "became @champion" if d["promoted"] else "kept as @challenger"
+            lines.append(f"  model           {d['model_name']} version {d['version']}: {verdict}")
+            champion = "none" if d["champion_score"] is None else (
+                f"v{d['champion_version']} {d['champion_score']:.4f}")
+            lines.append(f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion "
+                         f"{champion}: {d['reason']}")
+        lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+
+def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None) -> RunSummary:
+    """The whole pipeline for one config. Ray must already be connected."""
+    timings: dict[str, float] = {}
+    tracking_uri = store.resolve_tracking_uri(cfg)
+    store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
+
+    with steps.timed("ingest", timings):
+        manifest = steps.ingest(cfg)
+        steps.validate(cfg)
+
+    experiment_id = store.ensure_experiment(cfg, tracking_uri)
+    tracker = RunTracker(cfg, tracking_uri, experiment_id)
+    run_id = tracker.start(config_sources=config_sources or [])
+    try:
+        tracker.log_dataset(manifest, cfg.data.root)
+        name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{run_id[:8]}"
+        with steps.timed("train", timings):
+            trained = steps.train(cfg, manifest, tracker=tracker, name=name)
+        with steps.timed("evaluate", timings):
+            evaluation = steps.evaluate(cfg, trained.checkpoint_dir)
+        with steps.timed("log", timings):
+            tracker.log_metrics(evaluation.metrics)
+            tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
+            tracker.log_learning_curves(cfg.train.monitor)
+            tracker.log_figure(confusion_matrix(evaluation.confusion, evaluation.labels),
+                               "plots/confusion_matrix.png")
+            tracker.log_dict({"labels": evaluation.labels, "confusion": evaluation.confusion.tolist()},
+                             "eval/confusion_matrix.json")
+            sequences, true_labels = steps.test_sequences(cfg)
+            model_info = tracker.log_model(steps.checkpoint_file(trained.checkpoint_dir), sequences[:2])
+
+        decision = None
+        if cfg.registry.enabled:
+            from pipeline.tracking.registry import register_and_gate
+
+            with steps.timed("registry", timings):
+                result = register_and_gate(
+                    tracking_uri=tracking_uri, model_name=cfg.registry.model_name,
+                    model_uri=model_info.model_uri, run_id=run_id, metric=cfg.registry.metric,
+                    min_improvement=cfg.registry.min_improvement, sequences=sequences,
+                    true_labels=true_labels, data_hash=manifest.data_hash,
+                )
+                decision = result.to_dict()
+                tracker.log_dict(decision, "registry/decision.json")
+                tracker.log_metrics({"gate_candidate_score": result.candidate_score})
+        tracker.log_dict(timings, "timings.json")
+        tracker.finish("FINISHED")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return RunSummary(
+        run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri,
+        test_metrics=evaluation.metrics, epochs_run=trained.epochs_run, best_epoch=trained.best_epoch,
+        checkpoint_dir=trained.checkpoint_dir, decision=decision, timings=timings,
+    )

@@ -1,0 +1,170 @@
+"""Pipeline steps: ingest -> validate -> train -> evaluate -> register/promote.
+
+Each step takes the config and earlier steps' outputs and returns its own. They assume Ray is
+already connected (entry points do that, see `pipeline.workflow.session`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import RecurConfig
+from pipeline.data import contract
+from pipeline.data.preprocess import table_batches
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ ingest
+
+
+def _source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
+    """What an import depends on: source files (size + sha256) and import options."""
+    from pipeline.data.importers import resolve_source
+
+    source = cfg.data.source
+    resolved = [resolve_source(p) for p in source.paths]
+    return {
+        "sources": [s.model_dump() for s in contract.sources_for(resolved)],
+        "params": _import_kwargs(cfg),
+    }
+
+
+def _import_kwargs(cfg: RecurConfig) -> dict[str, Any]:
+    source = cfg.data.source
+    kwargs: dict[str, Any] = dict(
+        task="classify", name=cfg.data.name, val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, on_invalid=cfg.data.on_invalid,
+    )
+    if source.format == "ts":
+        kwargs["missing"] = source.missing
+    else:
+        kwargs.update(x_column=source.x_column, y_column=source.y_column, id_column=source.id_column,
+                      split_column=source.split_column)
+    return kwargs
+
+
+def ingest(cfg: RecurConfig) -> contract.Manifest:
+    """Import `data.source` into `data.root` unless an identical import is already there."""
+    from pipeline.data.importers import import_dataset, resolve_source
+
+    root = cfg.data.root
+    if cfg.data.source is None:
+        return contract.read_manifest(root)  # names the folder when there is no dataset
+    fingerprint = _source_fingerprint(cfg)
+    marker = Path(root) / "import.json"
+    if marker.exists() and (Path(root) / "manifest.json").exists():
+        if json.loads(marker.read_text()) == fingerprint:
+            log.info("dataset at %s is up to date with its sources; not re-importing", root)
+            return contract.read_manifest(root)
+    paths = [resolve_source(p) for p in cfg.data.source.paths]
+    manifest = import_dataset(cfg.data.source.format, paths, root, **_import_kwargs(cfg))
+    marker.write_text(json.dumps(fingerprint, indent=2))
+    return manifest
+
+
+def validate(cfg: RecurConfig) -> None:
+    """Recheck every row and the data hash; raise with row ids when anything is wrong."""
+    from pipeline.data.validate import DataValidationError, validate_dataset
+
+    report = validate_dataset(cfg.data.root)
+    if not report.ok:
+        raise DataValidationError(report.problems, report.format())
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainOutput:
+    checkpoint_dir: str  # best checkpoint by train.monitor
+    storage_dir: str  # Ray Train run folder (all checkpoints)
+    epochs_run: int
+    best_epoch: int
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: str) -> TrainOutput:
+    """Data-parallel training on Ray Train; metrics stream into the tracker's MLflow run."""
+    import ray
+
+    from pipeline.training.trainer import build_trainer, check_resources
+
+    check_resources(cfg, ray.cluster_resources())
+    storage = os.path.join(cfg.tracking.runs_dir, "ray")
+    trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
+                            mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()])
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
+    best = best or result.checkpoint
+    if best is None:
+        raise RuntimeError(f"training finished without a checkpoint; see {result.path}")
+    best_metrics = next((m for c, m in result.best_checkpoints or [] if c.path == best.path), {})
+    return TrainOutput(
+        checkpoint_dir=best.path,
+        storage_dir=result.path,
+        epochs_run=int(result.metrics.get("epoch", -1)) + 1,
+        best_epoch=int(best_metrics.get("epoch", -1)),
+        final_metrics=dict(result.metrics),
+    )
+
+
+# ---------------------------------------------------------------------------------- evaluate
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    labels: list[str]
+
+
+def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
+    """Test-split metrics of a checkpoint (loss, accuracy, macro-F1, confusion matrix)."""
+    from pipeline import tasks
+    from pipeline.training.loop import evaluate as evaluate_batches
+    from pipeline.training.worker import model_from_checkpoint
+
+    model, pre = model_from_checkpoint(checkpoint_dir)
+    table = contract.read_split(cfg.data.root, "test")
+    state = evaluate_batches(model, table_batches(table, pre, 256), num_classes=len(pre.labels))
+    metrics = {f"test_{k}": v for k, v in tasks.compute_metrics(state).items()}
+    return Evaluation(metrics=metrics, confusion=state.confusion_KK.numpy(), labels=pre.labels)
+
+
+def test_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:
+    """Raw test sequences (as nested lists) and their label names, for the registry gate."""
+    manifest = contract.read_manifest(cfg.data.root)
+    table = contract.read_split(cfg.data.root, "test")
+    labels = [manifest.labels[i] for i in table.column("y").to_pylist()]
+    return table.column("x").to_pylist(), labels
+
+
+def checkpoint_file(checkpoint_dir: str) -> str:
+    from pipeline.training.worker import CHECKPOINT_FILE
+
+    return os.path.join(checkpoint_dir, CHECKPOINT_FILE)
+
+
+def timed(phase: str, timings: dict[str, float]):
+    """Context manager recording a phase's wall seconds into `timings`."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _timer():
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[phase] = round(time.perf_counter() - start, 2)
+
+    return _timer()
+

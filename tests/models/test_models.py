@@ -1,0 +1,60 @@
+"""Models: padding never changes an output; every cell builds through the one table."""
+
+import pytest
+import torch
+
+from pipeline.config import ModelConfig
+from pipeline.models import CELLS, build_model
+
+
+def _padded(seqs):
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        x[i, : len(s)] = s
+    return x, lengths
+
+
+@pytest.mark.parametrize("cell,bidirectional,num_layers", [
+    ("lstm", False, 1), ("lstm", True, 2), ("gru", True, 1), ("gru", False, 2), ("rnn", True, 2),
+])
+def test_padding_does_not_change_logits(cell, bidirectional, num_layers):
+    # given a model and one short sequence
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell=cell, bidirectional=bidirectional, num_layers=num_layers,
+                                    hidden_size=16, dropout=0.2), input_size=3, num_classes=4).eval()
+    short = torch.randn(5, 3)
+    longer = [torch.randn(12, 3), torch.randn(9, 3)]
+    # when it is scored alone and batched with longer sequences (so it gets 7 pad steps),
+    # with garbage in the pad steps too
+    alone = model(*_padded([short]))
+    x, lengths = _padded([longer[0], short, longer[1]])
+    x[1, 5:] = 1e3
+    batched = model(x, lengths)
+    # then its logits are the same
+    torch.testing.assert_close(batched[1], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_relu_rnn_and_shapes():
+    model = build_model(ModelConfig(cell="rnn", nonlinearity="relu", hidden_size=8),
+                        input_size=2, num_classes=5)
+    assert model.encoder.rnn.nonlinearity == "relu"
+    assert model.encoder.rnn.batch_first
+    x, lengths = _padded([torch.randn(4, 2), torch.randn(2, 2)])
+    assert model(x, lengths).shape == (2, 5)
+
+
+def test_cells_table_covers_config_choices():
+    assert set(CELLS) == {"lstm", "gru", "rnn"}
+    assert CELLS["gru"] is torch.nn.GRU
+
+
+def test_model_args_rebuild_identical_model():
+    from pipeline.models.classifier import model_from_args
+
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(cell="lstm", hidden_size=8, num_layers=2), input_size=3, num_classes=2)
+    clone = model_from_args(model.model_args)
+    clone.load_state_dict(model.state_dict())
+    x, lengths = _padded([torch.randn(6, 3)])
+    torch.testing.assert_close(clone.eval()(x, lengths), model.eval()(x, lengths))

@@ -1,0 +1,87 @@
+"""Config: merging, overrides, strict validation with errors that name the key and the file."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, RecurConfig, flatten, json_schema, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = Path(__file__).parent / "config_examples"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config([path])
+    assert isinstance(cfg, RecurConfig)
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "valid").glob("*.yaml")), ids=lambda p: p.name)
+def test_valid_examples(path):
+    load_config([path])
+
+
+@pytest.mark.parametrize("path,key", [
+    ("unknown_key.yaml", "model.hiden_size"),
+    ("wrong_type.yaml", "train.epochs"),
+    ("unknown_cell.yaml", "model.cell"),
+])
+def test_invalid_examples_name_key_and_file(path, key):
+    with pytest.raises(ConfigError) as err:
+        load_config([EXAMPLES / "invalid" / path])
+    message = str(err.value)
+    assert key in message
+    assert path in message
+
+
+def test_unknown_key_lists_known_keys():
+    with pytest.raises(ConfigError, match="known keys in model: .*hidden_size"):
+        load_config([EXAMPLES / "invalid" / "unknown_key.yaml"])
+
+
+def test_files_merge_left_to_right_and_set_wins(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train: {lr: 0.1, epochs: 3}\nmodel: {cell: gru}\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("train: {lr: 0.2}\n")
+    cfg = load_config([base, top], ["train.lr=0.003", "model.bidirectional=true"])
+    assert cfg.train.lr == 0.003
+    assert cfg.train.epochs == 3  # kept from the base: sections merge, not replace
+    assert cfg.model.cell == "gru" and cfg.model.bidirectional is True
+
+
+def test_bad_override_names_the_override():
+    with pytest.raises(ConfigError, match=r"train.lrr.*--set train.lrr=1"):
+        load_config([], ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config([], ["train.lr"])
+
+
+def test_monitor_mode_must_match_metric():
+    with pytest.raises(ConfigError, match="train.monitor_mode"):
+        load_config([], ["train.monitor=val_loss", "train.monitor_mode=max"])
+
+
+def test_config_is_frozen_and_round_trips_through_a_dict():
+    cfg = load_config([REPO / "configs" / "quickstart.yaml"])
+    with pytest.raises(Exception):
+        cfg.train.lr = 1.0
+    assert RecurConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config([bad])
+
+
+def test_schema_and_flatten():
+    schema = json.loads(json_schema())
+    assert set(schema["properties"]) == {"data", "model", "train", "tracking", "registry", "resources"}
+    flat = flatten(RecurConfig())
+    assert flat["train.lr"] == RecurConfig().train.lr
+    assert "model.cell" in flat
