@@ -58,6 +58,11 @@ class DataConfig(_Section):
         "fail", description="rows breaking the contract: fail listing them, or quarantine with reasons"
     )
     batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
+    materialize: bool = Field(
+        True,
+        description="hold train/val in Ray's object store across epochs (fast for data that fits in "
+        "memory); false streams Parquet every epoch (data larger than the object store)",
+    )
     seed: int = Field(0, description="seed for splits and per-epoch shuffling")
 
 
@@ -108,7 +113,10 @@ class RegistryConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
+    num_workers: int = Field(
+        2, ge=0, description="Ray Train workers (data-parallel ranks); 0 runs the worker function "
+        "in the driver process (Ray Train local mode, for debugging)"
+    )
     cpus_per_worker: float = Field(
         0.5,
         gt=0.0,

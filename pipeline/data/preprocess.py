@@ -9,8 +9,9 @@ Shape suffixes: N total valid steps in a batch, B batch, T padded time, C channe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,7 @@ class Preprocessing:
         return len(self.mean)
 
     @classmethod
-    def from_manifest(cls, manifest: Any) -> "Preprocessing":
+    def from_manifest(cls, manifest: Any) -> Preprocessing:
         return cls(
             mean=list(manifest.normalization.mean),
             std=list(manifest.normalization.std),
@@ -42,7 +43,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         return cls(**data)
 
 

@@ -27,7 +27,7 @@ class RecurSequenceModel(mlflow.pyfunc.PythonModel):
 
         self.model, self.pre = model_from_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):  # no hints: MLflow reads them as a schema
         import torch
 
         from pipeline.data.preprocess import pad_steps, python_steps

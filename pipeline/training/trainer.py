@@ -70,7 +70,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     from pipeline.training.worker import train_func
 
     pre = Preprocessing.from_manifest(manifest)
-    datasets = {split: ray_dataset(cfg.data.root, split) for split in ("train", "val")}
+    datasets = {split: ray_dataset(cfg.data.root, split, materialize=cfg.data.materialize)
+                for split in ("train", "val")}
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id),

@@ -105,6 +105,11 @@ def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, 
     }
 
 
+def _param_checksum(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().sum() for p in model.parameters()))
+
+
 def train_func(loop_config: dict[str, Any]) -> None:
     """Ray Train worker entry point. `loop_config` holds the config and manifest as dicts."""
     import ray.train
@@ -158,7 +163,9 @@ def train_func(loop_config: dict[str, Any]) -> None:
                              val_iterator.iter_torch_batches(batch_size=batch_size, collate_fn=collate),
                              num_classes=num_classes, device=device)
         metrics.update({f"val_{k}": v for k, v in tasks.compute_metrics(val_state).items()})
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank,
+                       # per-rank sum of the weights: lets tests and users see that DDP replicas agree
+                       param_checksum=_param_checksum(model))
 
         value = metrics[cfg.train.monitor]
         if progress.improved(value, cfg.train.monitor_mode):
@@ -170,13 +177,15 @@ def train_func(loop_config: dict[str, Any]) -> None:
         stop = patience > 0 and progress.bad_epochs >= patience
         metrics["early_stopped"] = int(stop)
 
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank == 0:
-                save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
-                                progress=progress, metrics=metrics,
-                                mlflow_run_id=loop_config.get("mlflow_run_id"))
-                checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        checkpoint = None
+        if rank == 0:
+            # Ray copies the folder to storage_path and then deletes it; in local mode
+            # (num_workers=0) nothing is copied and the folder itself is the checkpoint.
+            directory = tempfile.mkdtemp(prefix="recur-ckpt-")
+            save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
+                            progress=progress, metrics=metrics,
+                            mlflow_run_id=loop_config.get("mlflow_run_id"))
+            checkpoint = Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
         if stop:
             break

@@ -25,6 +25,6 @@ def connect_ray(cfg: RecurConfig, address: str | None = None) -> str:
     if target:
         ray.init(address=target, log_to_driver=True)
         return f"Ray cluster at {target}"
-    ray.init(num_cpus=cfg.resources.num_cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=cfg.resources.num_cpus, log_to_driver=True)
     cpus = ray.cluster_resources().get("CPU", 0)
     return f"local Ray ({cpus:g} CPUs)"

@@ -76,8 +76,10 @@ def validate(cfg: RecurConfig) -> None:
     from pipeline.data.validate import DataValidationError, validate_dataset
 
     report = validate_dataset(cfg.data.root)
+    if report.problems:
+        raise DataValidationError(report.problems, header=f"dataset {cfg.data.root} breaks the contract")
     if not report.ok:
-        raise DataValidationError(report.problems, report.format())
+        raise contract.DatasetError(report.format())
 
 
 # ------------------------------------------------------------------------------------- train

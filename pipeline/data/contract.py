@@ -1,0 +1,689 @@
+"""The canonical dataset on disk: folder layout, Arrow schema, manifest, data hash.
+
+A dataset is a folder that every importer writes and every later step reads::
+
+    <root>/manifest.json                 Manifest (below); written LAST, atomically
+    <root>/train/part-00000.parquet      columns id, x, y (ARROW_SCHEMA)
+    <root>/val/part-00000.parquet
+    <root>/test/part-00000.parquet
+    <root>/quarantine/part-00000.parquet optional: rows that broke the contract, with a reason
+
+Columns (task ``classify``):
+
+* ``id``  string, a stable row id kept through every step.
+* ``x``   list<list<float32>>, shape (time, channels) per row; univariate data has 1 channel.
+  Readers also accept list<float32> and treat it as (time, 1).
+* ``y``   int64, index into ``Manifest.labels``.
+
+A dataset without ``manifest.json`` is incomplete by definition: writers remove the old manifest
+first and write the new one last, so a crash half-way never leaves a readable, inconsistent
+dataset behind.
+
+All filesystem access goes through :class:`_LocalStore` so that an S3 store can replace it later.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+QUARANTINE = "quarantine"
+MANIFEST_FILE = "manifest.json"
+PART_FILE = "part-00000.parquet"
+FORMAT_VERSION = 1
+# std below this is treated as this, so normalising a constant channel never divides by zero.
+STD_FLOOR = 1e-6
+
+X_TYPE = pa.list_(pa.list_(pa.float32()))
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("x", X_TYPE),
+        pa.field("y", pa.int64()),
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, incomplete or does not follow the contract."""
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest models
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FeatureSpec(_Frozen):
+    """What ``x`` holds: float features with ``num_channels`` values per time step."""
+
+    kind: Literal["float"] = "float"
+    num_channels: int
+
+    @field_validator("num_channels")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"num_channels must be >= 1, got {v}")
+        return v
+
+
+class SplitInfo(_Frozen):
+    """Row count of one split and its Parquet files, relative to the dataset root."""
+
+    rows: int
+    files: list[str]
+
+
+class Normalization(_Frozen):
+    """Per-channel mean and std of ``x``, fit on the TRAIN split over every finite time step.
+
+    ``std`` is the population std (ddof=0), floored at ``STD_FLOOR``.
+    Normalise with ``(x - mean) / std``.
+    """
+
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Normalization:
+        if len(self.mean) != len(self.std):
+            raise ValueError(
+                f"normalization mean has {len(self.mean)} channels but std has {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError("normalization std must be > 0 for every channel")
+        return self
+
+
+class LengthStats(_Frozen):
+    """Sequence lengths (time steps) of one split."""
+
+    min: int
+    max: int
+    mean: float
+
+
+class SourceFile(_Frozen):
+    """A source file an import read: its path (as given), size in bytes and sha256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Manifest(_Frozen):
+    """``manifest.json``: everything a later step needs to know about a dataset."""
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    task: Literal["classify"]
+    feature: FeatureSpec
+    labels: list[str]
+    splits: dict[str, SplitInfo]
+    normalization: Normalization
+    lengths: dict[str, LengthStats]
+    data_hash: str
+    sources: list[SourceFile]
+    quarantined: dict[str, int]
+    import_params: dict[str, Any]
+    created_at: str
+
+    @field_validator("data_hash")
+    @classmethod
+    def _hex_sha256(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("data_hash must be 64 lowercase hex characters (sha256)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported (expected {FORMAT_VERSION})"
+            )
+        missing = [s for s in SPLITS if s not in self.splits]
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if missing or unknown:
+            raise ValueError(
+                f"splits must be exactly {list(SPLITS)} (missing {missing}, unknown {unknown})"
+            )
+        if self.task == "classify" and not self.labels:
+            raise ValueError("a classify dataset needs at least one label")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        n = self.feature.num_channels
+        if len(self.normalization.mean) != n:
+            raise ValueError(
+                f"normalization has {len(self.normalization.mean)} channels, feature has {n}"
+            )
+        return self
+
+    @property
+    def data_version(self) -> str:
+        """Short data version: the first 12 hex characters of ``data_hash``."""
+        return self.data_hash[:12]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage: the one place that knows how dataset paths map to files.
+
+
+class _LocalStore:
+    """Local-filesystem access for one dataset root. Swap this class to support S3."""
+
+    def __init__(self, root: str) -> None:
+        root = os.fspath(root)
+        if root.startswith("file://"):
+            root = root[len("file://") :]
+        elif "://" in root:
+            raise DatasetError(
+                f"only local dataset folders are supported so far, got {root!r}"
+            )
+        self.root = os.path.abspath(os.path.expanduser(root))
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def exists(self, *parts: str) -> bool:
+        return os.path.exists(self.path(*parts))
+
+    def makedirs(self, *parts: str) -> None:
+        os.makedirs(self.path(*parts), exist_ok=True)
+
+    def parts(self, folder: str) -> list[str]:
+        """Part files of ``folder`` relative to the root, in name order."""
+        found = sorted(glob.glob(self.path(folder, "part-*.parquet")))
+        return [os.path.relpath(p, self.root).replace(os.sep, "/") for p in found]
+
+    def remove_parts(self, folder: str) -> None:
+        for rel in self.parts(folder):
+            os.remove(self.path(rel))
+
+    def remove(self, *parts: str) -> None:
+        p = self.path(*parts)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+    def write_parquet(self, table: pa.Table, rel: str) -> None:
+        # zstd: compact and fast to decode; one row group keeps the file layout deterministic.
+        pq.write_table(table, self.path(rel), compression="zstd", row_group_size=max(1, len(table)))
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        return pq.read_table(self.path(rel))
+
+    def write_text_atomic(self, rel: str, text: str) -> None:
+        target = self.path(rel)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def read_text(self, rel: str) -> str:
+        with open(self.path(rel), encoding="utf-8") as fh:
+            return fh.read()
+
+
+def _store(root: str) -> _LocalStore:
+    return _LocalStore(root)
+
+
+def split_dir(root: str, split: str) -> str:
+    """Folder holding the Parquet part files of ``split`` (one of SPLITS, or 'quarantine')."""
+    if split not in SPLITS and split != QUARANTINE:
+        raise DatasetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    return _store(root).path(split)
+
+
+# --------------------------------------------------------------------------------------------
+# Arrow helpers
+
+
+def x_array(xs: Iterable[np.ndarray]) -> pa.ListArray:
+    """Build an ``x`` column (list<list<float32>>) from arrays of shape (T, C) (or (T,) = C 1).
+
+    Rows may differ in T and even in C (invalid data still has to be representable for
+    quarantine); every row is stored row-major, one inner list per time step.
+    """
+    arrays = []
+    for a in xs:
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise DatasetError(f"x rows must have shape (time, channels), got {a.shape}")
+        arrays.append(a)
+    row_steps = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    widths = np.repeat(np.array([a.shape[1] for a in arrays], dtype=np.int64), row_steps)
+    step_offsets = np.zeros(len(widths) + 1, dtype=np.int32)
+    np.cumsum(widths, out=step_offsets[1:])
+    row_offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(row_steps, out=row_offsets[1:])
+    values = (
+        np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.float32)
+    )
+    inner = pa.ListArray.from_arrays(pa.array(step_offsets), pa.array(values, pa.float32()))
+    return pa.ListArray.from_arrays(pa.array(row_offsets), inner)
+
+
+def make_table(ids: list[str], xs: list[np.ndarray], ys: list[int]) -> pa.Table:
+    """Canonical table from row ids, arrays of shape (T, C) float32, and int label indices."""
+    if not (len(ids) == len(xs) == len(ys)):
+        raise DatasetError(
+            f"ids, xs and ys must have the same length, got {len(ids)}, {len(xs)}, {len(ys)}"
+        )
+    return pa.Table.from_arrays(
+        [pa.array(ids, pa.string()), x_array(xs), pa.array(ys, pa.int64())],
+        schema=ARROW_SCHEMA,
+    )
+
+
+def _as_array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return col
+
+
+def as_2d_x(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Return ``col`` as list<list<float32>>; list<number> becomes (T, 1) per row.
+
+    Accepts list / large_list of numbers (one channel) or of lists of numbers.
+    """
+    arr = _as_array(col)
+    t = arr.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        raise DatasetError(f"x must be a list column, got {t}")
+    vt = t.value_type
+    if pa.types.is_list(vt) or pa.types.is_large_list(vt):
+        if not (pa.types.is_floating(vt.value_type) or pa.types.is_integer(vt.value_type)):
+            raise DatasetError(f"x values must be numbers, got {t}")
+        return arr if arr.type == X_TYPE else arr.cast(X_TYPE)
+    if not (pa.types.is_floating(vt) or pa.types.is_integer(vt)):
+        raise DatasetError(f"x values must be numbers, got {t}")
+    arr = arr.cast(pa.list_(pa.float32()))
+    # Fresh offsets from the lengths: flatten() drops null rows and honours slicing, so this
+    # works for sliced arrays with nulls too (from_arrays rejects sliced offsets with a mask).
+    values = arr.flatten()
+    offsets = np.zeros(len(arr) + 1, dtype=np.int32)
+    np.cumsum(_lengths(arr), out=offsets[1:])
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(len(values) + 1, dtype=np.int32)), values
+    )
+    mask = arr.is_null() if arr.null_count else None
+    return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=mask)
+
+
+def canonical_table(table: pa.Table) -> pa.Table:
+    """Select id, x, y and cast them to ARROW_SCHEMA (x list<float> -> (T, 1))."""
+    missing = [c for c in ARROW_SCHEMA.names if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"table is missing column(s) {missing}; expected {ARROW_SCHEMA.names}")
+    return pa.Table.from_arrays(
+        [
+            _as_array(table.column("id")).cast(pa.string()),
+            as_2d_x(table.column("x")),
+            _as_array(table.column("y")).cast(pa.int64()),
+        ],
+        schema=ARROW_SCHEMA,
+    )
+
+
+class XParts:
+    """Flattened view of one ``x`` array, for vectorised checks and statistics.
+
+    Attributes (numpy):
+      row_null     (rows,) bool     x is null
+      row_steps    (rows,) int64    time steps per row (0 for null rows)
+      step_null    (steps,) bool    a time step is null
+      step_widths  (steps,) int64   values per time step (0 for null steps)
+      values       (values,) float32, null values as NaN
+    """
+
+    def __init__(self, col: pa.Array | pa.ChunkedArray) -> None:
+        arr = as_2d_x(col)
+        self.row_null = _null_mask(arr)
+        self.row_steps = _lengths(arr)
+        steps = arr.flatten()  # skips null rows and honours slicing
+        self.step_null = _null_mask(steps)
+        self.step_widths = _lengths(steps)
+        values = steps.flatten()
+        if values.null_count:
+            values = pc.fill_null(values, float("nan"))
+        self.values = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+
+    @property
+    def step_offsets(self) -> np.ndarray:
+        """(steps + 1,) start of each step in ``values``."""
+        out = np.zeros(len(self.step_widths) + 1, dtype=np.int64)
+        np.cumsum(self.step_widths, out=out[1:])
+        return out
+
+    @property
+    def row_offsets(self) -> np.ndarray:
+        """(rows + 1,) start of each row in the step arrays."""
+        out = np.zeros(len(self.row_steps) + 1, dtype=np.int64)
+        np.cumsum(self.row_steps, out=out[1:])
+        return out
+
+
+def _null_mask(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.zeros(len(arr), dtype=bool)
+    return arr.is_null().to_numpy(zero_copy_only=False)
+
+
+def _lengths(arr: pa.Array) -> np.ndarray:
+    lengths = pc.list_value_length(arr)
+    if lengths.null_count:
+        lengths = pc.fill_null(lengths, 0)
+    return lengths.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def x_to_numpy(col: pa.Array | pa.ChunkedArray, *, copy: bool = True) -> list[np.ndarray]:
+    """Rows of an ``x`` column as float32 arrays of shape (T, C). Every row must be rectangular.
+
+    ``copy=False`` returns read-only views into the Arrow buffers (no copy of the values).
+    """
+    parts = XParts(col)
+    out = []
+    roff, soff = parts.row_offsets, parts.step_offsets
+    for i in range(len(parts.row_steps)):
+        s0, s1 = roff[i], roff[i + 1]
+        w = parts.step_widths[s0:s1]
+        if len(w) and (w != w[0]).any():
+            raise DatasetError(f"row {i}: time steps have different channel counts")
+        c = int(w[0]) if len(w) else 0
+        row = parts.values[soff[s0] : soff[s1]].reshape(s1 - s0, c)
+        out.append(row.copy() if copy else row)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Hash and statistics
+
+
+def _string_stream(arr: pa.Array, lengths: hashlib._Hash, data: hashlib._Hash) -> None:
+    """Feed one string chunk: utf-8 byte lengths (int64 LE, null = -1) and the bytes."""
+    if len(arr) == 0:
+        return
+    # large_string: one offset width (int64) whatever the input (string, large_string, ids
+    # stored as numbers).
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    n = pc.binary_length(arr)
+    if n.null_count:
+        n = pc.fill_null(n, -1)
+        arr = pc.fill_null(arr, "")
+    lengths.update(n.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+    offsets = np.frombuffer(arr.buffers()[1], dtype="<i8")[arr.offset : arr.offset + len(arr) + 1]
+    buf = arr.buffers()[2]
+    if buf is not None and offsets[-1] > offsets[0]:
+        data.update(memoryview(buf)[int(offsets[0]) : int(offsets[-1])])
+
+
+_HASH_STREAMS = ("idlen", "id", "steps", "widths", "x", "y", "ynull")
+
+
+def compute_data_hash(tables: Mapping[str, pa.Table]) -> str:
+    """sha256 (hex) of the dataset content, independent of Parquet encoding and row groups.
+
+    For each split in SPLITS order (splits absent from ``tables`` are skipped), rows in stored
+    order: the split name and row count, then separate sha256 streams of the ids (utf-8 lengths
+    and bytes), the x shapes (steps per row, values per step), the x values as float32 little
+    endian, and y (int64 little endian plus a null mask). Each stream is fed chunk by chunk, so
+    the result does not depend on how the table is chunked. list<float> x hashes like (T, 1).
+    """
+    outer = hashlib.sha256(b"recur-data-hash-v1\0")
+    for split in SPLITS:
+        if split not in tables:
+            continue
+        table = tables[split]
+        streams = {k: hashlib.sha256() for k in _HASH_STREAMS}
+        for chunk in table.column("id").chunks:
+            _string_stream(chunk, streams["idlen"], streams["id"])
+        for chunk in table.column("x").chunks:
+            parts = XParts(chunk)
+            steps = np.where(parts.row_null, -1, parts.row_steps)
+            widths = np.where(parts.step_null, -1, parts.step_widths)
+            streams["steps"].update(steps.astype("<i8").tobytes())
+            streams["widths"].update(widths.astype("<i8").tobytes())
+            streams["x"].update(parts.values.astype("<f4", copy=False).tobytes())
+        for chunk in table.column("y").chunks:
+            chunk = chunk.cast(pa.int64())
+            nulls = _null_mask(chunk)
+            if chunk.null_count:
+                chunk = pc.fill_null(chunk, 0)
+            streams["y"].update(chunk.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+            streams["ynull"].update(nulls.astype(np.uint8).tobytes())
+        outer.update(f"{split}\0{table.num_rows}\0".encode())
+        for k in _HASH_STREAMS:
+            outer.update(streams[k].digest())
+    return outer.hexdigest()
+
+
+def fit_normalization(train_table: pa.Table) -> Normalization:
+    """Per-channel mean/std over every finite value of every time step of the train split.
+
+    All time steps must have the same channel count C. Accumulates in float64. A channel with no
+    finite value gets mean 0, std 1; std is floored at STD_FLOOR.
+    """
+    parts = XParts(train_table.column("x"))
+    widths = parts.step_widths[~parts.step_null]
+    if len(widths) == 0:
+        raise DatasetError("cannot fit normalization: the train split has no time steps")
+    c = int(widths[0])
+    if (widths != c).any() or parts.step_null.any() or c == 0:
+        raise DatasetError("cannot fit normalization: time steps have different channel counts")
+    vals = parts.values.reshape(-1, c)
+    total = np.zeros(c, np.float64)
+    count = np.zeros(c, np.int64)
+    # Blocks of steps, so 100k x 100 x 12 values never need a full float64 copy; non-finite
+    # values (only present in unvalidated data) are left out of the statistics.
+    block = 1 << 18
+    all_finite = bool(np.isfinite(vals).all())
+    for start in range(0, len(vals), block):
+        v = vals[start : start + block].astype(np.float64)
+        if all_finite:
+            total += v.sum(axis=0)
+            count += len(v)
+        else:
+            ok = np.isfinite(v)
+            total += np.where(ok, v, 0.0).sum(axis=0)
+            count += ok.sum(axis=0)
+    mean = np.divide(total, count, out=np.zeros(c), where=count > 0)
+    sq = np.zeros(c, np.float64)
+    for start in range(0, len(vals), block):
+        v = vals[start : start + block].astype(np.float64)
+        v -= mean
+        v *= v
+        sq += v.sum(axis=0) if all_finite else np.where(np.isfinite(v), v, 0.0).sum(axis=0)
+    var = np.divide(sq, count, out=np.ones(c), where=count > 0)
+    std = np.maximum(np.sqrt(var), STD_FLOOR)
+    return Normalization(mean=[float(m) for m in mean], std=[float(s) for s in std])
+
+
+def length_stats(table: pa.Table) -> LengthStats:
+    """Min, max and mean number of time steps over the non-null rows (0s for an empty table)."""
+    parts = XParts(table.column("x"))
+    steps = parts.row_steps[~parts.row_null]
+    if len(steps) == 0:
+        return LengthStats(min=0, max=0, mean=0.0)
+    return LengthStats(min=int(steps.min()), max=int(steps.max()), mean=float(steps.mean()))
+
+
+def _num_channels(table: pa.Table) -> int:
+    parts = XParts(table.column("x"))
+    widths = parts.step_widths[~parts.step_null]
+    if len(widths) == 0:
+        raise DatasetError("cannot tell the channel count: the train split has no time steps")
+    return int(widths[0])
+
+
+def sources_for(paths: Iterable[str]) -> list[SourceFile]:
+    """Size (bytes) and sha256 of each local source file, in the given order."""
+    out = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out.append(SourceFile(path=str(p), size=os.path.getsize(p), sha256=h.hexdigest()))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Write and read
+
+
+def write_dataset(
+    root: str,
+    tables: Mapping[str, pa.Table],
+    *,
+    name: str,
+    task: str,
+    labels: list[str],
+    sources: list[SourceFile],
+    import_params: dict[str, Any],
+    quarantine: pa.Table | None = None,
+) -> Manifest:
+    """Write a canonical dataset to ``root`` and return its manifest.
+
+    ``tables`` must hold every split in SPLITS, each non-empty, with columns id, x, y (x may be
+    list<float>, it is stored as (T, 1)). ``quarantine`` needs columns id, split, reason; any
+    other columns (raw x, label, source) are stored as they are.
+
+    Order of writes: old manifest removed, old part files removed, new part files written,
+    manifest.json written last via a temp file + os.replace, so a half-written dataset has no
+    manifest. Normalization is fit on train only; the data hash covers train/val/test.
+    """
+    missing = [s for s in SPLITS if s not in tables]
+    unknown = [s for s in tables if s not in SPLITS]
+    if missing or unknown:
+        raise DatasetError(f"write_dataset needs splits {list(SPLITS)}; missing {missing}, "
+                           f"unknown {unknown}")
+    canon = {s: canonical_table(tables[s]).combine_chunks() for s in SPLITS}
+    empty = [s for s in SPLITS if canon[s].num_rows == 0]
+    if empty:
+        raise DatasetError(f"split(s) {empty} would be empty; every split needs at least one row")
+    if quarantine is not None:
+        need = [c for c in ("id", "split", "reason") if c not in quarantine.column_names]
+        if need:
+            raise DatasetError(f"quarantine table is missing column(s) {need}")
+
+    # Everything that can fail on content is computed before the first byte is written.
+    num_channels = _num_channels(canon["train"])
+    normalization = fit_normalization(canon["train"])
+    lengths = {s: length_stats(canon[s]) for s in SPLITS}
+    data_hash = compute_data_hash(canon)
+    quarantined: dict[str, int] = {}
+    if quarantine is not None and quarantine.num_rows:
+        counts = pc.value_counts(_as_array(quarantine.column("split")).cast(pa.string()))
+        for item in counts.to_pylist():
+            quarantined[str(item["values"])] = int(item["counts"])
+        quarantined = dict(sorted(quarantined.items()))
+
+    store = _store(root)
+    store.makedirs()
+    store.remove(MANIFEST_FILE)  # from here on the folder is "not a dataset" until the end
+    splits: dict[str, SplitInfo] = {}
+    for s in SPLITS:
+        store.makedirs(s)
+        store.remove_parts(s)
+        rel = f"{s}/{PART_FILE}"
+        store.write_parquet(canon[s], rel)
+        splits[s] = SplitInfo(rows=canon[s].num_rows, files=[rel])
+    store.remove_parts(QUARANTINE)
+    if quarantine is not None and quarantine.num_rows:
+        store.makedirs(QUARANTINE)
+        store.write_parquet(quarantine.combine_chunks(), f"{QUARANTINE}/{PART_FILE}")
+
+    manifest = Manifest(
+        name=name,
+        task=task,  # type: ignore[arg-type]
+        feature=FeatureSpec(num_channels=num_channels),
+        labels=list(labels),
+        splits=splits,
+        normalization=normalization,
+        lengths=lengths,
+        data_hash=data_hash,
+        sources=list(sources),
+        quarantined=quarantined,
+        import_params=dict(import_params),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    store.write_text_atomic(MANIFEST_FILE, manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def manifest_path(root: str) -> str:
+    return _store(root).path(MANIFEST_FILE)
+
+
+def read_manifest(root: str) -> Manifest:
+    """Read and validate ``<root>/manifest.json``; DatasetError naming the path otherwise."""
+    store = _store(root)
+    path = store.path(MANIFEST_FILE)
+    if not store.exists(MANIFEST_FILE):
+        raise DatasetError(
+            f"no manifest.json in {store.root} (looked for {path}): "
+            "import the data first with `recur data import ...`"
+        )
+    try:
+        return Manifest.model_validate_json(store.read_text(MANIFEST_FILE))
+    except ValidationError as e:
+        raise DatasetError(f"invalid manifest {path}: {e}") from e
+
+
+def split_files(root: str, split: str) -> list[str]:
+    """Absolute paths of the part files of ``split``, in name order."""
+    split_dir(root, split)  # validates the split name
+    store = _store(root)
+    return [store.path(rel) for rel in store.parts(split)]
+
+
+def read_split(root: str, split: str) -> pa.Table:
+    """All part files of ``split`` concatenated, as stored (x may be list<float> in old data)."""
+    files = split_files(root, split)
+    if not files:
+        raise DatasetError(
+            f"no part-*.parquet files in {split_dir(root, split)}: the dataset is incomplete"
+        )
+    tables = [pq.read_table(f) for f in files]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
+def read_quarantine(root: str) -> pa.Table | None:
+    """The quarantined rows (id, split, reason, ...), or None when nothing was quarantined."""
+    files = split_files(root, QUARANTINE)
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")

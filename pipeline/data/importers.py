@@ -1,0 +1,557 @@
+"""Importers: real-world files -> the canonical dataset (see ``contract``).
+
+Two source formats: UCR/UEA ``.ts`` files (``import_ts``) and Parquet tables
+(``import_parquet``). Both go through the same steps:
+
+1. read every source file into rows (id, x (T, C), raw label, source file:line);
+2. assign each row a split: a file whose stem ends in ``_TRAIN``/``_TEST``/``_VAL``/``_VALID``
+   (any case, ``-`` or ``.`` also work as separator) goes to that split; rows of files without a
+   token are pooled and split train/val/test stratified by label; if there is still no val split,
+   ``val_fraction`` of train is carved out as val, stratified by label. Splitting is seeded
+   (``numpy.random.default_rng(seed)``) and keeps the source order within each split;
+3. label list: the ``@classLabel`` order declared by the first (train) file that declares one,
+   else the sorted unique labels of the train split (numeric-aware: "2" < "10");
+4. every row is checked against the contract (``validate.find_row_problems``) plus the label
+   list; ``on_invalid="fail"`` raises DataValidationError with every problem and writes nothing,
+   ``on_invalid="quarantine"`` writes the bad rows to ``<out>/quarantine/`` with a reason;
+5. ``contract.write_dataset``.
+
+Same inputs and parameters give byte-identical Parquet files and the same data hash.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.data.contract import (
+    ARROW_SCHEMA,
+    SPLITS,
+    DatasetError,
+    Manifest,
+    XParts,
+    as_2d_x,
+    sources_for,
+    write_dataset,
+    x_array,
+)
+from pipeline.data.ts_format import MISSING_POLICIES, fill_missing, parse_ts
+from pipeline.data.validate import DataValidationError, Problem, find_row_problems
+
+BUILTIN_SCHEME = "builtin://"
+_SPLIT_TOKEN = re.compile(r"(?:^|[_\-.])(train|test|val|valid|validation)$", re.IGNORECASE)
+_SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val",
+                "validation": "val"}
+_COLUMN_ORDER = {"id": 0, "x": 1, "y": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+
+
+def _builtin_root():
+    return resources.files("pipeline.data") / "builtin"
+
+
+def builtin_datasets() -> dict[str, list[str]]:
+    """Datasets shipped inside the package: folder name -> file names."""
+    out = {}
+    for d in sorted(_builtin_root().iterdir(), key=lambda p: p.name):
+        if d.is_dir() and not d.name.startswith(("_", ".")):
+            out[d.name] = sorted(f.name for f in d.iterdir() if f.is_file())
+    return out
+
+
+def resolve_source(path: str) -> str:
+    """Local path of a source: ``builtin://<dataset>[/<file>]`` -> the file (or folder) shipped
+    in ``pipeline/data/builtin``; ``file://p`` and plain paths -> absolute, ``~`` expanded.
+
+    Raises FileNotFoundError naming the path (and the builtin datasets for ``builtin://``).
+    """
+    path = os.fspath(path)
+    if path.startswith(BUILTIN_SCHEME):
+        rel = path[len(BUILTIN_SCHEME):].strip("/")
+        target = _builtin_root().joinpath(*[p for p in rel.split("/") if p]) if rel else None
+        if target is None or not (target.is_file() or target.is_dir()):
+            available = "; ".join(
+                f"builtin://{d}/{f}" for d, files in builtin_datasets().items() for f in files
+            )
+            raise FileNotFoundError(
+                f"no builtin source {path!r}; available: {available or '(none)'}"
+            )
+        # The package is installed from a directory, so the resource is a real path.
+        return str(target)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    elif "://" in path:
+        raise ValueError(f"source {path!r}: only local paths and builtin:// are supported so far")
+    local = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(local):
+        raise FileNotFoundError(f"source not found: {path} (looked at {local})")
+    return local
+
+
+def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
+    """(display name, local file) for every source; folders give their ``*.ext`` files."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [os.fspath(paths)]
+    if not paths:
+        raise ValueError("no source paths given")
+    out: list[tuple[str, str]] = []
+    for p in paths:
+        p = os.fspath(p)
+        local = resolve_source(p)
+        if os.path.isdir(local):
+            found = sorted(glob.glob(os.path.join(local, "**", f"*.{ext}"), recursive=True))
+            if not found:
+                raise FileNotFoundError(f"no *.{ext} files in {p} ({local})")
+            for f in found:
+                rel = os.path.relpath(f, local).replace(os.sep, "/")
+                shown = f"{p.rstrip('/')}/{rel}" if p.startswith(BUILTIN_SCHEME) else f
+                out.append((shown, f))
+        else:
+            out.append((p if p.startswith(BUILTIN_SCHEME) else local, local))
+    seen = Counter(local for _, local in out)
+    twice = [f for f, n in seen.items() if n > 1]
+    if twice:
+        raise ValueError(f"source file given more than once: {twice}")
+    return out
+
+
+def split_of(path: str) -> str | None:
+    """Split named by a file's stem (``X_TRAIN.ts`` -> "train", ``x-valid`` -> "val"), or None."""
+    stem = _stem(path)
+    m = _SPLIT_TOKEN.search(stem)
+    return _SPLIT_NAMES[m.group(1).lower()] if m else None
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(path.rstrip("/"))
+    for ext in (".parquet", ".ts"):
+        if base.lower().endswith(ext):
+            return base[: -len(ext)]
+    return os.path.splitext(base)[0]
+
+
+def _base_name(path: str) -> str:
+    """Dataset name from a file: the stem without its split token."""
+    stem = _stem(path)
+    m = _SPLIT_TOKEN.search(stem)
+    return (stem[: m.start()] if m else stem) or stem
+
+
+def label_sort_key(label: str) -> tuple:
+    """Numeric-aware order: numbers first by value ("2" < "10"), then other strings."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows shared by the importers
+
+
+@dataclass
+class _Rows:
+    """Every source row, in source order, before validation."""
+
+    ids: list[str | None] = field(default_factory=list)
+    x: list[pa.Array] = field(default_factory=list)       # x to check and write, per file
+    x_raw: list[pa.Array] = field(default_factory=list)   # x as read, for quarantine
+    labels: list[str | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)      # "file:line" or "file"
+    splits: list[str | None] = field(default_factory=list)  # None: pooled
+    pre: list[tuple[int, str, str]] = field(default_factory=list)  # (row, column, reason)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+            "and sum to less than 1"
+        )
+
+
+def _stratified(
+    idx: np.ndarray, labels: list[str | None], fractions: list[float], seed: int
+) -> list[np.ndarray]:
+    """Split row indices ``idx`` per label into len(fractions)+1 parts: one per fraction, then
+    the rest. Per class, counts are round(n * fraction); at least one row stays in the rest, so
+    a single-row class stays where it was. Deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i in idx.tolist():
+        by_label.setdefault(labels[i] if labels[i] is not None else "", []).append(i)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for label in sorted(by_label, key=label_sort_key):
+        rows = np.array(by_label[label])
+        n = len(rows)
+        counts = [int(np.floor(n * f + 0.5)) for f in fractions]
+        while sum(counts) > n - 1:  # keep at least one row in the rest (train)
+            k = max(range(len(counts)), key=lambda j: (counts[j], -j))
+            counts[k] -= 1
+        perm = rows[rng.permutation(n)]
+        start = 0
+        for k, c in enumerate(counts):
+            parts[k].extend(perm[start : start + c].tolist())
+            start += c
+        parts[-1].extend(perm[start:].tolist())
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def _assign_splits(rows: _Rows, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    split = np.array([s or "" for s in rows.splits], dtype=object)
+    pooled = np.flatnonzero(split == "")
+    if len(pooled):
+        test, val, train = _stratified(pooled, rows.labels, [test_fraction, val_fraction], seed)
+        split[test], split[val], split[train] = "test", "val", "train"
+    if not (split == "val").any():
+        train = np.flatnonzero(split == "train")
+        val, _ = _stratified(train, rows.labels, [val_fraction], seed)
+        split[val] = "val"
+    return split
+
+
+def _finish(
+    rows: _Rows,
+    out: str,
+    *,
+    name: str,
+    task: str,
+    num_channels: int,
+    declared_labels: list[str] | None,
+    files: list[tuple[str, str]],
+    import_params: dict[str, Any],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    on_invalid: str,
+    hint: str | None = None,
+) -> Manifest:
+    """Split, validate, quarantine or fail, and write the dataset."""
+    if task != "classify":
+        raise ValueError(f"task {task!r} is not supported by this importer; expected 'classify'")
+    if on_invalid not in ("fail", "quarantine"):
+        raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    n = len(rows)
+    if n == 0:
+        raise ValueError(f"no rows in {[f for f, _ in files]}")
+    split = _assign_splits(rows, val_fraction, test_fraction, seed)
+    x = pa.concat_arrays(rows.x) if len(rows.x) > 1 else rows.x[0]
+    x_raw = pa.concat_arrays(rows.x_raw) if len(rows.x_raw) > 1 else rows.x_raw[0]
+
+    # Contract checks on id and x, over all rows at once so duplicate ids across splits count.
+    check = pa.Table.from_arrays([pa.array(rows.ids, pa.string()), x], names=["id", "x"])
+    found: list[tuple[int, str, str]] = list(rows.pre)
+    pre_x = {r for r, col, _ in rows.pre if col == "x"}
+    for r, p in find_row_problems(check, split="", num_channels=num_channels, num_labels=None,
+                                  columns=("id", "x")):
+        if r >= 0 and not (p.column == "x" and r in pre_x):
+            found.append((r, p.column, p.reason))
+
+    # Labels: declared order, else the sorted labels of the train split (all its rows, so a
+    # train row is never reported as having an unknown label of its own file).
+    if declared_labels:
+        labels = list(declared_labels)
+    else:
+        labels = sorted(
+            {rows.labels[i] for i in np.flatnonzero(split == "train")
+             if rows.labels[i] is not None},
+            key=label_sort_key,
+        )
+    if not labels:
+        raise ValueError("no labels: the train split has no valid labelled rows")
+    index = {label: i for i, label in enumerate(labels)}
+    known = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
+    y = np.full(n, -1, dtype=np.int64)
+    for i, label in enumerate(rows.labels):
+        if label is None:
+            found.append((i, "y", "label is null"))
+        elif label not in index:
+            found.append((i, "y", f"unknown label {label!r} (known: {known})"))
+        else:
+            y[i] = index[label]
+
+    found.sort(key=lambda t: (t[0], _COLUMN_ORDER.get(t[1], 9)))
+    row_name = [i if i else f"<row {k}>" for k, i in enumerate(rows.ids)]
+    problems = [Problem(str(split[r]), row_name[r], col, reason, rows.sources[r])
+                for r, col, reason in found]
+    bad = np.zeros(n, dtype=bool)
+    bad[np.array([r for r, _, _ in found], dtype=np.int64)] = True
+
+    if problems and on_invalid == "fail":
+        nbad = int(bad.sum())
+        raise DataValidationError(
+            problems,
+            header=f"import into {out} stopped: {nbad} of {n} rows break the dataset contract "
+                   f"({len(problems)} problems); nothing was written",
+            hint=(hint + "\n" if hint and any("NaN" in p.reason for p in problems) else "")
+                 + "pass on_invalid='quarantine' to set these rows aside instead",
+        )
+
+    tables = {}
+    empty = []
+    for s in SPLITS:
+        take = np.flatnonzero((split == s) & ~bad)
+        if not len(take):
+            empty.append(s)
+            continue
+        tables[s] = pa.Table.from_arrays(
+            [pa.array([rows.ids[i] for i in take], pa.string()), x.take(pa.array(take)),
+             pa.array(y[take], pa.int64())],
+            schema=ARROW_SCHEMA,
+        )
+    if empty:
+        counts = {s: int(((split == s) & ~bad).sum()) for s in SPLITS}
+        raise DatasetError(
+            f"split(s) {empty} would be empty (valid rows per split: {counts}); name source files "
+            "*_TRAIN / *_VAL / *_TEST, or raise val_fraction / test_fraction, or add rows"
+        )
+
+    quarantine = None
+    if bad.any():
+        q = np.flatnonzero(bad)
+        reasons: dict[int, list[str]] = {}
+        for r, col, reason in found:
+            reasons.setdefault(r, []).append(f"{col}: {reason}")
+        quarantine = pa.table({
+            "id": pa.array([rows.ids[i] for i in q], pa.string()),
+            "split": pa.array([str(split[i]) for i in q], pa.string()),
+            "reason": pa.array(["; ".join(reasons[i]) for i in q], pa.string()),
+            "source": pa.array([rows.sources[i] for i in q], pa.string()),
+            "label": pa.array([rows.labels[i] for i in q], pa.string()),
+            "x": x_raw.take(pa.array(q)),
+            "y": pa.array([int(y[i]) if y[i] >= 0 else None for i in q], pa.int64()),
+        })
+
+    sources = [s.model_copy(update={"path": shown})
+               for s, (shown, _) in zip(sources_for([f for _, f in files]), files)]
+    return write_dataset(
+        out, tables, name=name, task=task, labels=labels, sources=sources,
+        import_params=import_params, quarantine=quarantine,
+    )
+
+
+def _ordered(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Train files first (their label declarations win), then the rest, each in given order."""
+    return sorted(files, key=lambda f: 0 if split_of(f[1]) == "train" else 1)
+
+
+# --------------------------------------------------------------------------------------------
+# .ts
+
+
+def import_ts(
+    paths: list[str] | str,
+    out: str,
+    *,
+    task: str = "classify",
+    name: str | None = None,
+    missing: str = "error",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    on_invalid: Literal["fail", "quarantine"] = "fail",
+) -> Manifest:
+    """Import UCR/UEA ``.ts`` files (or folders of them, or ``builtin://...``) into ``out``.
+
+    Row ids are ``"<file stem>:<0-based case index>"``. ``missing`` is the ts_format policy;
+    with ``"error"`` rows holding missing values are invalid rows (fail or quarantine, per
+    ``on_invalid``) rather than a parse error, so every such row is reported at once.
+    Format errors (bad numbers, wrong dimension count, ...) raise TsFormatError.
+    """
+    if missing not in MISSING_POLICIES or missing == "keep":
+        raise ValueError(
+            f"missing must be one of 'error', 'zero', 'ffill', 'interpolate', got {missing!r}"
+        )
+    _check_fractions(val_fraction, test_fraction)
+    files = _expand(paths, "ts")
+    stems = Counter(_stem(f) for _, f in files)
+    clash = [s for s, k in stems.items() if k > 1]
+    if clash:
+        raise ValueError(f"two source files share the stem(s) {clash}; row ids would collide")
+
+    rows = _Rows()
+    declared: list[str] | None = None
+    num_channels: int | None = None
+    first_file = None
+    problem_name = None
+    for shown, local in _ordered(files):
+        data = parse_ts(local, missing="keep", check_labels=False)
+        if data.labels is None:
+            raise ValueError(
+                f"{shown}: no class labels (@classLabel false); a classify dataset needs a "
+                "label after the last ':' of every case"
+            )
+        c = data.num_channels
+        if num_channels is None:
+            num_channels, first_file = c, shown
+        elif c is not None and c != num_channels:
+            raise ValueError(
+                f"{shown}: {c} dimensions, but {first_file} has {num_channels}; all files of one "
+                "dataset need the same dimensions"
+            )
+        if declared is None and data.class_labels:
+            declared = data.class_labels
+        problem_name = problem_name or data.problem_name
+        stem, split = _stem(local), split_of(local)
+        base = len(rows)
+        filled = []
+        for k, (x, line) in enumerate(zip(data.series, data.line_numbers)):
+            try:
+                filled.append(fill_missing(x, "keep" if missing == "error" else missing))
+            except ValueError as e:
+                rows.pre.append((base + k, "x", str(e)))
+                filled.append(x)
+            rows.ids.append(f"{stem}:{k}")
+            rows.labels.append(data.labels[k])
+            rows.sources.append(f"{shown}:{line}")
+            rows.splits.append(split)
+        rows.x.append(x_array(filled))
+        rows.x_raw.append(x_array(data.series))
+
+    return _finish(
+        rows, out,
+        name=name or problem_name or _base_name(files[0][1]),
+        task=task,
+        num_channels=num_channels or 1,
+        declared_labels=declared,
+        files=files,
+        import_params={
+            "format": "ts", "missing": missing, "val_fraction": val_fraction,
+            "test_fraction": test_fraction, "seed": seed, "on_invalid": on_invalid,
+        },
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, on_invalid=on_invalid,
+        hint="missing values: pass missing='zero', 'ffill' or 'interpolate' to fill them",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet
+
+
+def import_parquet(
+    paths: list[str] | str,
+    out: str,
+    *,
+    task: str = "classify",
+    x_column: str = "x",
+    y_column: str = "y",
+    id_column: str | None = "id",
+    split_column: str | None = None,
+    name: str | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    on_invalid: Literal["fail", "quarantine"] = "fail",
+) -> Manifest:
+    """Import Parquet files (or folders of them) into ``out``.
+
+    ``x_column``: list<number> (one channel) or list<list<number>> (time x channels).
+    ``y_column``: class labels, strings or integers (label name = ``str(value)``).
+    ``id_column``: row ids; when None or absent, ids are ``"<file stem>:<row index>"``.
+    ``split_column``: per-row split ("train", "val"/"valid"/"validation", "test", any case);
+    when None the split comes from the file name or the stratified split.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    files = _expand(paths, "parquet")
+    rows = _Rows()
+    generated_ids = False
+    for shown, local in files:
+        schema = pq.read_schema(local)
+        need = [c for c in (x_column, y_column, split_column) if c]
+        absent = [c for c in need if c not in schema.names]
+        if absent:
+            raise ValueError(
+                f"{shown}: no column(s) {absent}; the file has {schema.names} "
+                "(choose columns with x_column / y_column / split_column)"
+            )
+        use_ids = bool(id_column) and id_column in schema.names
+        table = pq.read_table(local, columns=need + ([id_column] if use_ids else []))
+        try:
+            x = as_2d_x(table.column(x_column))
+        except DatasetError as e:
+            raise ValueError(f"{shown}: column {x_column!r}: {e}") from None
+        m = table.num_rows
+        stem = _stem(local)
+        if use_ids:
+            rows.ids.extend(table.column(id_column).cast(pa.string()).to_pylist())
+        else:
+            generated_ids = True
+            rows.ids.extend(f"{stem}:{k}" for k in range(m))
+        yv = table.column(y_column)
+        if not (pa.types.is_string(yv.type) or pa.types.is_large_string(yv.type)
+                or pa.types.is_integer(yv.type) or pa.types.is_floating(yv.type)
+                or pa.types.is_boolean(yv.type) or pa.types.is_dictionary(yv.type)):
+            raise ValueError(f"{shown}: column {y_column!r} has type {yv.type}; expected class "
+                             "labels as strings or integers")
+        rows.labels.extend(None if v is None else str(v) for v in yv.to_pylist())
+        if split_column:
+            values = table.column(split_column).to_pylist()
+            bad = sorted({str(v) for v in values
+                          if v is None or str(v).strip().lower() not in _SPLIT_NAMES})
+            if bad:
+                raise ValueError(
+                    f"{shown}: column {split_column!r} holds {bad[:10]}; expected train, val "
+                    "(or valid, validation) or test"
+                )
+            rows.splits.extend(_SPLIT_NAMES[str(v).strip().lower()] for v in values)
+        else:
+            rows.splits.extend([split_of(local)] * m)
+        rows.sources.extend([shown] * m)
+        rows.x.append(x)
+        rows.x_raw.append(x)
+    if generated_ids:
+        stems = Counter(_stem(f) for _, f in files)
+        clash = [s for s, k in stems.items() if k > 1]
+        if clash:
+            raise ValueError(f"two source files share the stem(s) {clash}; generated row ids "
+                             "would collide (give them an id column)")
+
+    return _finish(
+        rows, out,
+        name=name or _base_name(files[0][1]),
+        task=task,
+        num_channels=_channel_mode(rows.x),
+        declared_labels=None,
+        files=files,
+        import_params={
+            "format": "parquet", "x_column": x_column, "y_column": y_column,
+            "id_column": id_column, "split_column": split_column, "val_fraction": val_fraction,
+            "test_fraction": test_fraction, "seed": seed, "on_invalid": on_invalid,
+        },
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, on_invalid=on_invalid,
+    )
+
+
+def _channel_mode(xs: list[pa.Array]) -> int:
+    """The most common time-step width across all rows (ties: the smaller); 1 if no steps."""
+    widths = np.concatenate([XParts(x).step_widths for x in xs]) if xs else np.zeros(0, np.int64)
+    widths = widths[widths > 0]
+    if not len(widths):
+        return 1
+    values, counts = np.unique(widths, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def import_dataset(fmt: Literal["ts", "parquet"], paths: list[str] | str, out: str,
+                   **kwargs: Any) -> Manifest:
+    """Dispatch to ``import_ts`` (fmt "ts") or ``import_parquet`` (fmt "parquet")."""
+    if fmt == "ts":
+        return import_ts(paths, out, **kwargs)
+    if fmt == "parquet":
+        return import_parquet(paths, out, **kwargs)
+    raise ValueError(f"unknown import format {fmt!r}; expected 'ts' or 'parquet'")

@@ -1,0 +1,319 @@
+"""Contract checks on canonical tables and datasets, reported per row id.
+
+``check_rows`` finds rows that break the dataset contract (see ``contract``): null/empty/duplicate
+ids, null or empty ``x``, NaN or inf in ``x``, a time step whose width is not the channel count,
+``y`` null or outside ``[0, num_labels)``. ``validate_dataset`` runs it on every split of a
+dataset folder, compares row counts with the manifest and recomputes the data hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.data.contract import (
+    SPLITS,
+    DatasetError,
+    XParts,
+    compute_data_hash,
+    read_manifest,
+    read_split,
+    split_files,
+)
+
+_COLUMN_ORDER = {"id": 0, "x": 1, "y": 2}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One contract violation: which split, row id, column, and why.
+
+    ``row_id`` is ``"<row N>"`` (0-based position) when the id itself is null or empty, and
+    ``"*"`` for problems of a whole column or split. ``source`` is the file (and line) the row
+    came from, where known.
+    """
+
+    split: str
+    row_id: str
+    column: str
+    reason: str
+    source: str | None = None
+
+    def format(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"{self.split} row {self.row_id!r}{where} {self.column}: {self.reason}"
+
+
+def _format_problems(problems: list[Problem], limit: int) -> list[str]:
+    lines = [f"  {p.format()}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return lines
+
+
+class DataValidationError(ValueError):
+    """Rows break the dataset contract. ``.problems`` lists every one of them."""
+
+    def __init__(self, problems: list[Problem], header: str | None = None, hint: str | None = None):
+        self.problems = list(problems)
+        self.header = header
+        self.hint = hint
+        super().__init__(self._message())
+
+    def _message(self, limit: int = 20) -> str:
+        n = len(self.problems)
+        head = self.header or f"{n} invalid row{'s' if n != 1 else ''}"
+        lines = [f"{head}:"] + _format_problems(self.problems, limit)
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):
+        # Keep .problems when the error crosses a process boundary (Ray pickles exceptions).
+        return (type(self), (self.problems, self.header, self.hint))
+
+
+def _id_strings(ids: pa.Array) -> list[str]:
+    return ids.cast(pa.string()).to_pylist()
+
+
+def find_row_problems(
+    table: pa.Table,
+    *,
+    split: str,
+    num_channels: int,
+    num_labels: int | None,
+    columns: tuple[str, ...] = ("id", "x", "y"),
+) -> list[tuple[int, Problem]]:
+    """Like ``check_rows`` but returns ``(row index, Problem)`` pairs, ordered by row.
+
+    ``columns`` limits which columns are checked; ``num_labels=None`` skips the y range check.
+    """
+    found: list[tuple[int, int, Problem]] = []
+    n = table.num_rows
+    missing = [c for c in columns if c not in table.column_names]
+    for c in missing:
+        found.append((-1, _COLUMN_ORDER.get(c, 9), Problem(split, "*", c, "column is missing")))
+    columns = tuple(c for c in columns if c not in missing)
+
+    if "id" in table.column_names:
+        id_col = table.column("id").combine_chunks() if n else pa.array([], pa.string())
+        id_list = _id_strings(id_col)
+    else:
+        id_list = [None] * n
+    labels = [i if i else f"<row {k}>" for k, i in enumerate(id_list)]
+
+    def add(rows, column: str, reason_for) -> None:
+        for r in rows:
+            r = int(r)
+            problem = Problem(split, labels[r], column, reason_for(r))
+            found.append((r, _COLUMN_ORDER[column], problem))
+
+    if "id" in columns:
+        add([k for k, i in enumerate(id_list) if i is None], "id", lambda r: "id is null")
+        add([k for k, i in enumerate(id_list) if i == ""], "id", lambda r: "id is empty")
+        present = np.array([i for i in id_list if i], dtype=object)
+        if len(present):
+            uniq, counts = np.unique(present, return_counts=True)
+            dups = set(uniq[counts > 1].tolist())
+            if dups:
+                first: dict[str, int] = {}
+                for k, i in enumerate(id_list):
+                    if i in dups:
+                        if i in first:
+                            found.append((k, 0, Problem(
+                                split, i, "id", f"duplicate id (first at row {first[i]})")))
+                        else:
+                            first[i] = k
+
+    if "x" in columns:
+        try:
+            parts = XParts(table.column("x"))
+        except DatasetError as e:
+            found.append((-1, 1, Problem(split, "*", "x", str(e))))
+        else:
+            _x_problems(parts, num_channels, add)
+
+    if "y" in columns:
+        y = table.column("y").combine_chunks() if n else pa.array([], pa.int64())
+        if not (pa.types.is_integer(y.type)):
+            reason = f"y must be int64 label indices, got {y.type}"
+            found.append((-1, 2, Problem(split, "*", "y", reason)))
+        else:
+            nulls = (y.is_null().to_numpy(zero_copy_only=False) if y.null_count
+                     else np.zeros(n, bool))
+            add(np.flatnonzero(nulls), "y", lambda r: "y is null")
+            if num_labels is not None:
+                vals = pc.fill_null(y, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+                bad = np.flatnonzero(~nulls & ((vals < 0) | (vals >= num_labels)))
+                top = num_labels - 1
+                add(bad, "y", lambda r: f"unknown label index {vals[r]} (expected 0..{top})")
+
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [(r, p) for r, _, p in found]
+
+
+def _x_problems(parts: XParts, num_channels: int, add) -> None:
+    """Vectorised x checks; calls ``add(rows, "x", reason_for_row)`` per kind of problem."""
+    rows = len(parts.row_steps)
+    add(np.flatnonzero(parts.row_null), "x", lambda r: "x is null")
+    add(np.flatnonzero(~parts.row_null & (parts.row_steps == 0)), "x", lambda r: "empty sequence")
+    if rows == 0:
+        return
+    row_off = parts.row_offsets
+    step_row = np.repeat(np.arange(rows), parts.row_steps)  # (steps,) row of each step
+
+    bad_step = parts.step_null | (parts.step_widths != num_channels)
+    if bad_step.any():
+        idx = np.flatnonzero(bad_step)
+        bad_rows, first = np.unique(step_row[idx], return_index=True)
+        counts = np.bincount(step_row[idx], minlength=rows)
+        first_bad = dict(zip(bad_rows.tolist(), idx[first].tolist()))
+
+        def reason(r: int) -> str:
+            s = first_bad[r]
+            t = s - row_off[r]
+            got = "a null step" if parts.step_null[s] else f"{parts.step_widths[s]} values"
+            more = f" ({counts[r]} steps in all)" if counts[r] > 1 else ""
+            return f"wrong channel count: step {t} has {got}, expected {num_channels}{more}"
+
+        add(bad_rows, "x", reason)
+
+    vals = parts.values
+    finite = np.isfinite(vals)
+    if finite.all():
+        return
+    step_off = parts.step_offsets
+    value_step = np.repeat(np.arange(len(parts.step_widths)), parts.step_widths)
+    for kind, mask in (("NaN", np.isnan(vals)), ("inf", np.isinf(vals))):
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            continue
+        steps = value_step[idx]
+        bad_rows, first = np.unique(step_row[steps], return_index=True)
+        where = {
+            r: (int(steps[f] - row_off[r]), int(idx[f] - step_off[steps[f]]))
+            for r, f in zip(bad_rows.tolist(), first.tolist())
+        }
+        counts = np.bincount(step_row[steps], minlength=rows)
+        add(bad_rows, "x", _value_reason(kind, where, counts))
+
+
+def _value_reason(kind: str, where: dict[int, tuple[int, int]], counts: np.ndarray):
+    """Reason text for a row with non-finite values: the first (step, channel) and the count."""
+
+    def reason(r: int) -> str:
+        more = f" ({counts[r]} values in all)" if counts[r] > 1 else ""
+        return f"{kind} in x at step {where[r][0]}, channel {where[r][1]}{more}"
+
+    return reason
+
+
+def check_rows(
+    table: pa.Table, *, split: str, num_channels: int, num_labels: int
+) -> list[Problem]:
+    """Every contract violation of ``table`` (columns id, x, y), ordered by row then column.
+
+    Checks: id null, empty or duplicate; x null, empty, NaN, inf, or a time step whose width is
+    not ``num_channels``; y null or outside ``[0, num_labels)``. Steps and channels in reasons
+    are 0-based.
+    """
+    return [p for _, p in find_row_problems(
+        table, split=split, num_channels=num_channels, num_labels=num_labels)]
+
+
+@dataclass
+class ValidationReport:
+    """Result of ``validate_dataset``; ``ok`` when there are no problems and the hash matches."""
+
+    root: str
+    rows_checked: dict[str, int]
+    problems: list[Problem] = field(default_factory=list)
+    hash_ok: bool = True
+    expected_hash: str = ""
+    actual_hash: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.hash_ok and not self.problems
+
+    def format(self, limit: int = 20) -> str:
+        """Readable multi-line report: a summary line, then file, row id, column, reason."""
+        counts = ", ".join(f"{s} {n} rows" for s, n in self.rows_checked.items())
+        if self.ok:
+            return (f"dataset {self.root}: OK ({counts}; data hash {self.actual_hash[:12]} "
+                    "matches the manifest)")
+        lines = [f"dataset {self.root}: INVALID ({counts})"]
+        if not self.hash_ok:
+            lines.append(
+                f"  data hash mismatch: manifest says {self.expected_hash}, content hashes to "
+                f"{self.actual_hash or '(not computed)'}; the data changed after import"
+            )
+        if self.problems:
+            n = len(self.problems)
+            lines.append(f"  {n} problem{'s' if n != 1 else ''}:")
+            for p in self.problems[:limit]:
+                lines.append(f"    {p.source or p.split}  row {p.row_id!r}  {p.column}: {p.reason}")
+            if n > limit:
+                lines.append(f"    ... and {n - limit} more")
+        return "\n".join(lines)
+
+
+def validate_dataset(root: str) -> ValidationReport:
+    """Check every split of the dataset at ``root`` against its manifest.
+
+    Reads the manifest (DatasetError if missing/invalid), checks every row of every split
+    (``check_rows``), compares row counts with the manifest and recomputes the data hash.
+    """
+    manifest = read_manifest(root)
+    problems: list[Problem] = []
+    rows_checked: dict[str, int] = {}
+    tables: dict[str, pa.Table] = {}
+    for split in SPLITS:
+        files = split_files(root, split)
+        try:
+            table = read_split(root, split)
+        except (DatasetError, OSError, pa.ArrowException) as e:
+            # unreadable or missing files are a finding, not a crash
+            problems.append(Problem(split, "*", "file", f"cannot read split: {e}"))
+            continue
+        tables[split] = table
+        rows_checked[split] = table.num_rows
+        # Map row index -> part file, for the report.
+        bounds = np.cumsum([_rows_in(f) for f in files]) if len(files) > 1 else None
+        for r, p in find_row_problems(
+            table, split=split, num_channels=manifest.feature.num_channels,
+            num_labels=manifest.num_labels,
+        ):
+            if bounds is None or r < 0:
+                src = files[0] if files else None
+            else:
+                src = files[int(np.searchsorted(bounds, r, "right"))]
+            problems.append(dataclasses.replace(p, source=src))
+        expected = manifest.splits[split].rows
+        if table.num_rows != expected:
+            problems.append(Problem(
+                split, "*", "rows",
+                f"manifest says {expected} rows, the files hold {table.num_rows}",
+                source=files[0] if len(files) == 1 else None))
+    actual = compute_data_hash(tables) if len(tables) == len(SPLITS) else ""
+    return ValidationReport(
+        root=root,
+        rows_checked=rows_checked,
+        problems=problems,
+        hash_ok=actual == manifest.data_hash,
+        expected_hash=manifest.data_hash,
+        actual_hash=actual,
+    )
+
+
+def _rows_in(path: str) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
