@@ -42,10 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.workflow.session import connect_ray
 
     cfg = _load(args)
-    print("[recur] connecting to Ray ...", file=sys.stderr, flush=True)
-    where = connect_ray(cfg, args.address)
-    print(f"[recur] using {where}", file=sys.stderr, flush=True)
-    summary = run_pipeline(cfg, config_sources=list(args.configs))
+    summary = run_pipeline(cfg, config_sources=list(args.configs),
+                           connect=lambda: connect_ray(cfg, args.address))
     print(summary.format(cfg.tracking.ui_port))
     return 0
 
@@ -201,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from pipeline.data.contract import DatasetError
+    from pipeline.data.ts_format import TsFormatError
     from pipeline.data.validate import DataValidationError
     from pipeline.tracking.store import TrackingUnavailable
     from pipeline.training.trainer import ResourceError
 
     try:
         return args.func(args)
-    except (config_mod.ConfigError, DatasetError, DataValidationError, ResourceError,
+    except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
             TrackingUnavailable, FileNotFoundError) as exc:
         print(f"recur: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
@@ -63,8 +63,13 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None) -> RunSummary:
-    """The whole pipeline for one config. Ray must already be connected."""
+def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
+                 connect: Callable[[], str] | None = None) -> RunSummary:
+    """The whole pipeline for one config.
+
+    `connect` (from the entry point, which owns `ray.init`) is called once the cheap checks have
+    passed: tracking server reachable, dataset imported and valid. Without it Ray must be connected.
+    """
     timings: dict[str, float] = {}
     tracking_uri = store.resolve_tracking_uri(cfg)
     store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
@@ -72,6 +77,9 @@ def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None) -
     with steps.timed("ingest", timings):
         manifest = steps.ingest(cfg)
         steps.validate(cfg)
+    if connect is not None:
+        with steps.timed("ray_start", timings):
+            log.info("using %s", connect())
 
     experiment_id = store.ensure_experiment(cfg, tracking_uri)
     tracker = RunTracker(cfg, tracking_uri, experiment_id)

@@ -1,0 +1,109 @@
+"""End to end against a real `mlflow server` (sqlite backend) and a real local Ray.
+
+Given a tiny dataset, when `recur run` trains twice (a good model, then a worse one), then MLflow
+holds both runs with their metrics and artifacts, the first version is @champion and the second
+is kept as @challenger, and the champion loads with `mlflow.pyfunc` and predicts raw sequences of
+any length.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+MODEL = "e2e-toy"
+
+
+def _run(tmp_path, dataset, uri, *extra):
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 16}\n"
+        "train: {epochs: 5, lr: 0.01, early_stopping_patience: 0}\n"
+        "data: {batch_size: 16}\n"
+        f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
+        "tracking: {experiment: e2e}\n"
+    )
+    return main(["run", str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
+                 "--set", f"tracking.runs_dir={tmp_path / 'runs'}", *extra])
+
+
+def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
+    import mlflow
+
+    client = MlflowClient(mlflow_server)
+
+    # when a good model is trained
+    assert _run(tmp_path, toy_dataset, mlflow_server) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "became @champion" in out and mlflow_server in out
+
+    experiment = client.get_experiment_by_name("e2e")
+    (run,) = client.search_runs([experiment.experiment_id])
+    # then the run has the per-epoch curves, one point per epoch, in order
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm",
+                "epoch_seconds", "sequences_per_second"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == list(range(5)), key
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert losses[-1] < losses[0]
+    # test metrics, flattened config as params, data hash as tag and dataset input
+    assert run.data.metrics["test_accuracy"] > 0.8
+    assert "test_macro_f1" in run.data.metrics
+    assert run.data.params["train.lr"] == "0.01" and run.data.params["model.cell"] == "gru"
+    manifest = json.loads((toy_dataset / "manifest.json").read_text())
+    assert run.data.tags["recur.data_hash"] == manifest["data_hash"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest["data_hash"][:32]
+    # artifacts: resolved config, manifest, plots, confusion matrix, gate decision
+    artifacts = {f.path for d in ("config", "data", "plots", "registry", "eval")
+                 for f in client.list_artifacts(run.info.run_id, d)}
+    assert {"config/resolved.yaml", "data/manifest.json", "plots/learning_curves.png",
+            "plots/confusion_matrix.png", "registry/decision.json", "eval/confusion_matrix.json"} <= artifacts
+    png = client.download_artifacts(run.info.run_id, "plots/learning_curves.png", str(tmp_path))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # the registry has version 1 as champion, tagged with data hash, metric and run id
+    mv = client.get_model_version_by_alias(MODEL, "champion")
+    assert mv.version == "1" and mv.run_id == run.info.run_id
+    assert mv.tags["recur.data_hash"] == manifest["data_hash"]
+    assert float(mv.tags["recur.test_accuracy"]) == pytest.approx(run.data.metrics["test_accuracy"])
+
+    # the champion takes raw variable-length sequences (lengths never seen in training)
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    rng = np.random.default_rng(1)
+    seqs = [(rng.normal(size=(n, 3)) + [[3.0 * sign, 0, 0]]).tolist() for n, sign in ((2, 1), (40, -1), (7, 1))]
+    predicted = model.predict(pd.DataFrame({"x": seqs}))
+    assert predicted["label"].tolist() == ["pos", "neg", "pos"]
+    assert ((predicted["confidence"] > 0.5) & (predicted["confidence"] <= 1.0)).all()
+
+    # when a worse model is trained (one epoch at a tiny learning rate)
+    assert _run(tmp_path, toy_dataset, mlflow_server, "--set", "train.epochs=1", "--set", "train.lr=1e-6",
+                "--set", "model.hidden_size=2") == 0
+    out = capsys.readouterr().out
+    assert "kept as @challenger" in out
+    # then version 1 stays champion and version 2 is the challenger, with the reason recorded
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert challenger.version == "2" and challenger.tags["recur.decision"] == "challenger"
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    decision_path = client.download_artifacts(runs[0].info.run_id, "registry/decision.json", str(tmp_path))
+    decision = json.loads(open(decision_path).read())
+    assert decision["promoted"] is False and decision["champion_version"] == "1"
+    assert decision["candidate_score"] <= decision["champion_score"] + decision["min_improvement"]
+
+    # `recur models list` shows both; `recur models promote` rolls the champion by hand
+    assert main(["models", "list", MODEL, "--tracking-uri", mlflow_server, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["aliases"]) for r in rows] == [(2, "challenger"), (1, "champion")]
+    assert main(["models", "promote", MODEL, "2", "--tracking-uri", mlflow_server]) == 0
+    assert "replaced version 1" in capsys.readouterr().out
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
