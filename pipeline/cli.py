@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
     p = data.add_parser("import", help="import real-world files into the canonical dataset")
     p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="files; names ending in _TRAIN/_VAL/_TEST pick the split; builtin://... for shipped data")
+                   help="files; names ending in _TRAIN/_VAL/_TEST pick the split; "
+                        "builtin://... for data shipped with recur")
     p.add_argument("--format", required=True, choices=["ts", "parquet"])
     p.add_argument("--task", default="classify", choices=["classify"])
     p.add_argument("--out", required=True, help="dataset folder to write")

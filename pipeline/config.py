@@ -81,7 +81,9 @@ class TrainConfig(_Section):
     lr: float = Field(3e-3, gt=0.0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, description="sgd and rmsprop only")
-    grad_clip: float = Field(1.0, ge=0.0, description="clip the global gradient norm at this value; 0 disables")
+    grad_clip: float = Field(
+        1.0, ge=0.0, description="clip the global gradient norm at this value; 0 disables"
+    )
     early_stopping_patience: int = Field(
         8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
     )
@@ -90,6 +92,10 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
+    ray_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING",
+        description="console level of Ray's own logs (Train, Data); recur prints a line per epoch",
+    )
 
 
 class TrackingConfig(_Section):
@@ -141,7 +147,7 @@ class RecurConfig(_Section):
     resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
-    def _check_monitor(self) -> "RecurConfig":
+    def _check_monitor(self) -> RecurConfig:
         known = {f"val_{m}" for m in ("loss", "accuracy", "macro_f1")}
         if self.train.monitor not in known:
             raise ValueError(f"train.monitor must be one of {sorted(known)}, got {self.train.monitor!r}")
@@ -205,7 +211,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(paths: list[str | os.PathLike] | None = None, overrides: list[str] | None = None) -> RecurConfig:
+def load_config(
+    paths: list[str | os.PathLike] | None = None, overrides: list[str] | None = None
+) -> RecurConfig:
     """Merge YAML files left to right, apply `--set` overrides, validate.
 
     Errors name the dotted key, the file or override it came from, and what was expected.

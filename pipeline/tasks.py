@@ -22,7 +22,7 @@ class MetricState:
     confusion_KK: torch.Tensor
 
     @classmethod
-    def zeros(cls, num_classes: int, device: torch.device | str = "cpu") -> "MetricState":
+    def zeros(cls, num_classes: int, device: torch.device | str = "cpu") -> MetricState:
         return cls(
             loss_sum=torch.zeros((), dtype=torch.float64, device=device),
             count=torch.zeros((), dtype=torch.int64, device=device),

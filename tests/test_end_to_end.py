@@ -9,6 +9,8 @@ any length.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
+from pipeline.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +42,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     import mlflow
 
     client = MlflowClient(mlflow_server)
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
 
     # when a good model is trained
     assert _run(tmp_path, toy_dataset, mlflow_server) == 0
@@ -68,7 +72,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert {"config/resolved.yaml", "data/manifest.json", "plots/learning_curves.png",
             "plots/confusion_matrix.png", "registry/decision.json", "eval/confusion_matrix.json"} <= artifacts
     png = client.download_artifacts(run.info.run_id, "plots/learning_curves.png", str(tmp_path))
-    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the registry has version 1 as champion, tagged with data hash, metric and run id
     mv = client.get_model_version_by_alias(MODEL, "champion")
@@ -77,10 +81,11 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert float(mv.tags["recur.test_accuracy"]) == pytest.approx(run.data.metrics["test_accuracy"])
 
     # the champion takes raw variable-length sequences (lengths never seen in training)
-    mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    with use_tracking_uri(mlflow_server):
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     rng = np.random.default_rng(1)
-    seqs = [(rng.normal(size=(n, 3)) + [[3.0 * sign, 0, 0]]).tolist() for n, sign in ((2, 1), (40, -1), (7, 1))]
+    seqs = [(rng.normal(size=(n, 3)) + [[3.0 * sign, 0, 0]]).tolist()
+            for n, sign in ((2, 1), (40, -1), (7, 1))]
     predicted = model.predict(pd.DataFrame({"x": seqs}))
     assert predicted["label"].tolist() == ["pos", "neg", "pos"]
     assert ((predicted["confidence"] > 0.5) & (predicted["confidence"] <= 1.0)).all()
@@ -96,7 +101,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert challenger.version == "2" and challenger.tags["recur.decision"] == "challenger"
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     decision_path = client.download_artifacts(runs[0].info.run_id, "registry/decision.json", str(tmp_path))
-    decision = json.loads(open(decision_path).read())
+    decision = json.loads(Path(decision_path).read_text())
     assert decision["promoted"] is False and decision["champion_version"] == "1"
     assert decision["candidate_score"] <= decision["champion_score"] + decision["min_improvement"]
 
@@ -107,3 +112,5 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert main(["models", "promote", MODEL, "2", "--tracking-uri", mlflow_server]) == 0
     assert "replaced version 1" in capsys.readouterr().out
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    # and nothing leaked: the next run in this process does not inherit this server
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before

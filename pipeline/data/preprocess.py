@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
+
+from pipeline.data.contract import XParts
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ class Preprocessing:
         return cls(**data)
 
 
-def pad_steps(steps_NC: np.ndarray, lengths_B: np.ndarray, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_steps(
+    steps_NC: np.ndarray, lengths_B: np.ndarray, pre: Preprocessing
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalize concatenated steps and scatter them into a zero-padded batch.
 
     Args:
@@ -78,22 +81,18 @@ def pad_steps(steps_NC: np.ndarray, lengths_B: np.ndarray, pre: Preprocessing) -
 
 def arrow_steps(x: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """`x` column (list<list<float>> or list<float>) -> (steps_NC, lengths_B)."""
-    if isinstance(x, pa.ChunkedArray):
-        x = x.combine_chunks()
-    lengths_B = pc.list_value_length(x).to_numpy(zero_copy_only=False).astype(np.int64)
-    inner = x.flatten()  # respects slicing, unlike .values
-    if pa.types.is_list(inner.type) or pa.types.is_large_list(inner.type):
-        widths = pc.list_value_length(inner).to_numpy(zero_copy_only=False)
-        num_channels = int(widths[0]) if len(widths) else 0
-        if len(widths) and (widths != num_channels).any():
-            raise ValueError("every step must have the same number of channels; validate the dataset")
-        values = inner.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(-1, num_channels), lengths_B
-    return inner.to_numpy(zero_copy_only=False).reshape(-1, 1), lengths_B
+    parts = XParts(x)
+    num_channels = int(parts.step_widths[0]) if len(parts.step_widths) else 0
+    if len(parts.step_widths) and (parts.step_widths != num_channels).any():
+        raise ValueError("every step must have the same number of channels; validate the dataset")
+    return parts.values.reshape(-1, num_channels), parts.row_steps
 
 
 def python_steps(sequences: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw sequences (each T x C nested lists/arrays, or T values for one channel) -> (steps_NC, lengths_B)."""
+    """Raw sequences (each T x C nested lists/arrays, or T values for one channel).
+
+    Returns (steps_NC, lengths_B) for `pad_steps`.
+    """
     arrays = []
     for i, seq in enumerate(sequences):
         arr = np.asarray(list(seq) if isinstance(seq, np.ndarray) and seq.dtype == object else seq,

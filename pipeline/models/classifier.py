@@ -29,25 +29,12 @@ class SequenceClassifier(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.model_args: dict[str, Any] = dict(
-            input_size=input_size,
-            num_classes=num_classes,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            cell=cell,
-            nonlinearity=nonlinearity,
-            bidirectional=bidirectional,
-            dropout=dropout,
+        encoder_args: dict[str, Any] = dict(
+            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, cell=cell,
+            nonlinearity=nonlinearity, bidirectional=bidirectional, dropout=dropout,
         )
-        self.encoder = RecurrentEncoder(
-            input_size=input_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            cell=cell,
-            nonlinearity=nonlinearity,
-            bidirectional=bidirectional,
-            dropout=dropout,
-        )
+        self.model_args = {**encoder_args, "num_classes": num_classes}
+        self.encoder = RecurrentEncoder(**encoder_args)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.encoder.output_size, num_classes)
 
@@ -57,17 +44,8 @@ class SequenceClassifier(nn.Module):
 
 
 def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
-    """Build from a `ModelConfig` (or any object with the same fields) and the dataset's shape."""
-    return SequenceClassifier(
-        input_size=input_size,
-        num_classes=num_classes,
-        hidden_size=model_cfg.hidden_size,
-        num_layers=model_cfg.num_layers,
-        cell=model_cfg.cell,
-        nonlinearity=model_cfg.nonlinearity,
-        bidirectional=model_cfg.bidirectional,
-        dropout=model_cfg.dropout,
-    )
+    """Build from a `ModelConfig` (its fields are the encoder's keywords) and the dataset's shape."""
+    return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.model_dump())
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

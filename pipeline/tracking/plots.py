@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def learning_curves(history: dict[str, Sequence[tuple[int, float]]], *, metric: str):
@@ -30,7 +30,9 @@ def learning_curves(history: dict[str, Sequence[tuple[int, float]]], *, metric: 
     return fig
 
 
-def confusion_matrix(confusion_KK: np.ndarray, labels: Sequence[str], *, title: str = "test confusion matrix"):
+def confusion_matrix(
+    confusion_KK: np.ndarray, labels: Sequence[str], *, title: str = "test confusion matrix"
+):
     """Counts with true labels on rows, predictions on columns."""
     size = max(4.0, 0.5 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ class RecurSequenceModel(mlflow.pyfunc.PythonModel):
 
         self.model, self.pre = model_from_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):  # no hints: MLflow reads them as a schema
+    # No type hints on predict: MLflow would read them as the schema, and they cannot express
+    # ragged nested sequences; the signature given to log_model describes the input.
+    def predict(self, context, model_input, params=None):
         import torch
 
         from pipeline.data.preprocess import pad_steps, python_steps
@@ -80,13 +83,15 @@ def log_model(checkpoint_file: str, *, example_sequences: list[Any], name: str =
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"x": [np.asarray(s, dtype=np.float64).tolist() for s in example_sequences]})
-    with tempfile.TemporaryDirectory() as tmp:
-        model = RecurSequenceModel()
-        output = pd.DataFrame({"label": ["a"], "label_index": np.array([0], dtype=np.int64),
-                               "confidence": [1.0]})
+    output = pd.DataFrame({"label": ["a"], "label_index": np.array([0], dtype=np.int64),
+                           "confidence": [1.0]})
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # MLflow hints that an int column cannot hold missing values: label_index never does.
+        warnings.filterwarnings("ignore", message=".*integer column.*")
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=model,
+            # Models from code: MLflow stores this script instead of a pickled object.
+            python_model=str(Path(__file__).with_name("model_code.py")),
             artifacts={"checkpoint": checkpoint_file},
             code_paths=[_code_dir(tmp)],
             signature=infer_signature(example, output),

@@ -8,8 +8,9 @@ than `registry.min_improvement`; otherwise it becomes `@challenger`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -78,13 +79,11 @@ def decide(candidate: float, champion: float | None, min_improvement: float) -> 
 def register_and_gate(*, tracking_uri: str, model_name: str, model_uri: str, run_id: str,
                       metric: str, min_improvement: float, sequences: list[Any],
                       true_labels: Sequence[str], data_hash: str) -> Decision:
-    """Register `model_uri` as a new version, score it and the champion on the same data, set an alias."""
-    mlflow.set_tracking_uri(tracking_uri)
+    """Register `model_uri` as a new version, score it and the champion on the same data, set an alias.
+
+    Call inside `store.use_tracking_uri(tracking_uri)`: registering and loading use the fluent API.
+    """
     client = MlflowClient(tracking_uri)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(model_name, description="trained by recur")
     version = mlflow.register_model(model_uri, model_name, tags={"recur.run_id": run_id}).version
     candidate_score = score_model(f"models:/{model_name}/{version}", sequences, true_labels, metric)
 

@@ -6,11 +6,10 @@ callback running in the controller, writes them to the run the driver opened, by
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ class RunTracker:
         self.run_id: str | None = None
 
     def start(self, *, config_sources: list[str]) -> str:
-        mlflow.set_tracking_uri(self.tracking_uri)
+        """Open the run (the fluent API must already point at `tracking_uri`: `use_tracking_uri`)."""
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.cfg.tracking.run_name)
         self.run_id = run.info.run_id
         params = flatten(self.cfg)
@@ -89,7 +88,10 @@ class RunTracker:
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
-        source = resolve_dataset_source(str(Path(root).resolve()))
+        with warnings.catch_warnings():
+            # MLflow registers its local artifact source twice and warns that a path matches both.
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
+            source = resolve_dataset_source(root if "://" in root else str(Path(root).resolve()))
         dataset = MetaDataset(source=source, name=manifest.name, digest=manifest.data_hash[:32])
         mlflow.log_input(dataset, context="training")
         mlflow.set_tags({"recur.data_hash": manifest.data_hash, "recur.data_version": manifest.data_version})
@@ -129,9 +131,3 @@ class RunTracker:
     def finish(self, status: str = "FINISHED") -> None:
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
-
-
-def write_json(data: dict, name: str) -> str:
-    path = Path(tempfile.mkdtemp()) / name
-    path.write_text(json.dumps(data, indent=2))
-    return str(path)

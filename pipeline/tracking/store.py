@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.config import RecurConfig
@@ -42,7 +44,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         return
     url = tracking_uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (http only)
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             if response.status != 200:
                 raise TrackingUnavailable(f"MLflow tracking server {tracking_uri} answered {response.status}")
     except (urllib.error.URLError, OSError) as exc:
@@ -52,12 +54,33 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         ) from exc
 
 
+@contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` for the block, then restore what was there.
+
+    `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in the environment; without the
+    restore, a later run in the same process would silently log to this run's server.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = tracking_utils._tracking_uri  # None when never set explicitly
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def ensure_experiment(cfg: RecurConfig, tracking_uri: str) -> str:
     """Create the experiment on first use (artifacts under runs_dir for a local store)."""
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
@@ -63,12 +64,22 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
     runs the same number of steps per epoch; val is read whole by every rank.
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    import ray.data
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.data.loading import ray_dataset
     from pipeline.training.worker import train_func
 
+    # Per-epoch dataset progress bars from every worker would interleave with recur's epoch lines.
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     pre = Preprocessing.from_manifest(manifest)
     datasets = {split: ray_dataset(cfg.data.root, split, materialize=cfg.data.materialize)
                 for split in ("train", "val")}
@@ -93,5 +104,6 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                 checkpoint_score_order=cfg.train.monitor_mode,
             ),
             callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level=cfg.train.ray_log_level),
         ),
     )

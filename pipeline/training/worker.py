@@ -6,6 +6,7 @@ training needs: shards, DDP, cross-worker sums, checkpoints and resume.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -110,6 +111,15 @@ def _param_checksum(model: torch.nn.Module) -> float:
         return float(sum(p.double().sum() for p in model.parameters()))
 
 
+def _quiet_ray_train_logs(level: str) -> None:
+    """Ray Train logs each report at INFO through a logger named after its file, which Train's own
+    LoggingConfig does not reach; set it (and the ray.train tree) to the configured level."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    for name in (train_context.__file__, "ray.train"):
+        logging.getLogger(name).setLevel(level)
+
+
 def train_func(loop_config: dict[str, Any]) -> None:
     """Ray Train worker entry point. `loop_config` holds the config and manifest as dicts."""
     import ray.train
@@ -117,6 +127,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     cfg = RecurConfig.model_validate(loop_config["config"])
+    _quiet_ray_train_logs(cfg.train.ray_log_level)
     pre = Preprocessing.from_dict(loop_config["preprocessing"])
     num_classes = len(pre.labels)
     torch.set_num_threads(int(loop_config.get("torch_threads", 1)))
@@ -163,7 +174,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
                              val_iterator.iter_torch_batches(batch_size=batch_size, collate_fn=collate),
                              num_classes=num_classes, device=device)
         metrics.update({f"val_{k}": v for k, v in tasks.compute_metrics(val_state).items()})
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank,
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank, pid=os.getpid(),
                        # per-rank sum of the weights: lets tests and users see that DDP replicas agree
                        param_checksum=_param_checksum(model))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
@@ -82,8 +83,21 @@ def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
             log.info("using %s", connect())
 
     experiment_id = store.ensure_experiment(cfg, tracking_uri)
+    with store.use_tracking_uri(tracking_uri):
+        run_id, trained, evaluation, decision = _tracked_run(cfg, manifest, tracking_uri, experiment_id,
+                                                             config_sources or [], timings)
+    return RunSummary(
+        run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri,
+        test_metrics=evaluation.metrics, epochs_run=trained.epochs_run, best_epoch=trained.best_epoch,
+        checkpoint_dir=trained.checkpoint_dir, decision=decision, timings=timings,
+    )
+
+
+def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_id: str,
+                 config_sources: list[str], timings: dict[str, float]):
+    """Train, evaluate, log and gate inside one MLflow run; returns what the summary needs."""
     tracker = RunTracker(cfg, tracking_uri, experiment_id)
-    run_id = tracker.start(config_sources=config_sources or [])
+    run_id = tracker.start(config_sources=config_sources)
     try:
         tracker.log_dataset(manifest, cfg.data.root)
         name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{run_id[:8]}"
@@ -121,8 +135,4 @@ def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
     except BaseException:
         tracker.finish("FAILED")
         raise
-    return RunSummary(
-        run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri,
-        test_metrics=evaluation.metrics, epochs_run=trained.epochs_run, best_epoch=trained.best_epoch,
-        checkpoint_dir=trained.checkpoint_dir, decision=decision, timings=timings,
-    )
+    return run_id, trained, evaluation, decision

@@ -20,11 +20,14 @@ def connect_ray(cfg: RecurConfig, address: str | None = None) -> str:
     if ray.is_initialized():
         return "already connected"
     target = address or cfg.resources.ray_address or os.environ.get("RAY_ADDRESS")
-    # The package itself travels to workers through the installed environment; silence the
-    # per-task log prefixes that would interleave with recur's progress lines.
+    # Ray Data logs every dataset execution at INFO, which would bury recur's progress lines;
+    # its level comes from this variable, in the driver and (through runtime_env) in workers.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", cfg.train.ray_log_level)
+    logging.getLogger("ray.data").setLevel(os.environ["RAY_DATA_LOG_LEVEL"])  # already imported here
+    runtime_env = {"env_vars": {"RAY_DATA_LOG_LEVEL": os.environ["RAY_DATA_LOG_LEVEL"]}}
     if target:
-        ray.init(address=target, log_to_driver=True)
+        ray.init(address=target, runtime_env=runtime_env)
         return f"Ray cluster at {target}"
-    ray.init(num_cpus=cfg.resources.num_cpus, log_to_driver=True)
+    ray.init(num_cpus=cfg.resources.num_cpus, runtime_env=runtime_env)
     cpus = ray.cluster_resources().get("CPU", 0)
     return f"local Ray ({cpus:g} CPUs)"

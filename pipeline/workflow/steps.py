@@ -61,10 +61,10 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
         return contract.read_manifest(root)  # names the folder when there is no dataset
     fingerprint = _source_fingerprint(cfg)
     marker = Path(root) / "import.json"
-    if marker.exists() and (Path(root) / "manifest.json").exists():
-        if json.loads(marker.read_text()) == fingerprint:
-            log.info("dataset at %s is up to date with its sources; not re-importing", root)
-            return contract.read_manifest(root)
+    up_to_date = marker.exists() and (Path(root) / "manifest.json").exists()
+    if up_to_date and json.loads(marker.read_text()) == fingerprint:
+        log.info("dataset at %s is up to date with its sources; not re-importing", root)
+        return contract.read_manifest(root)
     paths = [resolve_source(p) for p in cfg.data.source.paths]
     manifest = import_dataset(cfg.data.source.format, paths, root, **_import_kwargs(cfg))
     marker.write_text(json.dumps(fingerprint, indent=2))

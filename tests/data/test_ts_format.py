@@ -41,7 +41,7 @@ def test_japanese_vowels_train_parses_to_270_cases_of_12_channels():
     assert len(data.series) == 270
     assert all(s.dtype == np.float32 and s.ndim == 2 and s.shape[1] == 12 for s in data.series)
     lengths = [s.shape[0] for s in data.series]
-    assert 7 <= min(lengths) and max(lengths) <= 29
+    assert min(lengths) >= 7 and max(lengths) <= 29
     assert not any(np.isnan(s).any() for s in data.series)
     # And labels 1..9 are declared in order with 30 cases each
     assert data.class_labels == [str(i) for i in range(1, 10)]

@@ -93,3 +93,37 @@ def test_resources_that_cannot_fit_fail_before_training(toy_dataset):
         check_resources(cfg, {"CPU": 2.0})
     check_resources(cfg.model_copy(update={"resources": cfg.resources.model_copy(
         update={"cpus_per_worker": 0.5})}), {"CPU": 2.0})
+
+
+class KillRankOnce(ray.train.UserCallback):
+    """Kills rank 1's worker process (SIGKILL) right after epoch `at_epoch` was reported."""
+
+    def __init__(self, sink, at_epoch):
+        self.sink = sink
+        self.at_epoch = at_epoch
+
+    def after_report(self, run_context, metrics, checkpoint):
+        import os
+        import signal
+
+        ray.get(self.sink.add.remote(metrics))
+        already = any(r[0].get("killed") for r in ray.get(self.sink.get.remote()))
+        if metrics[0]["epoch"] == self.at_epoch and not already:
+            ray.get(self.sink.add.remote([{"killed": True}]))
+            os.kill(int(metrics[1]["pid"]), signal.SIGKILL)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_path):
+    # given a 2-worker run allowed one failure
+    cfg = _cfg(toy_dataset, num_workers=2, epochs=5, **{"train.max_failures": 1})
+    sink = Sink.remote()
+    trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
+                            name="faulty", callbacks=[KillRankOnce(sink, at_epoch=1)])
+    # when rank 1's process is killed after epoch 1 was checkpointed
+    result = trainer.fit()
+    epochs = [r[0]["epoch"] for r in ray.get(sink.get.remote()) if "epoch" in r[0]]
+    # then the restarted worker group resumed at epoch 2 (not 0) and finished every epoch once
+    assert epochs == [0, 1, 2, 3, 4]
+    assert result.metrics["epoch"] == 4
+    with result.checkpoint.as_directory() as directory:
+        assert load_checkpoint(directory)["progress"]["next_epoch"] == 5
