@@ -122,3 +122,18 @@ def test_ui_serves_the_local_store_on_loopback(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_job_entry_point_forwards_config_and_overrides(tmp_path, capsys):
+    # given the `ray job submit` entry point, when it runs with an override pointing MLflow at a
+    # port where nothing listens, then the override reached the workflow (which refused early)
+    import importlib.util
+
+    from conftest import free_port
+
+    spec = importlib.util.spec_from_file_location("run_pipeline", REPO / "jobs" / "run_pipeline.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert job.main(["--config", QUICKSTART, "--set", f"tracking.tracking_uri={uri}"]) == 2
+    assert uri in capsys.readouterr().err

@@ -108,7 +108,7 @@ def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_
         with steps.timed("log", timings):
             tracker.log_metrics(evaluation.metrics)
             tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
-            tracker.log_learning_curves(cfg.train.monitor)
+            tracker.log_learning_curves(f"val_{cfg.registry.metric}")
             tracker.log_figure(confusion_matrix(evaluation.confusion, evaluation.labels),
                                "plots/confusion_matrix.png")
             tracker.log_dict({"labels": evaluation.labels, "confusion": evaluation.confusion.tolist()},
