@@ -44,6 +44,9 @@ class SourceConfig(_Section):
 
 
 class DataConfig(_Section):
+    task: Literal["classify"] = Field(
+        "classify", description="what the model learns; picks the head, loss and metrics"
+    )
     root: str = Field(
         "recur-runs/datasets/default",
         description="canonical dataset folder (manifest.json + train/val/test Parquet)",
@@ -73,6 +76,24 @@ class ModelConfig(_Section):
     num_layers: int = Field(1, ge=1)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between stacked layers and before the head")
+    pooling: Literal["last", "mean", "attention"] = Field(
+        "last", description="steps -> one vector: final state, mean over valid steps, or attention"
+    )
+    attention: Literal["additive", "dot", "general"] = Field(
+        "additive", description="attention score for pooling: attention (Bahdanau, Luong dot/general)"
+    )
+    input_layer_norm: bool = Field(False, description="Linear + LayerNorm on each input step before the RNN")
+
+
+class ScheduleConfig(_Section):
+    """Learning rate per epoch: optional linear warm-up, then the named schedule."""
+
+    name: Literal["none", "step", "cosine", "plateau"] = "none"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up: lr * (epoch + 1) / (warmup + 1)")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="step and plateau: decay factor")
+    patience: int = Field(3, ge=1, description="plateau: epochs without train.monitor improvement")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine and plateau: floor")
 
 
 class TrainConfig(_Section):
@@ -82,13 +103,20 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, description="sgd and rmsprop only")
     grad_clip: float = Field(
-        1.0, ge=0.0, description="clip the global gradient norm at this value; 0 disables"
+        1.0, ge=0.0, description="clip gradients at this value (see grad_clip_mode); 0 disables"
     )
+    grad_clip_mode: Literal["norm", "value"] = Field(
+        "norm", description="norm: scale by the global L2 norm; value: clamp each element"
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification loss only")
+    schedule: ScheduleConfig = ScheduleConfig()
     early_stopping_patience: int = Field(
         8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
     )
-    monitor: str = Field("val_accuracy", description="metric for early stopping and the best checkpoint")
-    monitor_mode: Literal["max", "min"] = "max"
+    monitor: str = Field(
+        "val_accuracy", description="any logged per-epoch metric: early stopping, best checkpoint, plateau"
+    )
+    monitor_mode: Literal["max", "min"] = Field("max", description="whether higher or lower is better")
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
@@ -148,10 +176,15 @@ class RecurConfig(_Section):
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RecurConfig:
-        known = {f"val_{m}" for m in ("loss", "accuracy", "macro_f1")}
+        from pipeline.tasks import metric_names
+
+        known = metric_names(self.data.task)
         if self.train.monitor not in known:
-            raise ValueError(f"train.monitor must be one of {sorted(known)}, got {self.train.monitor!r}")
-        expected = "min" if self.train.monitor == "val_loss" else "max"
+            raise ValueError(
+                f"train.monitor must be a metric that {self.data.task} runs log, one of {sorted(known)}; "
+                f"got {self.train.monitor!r}"
+            )
+        expected = "min" if self.train.monitor.endswith("loss") else self.train.monitor_mode
         if self.train.monitor_mode != expected:
             raise ValueError(
                 f"train.monitor_mode must be {expected!r} for train.monitor={self.train.monitor}"
@@ -246,6 +279,9 @@ def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         where = _origin_of(key, origin)
+        if not err["loc"]:  # a cross-field check: its message names the keys itself
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+            continue
         if err["type"] == "extra_forbidden":
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             known = _known_keys(parent)

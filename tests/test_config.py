@@ -85,3 +85,18 @@ def test_schema_and_flatten():
     flat = flatten(RecurConfig())
     assert flat["train.lr"] == RecurConfig().train.lr
     assert "model.cell" in flat
+
+
+def test_monitor_any_logged_metric_but_only_those():
+    cfg = load_config([], ["train.monitor=train_loss", "train.monitor_mode=min"])
+    assert cfg.train.monitor == "train_loss"
+    load_config([], ["train.monitor=val_macro_f1", "train.monitor_mode=max"])
+    with pytest.raises(ConfigError, match="train.monitor must be a metric that classify runs log"):
+        load_config([], ["train.monitor=val_bleu"])
+
+
+def test_schedule_section_is_strict():
+    cfg = load_config([], ["train.schedule.name=cosine", "train.schedule.warmup_epochs=3"])
+    assert cfg.train.schedule.name == "cosine" and cfg.train.schedule.warmup_epochs == 3
+    with pytest.raises(ConfigError, match="train.schedule.name"):
+        load_config([], ["train.schedule.name=linear"])

@@ -1,4 +1,8 @@
-"""Sequence classification: a recurrent encoder and a linear head over the last valid step."""
+"""Sequence classification: a recurrent encoder, a pooling over its steps, and a linear head.
+
+Shape suffixes: B batch, T time steps (padded), C input channels, H encoder output size
+(hidden * directions), K classes.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.models.attention import KINDS as ATTENTION_KINDS
+from pipeline.models.attention import Attention, lengths_to_mask
 from pipeline.models.recurrent import RecurrentEncoder
+
+POOLINGS = ("last", "mean", "attention")
 
 
 class SequenceClassifier(nn.Module):
     """x_BTC, lengths_B -> logits_BK over K classes.
+
+    pooling (how the encoder's steps become one vector per sequence):
+        last: the top layer's final state (both directions when bidirectional).
+        mean: the mean of the per-step outputs over valid steps.
+        attention: attention over valid steps with a learned query (kind: `attention`).
 
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
     """
@@ -27,24 +40,72 @@ class SequenceClassifier(nn.Module):
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
+        pooling: str = "last",
+        attention: str = "additive",
+        input_layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling: unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+        # Checked even when pooling is not attention, so a typo in the config never sits unnoticed.
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"model.attention: unknown kind {attention!r}; choose one of {list(ATTENTION_KINDS)}"
+            )
         encoder_args: dict[str, Any] = dict(
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, cell=cell,
             nonlinearity=nonlinearity, bidirectional=bidirectional, dropout=dropout,
+            input_layer_norm=input_layer_norm,
         )
-        self.model_args = {**encoder_args, "num_classes": num_classes}
+        self.model_args = {**encoder_args, "num_classes": num_classes, "pooling": pooling,
+                           "attention": attention}
+        self.pooling = pooling
         self.encoder = RecurrentEncoder(**encoder_args)
+        size = self.encoder.output_size
+        self.attention: Attention | None = None
+        if pooling == "attention":
+            # The query is the same for every sequence: "which steps matter for the class".
+            # Scaled like a default Linear row so initial scores are O(1) for every kind.
+            self.query_H = nn.Parameter(torch.randn(size) / size**0.5)
+            self.attention = Attention(attention, query_size=size, key_size=size)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.encoder.output_size, num_classes)
+        self.head = nn.Linear(size, num_classes)
 
-    def forward(self, x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
-        _, last_BH = self.encoder(x_BTC, lengths_B)
-        return self.head(self.dropout(last_BH))
+    def forward(
+        self, x_BTC: torch.Tensor, lengths_B: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Classify a padded batch.
+
+        Args:
+            x_BTC: float inputs, padded after each sequence's end.
+            lengths_B: valid steps per sequence (>= 1), on any device.
+            return_attention: also return the pooling weights.
+
+        Returns:
+            logits_BK, or (logits_BK, weights_BT) with `return_attention`: weights_BT are the
+            attention weights (0 beyond each length, rows sum to 1), None unless pooling is
+            attention.
+        """
+        outputs_BTH, last_BH = self.encoder(x_BTC, lengths_B)
+        weights_BT = None
+        if self.pooling == "last":
+            pooled_BH = last_BH
+        else:
+            lengths_B = lengths_B.to(outputs_BTH.device)
+            mask_BT = lengths_to_mask(lengths_B, outputs_BTH.shape[1])
+            if self.attention is None:  # mean
+                # The encoder already zeroes pad steps; masking again keeps this right on its own.
+                summed_BH = outputs_BTH.masked_fill(~mask_BT.unsqueeze(-1), 0.0).sum(dim=1)
+                pooled_BH = summed_BH / lengths_B.unsqueeze(1).to(summed_BH.dtype)
+            else:
+                query_BH = self.query_H.unsqueeze(0).expand(outputs_BTH.shape[0], -1)
+                pooled_BH, weights_BT = self.attention(query_BH, outputs_BTH, mask_BT)
+        logits_BK = self.head(self.dropout(pooled_BH))
+        return (logits_BK, weights_BT) if return_attention else logits_BK
 
 
 def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
-    """Build from a `ModelConfig` (its fields are the encoder's keywords) and the dataset's shape."""
+    """Build from a `ModelConfig` (its fields are the model's keywords) and the dataset's shape."""
     return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.model_dump())
 
 

@@ -1,7 +1,7 @@
 """Recurrent encoders over padded, variable-length batches.
 
 Shape suffixes: B batch, T time steps (padded), C input channels, H hidden size,
-D directions (1 or 2), L layers.
+D directions (1 or 2), L layers, I the RNN's input size (C, or H with `input_layer_norm`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ class RecurrentEncoder(nn.Module):
 
     Sequences are packed by length, so pad steps never enter the recurrence: the forward
     direction stops at each sequence's last valid step and the backward direction starts there.
+
+    With `input_layer_norm`, each step is first projected to `hidden_size` and layer-normalized
+    (Linear then LayerNorm), so the RNN sees inputs on one scale whatever the raw channels' units.
+    That acts on each step alone, so pad steps still cannot affect valid ones.
     """
 
     def __init__(
@@ -31,13 +35,17 @@ class RecurrentEncoder(nn.Module):
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
+        input_layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"model.cell: unknown cell {cell!r}; choose one of {sorted(CELLS)}")
+        self.input_norm: nn.Module | None = None
+        if input_layer_norm:
+            self.input_norm = nn.Sequential(nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size))
         kwargs = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = CELLS[cell](
-            input_size=input_size,
+            input_size=hidden_size if input_layer_norm else input_size,
             hidden_size=hidden_size,
             num_layers=num_layers,
             bidirectional=bidirectional,
@@ -61,7 +69,9 @@ class RecurrentEncoder(nn.Module):
             outputs_BTH: per-step outputs (H = hidden * directions); zeros at pad steps.
             last_BH: the final state of the top layer, both directions concatenated.
         """
-        packed = pack_padded_sequence(x_BTC, lengths_B.cpu(), batch_first=True, enforce_sorted=False)
+        # Per step, so projecting pad steps too is harmless: packing drops them right after.
+        inputs_BTI = x_BTC if self.input_norm is None else self.input_norm(x_BTC)
+        packed = pack_padded_sequence(inputs_BTI, lengths_B.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, h_n = self.rnn(packed)
         if self.cell == "lstm":
             h_n = h_n[0]  # (hidden, cell) -> hidden

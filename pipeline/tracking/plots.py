@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def learning_curves(history: dict[str, Sequence[tuple[int, float]]], *, metric: str):
@@ -46,6 +47,33 @@ def confusion_matrix(
             ax.text(j, i, int(confusion_KK[i, j]), ha="center", va="center",
                     color="white" if confusion_KK[i, j] > threshold else "black", fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def attention_heatmap(weights_list: list[np.ndarray], titles: list[str]) -> Figure:
+    """One row per example: its attention weights over its valid steps, step index on x.
+
+    `weights_list[i]` is 1-D (T_i,), one example's weights with the padding already cut off.
+    Each row has its own color scale (0 to its max): weights over long sequences are small,
+    and a shared scale would wash them out.
+    """
+    if not weights_list or len(weights_list) != len(titles):
+        raise ValueError(
+            f"attention_heatmap: need one title per example and at least one example, "
+            f"got {len(weights_list)} weight arrays and {len(titles)} titles"
+        )
+    rows_T = [np.asarray(w, dtype=float).reshape(-1) for w in weights_list]
+    width = min(14.0, max(6.0, 0.12 * max(len(r) for r in rows_T) + 2))
+    fig, axes = plt.subplots(len(rows_T), 1, figsize=(width, 1.1 * len(rows_T) + 0.6), squeeze=False)
+    for ax, row_T, title in zip(axes[:, 0], rows_T, titles):
+        vmax = float(row_T.max()) if row_T.size and row_T.max() > 0 else 1.0
+        image = ax.imshow(row_T[None, :], aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax,
+                          interpolation="nearest")
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9, loc="left")
+        fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+    axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     return fig
 

@@ -1,7 +1,7 @@
 """The epoch loop in plain PyTorch: no Ray, no MLflow. Runs on tensors from any iterable.
 
 A batch is a dict with `x` (B, T, C) float32 padded inputs, `lengths` (B,) int64 valid steps
-and `y` (B,) int64 labels.
+and `y` (the task's targets). What differs between tasks (loss, metrics) comes from a `Task`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline import tasks
+from pipeline.tasks import MetricState, Task
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -52,22 +53,26 @@ def to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: (v if k == "lengths" else v.to(device, non_blocking=True)) for k, v in batch.items()}
 
 
-def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, *,
-               grad_clip: float = 0.0, scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, task: Task, *,
+               grad_clip: float = 0.0, grad_clip_mode: str = "norm",
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One optimizer step. Returns (mean loss, pre-clipping global gradient norm)."""
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["x"].device.type
     with torch.autocast(device_type=device_type, enabled=scaler is not None):
-        logits_BK = model(batch["x"], batch["lengths"])
-        loss = tasks.classification_loss(logits_BK.float(), batch["y"])
+        outputs = model(batch["x"], batch["lengths"])
+        loss = task.loss(outputs, batch)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
     else:
         loss.backward()
-    # Clip the global norm at grad_clip, or only measure it when clipping is disabled (== 0).
-    max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    # The norm is always measured (and reported); clip it at grad_clip, or clamp each element at
+    # +-grad_clip in "value" mode; grad_clip == 0 disables clipping.
+    by_norm = grad_clip > 0 and grad_clip_mode == "norm"
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if by_norm else math.inf)
+    if grad_clip > 0 and grad_clip_mode == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -76,9 +81,9 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
     return float(loss.detach()), float(grad_norm)
 
 
-def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, *,
-                device: torch.device | str = "cpu", grad_clip: float = 0.0,
-                scaler: torch.amp.GradScaler | None = None) -> EpochStats:
+def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, task: Task,
+                *, device: torch.device | str = "cpu", grad_clip: float = 0.0,
+                grad_clip_mode: str = "norm", scaler: torch.amp.GradScaler | None = None) -> EpochStats:
     """Train over every batch once."""
     device = torch.device(device)
     model.train()
@@ -86,7 +91,8 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
     loss_sum, num_sequences, num_steps, norm_sum, norm_max = 0.0, 0, 0, 0.0, 0.0
     for batch in batches:
         batch = to_device(batch, device)
-        loss, grad_norm = train_step(model, batch, optimizer, grad_clip=grad_clip, scaler=scaler)
+        loss, grad_norm = train_step(model, batch, optimizer, task, grad_clip=grad_clip,
+                                     grad_clip_mode=grad_clip_mode, scaler=scaler)
         size = int(batch["y"].shape[0])
         loss_sum += loss * size
         num_sequences += size
@@ -105,27 +111,39 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch], *, num_classes: int,
-             device: torch.device | str = "cpu") -> tasks.MetricState:
-    """Accumulate loss and the confusion matrix over every batch (model in eval mode)."""
+def evaluate(model: nn.Module, batches: Iterable[Batch], task: Task, *,
+             device: torch.device | str = "cpu") -> MetricState:
+    """Accumulate the task's metric sums over every batch (model in eval mode)."""
     device = torch.device(device)
     model.eval()
-    state = tasks.MetricState.zeros(num_classes, device=device)
+    state = task.new_state(device)
     for batch in batches:
         batch = to_device(batch, device)
-        logits_BK = model(batch["x"], batch["lengths"])
-        tasks.update_metrics(state, logits_BK, batch["y"])
+        task.update(state, model(batch["x"], batch["lengths"]), batch)
     return state
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, batches: Iterable[Batch], *,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits (N, K) for every sequence, in batch order."""
-    device = torch.device(device)
-    model.eval()
-    out = []
-    for batch in batches:
-        batch = to_device(batch, device)
-        out.append(model(batch["x"], batch["lengths"]).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+def learning_rate(base_lr: float, epoch: int, *, total_epochs: int, schedule: Any,
+                  plateau_decays: int = 0) -> float:
+    """The learning rate for `epoch` (0-based): linear warm-up, then the named schedule.
+
+    A pure function of the epoch (and, for `plateau`, of how many decays have happened), so a
+    run resumed from a checkpoint continues on exactly the same curve.
+    """
+    warmup = schedule.warmup_epochs
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / (warmup + 1)
+    since = epoch - warmup
+    if schedule.name == "step":
+        return base_lr * schedule.gamma ** (since // schedule.step_size)
+    if schedule.name == "cosine":
+        progress = min(since / max(total_epochs - warmup - 1, 1), 1.0)
+        return schedule.min_lr + (base_lr - schedule.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+    if schedule.name == "plateau":
+        return max(base_lr * schedule.gamma**plateau_decays, schedule.min_lr)
+    return base_lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

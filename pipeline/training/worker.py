@@ -15,12 +15,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pipeline import tasks
 from pipeline.config import RecurConfig
 from pipeline.data.loading import SequenceCollate
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models.classifier import build_model, model_from_args
-from pipeline.training.loop import EpochStats, evaluate, make_optimizer, train_epoch
+from pipeline.tasks import build_task
+from pipeline.training.loop import (
+    EpochStats,
+    evaluate,
+    learning_rate,
+    make_optimizer,
+    set_learning_rate,
+    train_epoch,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -32,7 +39,8 @@ class Progress:
     next_epoch: int = 0
     best_value: float | None = None
     best_epoch: int = -1
-    bad_epochs: int = 0
+    bad_epochs: int = 0  # epochs since the monitored metric last improved
+    plateau_decays: int = 0  # learning-rate decays made by the plateau schedule
 
     def improved(self, value: float, mode: str) -> bool:
         if self.best_value is None:
@@ -129,6 +137,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     cfg = RecurConfig.model_validate(loop_config["config"])
     _quiet_ray_train_logs(cfg.train.ray_log_level)
     pre = Preprocessing.from_dict(loop_config["preprocessing"])
+    task = build_task(cfg, pre)
     num_classes = len(pre.labels)
     torch.set_num_threads(int(loop_config.get("torch_threads", 1)))
     torch.manual_seed(cfg.train.seed)  # same init everywhere; DDP also broadcasts rank 0's weights
@@ -157,7 +166,10 @@ def train_func(loop_config: dict[str, Any]) -> None:
     val_iterator = ray.train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
 
+    schedule = cfg.train.schedule
     for epoch in range(progress.next_epoch, cfg.train.epochs):
+        set_learning_rate(optimizer, learning_rate(cfg.train.lr, epoch, total_epochs=cfg.train.epochs,
+                                                   schedule=schedule, plateau_decays=progress.plateau_decays))
         train_batches = train_shard.iter_torch_batches(
             batch_size=batch_size,
             collate_fn=collate,
@@ -165,15 +177,16 @@ def train_func(loop_config: dict[str, Any]) -> None:
             local_shuffle_seed=cfg.data.seed + epoch,  # a new order each epoch, reproducible
             prefetch_batches=2,
         )
-        stats = train_epoch(model, train_batches, optimizer, device=device,
-                            grad_clip=cfg.train.grad_clip, scaler=scaler)
+        stats = train_epoch(model, train_batches, optimizer, task, device=device,
+                            grad_clip=cfg.train.grad_clip, grad_clip_mode=cfg.train.grad_clip_mode,
+                            scaler=scaler)
         metrics = _global_epoch_metrics(stats, device)
 
         # The val split is not sharded: every rank evaluates all of it and gets the same numbers.
         val_state = evaluate(getattr(model, "module", model),
                              val_iterator.iter_torch_batches(batch_size=batch_size, collate_fn=collate),
-                             num_classes=num_classes, device=device)
-        metrics.update({f"val_{k}": v for k, v in tasks.compute_metrics(val_state).items()})
+                             task, device=device)
+        metrics.update({f"val_{k}": v for k, v in task.compute(val_state).items()})
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank, pid=os.getpid(),
                        # per-rank sum of the weights: lets tests and users see that DDP replicas agree
                        param_checksum=_param_checksum(model))
@@ -183,6 +196,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
             progress.best_value, progress.best_epoch, progress.bad_epochs = value, epoch, 0
         else:
             progress.bad_epochs += 1
+            if schedule.name == "plateau" and progress.bad_epochs % schedule.patience == 0:
+                progress.plateau_decays += 1
         progress.next_epoch = epoch + 1
         patience = cfg.train.early_stopping_patience
         stop = patience > 0 and progress.bad_epochs >= patience

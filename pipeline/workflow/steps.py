@@ -131,15 +131,16 @@ class Evaluation:
 
 def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     """Test-split metrics of a checkpoint (loss, accuracy, macro-F1, confusion matrix)."""
-    from pipeline import tasks
+    from pipeline.tasks import build_task
     from pipeline.training.loop import evaluate as evaluate_batches
     from pipeline.training.worker import model_from_checkpoint
 
     model, pre = model_from_checkpoint(checkpoint_dir)
+    task = build_task(cfg, pre)
     table = contract.read_split(cfg.data.root, "test")
-    state = evaluate_batches(model, table_batches(table, pre, 256), num_classes=len(pre.labels))
-    metrics = {f"test_{k}": v for k, v in tasks.compute_metrics(state).items()}
-    return Evaluation(metrics=metrics, confusion=state.confusion_KK.numpy(), labels=pre.labels)
+    state = evaluate_batches(model, table_batches(table, pre, 256), task)
+    metrics = {f"test_{k}": v for k, v in task.compute(state).items()}
+    return Evaluation(metrics=metrics, confusion=state["confusion"].numpy(), labels=pre.labels)
 
 
 def test_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import tasks
 from pipeline.config import ModelConfig
 from pipeline.models import build_model
+from pipeline.tasks import ClassifyTask, classification_scores
 from pipeline.training.loop import evaluate, make_optimizer, train_epoch
 
 
@@ -31,14 +31,15 @@ def test_train_epoch_reduces_loss_and_reports_stats():
     model = build_model(ModelConfig(cell="gru", hidden_size=16), input_size=2, num_classes=2)
     opt = make_optimizer("adam", model.parameters(), lr=1e-2)
     batches = _toy_batches()
-    first = train_epoch(model, batches, opt, grad_clip=1.0)
+    task = ClassifyTask(2)
+    first = train_epoch(model, batches, opt, task, grad_clip=1.0)
     for _ in range(10):
-        last = train_epoch(model, batches, opt, grad_clip=1.0)
+        last = train_epoch(model, batches, opt, task, grad_clip=1.0)
     assert last.loss < first.loss * 0.7
     assert first.num_sequences == 128 and first.num_steps == 8
     assert first.grad_norm > 0 and math.isfinite(first.grad_norm)
-    state = evaluate(model, batches, num_classes=2)
-    assert tasks.compute_metrics(state)["accuracy"] > 0.8
+    state = evaluate(model, batches, task)
+    assert task.compute(state)["accuracy"] > 0.8
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop", "sgd"])
@@ -46,7 +47,8 @@ def test_every_optimizer_steps(name):
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="lstm", hidden_size=8), input_size=2, num_classes=2)
     before = [p.detach().clone() for p in model.parameters()]
-    train_epoch(model, _toy_batches(num_batches=2), make_optimizer(name, model.parameters(), lr=1e-2))
+    opt = make_optimizer(name, model.parameters(), lr=1e-2)
+    train_epoch(model, _toy_batches(num_batches=2), opt, ClassifyTask(2))
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
@@ -61,7 +63,7 @@ def test_gradient_clipping_bounds_the_update():
     model = build_model(ModelConfig(cell="rnn", hidden_size=8), input_size=2, num_classes=2)
     opt = make_optimizer("sgd", model.parameters(), lr=1.0, momentum=0.0)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
-    stats = train_epoch(model, _toy_batches(num_batches=1), opt, grad_clip=0.01)
+    stats = train_epoch(model, _toy_batches(num_batches=1), opt, ClassifyTask(2), grad_clip=0.01)
     after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     assert stats.grad_norm > 0.01
     assert (after - before).norm() <= 0.01 + 1e-6
@@ -69,8 +71,51 @@ def test_gradient_clipping_bounds_the_update():
 
 def test_metrics_macro_f1_matches_definition():
     confusion = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
-    scores = tasks.classification_scores(confusion)
+    scores = classification_scores(confusion)
     f1_a = 2 * 5 / (6 + 7)
     f1_b = 2 * 3 / (5 + 4)
     assert scores["accuracy"] == pytest.approx(8 / 11)
     assert scores["macro_f1"] == pytest.approx((f1_a + f1_b) / 2)  # class 2 absent everywhere
+
+
+def test_gradient_clipping_by_value_clamps_each_element():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    opt = make_optimizer("sgd", model.parameters(), lr=1.0, momentum=0.0)
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    train_epoch(model, _toy_batches(num_batches=1), opt, ClassifyTask(2), grad_clip=1e-3,
+                grad_clip_mode="value")
+    after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    assert (after - before).abs().max() <= 1e-3 + 1e-7
+
+
+def test_label_smoothing_raises_the_loss_of_confident_predictions():
+    logits = torch.tensor([[10.0, -10.0]])
+    batch = {"y": torch.tensor([0])}
+    smoothed = ClassifyTask(2, label_smoothing=0.2).loss(logits, batch)
+    assert smoothed > ClassifyTask(2).loss(logits, batch) + 1.0
+
+
+@pytest.mark.parametrize("name,expected", [
+    # warm-up over 2 epochs: lr/3, 2lr/3, then the schedule from its own epoch 0
+    ("none", [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]),
+    ("step", [1 / 3, 2 / 3, 1.0, 1.0, 0.5, 0.5]),  # step_size 2, gamma 0.5
+    ("cosine", [1 / 3, 2 / 3, 1.0, 0.75, 0.25, 0.0]),  # 4 epochs after warm-up, min_lr 0
+])
+def test_learning_rate_schedules(name, expected):
+    from pipeline.config import ScheduleConfig
+    from pipeline.training.loop import learning_rate
+
+    schedule = ScheduleConfig(name=name, warmup_epochs=2, step_size=2, gamma=0.5)
+    got = [learning_rate(1.0, e, total_epochs=6, schedule=schedule) for e in range(6)]
+    assert got == pytest.approx(expected)
+
+
+def test_plateau_schedule_decays_per_plateau_and_stops_at_min_lr():
+    from pipeline.config import ScheduleConfig
+    from pipeline.training.loop import learning_rate
+
+    schedule = ScheduleConfig(name="plateau", gamma=0.1, min_lr=0.005)
+    assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=0) == 1.0
+    assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=1) == pytest.approx(0.1)
+    assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=5) == 0.005
