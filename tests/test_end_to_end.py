@@ -90,9 +90,9 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert predicted["label"].tolist() == ["pos", "neg", "pos"]
     assert ((predicted["confidence"] > 0.5) & (predicted["confidence"] <= 1.0)).all()
 
-    # when a worse model is trained (one epoch at a tiny learning rate)
+    # when a worse model is trained (one epoch at a tiny learning rate, attention pooling)
     assert _run(tmp_path, toy_dataset, mlflow_server, "--set", "train.epochs=1", "--set", "train.lr=1e-6",
-                "--set", "model.hidden_size=2") == 0
+                "--set", "model.hidden_size=2", "--set", "model.pooling=attention") == 0
     out = capsys.readouterr().out
     assert "kept as @challenger" in out
     # then version 1 stays champion and version 2 is the challenger, with the reason recorded
@@ -102,6 +102,8 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     decision_path = client.download_artifacts(runs[0].info.run_id, "registry/decision.json", str(tmp_path))
     decision = json.loads(Path(decision_path).read_text())
+    attention_png = client.download_artifacts(runs[0].info.run_id, "plots/attention.png", str(tmp_path))
+    assert Path(attention_png).read_bytes()[:4] == b"\x89PNG"  # heatmap of a few test examples
     assert decision["promoted"] is False and decision["champion_version"] == "1"
     assert decision["candidate_score"] <= decision["champion_score"] + decision["min_improvement"]
 

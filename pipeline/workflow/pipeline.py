@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
-from pipeline.tracking.plots import confusion_matrix
+from pipeline.tracking.plots import attention_heatmap, confusion_matrix
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
 
@@ -113,6 +113,9 @@ def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_
                                "plots/confusion_matrix.png")
             tracker.log_dict({"labels": evaluation.labels, "confusion": evaluation.confusion.tolist()},
                              "eval/confusion_matrix.json")
+            if evaluation.attention:
+                tracker.log_figure(attention_heatmap(evaluation.attention, evaluation.attention_titles),
+                                   "plots/attention.png")
             sequences, true_labels = steps.test_sequences(cfg)
             model_info = tracker.log_model(steps.checkpoint_file(trained.checkpoint_dir), sequences[:2])
 

@@ -127,6 +127,9 @@ class Evaluation:
     metrics: dict[str, float]
     confusion: np.ndarray
     labels: list[str]
+    # attention pooling only: weights over the valid steps of the first few test sequences
+    attention: list[np.ndarray] = field(default_factory=list)
+    attention_titles: list[str] = field(default_factory=list)
 
 
 def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
@@ -140,7 +143,26 @@ def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     table = contract.read_split(cfg.data.root, "test")
     state = evaluate_batches(model, table_batches(table, pre, 256), task)
     metrics = {f"test_{k}": v for k, v in task.compute(state).items()}
-    return Evaluation(metrics=metrics, confusion=state["confusion"].numpy(), labels=pre.labels)
+    evaluation = Evaluation(metrics=metrics, confusion=state["confusion"].numpy(), labels=pre.labels)
+    if model.model_args.get("pooling") == "attention":
+        _attach_attention(evaluation, model, table.slice(0, ATTENTION_EXAMPLES), pre)
+    return evaluation
+
+
+ATTENTION_EXAMPLES = 6  # test sequences drawn in the attention heatmap
+
+
+def _attach_attention(evaluation: Evaluation, model: Any, table: Any, pre: Any) -> None:
+    import torch
+
+    batch = next(table_batches(table, pre, table.num_rows))
+    with torch.no_grad():
+        logits_BK, weights_BT = model(batch["x"], batch["lengths"], return_attention=True)
+    predicted = logits_BK.argmax(dim=-1).tolist()
+    for i, (row_id, length) in enumerate(zip(table.column("id").to_pylist(), batch["lengths"].tolist())):
+        evaluation.attention.append(weights_BT[i, :length].numpy())
+        true, guess = pre.labels[int(batch["y"][i])], pre.labels[predicted[i]]
+        evaluation.attention_titles.append(f"{row_id}: true {true}, predicted {guess}")
 
 
 def test_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:
