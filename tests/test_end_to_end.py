@@ -62,6 +62,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert run.data.metrics["test_accuracy"] > 0.8
     assert "test_macro_f1" in run.data.metrics
     assert run.data.params["train.lr"] == "0.01" and run.data.params["model.cell"] == "gru"
+    assert run.data.params["train.rows_per_epoch"] == "96"  # 96 rows shared evenly by 2 workers
     manifest = json.loads((toy_dataset / "manifest.json").read_text())
     assert run.data.tags["recur.data_hash"] == manifest["data_hash"]
     (dataset_input,) = run.inputs.dataset_inputs

@@ -98,6 +98,9 @@ class RunTracker:
         mlflow.log_params({"data.rows." + split: info.rows for split, info in manifest.splits.items()})
         self.log_text(manifest.model_dump_json(indent=2), "data/manifest.json")
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        mlflow.log_params(params)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         mlflow.log_text(text, artifact_file)
 
