@@ -148,6 +148,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     model = build_model(cfg.model, input_size=pre.num_channels, num_classes=num_classes)
     optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), lr=cfg.train.lr,
                                weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+    torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
     progress = Progress()
 
     restored = ray.train.get_checkpoint()

@@ -116,7 +116,7 @@ def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_
             if evaluation.attention:
                 tracker.log_figure(attention_heatmap(evaluation.attention, evaluation.attention_titles),
                                    "plots/attention.png")
-            sequences, true_labels = steps.test_sequences(cfg)
+            sequences, true_labels = steps.held_out_sequences(cfg)
             model_info = tracker.log_model(steps.checkpoint_file(trained.checkpoint_dir), sequences[:2])
 
         decision = None

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +175,7 @@ def _attach_attention(evaluation: Evaluation, model: Any, table: Any, pre: Any) 
         evaluation.attention_titles.append(f"{row_id}: true {true}, predicted {guess}")
 
 
-def test_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:
+def held_out_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:
     """Raw test sequences (as nested lists) and their label names, for the registry gate."""
     manifest = contract.read_manifest(cfg.data.root)
     table = contract.read_split(cfg.data.root, "test")
@@ -187,17 +189,11 @@ def checkpoint_file(checkpoint_dir: str) -> str:
     return os.path.join(checkpoint_dir, CHECKPOINT_FILE)
 
 
-def timed(phase: str, timings: dict[str, float]):
-    """Context manager recording a phase's wall seconds into `timings`."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def _timer():
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            timings[phase] = round(time.perf_counter() - start, 2)
-
-    return _timer()
-
+@contextmanager
+def timed(phase: str, timings: dict[str, float]) -> Iterator[None]:
+    """Record the block's wall seconds as `timings[phase]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = round(time.perf_counter() - start, 2)
