@@ -59,6 +59,17 @@ def toy_dataset(tmp_path) -> Path:
     return make_toy_dataset(tmp_path / "toy")
 
 
+def padded(seqs):
+    """List of (T_i, C) tensors -> zero-padded x_BTC and lengths_B."""
+    import torch
+
+    lengths = torch.tensor([len(s) for s in seqs])
+    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        x[i, : len(s)] = s
+    return x, lengths
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import padded
 from matplotlib.figure import Figure
 
 from pipeline.config import ModelConfig
@@ -14,14 +15,6 @@ from pipeline.tracking.plots import attention_heatmap, close
 KINDS = ["additive", "dot", "general"]
 # (pooling, attention kind): the kind only matters for attention pooling.
 POOLINGS = [("last", "additive"), ("mean", "additive")] + [("attention", k) for k in KINDS]
-
-
-def _padded(seqs):
-    lengths = torch.tensor([len(s) for s in seqs])
-    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
-    for i, s in enumerate(seqs):
-        x[i, : len(s)] = s
-    return x, lengths
 
 
 def _expected_scores(attn, query_BQ, keys_BTK):
@@ -132,7 +125,7 @@ def test_output_shapes(cell, bidirectional, pooling, attention, input_layer_norm
     cfg = ModelConfig(cell=cell, bidirectional=bidirectional, hidden_size=6, pooling=pooling,
                       attention=attention, input_layer_norm=input_layer_norm)
     model = build_model(cfg, input_size=3, num_classes=4)
-    x, lengths = _padded([torch.randn(5, 3), torch.randn(2, 3)])
+    x, lengths = padded([torch.randn(5, 3), torch.randn(2, 3)])
     # when it classifies a batch, with and without the weights
     logits_BK = model(x, lengths)
     logits_again_BK, weights_BT = model(x, lengths, return_attention=True)
@@ -165,8 +158,8 @@ def test_padding_does_not_change_logits(pooling, attention, input_layer_norm, ce
     model = build_model(cfg, input_size=3, num_classes=4).eval()
     short = torch.randn(5, 3)
     # when it is scored alone and batched with longer sequences (7 pad steps of garbage)
-    alone_BK, alone_weights_BT = model(*_padded([short]), return_attention=True)
-    x, lengths = _padded([torch.randn(12, 3), short, torch.randn(9, 3)])
+    alone_BK, alone_weights_BT = model(*padded([short]), return_attention=True)
+    x, lengths = padded([torch.randn(12, 3), short, torch.randn(9, 3)])
     x[1, 5:] = 1e3
     batched_BK, batched_weights_BT = model(x, lengths, return_attention=True)
     # then its logits (and its attention weights) are the same
@@ -181,7 +174,7 @@ def test_returned_weights_are_zero_beyond_each_length(attention):
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=8, pooling="attention", attention=attention),
                         input_size=2, num_classes=3)
-    x, lengths = _padded([torch.randn(6, 2), torch.randn(2, 2), torch.randn(4, 2)])
+    x, lengths = padded([torch.randn(6, 2), torch.randn(2, 2), torch.randn(4, 2)])
     # when it returns its attention
     logits_BK, weights_BT = model(x, lengths, return_attention=True)
     # then weights are (B, T), exactly zero beyond each length, and sum to 1
@@ -199,7 +192,7 @@ def test_mean_pooling_is_the_mean_over_valid_steps():
     # given a mean-pooling model
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=8, pooling="mean"), input_size=2, num_classes=3).eval()
-    x, lengths = _padded([torch.randn(6, 2), torch.randn(3, 2)])
+    x, lengths = padded([torch.randn(6, 2), torch.randn(3, 2)])
     # when it classifies
     logits_BK = model(x, lengths)
     # then the head saw the average of the encoder outputs over the valid steps only
@@ -225,7 +218,7 @@ def test_model_args_rebuild_identical_model(pooling, attention, input_layer_norm
     clone.load_state_dict(model.state_dict())
     # then the clone has the same structure and gives the same outputs
     assert clone.model_args == model.model_args
-    x, lengths = _padded([torch.randn(6, 3), torch.randn(4, 3)])
+    x, lengths = padded([torch.randn(6, 3), torch.randn(4, 3)])
     torch.testing.assert_close(clone(x, lengths, return_attention=True)[0], model(x, lengths))
 
 

@@ -2,17 +2,10 @@
 
 import pytest
 import torch
+from conftest import padded
 
 from pipeline.config import ModelConfig
 from pipeline.models import CELLS, build_model
-
-
-def _padded(seqs):
-    lengths = torch.tensor([len(s) for s in seqs])
-    x = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
-    for i, s in enumerate(seqs):
-        x[i, : len(s)] = s
-    return x, lengths
 
 
 @pytest.mark.parametrize("cell,bidirectional,num_layers", [
@@ -27,8 +20,8 @@ def test_padding_does_not_change_logits(cell, bidirectional, num_layers):
     longer = [torch.randn(12, 3), torch.randn(9, 3)]
     # when it is scored alone and batched with longer sequences (so it gets 7 pad steps),
     # with garbage in the pad steps too
-    alone = model(*_padded([short]))
-    x, lengths = _padded([longer[0], short, longer[1]])
+    alone = model(*padded([short]))
+    x, lengths = padded([longer[0], short, longer[1]])
     x[1, 5:] = 1e3
     batched = model(x, lengths)
     # then its logits are the same
@@ -40,7 +33,7 @@ def test_relu_rnn_and_shapes():
                         input_size=2, num_classes=5)
     assert model.encoder.rnn.nonlinearity == "relu"
     assert model.encoder.rnn.batch_first
-    x, lengths = _padded([torch.randn(4, 2), torch.randn(2, 2)])
+    x, lengths = padded([torch.randn(4, 2), torch.randn(2, 2)])
     assert model(x, lengths).shape == (2, 5)
 
 
@@ -56,5 +49,5 @@ def test_model_args_rebuild_identical_model():
     model = build_model(ModelConfig(cell="lstm", hidden_size=8, num_layers=2), input_size=3, num_classes=2)
     clone = model_from_args(model.model_args)
     clone.load_state_dict(model.state_dict())
-    x, lengths = _padded([torch.randn(6, 3)])
+    x, lengths = padded([torch.randn(6, 3)])
     torch.testing.assert_close(clone.eval()(x, lengths), model.eval()(x, lengths))
