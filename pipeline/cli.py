@@ -60,19 +60,26 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_data_import(args: argparse.Namespace) -> int:
     from pipeline.data.importers import import_dataset, resolve_source
 
-    kwargs = dict(task=args.task, name=args.name, val_fraction=args.val_fraction,
-                  test_fraction=args.test_fraction, seed=args.seed, on_invalid=args.on_invalid)
-    if args.format == "ts":
-        kwargs["missing"] = args.missing
-    else:
-        kwargs.update(x_column=args.x_column, y_column=args.y_column, id_column=args.id_column,
-                      split_column=args.split_column)
-    manifest = import_dataset(args.format, [resolve_source(s) for s in args.sources], args.out, **kwargs)
+    given = {k: getattr(args, k) for k in config_mod._FORMAT_SPECIFIC if getattr(args, k) is not None}
+    if isinstance(given.get("value_columns"), str):
+        given["value_columns"] = [c.strip() for c in given["value_columns"].split(",") if c.strip()]
+    try:  # the same checks as data.source in a config: options must fit the format
+        source = config_mod.SourceConfig(format=args.format, paths=args.sources, **given)
+    except config_mod.ValidationError as exc:
+        raise config_mod.ConfigError(
+            "recur data import: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+    manifest = import_dataset(args.format, [resolve_source(s) for s in args.sources], args.out,
+                              name=args.name, val_fraction=args.val_fraction,
+                              test_fraction=args.test_fraction, seed=args.seed,
+                              on_invalid=args.on_invalid, **source.importer_options())
     rows = ", ".join(f"{split} {info.rows}" for split, info in manifest.splits.items())
-    print(f"imported {manifest.name} -> {args.out}")
+    print(f"imported {manifest.name} ({manifest.task}) -> {args.out}")
     print(f"  rows: {rows}")
-    print(f"  channels {manifest.feature.num_channels}, {len(manifest.labels)} labels, "
-          f"data version {manifest.data_version}")
+    shape = (f"vocabulary {len(manifest.vocab)} tokens" if manifest.feature.kind == "token"
+             else f"channels {manifest.feature.num_channels}")
+    labels = f", {len(manifest.labels)} labels" if manifest.labels else ""
+    print(f"  {shape}{labels}, data version {manifest.data_version}")
     if manifest.quarantined:
         total = sum(manifest.quarantined.values())
         print(f"  quarantined {total} rows with reasons: {Path(args.out) / 'quarantine'}")
@@ -150,20 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="files; names ending in _TRAIN/_VAL/_TEST pick the split; "
                         "builtin://... for data shipped with recur")
-    p.add_argument("--format", required=True, choices=["ts", "parquet"])
-    p.add_argument("--task", default="classify", choices=["classify"])
+    p.add_argument("--format", required=True, choices=sorted(config_mod.FORMAT_OPTIONS),
+                   help="; ".join(f"{f}: {', '.join(t)}" for f, t in config_mod.FORMAT_TASKS.items()))
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--name", help="dataset name (default: the folder name)")
-    p.add_argument("--missing", default="error", choices=["error", "zero", "ffill", "interpolate"],
-                   help=".ts files: what to do with '?' values")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--on-invalid", default="fail", choices=["fail", "quarantine"])
-    p.add_argument("--x-column", default="x")
-    p.add_argument("--y-column", default="y")
-    p.add_argument("--id-column", default="id")
-    p.add_argument("--split-column")
+    _add_format_options(p)
     p.set_defaults(func=cmd_data_import)
     p = data.add_parser("validate", help="check every row and the data hash")
     p.add_argument("root", metavar="DIR")
@@ -186,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(p)
     p.set_defaults(func=cmd_ui)
     return parser
+
+
+def _add_format_options(p: argparse.ArgumentParser) -> None:
+    """One flag per importer option (`data.source` keys), documented from the config model."""
+    fields = config_mod.SourceConfig.model_fields
+    for fmt, options in config_mod.FORMAT_OPTIONS.items():
+        group = p.add_argument_group(f"--format {fmt}")
+        for key in options:
+            flag = "--" + key.replace("_", "-")
+            if any(flag in a.option_strings for a in p._actions):
+                continue  # shared by several formats: added once
+            field = fields[key]
+            annotation = str(field.annotation)
+            kwargs: dict = {"dest": key, "default": None, "help": field.description}
+            if "Literal" in annotation:
+                kwargs["choices"] = list(field.annotation.__args__)
+            elif key == "value_columns":
+                kwargs["help"] = "comma-separated value columns"
+            elif field.annotation is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif "int" in annotation:
+                kwargs["type"] = int
+            group.add_argument(flag, **kwargs)
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:

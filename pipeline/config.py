@@ -25,10 +25,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
+    # Options that only mean something for some formats; anything else set is an error.
+    "ts": ("missing",),
+    "parquet": ("x_column", "y_column", "id_column", "split_column"),
+    "csv": ("time_column", "value_columns", "window", "horizon", "stride", "seasonal_period"),
+    "conll": ("token_column", "tag_column", "lowercase", "min_count", "max_vocab"),
+    "text": ("level", "lowercase", "min_count", "max_vocab", "chunk_length"),
+    "tsv": ("source_column", "target_column", "level", "lowercase", "min_count", "max_vocab"),
+}
+FORMAT_TASKS: dict[str, tuple[str, ...]] = {
+    "ts": ("classify",), "parquet": ("classify",), "csv": ("forecast",), "conll": ("tag",),
+    "text": ("lm",), "tsv": ("seq2seq",),
+}
+
+
 class SourceConfig(_Section):
     """Where raw data comes from; imported into the canonical dataset at `data.root`."""
 
-    format: Literal["ts", "parquet"] = Field(description="importer: UCR/UEA .ts or a Parquet table")
+    format: Literal["ts", "parquet", "csv", "conll", "text", "tsv"] = Field(
+        description="importer: UCR/UEA .ts or Parquet (classify), csv time series (forecast), "
+        "CoNLL columns (tag), plain text (lm), tab-separated pairs (seq2seq)"
+    )
     paths: list[str] = Field(
         min_length=1,
         description="source files; `builtin://JapaneseVowels/...` names data shipped with recur. "
@@ -41,10 +59,49 @@ class SourceConfig(_Section):
     y_column: str = Field("y", description="Parquet sources: the label column")
     id_column: str | None = Field("id", description="Parquet sources: row id column (None: generated)")
     split_column: str | None = Field(None, description="Parquet sources: column holding train/val/test")
+    # csv (forecast)
+    time_column: str | None = Field(None, description="csv: column that orders the rows (kept as row ids)")
+    value_columns: list[str] = Field(default_factory=list, description="csv: the series' value columns")
+    window: int = Field(64, ge=1, description="csv: history steps per example")
+    horizon: int = Field(12, ge=1, description="csv: steps to forecast per example")
+    stride: int = Field(1, ge=1, description="csv: steps between consecutive windows")
+    seasonal_period: int = Field(1, ge=1, description="csv: season length of the seasonal-naive baseline")
+    # conll (tag)
+    token_column: int = Field(0, description="conll: column index of the token")
+    tag_column: int = Field(-1, description="conll: column index of the tag (-1: last)")
+    # text (lm) and tsv (seq2seq)
+    level: Literal["char", "word"] = Field("char", description="text/tsv: tokens are characters or words")
+    lowercase: bool = Field(False, description="conll/text/tsv: lowercase tokens before the vocabulary")
+    min_count: int = Field(1, ge=1, description="vocabulary: tokens seen fewer times in train become <unk>")
+    max_vocab: int | None = Field(None, ge=5, description="vocabulary: keep at most this many tokens")
+    chunk_length: int = Field(1024, ge=2, description="text: tokens per stored row of the stream")
+    source_column: int = Field(0, description="tsv: column index of the source text")
+    target_column: int = Field(1, description="tsv: column index of the target text")
+
+    @model_validator(mode="after")
+    def _options_match_format(self) -> SourceConfig:
+        allowed = set(FORMAT_OPTIONS[self.format]) | {"format", "paths"}
+        # Set to something other than its default: a dumped config round-trips with every key.
+        fields = type(self).model_fields
+        wrong = sorted(k for k in _FORMAT_SPECIFIC - allowed
+                       if getattr(self, k) != fields[k].get_default(call_default_factory=True))
+        if wrong:
+            raise ValueError(f"data.source.{wrong[0]} does not apply to format {self.format!r} "
+                             f"(its options: {', '.join(FORMAT_OPTIONS[self.format])})")
+        if self.format == "csv" and not self.value_columns:
+            raise ValueError("data.source.value_columns: a csv source needs at least one value column")
+        return self
+
+    def importer_options(self) -> dict[str, Any]:
+        """The options of this source's format, as keywords for its importer."""
+        return {k: getattr(self, k) for k in FORMAT_OPTIONS[self.format]}
+
+
+_FORMAT_SPECIFIC = {k for options in FORMAT_OPTIONS.values() for k in options}
 
 
 class DataConfig(_Section):
-    task: Literal["classify"] = Field(
+    task: Literal["classify", "tag", "forecast", "lm", "seq2seq"] = Field(
         "classify", description="what the model learns; picks the head, loss and metrics"
     )
     root: str = Field(
@@ -83,6 +140,22 @@ class ModelConfig(_Section):
         "additive", description="attention score for pooling: attention (Bahdanau, Luong dot/general)"
     )
     input_layer_norm: bool = Field(False, description="Linear + LayerNorm on each input step before the RNN")
+    embedding_size: int | None = Field(
+        None, ge=1, description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
+    )
+    char_features: bool = Field(False, description="tag: add a character-level encoding of each word")
+    char_embedding_size: int = Field(16, ge=1, description="tag: character embedding and encoder width")
+    teacher_forcing: float = Field(
+        1.0, ge=0.0, le=1.0, description="seq2seq: probability of feeding the true previous token in training"
+    )
+    beam_size: int = Field(1, ge=1, description="seq2seq: beam width when decoding (1 = greedy)")
+    max_decode_length: int = Field(64, ge=1, description="seq2seq: longest output decoded")
+
+    def encoder_args(self) -> dict[str, Any]:
+        """Keywords of `RecurrentEncoder` (every model's encoder) from this section."""
+        return dict(hidden_size=self.hidden_size, num_layers=self.num_layers, cell=self.cell,
+                    nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
+                    dropout=self.dropout, input_layer_norm=self.input_layer_norm)
 
 
 class ScheduleConfig(_Section):
@@ -109,14 +182,15 @@ class TrainConfig(_Section):
         "norm", description="norm: scale by the global L2 norm; value: clamp each element"
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification loss only")
+    bptt: int = Field(128, ge=2, description="lm: tokens per truncated-backpropagation chunk")
     schedule: ScheduleConfig = ScheduleConfig()
     early_stopping_patience: int = Field(
         8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
     )
     monitor: str = Field(
-        "val_accuracy", description="any logged per-epoch metric: early stopping, best checkpoint, plateau"
+        "val_loss", description="any logged per-epoch metric: early stopping, best checkpoint, plateau"
     )
-    monitor_mode: Literal["max", "min"] = Field("max", description="whether higher or lower is better")
+    monitor_mode: Literal["max", "min"] = Field("min", description="whether higher or lower is better")
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
@@ -137,9 +211,24 @@ class TrackingConfig(_Section):
     ui_port: int = Field(5000, ge=1, le=65535)
 
 
+class GenerateConfig(_Section):
+    """lm: text sampled from the trained model and logged after training."""
+
+    samples: int = Field(3, ge=0, description="how many samples to log")
+    prompt: str | None = Field(None, description="text the samples start from (default: a test excerpt)")
+    length: int = Field(300, ge=1, description="tokens to generate per sample")
+    temperature: float = Field(0.8, gt=0.0, description="softmax temperature (lower: more conservative)")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 = all")
+    seed: int = 0
+
+
 class RegistryConfig(_Section):
     model_name: str = "recur-model"
-    metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="test metric the gate compares")
+    metric: str | None = Field(
+        None,
+        description="test metric the gate compares (default per task: accuracy, mase, f1, "
+        "perplexity, bleu); lower-is-better metrics must improve downwards",
+    )
     min_improvement: float = Field(
         0.0, ge=0.0, description="the new model must beat the champion by more than this to replace it"
     )
@@ -171,20 +260,37 @@ class RecurConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    generate: GenerateConfig = GenerateConfig()
     registry: RegistryConfig = RegistryConfig()
     resources: ResourcesConfig = ResourcesConfig()
 
+    @property
+    def gate_metric(self) -> str:
+        """The registry gate's metric: `registry.metric`, else the task's default."""
+        from pipeline.tasks import task_class
+
+        return self.registry.metric or task_class(self.data.task).default_gate_metric
+
     @model_validator(mode="after")
     def _check_monitor(self) -> RecurConfig:
-        from pipeline.tasks import metric_names
+        from pipeline.tasks import metric_names, task_class
 
+        task = task_class(self.data.task)
+        if self.registry.metric is not None and self.registry.metric not in task.gate_metrics:
+            raise ValueError(f"registry.metric must be one of {list(task.gate_metrics)} for task "
+                             f"{self.data.task}; got {self.registry.metric!r}")
+        source = self.data.source
+        if source is not None and self.data.task not in FORMAT_TASKS[source.format]:
+            raise ValueError(f"data.source.format {source.format!r} imports {FORMAT_TASKS[source.format][0]} "
+                             f"data, but data.task is {self.data.task!r}")
         known = metric_names(self.data.task)
         if self.train.monitor not in known:
             raise ValueError(
                 f"train.monitor must be a metric that {self.data.task} runs log, one of {sorted(known)}; "
                 f"got {self.train.monitor!r}"
             )
-        expected = "min" if self.train.monitor.endswith("loss") else self.train.monitor_mode
+        metric = self.train.monitor.removeprefix("val_")
+        expected = "max" if task.higher_is_better.get(metric, False) else "min"
         if self.train.monitor_mode != expected:
             raise ValueError(
                 f"train.monitor_mode must be {expected!r} for train.monitor={self.train.monitor}"

@@ -44,7 +44,7 @@ def test_data_import_builtin_ts_then_validate(tmp_path, capsys):
     out = tmp_path / "jv"
     # when the shipped JapaneseVowels files are imported through the CLI
     assert main(["data", "import", "--format", "ts", "builtin://JapaneseVowels/JapaneseVowels_TRAIN.ts",
-                 "builtin://JapaneseVowels/JapaneseVowels_TEST.ts", "--task", "classify",
+                 "builtin://JapaneseVowels/JapaneseVowels_TEST.ts",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test 370" in printed and "channels 12, 9 labels" in printed

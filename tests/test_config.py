@@ -81,7 +81,8 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_schema_and_flatten():
     schema = json.loads(json_schema())
-    assert set(schema["properties"]) == {"data", "model", "train", "tracking", "registry", "resources"}
+    assert set(schema["properties"]) == {"data", "model", "train", "tracking", "generate", "registry",
+                                           "resources"}
     flat = flatten(RecurConfig())
     assert flat["train.lr"] == RecurConfig().train.lr
     assert "model.cell" in flat

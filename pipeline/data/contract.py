@@ -8,12 +8,20 @@ A dataset is a folder that every importer writes and every later step reads::
     <root>/test/part-00000.parquet
     <root>/quarantine/part-00000.parquet optional: rows that broke the contract, with a reason
 
-Columns (task ``classify``):
+Columns:
 
 * ``id``  string, a stable row id kept through every step.
-* ``x``   list<list<float32>>, shape (time, channels) per row; univariate data has 1 channel.
-  Readers also accept list<float32> and treat it as (time, 1).
-* ``y``   int64, index into ``Manifest.labels``.
+* ``x``   float features (``feature.kind == "float"``): list<list<float32>>, shape (time, channels)
+  per row; univariate data has 1 channel. Readers also accept list<float32> as (time, 1).
+  Token features (``feature.kind == "token"``): list<int32>, ids into ``Manifest.vocab``.
+* ``y``   depends on the task (``Y_TYPES``): int64 label index (classify); list<int64> label per
+  step, as long as x (tag); list<list<float32>> horizon x channels in raw units (forecast);
+  list<int32> ids into ``Manifest.target_vocab`` (seq2seq); absent (lm: the next token is the
+  target).
+* optional task columns (``EXTRA_COLUMNS``), e.g. ``chars`` list<list<int32>> for tag.
+
+Token vocabularies start with the special tokens in ``SPECIALS`` (pad = 0, unk = 1, bos = 2,
+eos = 3), so id 0 is always padding.
 
 A dataset without ``manifest.json`` is incomplete by definition: writers remove the old manifest
 first and write the new one last, so a crash half-way never leaves a readable, inconsistent
@@ -49,6 +57,7 @@ FORMAT_VERSION = 1
 STD_FLOOR = 1e-6
 
 X_TYPE = pa.list_(pa.list_(pa.float32()))
+TOKEN_TYPE = pa.list_(pa.int32())
 ARROW_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string()),
@@ -56,6 +65,33 @@ ARROW_SCHEMA = pa.schema(
         pa.field("y", pa.int64()),
     ]
 )
+
+TASK_NAMES: tuple[str, ...] = ("classify", "tag", "forecast", "lm", "seq2seq")
+Y_TYPES: dict[str, pa.DataType | None] = {
+    "classify": pa.int64(),
+    "tag": pa.list_(pa.int64()),
+    "forecast": X_TYPE,
+    "lm": None,
+    "seq2seq": TOKEN_TYPE,
+}
+EXTRA_COLUMNS: dict[str, dict[str, pa.DataType]] = {"tag": {"chars": pa.list_(pa.list_(pa.int32()))}}
+
+# Special tokens at the start of every vocabulary, so the ids are the same in every dataset.
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def schema_for(task: str, kind: str = "float", extra: Iterable[str] = ()) -> pa.Schema:
+    """The canonical Arrow schema of a task's split tables (``kind``: the x feature kind)."""
+    if task not in Y_TYPES:
+        raise DatasetError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    fields = [pa.field("id", pa.string()), pa.field("x", X_TYPE if kind == "float" else TOKEN_TYPE)]
+    if Y_TYPES[task] is not None:
+        fields.append(pa.field("y", Y_TYPES[task]))
+    for name in extra:
+        fields.append(pa.field(name, EXTRA_COLUMNS[task][name]))
+    return pa.schema(fields)
 
 
 class DatasetError(ValueError):
@@ -71,9 +107,10 @@ class _Frozen(BaseModel):
 
 
 class FeatureSpec(_Frozen):
-    """What ``x`` holds: float features with ``num_channels`` values per time step."""
+    """What ``x`` holds: float features with ``num_channels`` values per time step, or token ids
+    (``kind == "token"``, ``num_channels == 1``) into ``Manifest.vocab``."""
 
-    kind: Literal["float"] = "float"
+    kind: Literal["float", "token"] = "float"
     num_channels: int
 
     @field_validator("num_channels")
@@ -133,17 +170,21 @@ class Manifest(_Frozen):
 
     format_version: int = FORMAT_VERSION
     name: str
-    task: Literal["classify"]
+    task: Literal["classify", "tag", "forecast", "lm", "seq2seq"]
     feature: FeatureSpec
-    labels: list[str]
+    labels: list[str]  # classify: class names; tag: tag names
     splits: dict[str, SplitInfo]
-    normalization: Normalization
+    normalization: Normalization | None  # float features only
     lengths: dict[str, LengthStats]
     data_hash: str
     sources: list[SourceFile]
     quarantined: dict[str, int]
     import_params: dict[str, Any]
     created_at: str
+    vocab: list[str] = []  # token features: id -> token (SPECIALS first)
+    target_vocab: list[str] = []  # seq2seq: id -> target token (SPECIALS first)
+    task_params: dict[str, Any] = {}  # e.g. forecast window/horizon/columns, lm level
+    columns: list[str] = []  # optional task columns present (EXTRA_COLUMNS)
 
     @field_validator("data_hash")
     @classmethod
@@ -164,15 +205,25 @@ class Manifest(_Frozen):
             raise ValueError(
                 f"splits must be exactly {list(SPLITS)} (missing {missing}, unknown {unknown})"
             )
-        if self.task == "classify" and not self.labels:
-            raise ValueError("a classify dataset needs at least one label")
+        if self.task in ("classify", "tag") and not self.labels:
+            raise ValueError(f"a {self.task} dataset needs at least one label")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        for what, vocab in (("vocab", self.vocab), ("target_vocab", self.target_vocab)):
+            if vocab and tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+                raise ValueError(f"{what} must start with {list(SPECIALS)}")
+        if self.feature.kind == "token" and not self.vocab:
+            raise ValueError("token features need a vocab")
+        if self.task == "seq2seq" and not self.target_vocab:
+            raise ValueError("a seq2seq dataset needs a target_vocab")
         n = self.feature.num_channels
-        if len(self.normalization.mean) != n:
-            raise ValueError(
-                f"normalization has {len(self.normalization.mean)} channels, feature has {n}"
-            )
+        if self.feature.kind == "float":
+            if self.normalization is None:
+                raise ValueError("float features need normalization statistics")
+            if len(self.normalization.mean) != n:
+                raise ValueError(
+                    f"normalization has {len(self.normalization.mean)} channels, feature has {n}"
+                )
         return self
 
     @property
@@ -342,19 +393,24 @@ def as_2d_x(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), inner, mask=mask)
 
 
-def canonical_table(table: pa.Table) -> pa.Table:
-    """Select id, x, y and cast them to ARROW_SCHEMA (x list<float> -> (T, 1))."""
-    missing = [c for c in ARROW_SCHEMA.names if c not in table.column_names]
+def canonical_table(table: pa.Table, task: str = "classify", kind: str = "float",
+                    extra: Iterable[str] = ()) -> pa.Table:
+    """Select the task's columns and cast them to its schema (float x list<float> -> (T, 1))."""
+    schema = schema_for(task, kind, extra)
+    missing = [c for c in schema.names if c not in table.column_names]
     if missing:
-        raise DatasetError(f"table is missing column(s) {missing}; expected {ARROW_SCHEMA.names}")
-    return pa.Table.from_arrays(
-        [
-            _as_array(table.column("id")).cast(pa.string()),
-            as_2d_x(table.column("x")),
-            _as_array(table.column("y")).cast(pa.int64()),
-        ],
-        schema=ARROW_SCHEMA,
-    )
+        raise DatasetError(f"table is missing column(s) {missing}; expected {schema.names}")
+    columns = []
+    for f in schema:
+        col = _as_array(table.column(f.name))
+        if f.name == "x" and kind == "float":
+            columns.append(as_2d_x(col))
+        else:
+            try:
+                columns.append(col if col.type == f.type else col.cast(f.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise DatasetError(f"column {f.name}: cannot read {col.type} as {f.type}: {e}") from e
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class XParts:
@@ -453,6 +509,22 @@ def _string_stream(arr: pa.Array, lengths: hashlib._Hash, data: hashlib._Hash) -
 _HASH_STREAMS = ("idlen", "id", "steps", "widths", "x", "y", "ynull")
 
 
+def _nested_stream(arr: pa.Array, h: hashlib._Hash) -> None:
+    """Feed any (nested) list-of-numbers chunk: per level the lengths (-1 for null), then the
+    values as little-endian float32 (floats) or int64 (integers)."""
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        lengths = np.where(_null_mask(arr), -1, _lengths(arr))
+        h.update(b"L" + lengths.astype("<i8").tobytes())
+        arr = arr.flatten()
+    if pa.types.is_floating(arr.type):
+        values = pc.fill_null(arr.cast(pa.float32()), float("nan")) if arr.null_count else arr
+        h.update(b"F" + values.to_numpy(zero_copy_only=False).astype("<f4").tobytes())
+    else:
+        h.update(b"N" + _null_mask(arr).astype(np.uint8).tobytes())
+        values = pc.fill_null(arr, 0) if arr.null_count else arr
+        h.update(b"I" + values.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+
+
 def compute_data_hash(tables: Mapping[str, pa.Table]) -> str:
     """sha256 (hex) of the dataset content, independent of Parquet encoding and row groups.
 
@@ -461,6 +533,7 @@ def compute_data_hash(tables: Mapping[str, pa.Table]) -> str:
     and bytes), the x shapes (steps per row, values per step), the x values as float32 little
     endian, and y (int64 little endian plus a null mask). Each stream is fed chunk by chunk, so
     the result does not depend on how the table is chunked. list<float> x hashes like (T, 1).
+    Token x, list-typed y and task columns (``EXTRA_COLUMNS``) hash through ``_nested_stream``.
     """
     outer = hashlib.sha256(b"recur-data-hash-v1\0")
     for split in SPLITS:
@@ -471,13 +544,19 @@ def compute_data_hash(tables: Mapping[str, pa.Table]) -> str:
         for chunk in table.column("id").chunks:
             _string_stream(chunk, streams["idlen"], streams["id"])
         for chunk in table.column("x").chunks:
+            if _is_token_x(chunk.type):
+                _nested_stream(chunk, streams["x"])
+                continue
             parts = XParts(chunk)
             steps = np.where(parts.row_null, -1, parts.row_steps)
             widths = np.where(parts.step_null, -1, parts.step_widths)
             streams["steps"].update(steps.astype("<i8").tobytes())
             streams["widths"].update(widths.astype("<i8").tobytes())
             streams["x"].update(parts.values.astype("<f4", copy=False).tobytes())
-        for chunk in table.column("y").chunks:
+        for chunk in table.column("y").chunks if "y" in table.column_names else []:
+            if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+                _nested_stream(chunk, streams["y"])
+                continue
             chunk = chunk.cast(pa.int64())
             nulls = _null_mask(chunk)
             if chunk.null_count:
@@ -487,7 +566,17 @@ def compute_data_hash(tables: Mapping[str, pa.Table]) -> str:
         outer.update(f"{split}\0{table.num_rows}\0".encode())
         for k in _HASH_STREAMS:
             outer.update(streams[k].digest())
+        for name in sorted(set(table.column_names) - {"id", "x", "y"}):
+            extra = hashlib.sha256()
+            for chunk in table.column(name).chunks:
+                _nested_stream(chunk, extra)
+            outer.update(name.encode() + b"\0" + extra.digest())
     return outer.hexdigest()
+
+
+def _is_token_x(t: pa.DataType) -> bool:
+    """x of token ids: list<integer> (float x is list<list<number>> or list<float>)."""
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
 
 
 def fit_normalization(train_table: pa.Table) -> Normalization:
@@ -533,8 +622,12 @@ def fit_normalization(train_table: pa.Table) -> Normalization:
 
 def length_stats(table: pa.Table) -> LengthStats:
     """Min, max and mean number of time steps over the non-null rows (0s for an empty table)."""
-    parts = XParts(table.column("x"))
-    steps = parts.row_steps[~parts.row_null]
+    x = _as_array(table.column("x")) if table.num_rows else None
+    if x is not None and _is_token_x(x.type):
+        steps = _lengths(x)[~_null_mask(x)]
+    else:
+        parts = XParts(table.column("x"))
+        steps = parts.row_steps[~parts.row_null]
     if len(steps) == 0:
         return LengthStats(min=0, max=0, mean=0.0)
     return LengthStats(min=int(steps.min()), max=int(steps.max()), mean=float(steps.mean()))
@@ -574,23 +667,29 @@ def write_dataset(
     sources: list[SourceFile],
     import_params: dict[str, Any],
     quarantine: pa.Table | None = None,
+    feature_kind: Literal["float", "token"] = "float",
+    vocab: list[str] | None = None,
+    target_vocab: list[str] | None = None,
+    task_params: dict[str, Any] | None = None,
 ) -> Manifest:
     """Write a canonical dataset to ``root`` and return its manifest.
 
-    ``tables`` must hold every split in SPLITS, each non-empty, with columns id, x, y (x may be
-    list<float>, it is stored as (T, 1)). ``quarantine`` needs columns id, split, reason; any
+    ``tables`` must hold every split in SPLITS, each non-empty, with the task's columns
+    (``schema_for``; float x may be list<float>, it is stored as (T, 1)) and any of the task's
+    optional columns (``EXTRA_COLUMNS``). ``quarantine`` needs columns id, split, reason; any
     other columns (raw x, label, source) are stored as they are.
 
     Order of writes: old manifest removed, old part files removed, new part files written,
     manifest.json written last via a temp file + os.replace, so a half-written dataset has no
-    manifest. Normalization is fit on train only; the data hash covers train/val/test.
+    manifest. Normalization (float x) is fit on train only; the data hash covers train/val/test.
     """
     missing = [s for s in SPLITS if s not in tables]
     unknown = [s for s in tables if s not in SPLITS]
     if missing or unknown:
         raise DatasetError(f"write_dataset needs splits {list(SPLITS)}; missing {missing}, "
                            f"unknown {unknown}")
-    canon = {s: canonical_table(tables[s]).combine_chunks() for s in SPLITS}
+    extra = [c for c in EXTRA_COLUMNS.get(task, {}) if c in tables["train"].column_names]
+    canon = {s: canonical_table(tables[s], task, feature_kind, extra).combine_chunks() for s in SPLITS}
     empty = [s for s in SPLITS if canon[s].num_rows == 0]
     if empty:
         raise DatasetError(f"split(s) {empty} would be empty; every split needs at least one row")
@@ -600,8 +699,11 @@ def write_dataset(
             raise DatasetError(f"quarantine table is missing column(s) {need}")
 
     # Everything that can fail on content is computed before the first byte is written.
-    num_channels = _num_channels(canon["train"])
-    normalization = fit_normalization(canon["train"])
+    if feature_kind == "float":
+        num_channels = _num_channels(canon["train"])
+        normalization: Normalization | None = fit_normalization(canon["train"])
+    else:
+        num_channels, normalization = 1, None
     lengths = {s: length_stats(canon[s]) for s in SPLITS}
     data_hash = compute_data_hash(canon)
     quarantined: dict[str, int] = {}
@@ -629,7 +731,7 @@ def write_dataset(
     manifest = Manifest(
         name=name,
         task=task,  # type: ignore[arg-type]
-        feature=FeatureSpec(num_channels=num_channels),
+        feature=FeatureSpec(kind=feature_kind, num_channels=num_channels),
         labels=list(labels),
         splits=splits,
         normalization=normalization,
@@ -639,6 +741,10 @@ def write_dataset(
         quarantined=quarantined,
         import_params=dict(import_params),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        vocab=list(vocab or []),
+        target_vocab=list(target_vocab or []),
+        task_params=dict(task_params or {}),
+        columns=extra,
     )
     store.write_text_atomic(MANIFEST_FILE, manifest.model_dump_json(indent=2) + "\n")
     return manifest

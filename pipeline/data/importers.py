@@ -547,11 +547,24 @@ def _channel_mode(xs: list[pa.Array]) -> int:
     return int(values[np.argmax(counts)])
 
 
-def import_dataset(fmt: Literal["ts", "parquet"], paths: list[str] | str, out: str,
-                   **kwargs: Any) -> Manifest:
-    """Dispatch to ``import_ts`` (fmt "ts") or ``import_parquet`` (fmt "parquet")."""
-    if fmt == "ts":
-        return import_ts(paths, out, **kwargs)
-    if fmt == "parquet":
-        return import_parquet(paths, out, **kwargs)
-    raise ValueError(f"unknown import format {fmt!r}; expected 'ts' or 'parquet'")
+# Importers by format, imported when used. Every importer takes (paths, out) and the keywords
+# name, val_fraction, test_fraction, seed, on_invalid plus its format's options
+# (`pipeline.config.FORMAT_OPTIONS`), and returns the written dataset's Manifest.
+IMPORTERS: dict[str, str] = {
+    "ts": "pipeline.data.importers:import_ts",
+    "parquet": "pipeline.data.importers:import_parquet",
+    "csv": "pipeline.data.csv_series:import_csv",
+    "conll": "pipeline.data.conll:import_conll",
+    "text": "pipeline.data.text_corpus:import_text",
+    "tsv": "pipeline.data.pairs:import_pairs",
+}
+
+
+def import_dataset(fmt: str, paths: list[str] | str, out: str, **kwargs: Any) -> Manifest:
+    """Import `paths` in format `fmt` (a key of IMPORTERS) into the dataset folder `out`."""
+    import importlib
+
+    if fmt not in IMPORTERS:
+        raise ValueError(f"unknown import format {fmt!r}; expected one of {sorted(IMPORTERS)}")
+    module, _, attr = IMPORTERS[fmt].partition(":")
+    return getattr(importlib.import_module(module), attr)(paths, out, **kwargs)

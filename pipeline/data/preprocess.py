@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from pipeline.data.contract import XParts
@@ -24,20 +25,31 @@ from pipeline.data.contract import XParts
 class Preprocessing:
     """What a trained model needs besides its weights to read raw sequences."""
 
-    mean: list[float]  # per channel, fit on the train split
+    mean: list[float]  # per channel, fit on the train split (float features; empty for tokens)
     std: list[float]
-    labels: list[str] = field(default_factory=list)  # class index -> label name
+    labels: list[str] = field(default_factory=list)  # class/tag index -> name
+    task: str = "classify"
+    feature_kind: str = "float"  # float | token
+    vocab: list[str] = field(default_factory=list)  # token id -> token
+    target_vocab: list[str] = field(default_factory=list)  # seq2seq target id -> token
+    task_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_channels(self) -> int:
-        return len(self.mean)
+        return len(self.mean) if self.feature_kind == "float" else 1
 
     @classmethod
     def from_manifest(cls, manifest: Any) -> Preprocessing:
+        norm = manifest.normalization
         return cls(
-            mean=list(manifest.normalization.mean),
-            std=list(manifest.normalization.std),
+            mean=list(norm.mean) if norm is not None else [],
+            std=list(norm.std) if norm is not None else [],
             labels=list(manifest.labels),
+            task=manifest.task,
+            feature_kind=manifest.feature.kind,
+            vocab=list(manifest.vocab),
+            target_vocab=list(manifest.target_vocab),
+            task_params=dict(manifest.task_params),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,19 +119,34 @@ def python_steps(sequences: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     return steps_NC, lengths_B
 
 
+def pad_token_lists(values_N: np.ndarray, lengths_B: np.ndarray, *, pad: int = 0,
+                    dtype: Any = np.int64) -> torch.Tensor:
+    """Concatenated per-row values (token ids, per-step labels) -> (B, T) padded with `pad`."""
+    lengths_B = np.asarray(lengths_B, dtype=np.int64)
+    batch, max_len = len(lengths_B), int(lengths_B.max()) if lengths_B.size else 0
+    out_BT = np.full((batch, max_len), pad, dtype=dtype)
+    starts_B = np.concatenate([[0], np.cumsum(lengths_B)[:-1]]).astype(np.int64)
+    row_N = np.repeat(np.arange(batch), lengths_B)
+    time_N = np.arange(int(lengths_B.sum())) - np.repeat(starts_B, lengths_B)
+    out_BT[row_N, time_N] = values_N
+    return torch.from_numpy(out_BT)
 
 
-def collate_table(batch: pa.Table, pre: Preprocessing) -> dict[str, torch.Tensor]:
-    """Arrow rows of the canonical contract -> {"x": x_BTC, "lengths": lengths_B, "y": y_B}."""
+def arrow_lists(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list<number> column -> (flat values, lengths per row)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    return col.flatten().to_numpy(zero_copy_only=False), lengths
+
+
+def collate_inputs(batch: pa.Table, pre: Preprocessing) -> dict[str, torch.Tensor]:
+    """The `x` column -> {"x": x_BTC float (normalized) or x_BT int64 token ids, "lengths": lengths_B}."""
+    if pre.feature_kind == "token":
+        ids_N, lengths_B = arrow_lists(batch.column("x"))
+        if lengths_B.size and lengths_B.min() < 1:
+            raise ValueError("every sequence needs at least one token; got an empty sequence")
+        return {"x": pad_token_lists(ids_N, lengths_B), "lengths": torch.from_numpy(lengths_B)}
     steps_NC, lengths_B = arrow_steps(batch.column("x"))
     x_BTC, lengths_B = pad_steps(steps_NC, lengths_B, pre)
-    out = {"x": x_BTC, "lengths": lengths_B}
-    if "y" in batch.column_names:
-        out["y"] = torch.from_numpy(batch.column("y").to_numpy().astype(np.int64))
-    return out
-
-
-def table_batches(table: pa.Table, pre: Preprocessing, batch_size: int):
-    """Batches from an in-memory table, in row order (driver-side evaluation)."""
-    for start in range(0, table.num_rows, batch_size):
-        yield collate_table(table.slice(start, batch_size), pre)
+    return {"x": x_BTC, "lengths": lengths_B}

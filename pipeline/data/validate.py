@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 
 from pipeline.data.contract import (
     SPLITS,
+    TOKEN_TYPE,
+    Y_TYPES,
     DatasetError,
     XParts,
     compute_data_hash,
@@ -92,10 +94,18 @@ def find_row_problems(
     num_channels: int,
     num_labels: int | None,
     columns: tuple[str, ...] = ("id", "x", "y"),
+    task: str = "classify",
+    feature_kind: str = "float",
+    vocab_size: int | None = None,
+    target_vocab_size: int | None = None,
+    horizon: int | None = None,
 ) -> list[tuple[int, Problem]]:
     """Like ``check_rows`` but returns ``(row index, Problem)`` pairs, ordered by row.
 
     ``columns`` limits which columns are checked; ``num_labels=None`` skips the y range check.
+    Token x (``feature_kind="token"``) is checked against ``vocab_size``; list-typed y by task:
+    tag (one label per step of x), forecast (``horizon`` steps of ``num_channels`` finite
+    values), seq2seq (non-empty ids below ``target_vocab_size``); lm has no y.
     """
     found: list[tuple[int, int, Problem]] = []
     n = table.num_rows
@@ -134,7 +144,10 @@ def find_row_problems(
                         else:
                             first[i] = k
 
-    if "x" in columns:
+    if "x" in columns and feature_kind == "token":
+        _token_problems(table.column("x").combine_chunks() if n else pa.array([], TOKEN_TYPE),
+                        vocab_size, "x", add)
+    elif "x" in columns:
         try:
             parts = XParts(table.column("x"))
         except DatasetError as e:
@@ -142,7 +155,13 @@ def find_row_problems(
         else:
             _x_problems(parts, num_channels, add)
 
-    if "y" in columns:
+    if task == "lm":
+        columns = tuple(c for c in columns if c != "y")
+    if "y" in columns and task != "classify":
+        y = table.column("y").combine_chunks() if n else pa.array([], Y_TYPES[task])
+        _list_y_problems(task, y, table, num_labels=num_labels, num_channels=num_channels,
+                         target_vocab_size=target_vocab_size, horizon=horizon, add=add)
+    elif "y" in columns:
         y = table.column("y").combine_chunks() if n else pa.array([], pa.int64())
         if not (pa.types.is_integer(y.type)):
             reason = f"y must be int64 label indices, got {y.type}"
@@ -159,6 +178,76 @@ def find_row_problems(
 
     found.sort(key=lambda t: (t[0], t[1]))
     return [(r, p) for r, _, p in found]
+
+
+def _token_problems(arr: pa.Array, vocab_size: int | None, column: str, add) -> None:
+    """Token-id sequences: null, empty, not integers, or ids outside [0, vocab_size)."""
+    if not ((pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type))
+            and pa.types.is_integer(arr.type.value_type)):
+        add(range(len(arr)), column, lambda r: f"{column} must be a list of token ids, got {arr.type}")
+        return
+    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(len(arr), bool)
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    add(np.flatnonzero(nulls), column, lambda r: f"{column} is null")
+    add(np.flatnonzero(~nulls & (lengths == 0)), column, lambda r: "empty sequence")
+    if vocab_size is None or not len(arr):
+        return
+    values = pc.fill_null(arr.flatten(), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    row_of = np.repeat(np.arange(len(arr)), lengths)
+    bad = (values < 0) | (values >= vocab_size)
+    if bad.any():
+        first = {}
+        for i in np.flatnonzero(bad):
+            first.setdefault(int(row_of[i]), int(values[i]))
+        add(sorted(first), column,
+            lambda r: f"token id {first[r]} outside the vocabulary (expected 0..{vocab_size - 1})")
+
+
+def _list_y_problems(task: str, y: pa.Array, table: pa.Table, *, num_labels: int | None,
+                     num_channels: int, target_vocab_size: int | None, horizon: int | None,
+                     add) -> None:
+    """y of the list-typed tasks (tag, forecast, seq2seq)."""
+    if task == "seq2seq":
+        _token_problems(y, target_vocab_size, "y", add)
+        return
+    if not (pa.types.is_list(y.type) or pa.types.is_large_list(y.type)):
+        add(range(len(y)), "y", lambda r: f"y must be a list per row for {task}, got {y.type}")
+        return
+    nulls = y.is_null().to_numpy(zero_copy_only=False) if y.null_count else np.zeros(len(y), bool)
+    add(np.flatnonzero(nulls), "y", lambda r: "y is null")
+    lengths = pc.fill_null(pc.list_value_length(y), 0).to_numpy(zero_copy_only=False)
+    if task == "tag":
+        x = table.column("x").combine_chunks()
+        x_len = pc.fill_null(pc.list_value_length(x), 0).to_numpy(zero_copy_only=False)
+        add(np.flatnonzero(~nulls & (lengths != x_len)), "y",
+            lambda r: f"{lengths[r]} tags for {x_len[r]} steps of x (expected one tag per step)")
+        values = pc.fill_null(y.flatten(), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        row_of = np.repeat(np.arange(len(y)), lengths)
+        if num_labels is not None:
+            bad = (values < 0) | (values >= num_labels)
+            first = {}
+            for i in np.flatnonzero(bad):
+                first.setdefault(int(row_of[i]), int(values[i]))
+            add(sorted(first), "y",
+                lambda r: f"unknown tag index {first[r]} (expected 0..{num_labels - 1})")
+        return
+    # forecast: horizon x channels of finite numbers
+    try:
+        parts = XParts(y)
+    except DatasetError as e:
+        message = str(e)
+        add(range(len(y)), "y", lambda r: message)
+        return
+    expect = horizon
+    if expect is not None:
+        add(np.flatnonzero(~nulls & (parts.row_steps != expect)), "y",
+            lambda r: f"{parts.row_steps[r]} horizon steps, expected {expect}")
+    rows = len(parts.row_steps)
+    step_row = np.repeat(np.arange(rows), parts.row_steps)
+    bad_steps = parts.step_null | (parts.step_widths != num_channels)
+    add(np.unique(step_row[bad_steps]), "y", lambda r: f"horizon steps must have {num_channels} values")
+    value_row = np.repeat(step_row, parts.step_widths)
+    add(np.unique(value_row[~np.isfinite(parts.values)]), "y", lambda r: "NaN or inf in y")
 
 
 def _x_problems(parts: XParts, num_channels: int, add) -> None:
@@ -291,7 +380,11 @@ def validate_dataset(root: str) -> ValidationReport:
         bounds = np.cumsum([_rows_in(f) for f in files]) if len(files) > 1 else None
         for r, p in find_row_problems(
             table, split=split, num_channels=manifest.feature.num_channels,
-            num_labels=manifest.num_labels,
+            num_labels=manifest.num_labels or None, task=manifest.task,
+            feature_kind=manifest.feature.kind, vocab_size=len(manifest.vocab) or None,
+            target_vocab_size=len(manifest.target_vocab) or None,
+            horizon=manifest.task_params.get("horizon"),
+            columns=("id", "x", "y"),
         ):
             if bounds is None or r < 0:
                 src = files[0] if files else None

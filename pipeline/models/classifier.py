@@ -105,8 +105,9 @@ class SequenceClassifier(nn.Module):
 
 
 def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
-    """Build from a `ModelConfig` (its fields are the model's keywords) and the dataset's shape."""
-    return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.model_dump())
+    """Build from a `ModelConfig` and the dataset's shape."""
+    return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.encoder_args(),
+                              pooling=model_cfg.pooling, attention=model_cfg.attention)
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

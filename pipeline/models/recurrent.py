@@ -10,6 +10,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+# The RNN's recurrent state: h_n, or (h_n, c_n) for an LSTM, each (layers * directions, B, hidden).
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
 # The one table that maps a config name to a cell; every model is built through it.
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -23,6 +26,9 @@ class RecurrentEncoder(nn.Module):
     With `input_layer_norm`, each step is first projected to `hidden_size` and layer-normalized
     (Linear then LayerNorm), so the RNN sees inputs on one scale whatever the raw channels' units.
     That acts on each step alone, so pad steps still cannot affect valid ones.
+
+    With `vocab_size > 0` the inputs are token ids (x_BT int64, 0 = padding) looked up in an
+    embedding of `embedding_size` (default `hidden_size`); `input_size` is then ignored.
     """
 
     def __init__(
@@ -36,10 +42,17 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         input_layer_norm: bool = False,
+        vocab_size: int = 0,
+        embedding_size: int | None = None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"model.cell: unknown cell {cell!r}; choose one of {sorted(CELLS)}")
+        self.embedding: nn.Embedding | None = None
+        if vocab_size > 0:
+            input_size = embedding_size or hidden_size
+            self.embedding = nn.Embedding(vocab_size, input_size, padding_idx=0)
+        self.input_size = input_size
         self.input_norm: nn.Module | None = None
         if input_layer_norm:
             self.input_norm = nn.Sequential(nn.Linear(input_size, hidden_size), nn.LayerNorm(hidden_size))
@@ -58,25 +71,43 @@ class RecurrentEncoder(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.output_size = hidden_size * self.num_directions
 
-    def forward(self, x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs as the RNN sees them: token ids embedded, then the optional projection + norm."""
+        inputs = x if self.embedding is None else self.embedding(x)
+        return inputs if self.input_norm is None else self.input_norm(inputs)
+
+    def run(self, x: torch.Tensor, lengths_B: torch.Tensor, state: State | None = None
+            ) -> tuple[torch.Tensor, State]:
+        """Encode a padded batch from an initial `state` (zeros when None).
+
+        Returns outputs_BTH (H = hidden * directions; zeros at pad steps) and the final state as
+        the RNN gives it: h_n (L*D, B, hidden), or (h_n, c_n) for an LSTM, taken at each
+        sequence's last valid step.
+        """
+        # Per step, so projecting pad steps too is harmless: packing drops them right after.
+        inputs_BTI = self.embed(x)
+        packed = pack_padded_sequence(inputs_BTI, lengths_B.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, final = self.rnn(packed, state)
+        outputs_BTH, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
+        return outputs_BTH, final
+
+    def forward(self, x: torch.Tensor, lengths_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a padded batch.
 
         Args:
-            x_BTC: float inputs, padded after each sequence's end.
+            x: float inputs x_BTC, or token ids x_BT with `vocab_size`; padded after each end.
             lengths_B: valid steps per sequence (>= 1), on any device.
 
         Returns:
             outputs_BTH: per-step outputs (H = hidden * directions); zeros at pad steps.
             last_BH: the final state of the top layer, both directions concatenated.
         """
-        # Per step, so projecting pad steps too is harmless: packing drops them right after.
-        inputs_BTI = x_BTC if self.input_norm is None else self.input_norm(x_BTC)
-        packed = pack_padded_sequence(inputs_BTI, lengths_B.cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, h_n = self.rnn(packed)
-        if self.cell == "lstm":
-            h_n = h_n[0]  # (hidden, cell) -> hidden
-        outputs_BTH, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x_BTC.shape[1])
+        outputs_BTH, final = self.run(x, lengths_B)
+        return outputs_BTH, self.top_layer(final)
+
+    def top_layer(self, final: State) -> torch.Tensor:
+        """The top layer's final hidden state, directions concatenated: (B, hidden * D)."""
+        h_n = final[0] if isinstance(final, tuple) else final  # LSTM: (hidden, cell) -> hidden
         # h_n is (L*D, B, H) ordered layer-major; the top layer's directions are the last D rows.
         last_DBH = h_n[-self.num_directions :]
-        last_BH = last_DBH.transpose(0, 1).reshape(x_BTC.shape[0], -1)
-        return outputs_BTH, last_BH
+        return last_DBH.transpose(0, 1).reshape(h_n.shape[1], -1)

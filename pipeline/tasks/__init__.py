@@ -1,28 +1,39 @@
-"""Tasks by name: the loop, the worker and evaluation look a task up here and never branch on it."""
+"""Tasks by name: the loop, the worker, evaluation and the registry look a task up here and never
+branch on it. Each task lives in its own module, imported when first used."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from pipeline.tasks.base import MetricState, Task
-from pipeline.tasks.classify import ClassifyTask, classification_scores
+from pipeline.tasks.base import Batch, MetricState, Report, Task
 
-TASKS: dict[str, type[Task]] = {"classify": ClassifyTask}
+TASKS: dict[str, str] = {
+    "classify": "pipeline.tasks.classify:ClassifyTask",
+    "tag": "pipeline.tasks.tag:TagTask",
+    "forecast": "pipeline.tasks.forecast:ForecastTask",
+    "lm": "pipeline.tasks.lm:LanguageModelTask",
+    "seq2seq": "pipeline.tasks.seq2seq:Seq2SeqTask",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise ValueError(f"data.task: unknown task {name!r}; choose one of {sorted(TASKS)}")
+    module, _, attr = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def build_task(cfg: Any, preprocessing: Any) -> Task:
-    """The task for a config and the dataset's preprocessing (label names, statistics)."""
-    name = cfg.data.task
-    if name == "classify":
-        return ClassifyTask(len(preprocessing.labels), label_smoothing=cfg.train.label_smoothing)
-    raise ValueError(f"data.task: unknown task {name!r}; choose one of {sorted(TASKS)}")
+    """The task for a dataset's preprocessing (its task, label names, vocabulary, statistics)
+    and the run's config (training options); `cfg` may be None when only serving."""
+    return task_class(preprocessing.task)(preprocessing, cfg)
 
 
 def metric_names(task_name: str) -> set[str]:
     """Every per-epoch metric a run of this task logs (what train.monitor may name)."""
-    task = TASKS[task_name]
+    task = task_class(task_name)
     return {"train_loss"} | {f"val_{m}" for m in task.metrics}
 
 
-__all__ = ["TASKS", "ClassifyTask", "MetricState", "Task", "build_task", "classification_scores",
-           "metric_names"]
+__all__ = ["TASKS", "Batch", "MetricState", "Report", "Task", "build_task", "metric_names", "task_class"]

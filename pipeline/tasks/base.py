@@ -1,33 +1,137 @@
-"""What differs between tasks, behind one small interface: loss, metric sums, derived metrics.
+"""What differs between tasks, behind one interface; everything else is shared.
 
-The loop, the worker and the evaluation step only talk to a `Task`. Metric state is a dict of
-tensors holding SUMS, so data-parallel workers combine theirs with one `all_reduce` each and
-derive identical numbers.
+The loop, the Ray Train worker, evaluation, the MLflow model and the registry gate only talk to
+a `Task`: it builds the task's model, turns Arrow rows into tensors, runs the forward pass,
+computes the loss and the metrics, draws the task's pictures, serves predictions on raw inputs
+and scores them for the gate. Tasks are looked up by name (`pipeline.tasks.TASKS`).
+
+Metric state is a dict of tensors holding SUMS, so data-parallel workers combine theirs with one
+`all_reduce` each and derive identical numbers. (Validation runs whole on every rank, so a task
+may also keep plain Python lists in its state, e.g. decoded strings for BLEU.)
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-MetricState = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from pipeline.config import RecurConfig
+    from pipeline.data.preprocess import Preprocessing
+
+MetricState = dict[str, Any]
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Report:
+    """What evaluation on the test split adds to the MLflow run besides metrics.
+
+    Keys are artifact paths inside the run (`plots/forecast.png`, `eval/samples.txt`).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)  # extra test metrics (baselines)
+    figures: dict[str, Any] = field(default_factory=dict)  # path -> matplotlib Figure
+    texts: dict[str, str] = field(default_factory=dict)
+    dicts: dict[str, Any] = field(default_factory=dict)  # path -> JSON-able
 
 
 class Task:
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]  # what `compute` returns, "loss" first
-    higher_is_better: ClassVar[dict[str, bool]]
+    higher_is_better: ClassVar[dict[str, bool]]  # every name in `metrics` and `gate_metrics`
+    # Metrics `score` computes from `predict` outputs: what registry.metric may name.
+    gate_metrics: ClassVar[tuple[str, ...]]
+    default_gate_metric: ClassVar[str]
+    # False: every rank reads the whole train split and takes its own part (`train_batches`),
+    # e.g. contiguous token streams for truncated backpropagation through time.
+    split_train: ClassVar[bool] = True
+    # Parameters `predict` accepts, with defaults (they go into the MLflow model's signature).
+    predict_params: ClassVar[dict[str, Any]] = {}
 
-    def loss(self, outputs: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __init__(self, pre: Preprocessing, cfg: RecurConfig | None = None) -> None:
+        from pipeline.config import RecurConfig
+
+        self.pre = pre
+        self.cfg = cfg if cfg is not None else RecurConfig(data={"task": self.name})
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> torch.nn.Module:
+        """The task's model for `self.cfg.model` and the dataset's shape (`self.pre`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ data
+    def collate(self, table: pa.Table) -> Batch:
+        """Arrow rows of the dataset contract -> tensors; `x` and `lengths` always present."""
+        raise NotImplementedError
+
+    def loss_weight(self, batch: Batch) -> int:
+        """How many units the batch's mean loss averages over (sequences; tokens for token losses)."""
+        return int(batch["x"].shape[0])
+
+    def train_batches(self, shard: Any, *, batch_size: int, epoch: int, seed: int) -> Iterable[Batch]:
+        """One epoch of training batches from this worker's Ray Data shard."""
+        from pipeline.data.loading import TaskCollate
+
+        return shard.iter_torch_batches(
+            batch_size=batch_size,
+            collate_fn=TaskCollate(self),
+            local_shuffle_buffer_size=batch_size * 8,
+            local_shuffle_seed=seed + epoch,  # a new order each epoch, reproducible
+            prefetch_batches=2,
+        )
+
+    def eval_batches(self, iterator: Any, *, batch_size: int) -> Iterable[Batch]:
+        """Validation batches from a (whole, unsplit) Ray Data iterator, in order."""
+        from pipeline.data.loading import TaskCollate
+
+        return iterator.iter_torch_batches(batch_size=batch_size, collate_fn=TaskCollate(self))
+
+    def table_batches(self, table: pa.Table, batch_size: int = 256) -> Iterator[Batch]:
+        """Batches from an in-memory table in row order (driver-side evaluation)."""
+        for start in range(0, table.num_rows, batch_size):
+            yield self.collate(table.slice(start, batch_size))
+
+    # ------------------------------------------------------------------ loop
+    def start_epoch(self, train: bool) -> None:
+        """Called before each pass over training or evaluation batches (reset carried state)."""
+
+    def forward(self, model: torch.nn.Module, batch: Batch, *, train: bool) -> Any:
+        return model(batch["x"], batch["lengths"])
+
+    def loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
         """Mean training loss of a batch (the value backpropagated)."""
         raise NotImplementedError
 
     def new_state(self, device: torch.device | str = "cpu") -> MetricState:
         raise NotImplementedError
 
-    def update(self, state: MetricState, outputs: Any, batch: dict[str, torch.Tensor]) -> None:
+    def update(self, state: MetricState, outputs: Any, batch: Batch) -> None:
         raise NotImplementedError
 
     def compute(self, state: MetricState) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ after training
+    def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
+        """Pictures, examples and extra metrics for the test split (`state` from `evaluate`)."""
+        return Report()
+
+    # ------------------------------------------------------------------ serving and gate
+    def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        """The MLflow model's `predict`: raw inputs (tokens as strings, values in raw units)."""
+        raise NotImplementedError
+
+    def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
+        """Raw model inputs for the test rows and the truth `score` compares predictions with."""
+        raise NotImplementedError
+
+    def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
+        """Gate metrics from `predict` outputs (names, not ids, so vocabularies may differ)."""
         raise NotImplementedError

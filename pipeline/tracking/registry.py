@@ -8,7 +8,7 @@ than `registry.min_improvement`; otherwise it becomes `@challenger`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,8 +16,6 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-
-from pipeline.tasks import classification_scores
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -42,21 +40,11 @@ class Decision:
         return asdict(self)
 
 
-def score_labels(true_labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
-    """Accuracy and macro-F1 over label NAMES, so models with different label maps compare fairly."""
-    names = sorted(set(true_labels) | set(predicted))
-    index = {name: i for i, name in enumerate(names)}
-    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-    np.add.at(confusion, ([index[t] for t in true_labels], [index[p] for p in predicted]), 1)
-    return classification_scores(confusion)
-
-
-def score_model(model_uri: str, sequences: list[Any], true_labels: Sequence[str], metric: str) -> float:
-    import pandas as pd
-
+def score_model(model_uri: str, inputs: Any, score: Callable[[Any], dict[str, float]],
+                metric: str) -> float:
+    """Load a registered model as MLflow serves it, predict on `inputs`, and score the outputs."""
     model = mlflow.pyfunc.load_model(model_uri)
-    predicted = model.predict(pd.DataFrame({"x": sequences}))["label"].tolist()
-    return score_labels(true_labels, predicted)[metric]
+    return float(score(model.predict(inputs))[metric])
 
 
 def current_champion(client: MlflowClient, name: str):
@@ -66,32 +54,41 @@ def current_champion(client: MlflowClient, name: str):
         return None
 
 
-def decide(candidate: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
-    """Higher is better for every gate metric (accuracy, macro_f1)."""
+def decide(candidate: float, champion: float | None, min_improvement: float,
+           higher_is_better: bool = True) -> tuple[bool, str]:
+    """Promote when the candidate beats the champion by more than `min_improvement`.
+
+    The margin is signed so that positive is better: candidate - champion when higher is better
+    (accuracy, F1, BLEU), champion - candidate when lower is better (MASE, perplexity).
+    """
     if champion is None:
         return True, "no current champion"
-    margin = candidate - champion
+    if not (np.isfinite(candidate)):
+        return False, f"the candidate's score {candidate} is not a number"
+    margin = candidate - champion if higher_is_better else champion - candidate
     if margin > min_improvement:
         return True, f"beats the champion by {margin:+.4f} (> required {min_improvement:.4f})"
     return False, f"does not beat the champion by more than {min_improvement:.4f} (margin {margin:+.4f})"
 
 
 def register_and_gate(*, tracking_uri: str, model_name: str, model_uri: str, run_id: str,
-                      metric: str, min_improvement: float, sequences: list[Any],
-                      true_labels: Sequence[str], data_hash: str) -> Decision:
+                      metric: str, higher_is_better: bool, min_improvement: float, inputs: Any,
+                      score: Callable[[Any], dict[str, float]], data_hash: str) -> Decision:
     """Register `model_uri` as a new version, score it and the champion on the same data, set an alias.
 
+    `inputs` are raw test inputs both models' `predict` takes; `score` turns a model's outputs into
+    gate metrics (by names, not ids, so models with different vocabularies compare fairly).
     Call inside `store.use_tracking_uri(tracking_uri)`: registering and loading use the fluent API.
     """
     client = MlflowClient(tracking_uri)
     version = mlflow.register_model(model_uri, model_name, tags={"recur.run_id": run_id}).version
-    candidate_score = score_model(f"models:/{model_name}/{version}", sequences, true_labels, metric)
+    candidate_score = score_model(f"models:/{model_name}/{version}", inputs, score, metric)
 
     champion = current_champion(client, model_name)
     champion_score = None
     if champion is not None:
-        champion_score = score_model(f"models:/{model_name}@{CHAMPION}", sequences, true_labels, metric)
-    promoted, reason = decide(candidate_score, champion_score, min_improvement)
+        champion_score = score_model(f"models:/{model_name}@{CHAMPION}", inputs, score, metric)
+    promoted, reason = decide(candidate_score, champion_score, min_improvement, higher_is_better)
     alias = CHAMPION if promoted else CHALLENGER
     client.set_registered_model_alias(model_name, alias, version)
 

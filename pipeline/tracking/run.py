@@ -126,10 +126,19 @@ class RunTracker:
         history = self.history(("train_loss", "val_loss", metric))
         self.log_figure(plots.learning_curves(history, metric=metric), "plots/learning_curves.png")
 
-    def log_model(self, checkpoint_file: str, example_sequences: list[Any]):
+    def log_model(self, checkpoint_file: str, example: Any):
         from pipeline.tracking.pyfunc import log_model
 
-        return log_model(checkpoint_file, example_sequences=example_sequences)
+        return log_model(checkpoint_file, example=example)
+
+    def log_report(self, report: Any) -> None:
+        """A task's evaluation report: figures as PNG, texts and dicts as files."""
+        for path, figure in report.figures.items():
+            self.log_figure(figure, path)
+        for path, text in report.texts.items():
+            self.log_text(text, path)
+        for path, data in report.dicts.items():
+            self.log_dict(data, path)
 
     def finish(self, status: str = "FINISHED") -> None:
         if mlflow.active_run() is not None:

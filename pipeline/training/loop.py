@@ -1,7 +1,8 @@
 """The epoch loop in plain PyTorch: no Ray, no MLflow. Runs on tensors from any iterable.
 
-A batch is a dict with `x` (B, T, C) float32 padded inputs, `lengths` (B,) int64 valid steps
-and `y` (the task's targets). What differs between tasks (loss, metrics) comes from a `Task`.
+A batch is a dict with `x` (padded inputs: (B, T, C) float32 or (B, T) token ids), `lengths`
+(B,) int64 valid steps and the task's targets. What differs between tasks (forward pass, loss,
+metrics, carried state) comes from a `Task`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ Batch = Mapping[str, torch.Tensor]
 
 @dataclass
 class EpochStats:
-    loss: float  # mean training loss per sequence (nats)
+    loss: float  # mean training loss per unit (sequence, or token for token losses; nats)
+    num_units: int  # what the loss averages over (Task.loss_weight)
     num_sequences: int
     num_steps: int
     grad_norm: float  # mean pre-clipping global gradient norm over steps
@@ -60,7 +62,7 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["x"].device.type
     with torch.autocast(device_type=device_type, enabled=scaler is not None):
-        outputs = model(batch["x"], batch["lengths"])
+        outputs = task.forward(model, batch, train=True)
         loss = task.loss(outputs, batch)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -87,21 +89,24 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
     """Train over every batch once."""
     device = torch.device(device)
     model.train()
+    task.start_epoch(train=True)
     start = time.perf_counter()
-    loss_sum, num_sequences, num_steps, norm_sum, norm_max = 0.0, 0, 0, 0.0, 0.0
+    loss_sum, num_units, num_sequences, num_steps, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
     for batch in batches:
         batch = to_device(batch, device)
         loss, grad_norm = train_step(model, batch, optimizer, task, grad_clip=grad_clip,
                                      grad_clip_mode=grad_clip_mode, scaler=scaler)
-        size = int(batch["y"].shape[0])
-        loss_sum += loss * size
-        num_sequences += size
+        units = task.loss_weight(batch)
+        loss_sum += loss * units
+        num_units += units
+        num_sequences += int(batch["x"].shape[0])
         num_steps += 1
         if math.isfinite(grad_norm):
             norm_sum += grad_norm
             norm_max = max(norm_max, grad_norm)
     return EpochStats(
-        loss=loss_sum / max(num_sequences, 1),
+        loss=loss_sum / max(num_units, 1),
+        num_units=num_units,
         num_sequences=num_sequences,
         num_steps=num_steps,
         grad_norm=norm_sum / max(num_steps, 1),
@@ -116,10 +121,11 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], task: Task, *,
     """Accumulate the task's metric sums over every batch (model in eval mode)."""
     device = torch.device(device)
     model.eval()
+    task.start_epoch(train=False)
     state = task.new_state(device)
     for batch in batches:
         batch = to_device(batch, device)
-        task.update(state, model(batch["x"], batch["lengths"]), batch)
+        task.update(state, task.forward(model, batch, train=False), batch)
     return state
 
 

@@ -76,6 +76,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.data.loading import ray_dataset
+    from pipeline.tasks import task_class
     from pipeline.training.worker import train_func
 
     # Per-epoch dataset progress bars from every worker would interleave with recur's epoch lines.
@@ -93,7 +94,10 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.resources.use_gpu else "gloo"),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # Tasks that carry state across batches (lm) read the whole train split on every rank and
+        # take their own contiguous part; the others get an equal share from Ray Data.
+        dataset_config=DataConfig(datasets_to_split=["train"] if task_class(cfg.data.task).split_train
+                                  else []),
         run_config=RunConfig(
             name=name,
             storage_path=os.path.abspath(storage_path),

@@ -16,9 +16,8 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import RecurConfig
-from pipeline.data.loading import SequenceCollate
 from pipeline.data.preprocess import Preprocessing
-from pipeline.models.classifier import build_model, model_from_args
+from pipeline.models import model_from_args
 from pipeline.tasks import build_task
 from pipeline.training.loop import (
     EpochStats,
@@ -56,6 +55,7 @@ def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Pr
     path = os.path.join(directory, CHECKPOINT_FILE)
     torch.save(
         {
+            "model_class": type(module).__name__,
             "model_args": module.model_args,
             "state_dict": module.state_dict(),
             "preprocessing": preprocessing.to_dict(),
@@ -78,7 +78,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessing]:
     state = load_checkpoint(path)
-    model = model_from_args(state["model_args"])
+    model = model_from_args(state["model_args"], state.get("model_class", "SequenceClassifier"))
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, Preprocessing.from_dict(state["preprocessing"])
@@ -91,9 +91,9 @@ def _all_reduce_sum(tensors: list[torch.Tensor]) -> None:
 
 
 def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, float]:
-    """Combine per-worker epoch stats: loss weighted by sequences, time of the slowest worker."""
-    sums = torch.tensor([stats.loss * stats.num_sequences, stats.num_sequences, stats.grad_norm],
-                        dtype=torch.float64, device=device)
+    """Combine per-worker epoch stats: loss weighted by its units, time of the slowest worker."""
+    sums = torch.tensor([stats.loss * stats.num_units, stats.num_units, stats.num_sequences,
+                         stats.grad_norm], dtype=torch.float64, device=device)
     _all_reduce_sum([sums])
     slowest = torch.tensor([stats.seconds, stats.grad_norm_max], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -101,10 +101,10 @@ def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, 
         world = dist.get_world_size()
     else:
         world = 1
-    loss_sum, num_sequences, grad_norm_sum = sums.tolist()
+    loss_sum, num_units, num_sequences, grad_norm_sum = sums.tolist()
     seconds, grad_norm_max = slowest.tolist()
     return {
-        "train_loss": loss_sum / max(num_sequences, 1.0),
+        "train_loss": loss_sum / max(num_units, 1.0),
         "grad_norm": grad_norm_sum / world,  # DDP gradients are identical across ranks
         "grad_norm_max": grad_norm_max,
         "epoch_seconds": seconds,
@@ -138,14 +138,13 @@ def train_func(loop_config: dict[str, Any]) -> None:
     _quiet_ray_train_logs(cfg.train.ray_log_level)
     pre = Preprocessing.from_dict(loop_config["preprocessing"])
     task = build_task(cfg, pre)
-    num_classes = len(pre.labels)
     torch.set_num_threads(int(loop_config.get("torch_threads", 1)))
     torch.manual_seed(cfg.train.seed)  # same init everywhere; DDP also broadcasts rank 0's weights
 
     context = ray.train.get_context()
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
-    model = build_model(cfg.model, input_size=pre.num_channels, num_classes=num_classes)
+    model = task.build_model()
     optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), lr=cfg.train.lr,
                                weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
@@ -162,7 +161,6 @@ def train_func(loop_config: dict[str, Any]) -> None:
 
     model = ray.train.torch.prepare_model(model)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # AMP on GPU only
-    collate = SequenceCollate(pre)
     train_shard = ray.train.get_dataset_shard("train")
     val_iterator = ray.train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
@@ -171,13 +169,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
     for epoch in range(progress.next_epoch, cfg.train.epochs):
         set_learning_rate(optimizer, learning_rate(cfg.train.lr, epoch, total_epochs=cfg.train.epochs,
                                                    schedule=schedule, plateau_decays=progress.plateau_decays))
-        train_batches = train_shard.iter_torch_batches(
-            batch_size=batch_size,
-            collate_fn=collate,
-            local_shuffle_buffer_size=batch_size * 8,
-            local_shuffle_seed=cfg.data.seed + epoch,  # a new order each epoch, reproducible
-            prefetch_batches=2,
-        )
+        train_batches = task.train_batches(train_shard, batch_size=batch_size, epoch=epoch,
+                                           seed=cfg.data.seed)
         stats = train_epoch(model, train_batches, optimizer, task, device=device,
                             grad_clip=cfg.train.grad_clip, grad_clip_mode=cfg.train.grad_clip_mode,
                             scaler=scaler)
@@ -185,8 +178,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
 
         # The val split is not sharded: every rank evaluates all of it and gets the same numbers.
         val_state = evaluate(getattr(model, "module", model),
-                             val_iterator.iter_torch_batches(batch_size=batch_size, collate_fn=collate),
-                             task, device=device)
+                             task.eval_batches(val_iterator, batch_size=batch_size), task, device=device)
         metrics.update({f"val_{k}": v for k, v in task.compute(val_state).items()})
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank, pid=os.getpid(),
                        # per-rank sum of the weights: lets tests and users see that DDP replicas agree

@@ -10,7 +10,6 @@ from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
-from pipeline.tracking.plots import attention_heatmap, confusion_matrix
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
 
@@ -41,12 +40,9 @@ class RunSummary:
         return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def format(self, port: int = 5000) -> str:
-        m = self.test_metrics
-        lines = [
-            "",
-            "recur run finished",
-            f"  test accuracy   {m['test_accuracy']:.4f}",
-            f"  test macro-F1   {m['test_macro_f1']:.4f}",
+        lines = ["", "recur run finished"]
+        lines += [f"  {name.replace('_', ' '):<15} {value:.4f}" for name, value in self.test_metrics.items()]
+        lines += [
             f"  epochs          {self.epochs_run} (best epoch {self.best_epoch + 1})",
             f"  MLflow run      {self.run_id}",
             f"  MLflow UI       {self.ui_address(port)}",
@@ -108,16 +104,11 @@ def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_
         with steps.timed("log", timings):
             tracker.log_metrics(evaluation.metrics)
             tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
-            tracker.log_learning_curves(f"val_{cfg.registry.metric}")
-            tracker.log_figure(confusion_matrix(evaluation.confusion, evaluation.labels),
-                               "plots/confusion_matrix.png")
-            tracker.log_dict({"labels": evaluation.labels, "confusion": evaluation.confusion.tolist()},
-                             "eval/confusion_matrix.json")
-            if evaluation.attention:
-                tracker.log_figure(attention_heatmap(evaluation.attention, evaluation.attention_titles),
-                                   "plots/attention.png")
-            sequences, true_labels = steps.held_out_sequences(cfg)
-            model_info = tracker.log_model(steps.checkpoint_file(trained.checkpoint_dir), sequences[:2])
+            task, inputs, truth = steps.gate_data(cfg, trained.checkpoint_dir)
+            curve = f"val_{cfg.gate_metric}" if cfg.gate_metric in task.metrics else cfg.train.monitor
+            tracker.log_learning_curves(curve)
+            tracker.log_report(evaluation.report)
+            model_info = tracker.log_model(steps.checkpoint_file(trained.checkpoint_dir), inputs.head(2))
 
         decision = None
         if cfg.registry.enabled:
@@ -126,9 +117,11 @@ def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_
             with steps.timed("registry", timings):
                 result = register_and_gate(
                     tracking_uri=tracking_uri, model_name=cfg.registry.model_name,
-                    model_uri=model_info.model_uri, run_id=run_id, metric=cfg.registry.metric,
-                    min_improvement=cfg.registry.min_improvement, sequences=sequences,
-                    true_labels=true_labels, data_hash=manifest.data_hash,
+                    model_uri=model_info.model_uri, run_id=run_id, metric=cfg.gate_metric,
+                    higher_is_better=task.higher_is_better[cfg.gate_metric],
+                    min_improvement=cfg.registry.min_improvement, inputs=inputs,
+                    score=lambda outputs: task.score(outputs, truth),
+                    data_hash=manifest.data_hash,
                 )
                 decision = result.to_dict()
                 tracker.log_dict(decision, "registry/decision.json")

@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.config import RecurConfig
 from pipeline.data import contract
-from pipeline.data.preprocess import table_batches
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +38,9 @@ def _source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
 
 
 def _import_kwargs(cfg: RecurConfig) -> dict[str, Any]:
-    source = cfg.data.source
-    kwargs: dict[str, Any] = dict(
-        task="classify", name=cfg.data.name, val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, on_invalid=cfg.data.on_invalid,
-    )
-    if source.format == "ts":
-        kwargs["missing"] = source.missing
-    else:
-        kwargs.update(x_column=source.x_column, y_column=source.y_column, id_column=source.id_column,
-                      split_column=source.split_column)
-    return kwargs
+    return dict(name=cfg.data.name, val_fraction=cfg.data.val_fraction,
+                test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, on_invalid=cfg.data.on_invalid,
+                **cfg.data.source.importer_options())
 
 
 def ingest(cfg: RecurConfig) -> contract.Manifest:
@@ -134,16 +123,12 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, float]
-    confusion: np.ndarray
-    labels: list[str]
-    # attention pooling only: weights over the valid steps of the first few test sequences
-    attention: list[np.ndarray] = field(default_factory=list)
-    attention_titles: list[str] = field(default_factory=list)
+    metrics: dict[str, float]  # test_<metric>, plus the task's extra metrics (baselines)
+    report: Any  # pipeline.tasks.Report: figures, texts and dicts to log
 
 
 def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
-    """Test-split metrics of a checkpoint (loss, accuracy, macro-F1, confusion matrix)."""
+    """Test-split metrics, pictures and examples of a checkpoint, from its task."""
     from pipeline.tasks import build_task
     from pipeline.training.loop import evaluate as evaluate_batches
     from pipeline.training.worker import model_from_checkpoint
@@ -151,36 +136,23 @@ def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     model, pre = model_from_checkpoint(checkpoint_dir)
     task = build_task(cfg, pre)
     table = contract.read_split(cfg.data.root, "test")
-    state = evaluate_batches(model, table_batches(table, pre, 256), task)
+    state = evaluate_batches(model, task.table_batches(table, 256), task)
     metrics = {f"test_{k}": v for k, v in task.compute(state).items()}
-    evaluation = Evaluation(metrics=metrics, confusion=state["confusion"].numpy(), labels=pre.labels)
-    if model.model_args.get("pooling") == "attention":
-        _attach_attention(evaluation, model, table.slice(0, ATTENTION_EXAMPLES), pre)
-    return evaluation
+    report = task.report(model, table, state)
+    metrics.update({f"test_{k}": v for k, v in report.metrics.items()})
+    return Evaluation(metrics=metrics, report=report)
 
 
-ATTENTION_EXAMPLES = 6  # test sequences drawn in the attention heatmap
+def gate_data(cfg: RecurConfig, checkpoint_dir: str) -> tuple[Any, Any, Any]:
+    """The task, raw test inputs (a DataFrame the MLflow model takes) and the truth its `score`
+    compares predictions with."""
+    from pipeline.data.preprocess import Preprocessing
+    from pipeline.tasks import build_task
+    from pipeline.training.worker import load_checkpoint
 
-
-def _attach_attention(evaluation: Evaluation, model: Any, table: Any, pre: Any) -> None:
-    import torch
-
-    batch = next(table_batches(table, pre, table.num_rows))
-    with torch.no_grad():
-        logits_BK, weights_BT = model(batch["x"], batch["lengths"], return_attention=True)
-    predicted = logits_BK.argmax(dim=-1).tolist()
-    for i, (row_id, length) in enumerate(zip(table.column("id").to_pylist(), batch["lengths"].tolist())):
-        evaluation.attention.append(weights_BT[i, :length].numpy())
-        true, guess = pre.labels[int(batch["y"][i])], pre.labels[predicted[i]]
-        evaluation.attention_titles.append(f"{row_id}: true {true}, predicted {guess}")
-
-
-def held_out_sequences(cfg: RecurConfig) -> tuple[list[Any], list[str]]:
-    """Raw test sequences (as nested lists) and their label names, for the registry gate."""
-    manifest = contract.read_manifest(cfg.data.root)
-    table = contract.read_split(cfg.data.root, "test")
-    labels = [manifest.labels[i] for i in table.column("y").to_pylist()]
-    return table.column("x").to_pylist(), labels
+    pre = Preprocessing.from_dict(load_checkpoint(checkpoint_dir)["preprocessing"])
+    task = build_task(cfg, pre)
+    return task, *task.gate_data(contract.read_split(cfg.data.root, "test"))
 
 
 def checkpoint_file(checkpoint_dir: str) -> str:

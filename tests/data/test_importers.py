@@ -360,7 +360,7 @@ def test_resolve_source(tmp_path):
 
 def test_unknown_format_and_bad_params(tmp_path):
     with pytest.raises(ValueError, match="unknown import format"):
-        import_dataset("csv", JV, str(tmp_path / "a"))
+        import_dataset("xlsx", JV, str(tmp_path / "a"))
     with pytest.raises(ValueError, match="sum to less than 1"):
         import_ts(JV, str(tmp_path / "b"), val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ValueError, match="missing must be one of"):

@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, RecurConfig
+from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
-from pipeline.tasks import ClassifyTask, classification_scores
+from pipeline.tasks.classify import ClassifyTask, classification_scores
 from pipeline.training.loop import evaluate, make_optimizer, train_epoch
+
+
+def _task(label_smoothing=0.0):
+    pre = Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"])
+    return ClassifyTask(pre, RecurConfig(train={"label_smoothing": label_smoothing}))
 
 
 def _toy_batches(seed=0, num_batches=8, batch=16):
@@ -31,7 +37,7 @@ def test_train_epoch_reduces_loss_and_reports_stats():
     model = build_model(ModelConfig(cell="gru", hidden_size=16), input_size=2, num_classes=2)
     opt = make_optimizer("adam", model.parameters(), lr=1e-2)
     batches = _toy_batches()
-    task = ClassifyTask(2)
+    task = _task()
     first = train_epoch(model, batches, opt, task, grad_clip=1.0)
     for _ in range(10):
         last = train_epoch(model, batches, opt, task, grad_clip=1.0)
@@ -48,7 +54,7 @@ def test_every_optimizer_steps(name):
     model = build_model(ModelConfig(cell="lstm", hidden_size=8), input_size=2, num_classes=2)
     before = [p.detach().clone() for p in model.parameters()]
     opt = make_optimizer(name, model.parameters(), lr=1e-2)
-    train_epoch(model, _toy_batches(num_batches=2), opt, ClassifyTask(2))
+    train_epoch(model, _toy_batches(num_batches=2), opt, _task())
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
@@ -63,7 +69,7 @@ def test_gradient_clipping_bounds_the_update():
     model = build_model(ModelConfig(cell="rnn", hidden_size=8), input_size=2, num_classes=2)
     opt = make_optimizer("sgd", model.parameters(), lr=1.0, momentum=0.0)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
-    stats = train_epoch(model, _toy_batches(num_batches=1), opt, ClassifyTask(2), grad_clip=0.01)
+    stats = train_epoch(model, _toy_batches(num_batches=1), opt, _task(), grad_clip=0.01)
     after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     assert stats.grad_norm > 0.01
     assert (after - before).norm() <= 0.01 + 1e-6
@@ -83,7 +89,7 @@ def test_gradient_clipping_by_value_clamps_each_element():
     model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
     opt = make_optimizer("sgd", model.parameters(), lr=1.0, momentum=0.0)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
-    train_epoch(model, _toy_batches(num_batches=1), opt, ClassifyTask(2), grad_clip=1e-3,
+    train_epoch(model, _toy_batches(num_batches=1), opt, _task(), grad_clip=1e-3,
                 grad_clip_mode="value")
     after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     assert (after - before).abs().max() <= 1e-3 + 1e-7
@@ -92,8 +98,8 @@ def test_gradient_clipping_by_value_clamps_each_element():
 def test_label_smoothing_raises_the_loss_of_confident_predictions():
     logits = torch.tensor([[10.0, -10.0]])
     batch = {"y": torch.tensor([0])}
-    smoothed = ClassifyTask(2, label_smoothing=0.2).loss(logits, batch)
-    assert smoothed > ClassifyTask(2).loss(logits, batch) + 1.0
+    smoothed = _task(label_smoothing=0.2).loss(logits, batch)
+    assert smoothed > _task().loss(logits, batch) + 1.0
 
 
 @pytest.mark.parametrize("name,expected", [
