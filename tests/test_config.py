@@ -101,3 +101,25 @@ def test_schedule_section_is_strict():
     assert cfg.train.schedule.name == "cosine" and cfg.train.schedule.warmup_epochs == 3
     with pytest.raises(ConfigError, match="train.schedule.name"):
         load_config([], ["train.schedule.name=linear"])
+
+
+def test_source_options_must_fit_the_format():
+    ts = ["data.source.format=ts", "data.source.paths=[a.ts]"]
+    with pytest.raises(ConfigError,
+                       match=r"data.source.window does not apply to format 'ts' \(its options: missing\)"):
+        load_config([], [*ts, "data.source.window=10"])
+    with pytest.raises(ConfigError, match="data.source.value_columns: a csv source needs"):
+        load_config([], ["data.task=forecast", "data.source.format=csv", "data.source.paths=[a.csv]"])
+
+
+def test_source_format_must_fit_the_task():
+    with pytest.raises(ConfigError,
+                       match="data.source.format 'ts' imports classify data, but data.task is 'lm'"):
+        load_config([], ["data.task=lm", "data.source.format=ts", "data.source.paths=[a.ts]"])
+
+
+def test_gate_metric_defaults_per_task_and_is_checked():
+    assert RecurConfig().gate_metric == "accuracy"
+    assert load_config([], ["registry.metric=macro_f1"]).gate_metric == "macro_f1"
+    with pytest.raises(ConfigError, match=r"registry.metric must be one of \['accuracy', 'macro_f1'\]"):
+        load_config([], ["registry.metric=bleu"])

@@ -51,3 +51,32 @@ def test_model_args_rebuild_identical_model():
     clone.load_state_dict(model.state_dict())
     x, lengths = padded([torch.randn(6, 3)])
     torch.testing.assert_close(clone.eval()(x, lengths), model.eval()(x, lengths))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling,attention", [("last", "additive"), ("mean", "additive"),
+                                               ("attention", "additive"), ("attention", "dot"),
+                                               ("attention", "general")])
+def test_classifier_shapes_for_every_combination(cell, bidirectional, pooling, attention):
+    model = build_model(ModelConfig(cell=cell, bidirectional=bidirectional, num_layers=2, hidden_size=6,
+                                    pooling=pooling, attention=attention), input_size=3, num_classes=5)
+    x, lengths = padded([torch.randn(7, 3), torch.randn(2, 3), torch.randn(4, 3)])
+    logits, weights = model(x, lengths, return_attention=True)
+    assert logits.shape == (3, 5)
+    if pooling == "attention":
+        assert weights.shape == (3, 7)
+        assert torch.all(weights[1, 2:] == 0) and torch.allclose(weights.sum(1), torch.ones(3))
+    else:
+        assert weights is None
+
+
+def test_token_inputs_are_embedded_with_padding_id_zero():
+    from pipeline.models.recurrent import RecurrentEncoder
+
+    encoder = RecurrentEncoder(input_size=0, hidden_size=4, vocab_size=10, embedding_size=3, cell="gru")
+    x_BT = torch.tensor([[5, 6, 0, 0], [7, 8, 9, 1]])
+    outputs_BTH, last_BH = encoder(x_BT, torch.tensor([2, 4]))
+    assert outputs_BTH.shape == (2, 4, 4) and last_BH.shape == (2, 4)
+    assert torch.all(outputs_BTH[0, 2:] == 0)  # pad steps stay zero
+    assert torch.all(encoder.embedding.weight[0] == 0)  # the padding row is not learned
