@@ -1,0 +1,1 @@
+"""Hyperparameter search: search spaces from YAML and Ray Tune over the same trainer builder."""
