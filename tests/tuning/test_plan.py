@@ -1,0 +1,39 @@
+"""Trial concurrency is planned from the cluster's resources before a study starts."""
+
+import pytest
+
+from pipeline.training.trainer import ResourceError
+from pipeline.tuning.plan import plan_trials
+
+
+def _plan(**kw):
+    args = dict(num_workers=2, cpus_per_worker=0.5, use_gpu=False, reserve_cpus_for_data=0.5,
+                cluster={"CPU": 2.0}, requested=None, num_samples=8)
+    args.update(kw)
+    return plan_trials(**args)
+
+
+def test_as_many_trials_as_fit_after_the_data_reserve():
+    # 2 CPUs - 0.5 reserved = 1.5 free; a trial takes 2 x 0.5 = 1 -> one at a time
+    plan = _plan()
+    assert plan.concurrency == 1 and plan.cpus_per_trial == 1.0 and plan.warning is None
+    assert _plan(cluster={"CPU": 16.0}).concurrency == 8  # capped by num_samples
+    assert _plan(cluster={"CPU": 16.0}, num_samples=20).concurrency == 15
+
+
+def test_asking_for_more_than_fits_lowers_concurrency_with_a_warning():
+    plan = _plan(requested=4)
+    assert plan.concurrency == 1
+    assert "tune.max_concurrent_trials=4 but only 1 trial(s)" in plan.warning
+
+
+def test_a_trial_that_cannot_fit_fails_naming_the_keys():
+    with pytest.raises(ResourceError,
+                       match=r"resources.num_workers=4 x resources.cpus_per_worker=1.*has 2 CPUs"):
+        _plan(num_workers=4, cpus_per_worker=1.0)
+
+
+def test_gpus_bound_concurrency():
+    assert _plan(use_gpu=True, cluster={"CPU": 32.0, "GPU": 4.0}).concurrency == 2
+    with pytest.raises(ResourceError, match="GPUs"):
+        _plan(use_gpu=True, cluster={"CPU": 32.0, "GPU": 1.0})
