@@ -118,6 +118,33 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    from pipeline.tracking.store import use_tracking_uri
+
+    uri = _tracking_uri(args)
+    # NAME@alias, NAME/version, or NAME alone (its @champion)
+    if "@" in args.model or "/" in args.model:
+        model_uri = f"models:/{args.model}"
+    else:
+        model_uri = f"models:/{args.model}@champion"
+    if args.length < 1 or args.temperature <= 0 or args.top_k < 0:
+        raise config_mod.ConfigError("recur generate: --length must be >= 1, --temperature > 0 and "
+                                     "--top-k >= 0")
+    with use_tracking_uri(uri):
+        try:
+            model = mlflow.pyfunc.load_model(model_uri)
+        except mlflow.exceptions.MlflowException as exc:
+            raise FileNotFoundError(f"no registered model {model_uri} at {uri}: {exc.message}") from None
+    params = {"max_new_tokens": args.length, "temperature": args.temperature, "top_k": args.top_k,
+              "seed": args.seed}
+    out = model.predict(pd.DataFrame({"text": [args.prompt]}), params=params)
+    print(out["text"].iloc[0])
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     uri = _tracking_uri(args)
     runs_dir = Path(args.runs_dir or "recur-runs").resolve()
@@ -182,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
         _add_store_args(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("generate", help="sample text from a registered lm model")
+    p.add_argument("model", metavar="MODEL", help="NAME@alias, NAME/version, or NAME (its @champion)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start from a new line)")
+    p.add_argument("--length", type=int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (> 0)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 = all")
+    p.add_argument("--seed", type=int, default=0)
+    _add_store_args(p)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("ui", help="MLflow UI over the configured store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

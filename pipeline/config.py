@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 
 class ConfigError(ValueError):
@@ -92,6 +92,14 @@ class SourceConfig(_Section):
             raise ValueError("data.source.value_columns: a csv source needs at least one value column")
         return self
 
+    @model_serializer(mode="wrap")
+    def _only_this_formats_options(self, handler: Any) -> dict[str, Any]:
+        """Dumps (MLflow params, `recur config show`, the Ray boundary) leave out other formats'
+        options; they are defaults, so the config validates back to the same object."""
+        data = handler(self)
+        keep = set(FORMAT_OPTIONS[self.format])
+        return {k: v for k, v in data.items() if k not in _FORMAT_SPECIFIC or k in keep}
+
     def importer_options(self) -> dict[str, Any]:
         """The options of this source's format, as keywords for its importer."""
         return {k: getattr(self, k) for k in FORMAT_OPTIONS[self.format]}
@@ -142,6 +150,10 @@ class ModelConfig(_Section):
     input_layer_norm: bool = Field(False, description="Linear + LayerNorm on each input step before the RNN")
     embedding_size: int | None = Field(
         None, ge=1, description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
+    )
+    tie_weights: bool = Field(
+        False, description="lm: the output layer shares the embedding matrix (needs embedding_size == "
+        "hidden_size)"
     )
     char_features: bool = Field(False, description="tag: add a character-level encoding of each word")
     char_embedding_size: int = Field(16, ge=1, description="tag: character embedding and encoder width")

@@ -109,6 +109,8 @@ def find_row_problems(
     """
     found: list[tuple[int, int, Problem]] = []
     n = table.num_rows
+    if task == "lm":  # the next token is the target: no y column
+        columns = tuple(c for c in columns if c != "y")
     missing = [c for c in columns if c not in table.column_names]
     for c in missing:
         found.append((-1, _COLUMN_ORDER.get(c, 9), Problem(split, "*", c, "column is missing")))
@@ -155,8 +157,6 @@ def find_row_problems(
         else:
             _x_problems(parts, num_channels, add)
 
-    if task == "lm":
-        columns = tuple(c for c in columns if c != "y")
     if "y" in columns and task != "classify":
         y = table.column("y").combine_chunks() if n else pa.array([], Y_TYPES[task])
         _list_y_problems(task, y, table, num_labels=num_labels, num_channels=num_channels,

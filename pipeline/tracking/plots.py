@@ -19,7 +19,7 @@ def learning_curves(history: dict[str, Sequence[tuple[int, float]]], *, metric: 
         if history.get(name):
             epochs, values = zip(*history[name])
             ax_loss.plot(epochs, values, style, label=name, markersize=3)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats / sequence)", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="training objective (task loss)", title="loss")
     ax_loss.legend()
     if history.get(metric):
         epochs, values = zip(*history[metric])
@@ -80,3 +80,114 @@ def attention_heatmap(weights_list: list[np.ndarray], titles: list[str]) -> Figu
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def forecast_vs_actual(examples: list[dict], *, channel_name: str = "value") -> Figure:
+    """One panel per test window: the history's tail, the actual horizon, the model's forecast and
+    the seasonal-naive baseline, on steps relative to the first forecast step (0).
+
+    `examples[i]` holds 1-D raw-unit arrays `history` (T,), `actual` (H,), `forecast` (H,),
+    `baseline` (H,) of one channel, and a `title`.
+    """
+    if not examples:
+        raise ValueError("forecast_vs_actual: need at least one example")
+    fig, axes = plt.subplots(len(examples), 1, figsize=(9, 2.4 * len(examples) + 0.4), squeeze=False)
+    for ax, example in zip(axes[:, 0], examples):
+        history = np.asarray(example["history"], dtype=float)
+        horizon = len(example["actual"])
+        past, future = np.arange(-len(history), 0), np.arange(horizon)
+        ax.plot(past, history, color="0.45", label="history")
+        # Join the last observed step to each forecast so the lines read as continuations.
+        for key, style, color in (("actual", "-o", "black"), ("forecast", "-s", "tab:blue"),
+                                  ("baseline", "--^", "tab:orange")):
+            values = np.asarray(example[key], dtype=float)
+            ax.plot(np.concatenate([[-1], future]), np.concatenate([history[-1:], values]), style,
+                    color=color, markersize=3, label="seasonal naive" if key == "baseline" else key)
+        ax.axvline(-0.5, color="0.8", linewidth=1)
+        ax.set_title(example.get("title", ""), fontsize=9, loc="left")
+        ax.set_ylabel(channel_name)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncol=4, loc="upper left")
+    axes[-1, 0].set_xlabel("step relative to the first forecast step")
+    fig.tight_layout()
+    return fig
+
+
+def error_by_horizon(model_mae_H: np.ndarray, baseline_mae_H: np.ndarray, *,
+                     unit: str = "raw units") -> Figure:
+    """Test MAE per horizon step (1 = the step right after the history): model vs seasonal naive."""
+    model_mae_H = np.asarray(model_mae_H, dtype=float)
+    baseline_mae_H = np.asarray(baseline_mae_H, dtype=float)
+    steps = np.arange(1, len(model_mae_H) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, model_mae_H, "-o", color="tab:blue", markersize=4, label="model")
+    ax.plot(steps, baseline_mae_H, "--^", color="tab:orange", markersize=4, label="seasonal naive")
+    ax.set(xlabel="horizon step", ylabel=f"MAE ({unit})", title="test error by horizon step")
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def entity_f1_bars(per_entity: dict[str, dict[str, float]], *, title: str = "test F1 per entity type"
+                   ) -> Figure:
+    """Tagging: one horizontal bar per entity type (its F1), labelled with its support.
+
+    `per_entity[type]` holds at least `f1` and `support` (seqeval's classification_report).
+    """
+    if not per_entity:
+        raise ValueError("entity_f1_bars: need at least one entity type")
+    names = sorted(per_entity)
+    f1 = [float(per_entity[n]["f1"]) for n in names]
+    support = [int(per_entity[n].get("support", 0)) for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
+    bars = ax.barh(names, f1, color="tab:blue")
+    for bar, n in zip(bars, support):
+        ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"n={n}", va="center",
+                fontsize=8)
+    ax.set(xlim=(0, 1.12), xlabel="F1 (entity level)", title=title)
+    ax.invert_yaxis()  # first name on top
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def alignment_heatmap(weights_list: list[np.ndarray], source_tokens: list[list[str]],
+                      target_tokens: list[list[str]], titles: list[str]) -> Figure:
+    """Seq2seq attention: one panel per example, target steps (rows) x source steps (columns).
+
+    `weights_list[i]` is (T_i, S_i): the weights each decoded step gave each source token, padding
+    cut off; `source_tokens[i]` (S_i) and `target_tokens[i]` (T_i) label the axes. Each row sums
+    to 1, so one 0-1 color scale is shared by every panel.
+    """
+    n = len(weights_list)
+    if not n or not (n == len(source_tokens) == len(target_tokens) == len(titles)):
+        raise ValueError(
+            f"alignment_heatmap: need at least one example and one source, target and title per "
+            f"example; got {n} weight matrices, {len(source_tokens)} sources, "
+            f"{len(target_tokens)} targets and {len(titles)} titles"
+        )
+    matrices = [np.asarray(w, dtype=float).reshape(len(t), len(s))
+                for w, s, t in zip(weights_list, source_tokens, target_tokens)]
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    widest = max(m.shape[1] for m in matrices)
+    tallest = max(m.shape[0] for m in matrices)
+    size = (cols * max(4.0, 0.28 * widest + 1.5), rows * max(3.0, 0.28 * tallest + 1.5))
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=size)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+
+    def show(token: str) -> str:
+        return "␣" if token == " " else token  # a space label would be invisible
+    for ax, matrix, source, target, title in zip(axes.flat, matrices, source_tokens, target_tokens, titles):
+        image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks(range(len(source)), [show(t) for t in source], fontsize=7, rotation=90)
+        ax.set_yticks(range(len(target)), [show(t) for t in target], fontsize=7)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+        ax.set_title(title, fontsize=9, loc="left")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    fig.tight_layout()
+    return fig

@@ -44,14 +44,16 @@ class EpochLogger(UserCallback):
         report = metrics[0]
         epoch = int(report["epoch"])
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(report[k]), now, epoch) for k in EPOCH_METRICS if k in report]
+        # Every task's val_<metric> (lm: val_perplexity, ...), not only classify's.
+        keys = [k for k in report if k in EPOCH_METRICS or k.startswith("val_")]
+        batch = [Metric(k, float(report[k]), now, epoch) for k in keys]
         try:
             MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
         except Exception as exc:  # a tracking hiccup must not kill hours of training
             log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
         print(
             f"[recur] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
-            f"val_loss {report['val_loss']:.4f}  val_accuracy {report['val_accuracy']:.4f}  "
+            + "".join(f"{k} {report[k]:.4f}  " for k in report if k.startswith("val_")) +
             f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s",
             file=sys.stderr, flush=True,
         )
@@ -75,7 +77,7 @@ class RunTracker:
         items = list(params.items())
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             mlflow.log_params(dict(items[i : i + 100]))
-        mlflow.set_tags({"recur.task": "classify", "recur.config_files": ",".join(config_sources)})
+        mlflow.set_tags({"recur.task": self.cfg.data.task, "recur.config_files": ",".join(config_sources)})
         self.log_text(dump_yaml(self.cfg), "config/resolved.yaml")
         return self.run_id
 

@@ -89,17 +89,19 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     """Data-parallel training on Ray Train; metrics stream into the tracker's MLflow run."""
     import ray
 
+    from pipeline.tasks import task_class
     from pipeline.training.trainer import build_trainer, check_resources
 
     check_resources(cfg, ray.cluster_resources())
     rows = manifest.splits["train"].rows
     workers = max(cfg.resources.num_workers, 1)
-    if rows % workers:
-        # Ray Data's equal split keeps every rank on the same number of steps (unequal step counts
-        # hang DDP) by giving each worker floor(rows / workers) rows per epoch.
-        log.warning("train split has %d rows for %d workers: each epoch trains on %d rows, %d row(s) "
-                    "unseen per epoch", rows, workers, rows - rows % workers, rows % workers)
-    tracker.log_params({"train.rows_per_epoch": rows - rows % workers})
+    if task_class(cfg.data.task).split_train:
+        if rows % workers:
+            # Ray Data's equal split keeps every rank on the same number of steps (unequal step
+            # counts hang DDP) by giving each worker floor(rows / workers) rows per epoch.
+            log.warning("train split has %d rows for %d workers: each epoch trains on %d rows, %d "
+                        "row(s) unseen per epoch", rows, workers, rows - rows % workers, rows % workers)
+        tracker.log_params({"train.rows_per_epoch": rows - rows % workers})
     storage = os.path.join(cfg.tracking.runs_dir, "ray")
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
                             mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()])

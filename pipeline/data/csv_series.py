@@ -1,0 +1,331 @@
+"""CSV time series -> forecast dataset: history/horizon windows, split by time.
+
+A CSV file holds one (multichannel) time series: a header row, then one row per time step, with
+an optional time column (numbers or ISO-8601 dates, strictly increasing) and one column per
+channel (``value_columns``). Several files are read in the given order as one series.
+
+How the windows are built (``import_csv``):
+
+1. The series (N steps) is cut by time into three contiguous segments: train first, then val,
+   then test, with ``round(N * val_fraction)`` val and ``round(N * test_fraction)`` test steps.
+   Nothing is shuffled; ``seed`` is only recorded.
+2. Each segment is windowed on its own. A row is a history of ``window`` steps (``x``) and the
+   ``horizon`` steps right after it (``y``), both (time x channels) in RAW units; consecutive
+   rows start ``stride`` steps apart. Targets always lie inside their own segment, so no target
+   crosses a split boundary. Train histories lie inside train too; val and test histories may
+   reach back into the earlier segments (history only: at forecast time those values are
+   known), which keeps a short series usable - a test segment of 30 yearly steps still gives
+   ``30 - horizon + 1`` test windows instead of none. The first val/test window forecasts the
+   segment's first step.
+3. Row ids are the time column's text at the window's first forecast step (``"1950"``), or
+   ``"t=<step index>"`` without a time column: stable and unique.
+4. ``contract.write_dataset`` fits the normalization on the train rows' ``x``, which covers
+   train time only, so no val/test value leaks into the scaling.
+
+Bad input: a missing column (the columns found are named), a time value that is blank, not a
+number/date or not after the previous one, and a line with the wrong number of fields always
+fail (the series' order and spacing would be unknown). A blank, non-numeric, NaN or inf VALUE
+fails with every such cell listed (file, line, column, text); with ``on_invalid="quarantine"``
+the step stays in the series (a time step cannot be dropped without breaking its contiguity) and
+every window whose history or horizon touches it goes to ``<out>/quarantine/`` with the reasons.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.data.contract import SPLITS, DatasetError, Manifest, sources_for, write_dataset, x_array
+from pipeline.data.importers import _base_name, _check_fractions, _expand
+from pipeline.data.validate import DataValidationError, Problem
+
+MAX_REASONS = 3  # bad steps named per quarantined window (then a count)
+
+
+@dataclass
+class Series:
+    """A CSV series as read: N steps of C channels, with where each step came from."""
+
+    times: list[str]  # the time column's text per step, or "t=<index>" without one
+    values_NC: np.ndarray  # float64; NaN where the cell was invalid (see `bad`)
+    sources: list[str]  # "file:line" per step
+    columns: list[str]  # value columns, in channel order
+    bad: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # step -> [(column, reason)]
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
+    """("number", value) or ("date", datetime64) for a time cell; None when it is neither."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        return ("number", value) if math.isfinite(value) else None
+    try:
+        return "date", np.datetime64(text, "ns")
+    except ValueError:
+        return None
+
+
+def _value(text: str) -> tuple[float, str | None]:
+    """(value, None) for a finite number, else (NaN, why it is invalid)."""
+    if not text:
+        return math.nan, "blank value (expected a number)"
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan, f"expected a number, got {text!r}"
+    if not math.isfinite(value):
+        return math.nan, f"{text!r} is not a finite number (NaN and inf are not allowed)"
+    return value, None
+
+
+def read_series(files: list[tuple[str, str]], *, time_column: str | None,
+                value_columns: list[str]) -> Series:
+    """Read (shown name, local path) CSV files, in order, as one series.
+
+    Raises DatasetError naming the file and line for structural problems (missing column, wrong
+    field count, bad or non-increasing time); invalid VALUES are recorded in ``Series.bad``.
+    """
+    times: list[str] = []
+    rows: list[list[float]] = []
+    sources: list[str] = []
+    bad: dict[int, list[tuple[str, str]]] = {}
+    previous: tuple[str, Any, str] | None = None  # (kind, key, "file:line") of the last step
+    for shown, local in files:
+        with open(local, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header: list[str] | None = None
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue  # a blank line is not a time step
+                if header is None:
+                    header = [c.strip() for c in cells]
+                    wanted = ([time_column] if time_column else []) + list(value_columns)
+                    absent = [c for c in wanted if c not in header]
+                    if absent:
+                        raise DatasetError(
+                            f"{shown}:{line}: no column(s) {absent}; the header has {header} "
+                            "(choose them with time_column / value_columns)"
+                        )
+                    time_at = header.index(time_column) if time_column else None
+                    value_at = [header.index(c) for c in value_columns]
+                    continue
+                where = f"{shown}:{line}"
+                if len(cells) != len(header):
+                    raise DatasetError(f"{where}: {len(cells)} fields, but the header has {len(header)} "
+                                       f"({header})")
+                step = len(times)
+                if time_at is None:
+                    times.append(f"t={step}")
+                else:
+                    text = cells[time_at].strip()
+                    key = _time_key(text)
+                    if key is None:
+                        raise DatasetError(f"{where}: column {time_column!r}: expected a number or an "
+                                           f"ISO-8601 date as the time, got {text!r}")
+                    if previous is not None and key[0] != previous[0]:
+                        raise DatasetError(f"{where}: column {time_column!r}: time {text!r} is a {key[0]}, "
+                                           f"but the time at {previous[2]} is a {previous[0]}")
+                    if previous is not None and not key[1] > previous[1]:
+                        raise DatasetError(
+                            f"{where}: column {time_column!r}: time {text!r} is not after the previous "
+                            f"step's time {times[-1]!r} ({previous[2]}); rows must be in strictly "
+                            "increasing time order"
+                        )
+                    previous = (key[0], key[1], where)
+                    times.append(text)
+                row = []
+                for column, at in zip(value_columns, value_at):
+                    value, why = _value(cells[at].strip())
+                    row.append(value)
+                    if why is not None:
+                        bad.setdefault(step, []).append((column, why))
+                rows.append(row)
+                sources.append(where)
+        if header is None:
+            raise DatasetError(f"{shown}: empty file (expected a header row, then one row per time step)")
+    values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_columns))
+    return Series(times=times, values_NC=values, sources=sources, columns=list(value_columns), bad=bad)
+
+
+def segment_bounds(num_steps: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
+    """[start, end) step range of each split: train, then val, then test, by time."""
+    num_test = int(math.floor(num_steps * test_fraction + 0.5))
+    num_val = int(math.floor(num_steps * val_fraction + 0.5))
+    num_train = num_steps - num_val - num_test
+    return {"train": (0, num_train), "val": (num_train, num_train + num_val),
+            "test": (num_train + num_val, num_steps)}
+
+
+def window_starts(bounds: dict[str, tuple[int, int]], *, window: int, horizon: int,
+                  stride: int) -> dict[str, list[int]]:
+    """First forecast step of every window per split (history: the `window` steps before it).
+
+    Train histories start inside train; val/test histories may reach back into earlier segments,
+    targets [t, t + horizon) always lie inside the split's own segment.
+    """
+    out = {}
+    for split, (lo, hi) in bounds.items():
+        first = lo + window if split == "train" else max(lo, window)
+        out[split] = list(range(first, hi - horizon + 1, stride))
+    return out
+
+
+def _check_sizes(bounds: dict[str, tuple[int, int]], num_steps: int, *, window: int, horizon: int,
+                 val_fraction: float, test_fraction: float) -> None:
+    sizes = {s: hi - lo for s, (lo, hi) in bounds.items()}
+    need = {"train": window + horizon, "val": horizon, "test": horizon}
+    short = [s for s in SPLITS if sizes[s] < need[s]]
+    if short:
+        raise DatasetError(
+            f"the series has {num_steps} time steps, split by time into train {sizes['train']}, "
+            f"val {sizes['val']}, test {sizes['test']} (val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction}); too short: {short}. Train needs at least window + "
+            f"horizon = {window} + {horizon} = {need['train']} steps, val and test at least horizon = "
+            f"{horizon} each: use a smaller window or horizon, other fractions, or a longer series"
+        )
+
+
+def import_csv(
+    paths: list[str] | str,
+    out: str,
+    *,
+    name: str | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    on_invalid: Literal["fail", "quarantine"] = "fail",
+    time_column: str | None = None,
+    value_columns: list[str] | tuple[str, ...] = (),
+    window: int = 64,
+    horizon: int = 12,
+    stride: int = 1,
+    seasonal_period: int = 1,
+) -> Manifest:
+    """Import a CSV time series as a forecast dataset at ``out`` (see the module docstring).
+
+    ``window``/``horizon``: history and forecast steps per row; ``stride``: steps between
+    consecutive rows of a split; ``seasonal_period``: the season length m of the seasonal-naive
+    baseline (stored in ``task_params``; m = 1 is the naive last-value forecast), at most
+    ``window`` so every history holds a full season.
+    """
+    value_columns = list(value_columns)
+    if not value_columns:
+        raise ValueError("value_columns: name at least one column holding the series' values")
+    if len(set(value_columns)) != len(value_columns):
+        raise ValueError(f"value_columns: {value_columns} names a column twice")
+    if time_column is not None and time_column in value_columns:
+        raise ValueError(f"time_column {time_column!r} is also one of value_columns")
+    for key, value in (("window", window), ("horizon", horizon), ("stride", stride),
+                       ("seasonal_period", seasonal_period)):
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+    if seasonal_period > window:
+        raise ValueError(f"seasonal_period {seasonal_period} is longer than window {window}: the "
+                         "seasonal-naive baseline repeats the last season of each history")
+    if on_invalid not in ("fail", "quarantine"):
+        raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    _check_fractions(val_fraction, test_fraction)
+    if val_fraction <= 0 or test_fraction <= 0:
+        raise ValueError(f"a forecast dataset needs val_fraction > 0 and test_fraction > 0 (the last "
+                         f"parts of the series), got {val_fraction} and {test_fraction}")
+
+    files = _expand(paths, "csv")
+    series = read_series(files, time_column=time_column, value_columns=value_columns)
+    n = len(series)
+    bounds = segment_bounds(n, val_fraction, test_fraction)
+    _check_sizes(bounds, n, window=window, horizon=horizon, val_fraction=val_fraction,
+                 test_fraction=test_fraction)
+    starts = window_starts(bounds, window=window, horizon=horizon, stride=stride)
+    split_of_step = np.empty(n, dtype=object)
+    for split, (lo, hi) in bounds.items():
+        split_of_step[lo:hi] = split
+
+    if series.bad and on_invalid == "fail":
+        problems = [Problem(str(split_of_step[step]), series.times[step], column, reason,
+                            source=series.sources[step])
+                    for step, cells in sorted(series.bad.items()) for column, reason in cells]
+        raise DataValidationError(
+            problems,
+            header=f"import into {out} stopped: {len(series.bad)} of {n} time steps hold invalid values "
+                   f"({len(problems)} cells); nothing was written",
+            hint="fix the cells, or pass on_invalid='quarantine' to set aside every window that "
+                 "touches them",
+        )
+
+    bad_steps = np.array(sorted(series.bad), dtype=np.int64)
+    values = series.values_NC.astype(np.float32)
+    tables: dict[str, pa.Table] = {}
+    quarantined: dict[str, list] = {k: [] for k in ("id", "split", "reason", "source", "x", "y")}
+    for split in SPLITS:
+        ids, xs, ys = [], [], []
+        for t in starts[split]:
+            lo, hi = t - window, t + horizon
+            history, target = values[lo:t], values[t:hi]
+            touched = bad_steps[(bad_steps >= lo) & (bad_steps < hi)]
+            if len(touched):
+                reasons = [f"{series.sources[s]} (time {series.times[s]}) column {column!r}: {why}"
+                           for s in touched[:MAX_REASONS] for column, why in series.bad[int(s)]]
+                extra = len(touched) - MAX_REASONS
+                more = f"; and {extra} more bad steps" if extra > 0 else ""
+                for key, value in (("id", series.times[t]), ("split", split),
+                                   ("reason", "window touches invalid steps: " + "; ".join(reasons) + more),
+                                   ("source", series.sources[int(touched[0])]), ("x", history),
+                                   ("y", target)):
+                    quarantined[key].append(value)
+                continue
+            ids.append(series.times[t])
+            xs.append(history)
+            ys.append(target)
+        if not ids:
+            count = len(starts[split])
+            raise DatasetError(
+                f"split {split!r} would have no windows: {count} window(s) fit its segment "
+                f"(steps {bounds[split][0]}..{bounds[split][1] - 1}), "
+                f"{len([q for q in quarantined['split'] if q == split])} of them quarantined"
+            )
+        tables[split] = pa.Table.from_arrays(
+            [pa.array(ids, pa.string()), x_array(xs), x_array(ys)], names=["id", "x", "y"])
+
+    quarantine = None
+    if quarantined["id"]:
+        quarantine = pa.table({
+            "id": pa.array(quarantined["id"], pa.string()),
+            "split": pa.array(quarantined["split"], pa.string()),
+            "reason": pa.array(quarantined["reason"], pa.string()),
+            "source": pa.array(quarantined["source"], pa.string()),
+            "x": x_array(quarantined["x"]),
+            "y": x_array(quarantined["y"]),
+        })
+
+    sources = [s.model_copy(update={"path": shown})
+               for s, (shown, _) in zip(sources_for([f for _, f in files]), files)]
+    segments = {split: {"steps": hi - lo, "first": series.times[lo], "last": series.times[hi - 1]}
+                for split, (lo, hi) in bounds.items()}
+    task_params = {
+        "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
+        "time_column": time_column, "value_columns": value_columns, "num_steps": n,
+        "segments": segments,
+        # val/test histories may start in the segment before (targets never do)
+        "history_crosses_segments": True,
+    }
+    return write_dataset(
+        out, tables, name=name or _base_name(files[0][1]), task="forecast", labels=[],
+        sources=sources, quarantine=quarantine, task_params=task_params,
+        import_params={
+            "format": "csv", "time_column": time_column, "value_columns": value_columns,
+            "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
+            "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+            "on_invalid": on_invalid,
+        },
+    )

@@ -1,0 +1,422 @@
+"""Language modelling: next-token cross-entropy, perplexity, bits per character, sampling.
+
+Training is truncated backpropagation through time (TBPTT). A split's token stream (its rows
+ordered by id, concatenated) is cut into `num_streams` equal contiguous streams, laid side by
+side as the rows of a (streams x length) matrix; each batch is the next `train.bptt` columns, with
+the targets one token ahead. The recurrent state leaving a chunk enters the next chunk of the same
+streams, detached, so the model sees context far longer than `bptt` while gradients stop at the
+chunk boundary. The state is reset at the start of every pass (`start_epoch`).
+
+Data-parallel training: every rank reads the whole train split (`split_train = False`), the
+stream is cut into world_size x batch_size streams, and rank r takes streams
+[r * batch_size, (r + 1) * batch_size). All streams have one length, so every rank runs the same
+number of steps (DDP would hang otherwise); the tail that does not fill a stream (fewer than
+world_size x batch_size tokens) is left out, and logged once.
+
+Shape suffixes: B batch (streams), T time steps, V vocabulary, N tokens, S streams, L stream length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch.nn import functional as F
+
+from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from pipeline.data.text_corpus import (
+    NEWLINE,
+    encode,
+    join_tokens,
+    stream_from_rows,
+    token_index,
+    tokenize,
+)
+from pipeline.tasks.base import Batch, MetricState, Report, Task
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+PREDICT_CHUNK = 512  # tokens per forward pass when scoring text or reading a prompt
+GATE_PIECES = 4  # the test text is scored as this many contiguous pieces
+NEVER_SAMPLED = (PAD_ID, BOS_ID, EOS_ID)  # never targets in training: never generated
+UNK_CHAR = "\ufffd"  # how an unknown character is written out (char level)
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def perplexity(loss_nats: float) -> float:
+    """exp(mean cross-entropy in nats per token); inf when that overflows."""
+    try:
+        return math.exp(loss_nats)
+    except OverflowError:
+        return math.inf
+
+
+def bits_per_char(total_nats: float, characters: float) -> float:
+    """Total cross-entropy (nats) over the characters it covers, in bits: nats / chars / ln 2."""
+    return total_nats / characters / LN2 if characters > 0 else math.nan
+
+
+# ---------------------------------------------------------------------------- token streams
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's data-parallel rank and world size: from torch.distributed, which Ray Train
+    initializes before the worker function runs; (0, 1) outside data-parallel training."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def split_streams(stream_N: np.ndarray, num_streams: int) -> np.ndarray:
+    """Cut a token stream into `num_streams` equal contiguous streams, stream_SL (S = num_streams).
+
+    The last N mod S tokens do not fill a stream and are left out.
+    """
+    length = len(stream_N) // num_streams
+    return stream_N[: num_streams * length].reshape(num_streams, length)
+
+
+def rank_streams(stream_N: np.ndarray, *, world_size: int, rank: int, batch_size: int) -> np.ndarray:
+    """Rank `rank`'s `batch_size` streams out of world_size x batch_size equal streams: stream_BL.
+
+    Every rank gets the same L, hence the same number of chunks (`chunk_spans`).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside a world of {world_size}")
+    streams_SL = split_streams(stream_N, world_size * batch_size)
+    return streams_SL[rank * batch_size : (rank + 1) * batch_size]
+
+
+def chunk_spans(length: int, bptt: int) -> list[tuple[int, int]]:
+    """(start, steps) of each chunk of a stream of `length` tokens: inputs start..start+steps-1,
+    targets one later. The last chunk may be shorter; a stream of length L gives L - 1 targets."""
+    return [(t, min(bptt, length - 1 - t)) for t in range(0, length - 1, bptt)]
+
+
+def stream_batches(streams_BL: np.ndarray, bptt: int, chars_per_token: float = 1.0) -> Iterator[Batch]:
+    """Consecutive TBPTT chunks of `streams_BL`: x_BT, y_BT (= x shifted by one), lengths_B and
+    `characters` (float64: the characters the targets cover, for bits per character)."""
+    streams = torch.from_numpy(np.ascontiguousarray(streams_BL, dtype=np.int64))
+    batch = streams.shape[0]
+    for start, steps in chunk_spans(streams.shape[1], bptt):
+        yield {
+            "x": streams[:, start : start + steps].contiguous(),
+            "lengths": torch.full((batch,), steps, dtype=torch.int64),
+            "y": streams[:, start + 1 : start + 1 + steps].contiguous(),
+            "characters": torch.tensor(batch * steps * chars_per_token, dtype=torch.float64),
+        }
+
+
+def detach_state(state: Any) -> Any:
+    """The recurrent state without its autograd history (h, or (h, c) for an LSTM)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def _state_batch(state: Any) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def arrow_table(iterator: Any) -> pa.Table:
+    """Every row of a Ray Data iterator (or dataset shard) as one Arrow table."""
+    tables = list(iterator.iter_batches(batch_size=None, batch_format="pyarrow"))
+    if not tables:
+        return pa.table({"id": pa.array([], pa.string()), "x": pa.array([], pa.list_(pa.int32()))})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def sample_next(logits_V: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
+                generator: torch.Generator | None = None) -> int:
+    """Draw the next token id from logits: temperature-scaled softmax over the `top_k` most likely
+    tokens (all when 0); padding, <bos> and <eos> are never drawn. top_k=1 is greedy argmax."""
+    logits_V = logits_V.detach().float().clone()
+    never = [i for i in NEVER_SAMPLED if i < logits_V.shape[0]]
+    logits_V[never] = -math.inf
+    if 0 < top_k < logits_V.shape[0]:
+        kth = torch.topk(logits_V, top_k).values[-1]
+        logits_V[logits_V < kth] = -math.inf
+    probs_V = torch.softmax(logits_V / temperature, dim=-1)
+    return int(torch.multinomial(probs_V, 1, generator=generator))
+
+
+# -------------------------------------------------------------------------------------- task
+
+
+class LanguageModelTask(Task):
+    name = "lm"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "perplexity", "bits_per_char")
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False,
+                                                   "bits_per_char": False}
+    gate_metrics: ClassVar[tuple[str, ...]] = ("perplexity", "bits_per_char")
+    # perplexity compares models of the same vocabulary on any level; bits_per_char also compares
+    # char and word models (set registry.metric: bits_per_char for that).
+    default_gate_metric = "perplexity"
+    split_train = False
+    predict_params: ClassVar[dict[str, Any]] = {"max_new_tokens": 0, "temperature": 1.0, "top_k": 0,
+                                                "seed": 0}
+
+    def __init__(self, pre: Any, cfg: Any = None) -> None:
+        super().__init__(pre, cfg)
+        params = pre.task_params
+        self.vocab: list[str] = list(pre.vocab)
+        self.level: str = params.get("level", "char")
+        self.lowercase: bool = bool(params.get("lowercase", False))
+        self.index = token_index(self.vocab)
+        self.bptt = self.cfg.train.bptt
+        # Characters per token of each split, so bits per character on word level divides by the
+        # characters of the text (char level: exactly 1).
+        tokens, characters = params.get("tokens", {}), params.get("characters", {})
+        self.chars_per_token = {split: characters[split] / tokens[split]
+                                for split in tokens if tokens.get(split) and split in characters}
+        self._state: Any = None  # recurrent state carried from one chunk to the next
+        # "train" / "val": this rank's streams (stream_BL) and characters per token, read once
+        self._streams: dict[str, tuple[np.ndarray, float]] = {}
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> torch.nn.Module:
+        from pipeline.models.language_model import LanguageModel
+
+        m = self.cfg.model
+        return LanguageModel(vocab_size=len(self.vocab), **m.encoder_args(),
+                             embedding_size=m.embedding_size, tie_weights=m.tie_weights)
+
+    # ------------------------------------------------------------------ data
+    def _chars_per_token(self, table: pa.Table) -> float:
+        if self.level == "char" or table.num_rows == 0:
+            return 1.0
+        split = table.column("id")[0].as_py().rsplit(":", 1)[0]
+        return self.chars_per_token.get(split, 1.0)
+
+    def collate(self, table: pa.Table) -> Batch:
+        """Rows on their own (no carried state): x = each row but its last token, y = but its first."""
+        from pipeline.data.preprocess import arrow_lists, pad_token_lists
+
+        ids_N, lengths_B = arrow_lists(table.column("x"))
+        if lengths_B.size and lengths_B.min() < 2:
+            raise ValueError("every row needs at least 2 tokens to predict one from the other")
+        starts = np.concatenate([[0], np.cumsum(lengths_B)[:-1]])
+        keep_x = np.ones(len(ids_N), dtype=bool)
+        keep_x[starts + lengths_B - 1] = False
+        keep_y = np.ones(len(ids_N), dtype=bool)
+        keep_y[starts] = False
+        x_BT = pad_token_lists(ids_N[keep_x], lengths_B - 1)
+        y_BT = pad_token_lists(ids_N[keep_y], lengths_B - 1)
+        return {"x": x_BT, "lengths": torch.from_numpy(lengths_B - 1), "y": y_BT,
+                "characters": torch.tensor(float((lengths_B - 1).sum()) * self._chars_per_token(table),
+                                           dtype=torch.float64)}
+
+    def loss_weight(self, batch: Batch) -> int:
+        return int(batch["y"].numel())
+
+    def streams(self, table: pa.Table, *, what: str, world_size: int, rank: int,
+                batch_size: int) -> np.ndarray:
+        """This rank's streams of a split (stream_BL), with a clear error when they are too short.
+
+        Training needs every stream to hold at least one full chunk (bptt + 1 tokens); evaluation
+        (world 1) uses fewer streams than `batch_size` when the split is short, down to one.
+        """
+        stream_N = stream_from_rows(table)
+        n = len(stream_N)
+        if world_size > 1 or what == "train":
+            num_streams = world_size * batch_size
+            need = num_streams * (self.bptt + 1)
+            if n < need:
+                raise ValueError(
+                    f"{what} split: {n} tokens cannot make {world_size} worker(s) x data.batch_size="
+                    f"{batch_size} streams of at least one train.bptt={self.bptt} chunk ({need} tokens "
+                    "needed); lower data.batch_size, train.bptt or resources.num_workers, or use more text"
+                )
+        else:
+            if n < 2:
+                raise ValueError(f"{what} split: {n} token(s); at least 2 are needed to predict one")
+            num_streams = max(1, min(batch_size, n // (self.bptt + 1)))
+        dropped = n - n // num_streams * num_streams
+        if dropped:
+            log.info("%s split: %d tokens in %d streams of %d; the last %d token(s) are left out",
+                     what, n, num_streams, n // num_streams, dropped)
+        if world_size == 1:
+            return split_streams(stream_N, num_streams)
+        return rank_streams(stream_N, world_size=world_size, rank=rank, batch_size=batch_size)
+
+    def train_batches(self, shard: Any, *, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]:
+        """TBPTT chunks of this rank's streams of the whole train split (the same every epoch)."""
+        if "train" not in self._streams:  # read once: the split does not change during a run
+            table = arrow_table(shard)
+            rank, world = rank_and_world()
+            self._streams["train"] = (self.streams(table, what="train", world_size=world, rank=rank,
+                                                   batch_size=batch_size), self._chars_per_token(table))
+        return stream_batches(self._streams["train"][0], self.bptt, self._streams["train"][1])
+
+    def eval_batches(self, iterator: Any, *, batch_size: int) -> Iterator[Batch]:
+        """TBPTT chunks over all of val (every rank evaluates the same streams)."""
+        if "val" not in self._streams:
+            table = arrow_table(iterator)
+            self._streams["val"] = (self.streams(table, what="val", world_size=1, rank=0,
+                                                 batch_size=batch_size), self._chars_per_token(table))
+        return stream_batches(self._streams["val"][0], self.bptt, self._streams["val"][1])
+
+    def table_batches(self, table: pa.Table, batch_size: int = 256) -> Iterator[Batch]:
+        """TBPTT chunks over an in-memory split. Uses data.batch_size streams (not `batch_size`),
+        as validation does, so test and val numbers compare."""
+        streams = self.streams(table, what="test", world_size=1, rank=0, batch_size=self.cfg.data.batch_size)
+        return stream_batches(streams, self.bptt, self._chars_per_token(table))
+
+    # ------------------------------------------------------------------ loop
+    def start_epoch(self, train: bool) -> None:
+        self._state = None
+
+    def forward(self, model: torch.nn.Module, batch: Batch, *, train: bool) -> torch.Tensor:
+        """Logits for the chunk, starting from the detached state the previous chunk left."""
+        state = self._state
+        if state is not None and _state_batch(state) != batch["x"].shape[0]:
+            state = None  # a batch of other streams: nothing to carry
+        logits_BTV, new_state = model(batch["x"], batch["lengths"], state)
+        self._state = detach_state(new_state)
+        return logits_BTV
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy per target token (nats)."""
+        return F.cross_entropy(outputs.float().flatten(0, 1), batch["y"].flatten())
+
+    def new_state(self, device: torch.device | str = "cpu") -> MetricState:
+        return {
+            "loss_sum": torch.zeros((), dtype=torch.float64, device=device),  # nats
+            "tokens": torch.zeros((), dtype=torch.int64, device=device),  # predicted tokens
+            "characters": torch.zeros((), dtype=torch.float64, device=device),  # they cover
+        }
+
+    def update(self, state: MetricState, outputs: torch.Tensor, batch: Batch) -> None:
+        y_BT = batch["y"]
+        nats = F.cross_entropy(outputs.float().flatten(0, 1), y_BT.flatten(), reduction="sum")
+        state["loss_sum"] += nats.detach().double()
+        state["tokens"] += y_BT.numel()
+        state["characters"] += batch["characters"].to(state["characters"].device)
+
+    def compute(self, state: MetricState) -> dict[str, float]:
+        nats, tokens = float(state["loss_sum"]), int(state["tokens"])
+        loss = nats / max(tokens, 1)
+        return {"loss": loss, "perplexity": perplexity(loss),
+                "bits_per_char": bits_per_char(nats, float(state["characters"]))}
+
+    # ------------------------------------------------------------------ after training
+    def decode(self, ids: list[int]) -> list[str]:
+        """Token ids -> token strings (<unk> written as U+FFFD on char level)."""
+        unk = UNK_CHAR if self.level == "char" else SPECIALS[UNK_ID]
+        return [unk if i < len(SPECIALS) else self.vocab[i] for i in ids]
+
+    def default_prompt(self, table: pa.Table) -> str:
+        """The first complete line of the test text (the split may start mid-line), with its newline."""
+        stream = stream_from_rows(table)[:4096].tolist()
+        lines = join_tokens(self.decode(stream), self.level).split(NEWLINE)
+        complete = [line for line in lines[1:-1] if line.strip()]
+        return (complete[0] if complete else lines[0]) + NEWLINE
+
+    def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
+        gen = self.cfg.generate
+        if gen.samples == 0:
+            return Report()
+        prompt = gen.prompt if gen.prompt is not None else self.default_prompt(table)
+        params = {"max_new_tokens": gen.length, "temperature": gen.temperature, "top_k": gen.top_k,
+                  "seed": gen.seed}
+        out = self.predict(model, pd.DataFrame({"text": [prompt] * gen.samples}), params)
+        header = (f"# {gen.samples} samples of {gen.length} {self.level} tokens, temperature "
+                  f"{gen.temperature}, top_k {gen.top_k}, seed {gen.seed}; prompt {prompt!r}\n")
+        body = "".join(f"\n----- sample {i + 1} -----\n{text}\n" for i, text in enumerate(out["text"]))
+        return Report(texts={"eval/samples.txt": header + body})
+
+    # ------------------------------------------------------------------ serving and gate
+    def _encode_text(self, text: str) -> list[str]:
+        return tokenize(text.lower() if self.lowercase else text, self.level)
+
+    @torch.no_grad()
+    def score_text(self, model: torch.nn.Module, text: str) -> tuple[float, int, int]:
+        """(total nats, predicted tokens, characters they cover) of `text` under the model: every
+        token after the first is predicted from all before it, in chunks carrying the state."""
+        pieces = self._encode_text(text)
+        if len(pieces) < 2:
+            return 0.0, 0, 0
+        ids = torch.from_numpy(encode(pieces, self.index).astype(np.int64))
+        nats, state = 0.0, None
+        for start, steps in chunk_spans(len(ids), PREDICT_CHUNK):
+            x_1T = ids[start : start + steps].unsqueeze(0)
+            logits_1TV, state = model(x_1T, torch.tensor([steps]), state)
+            y_T = ids[start + 1 : start + 1 + steps]
+            nats += float(F.cross_entropy(logits_1TV[0].float(), y_T, reduction="sum"))
+        characters = len(join_tokens(pieces, self.level)) - len(pieces[0])
+        return nats, len(ids) - 1, characters
+
+    @torch.no_grad()
+    def generate_text(self, model: torch.nn.Module, prompt: str, *, max_new_tokens: int,
+                      temperature: float, top_k: int, generator: torch.Generator) -> str:
+        """The continuation of `prompt` (`max_new_tokens` sampled tokens, as text). An empty prompt
+        starts from a newline."""
+        pieces = self._encode_text(prompt) or [NEWLINE]
+        ids = torch.from_numpy(encode(pieces, self.index).astype(np.int64))
+        state = None
+        for start in range(0, len(ids) - 1, PREDICT_CHUNK):  # read the prompt but its last token
+            x_1T = ids[start : min(start + PREDICT_CHUNK, len(ids) - 1)].unsqueeze(0)
+            _, state = model(x_1T, torch.tensor([x_1T.shape[1]]), state)
+        current, new_ids = int(ids[-1]), []
+        one = torch.tensor([1])
+        for _ in range(max_new_tokens):
+            logits_11V, state = model(torch.tensor([[current]]), one, state)
+            current = sample_next(logits_11V[0, -1], temperature=temperature, top_k=top_k,
+                                  generator=generator)
+            new_ids.append(current)
+        return join_tokens(self.decode(new_ids), self.level, after=prompt)
+
+    # Input: column `text` (one string per row). Params: max_new_tokens (0: score the text),
+    # temperature, top_k (0: all tokens), seed. Scoring outputs `nll` (total nats over the tokens
+    # after the first), `tokens`, `characters`; generating outputs `text` (prompt + continuation)
+    # and `generated` (the continuation).
+    def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        p = {**self.predict_params, **(params or {})}
+        if "text" not in inputs.columns:
+            raise ValueError(f"lm model input needs a column 'text' (one string per row); got "
+                             f"{list(inputs.columns)}")
+        texts = ["" if t is None else str(t) for t in inputs["text"].tolist()]
+        model.eval()
+        max_new = int(p["max_new_tokens"])
+        if max_new <= 0:
+            scored = [self.score_text(model, t) for t in texts]
+            return pd.DataFrame({
+                "nll": np.array([s[0] for s in scored], dtype=np.float64),
+                "tokens": np.array([s[1] for s in scored], dtype=np.int64),
+                "characters": np.array([s[2] for s in scored], dtype=np.int64),
+            })
+        temperature, top_k = float(p["temperature"]), int(p["top_k"])
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        generator = torch.Generator().manual_seed(int(p["seed"]))
+        generated = [self.generate_text(model, t, max_new_tokens=max_new, temperature=temperature,
+                                        top_k=top_k, generator=generator) for t in texts]
+        return pd.DataFrame({"text": [t + g for t, g in zip(texts, generated)], "generated": generated})
+
+    def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
+        """The test text (decoded from its stream) as GATE_PIECES contiguous pieces; no truth
+        beyond the text itself."""
+        stream = stream_from_rows(table).tolist()
+        count = max(1, min(GATE_PIECES, len(stream) // 2))
+        bounds = np.linspace(0, len(stream), count + 1).astype(int)
+        tokens = self.decode(stream)
+        texts = [join_tokens(tokens[a:b], self.level) for a, b in zip(bounds[:-1], bounds[1:])]
+        return pd.DataFrame({"text": texts}), None
+
+    def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
+        nats, tokens = float(outputs["nll"].sum()), int(outputs["tokens"].sum())
+        return {"perplexity": perplexity(nats / max(tokens, 1)),
+                "bits_per_char": bits_per_char(nats, float(outputs["characters"].sum()))}

@@ -1,0 +1,178 @@
+"""CSV time series -> forecast dataset: windows, time splits, train-only scaling, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.data.contract import DatasetError, read_manifest, read_quarantine, read_split, x_to_numpy
+from pipeline.data.csv_series import import_csv
+from pipeline.data.importers import import_dataset
+from pipeline.data.validate import DataValidationError, validate_dataset
+
+
+def csv_file(tmp_path, rows: list[str], header: str = "year,a,b", name: str = "series.csv") -> str:
+    path = tmp_path / name
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return str(path)
+
+
+def ramp(n: int, start: int = 2000) -> list[str]:
+    """Step i holds a = i and b = 100 + 2i: every value tells which step it came from."""
+    return [f"{start + i},{i},{100 + 2 * i}" for i in range(n)]
+
+
+def windows_of(root: str, split: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    table = read_split(root, split)
+    return (table.column("id").to_pylist(), x_to_numpy(table.column("x")),
+            x_to_numpy(table.column("y")))
+
+
+def test_windows_follow_the_time_split(tmp_path):
+    # Given 40 steps, window 4, horizon 2, val and test 10 steps each (train 20)
+    path = csv_file(tmp_path, ramp(40))
+    root = str(tmp_path / "ds")
+    m = import_csv(path, root, time_column="year", value_columns=["a", "b"], window=4, horizon=2,
+                   seasonal_period=2, val_fraction=0.25, test_fraction=0.25)
+    # then train windows lie inside steps 0..19; val/test targets inside 20..29 / 30..39
+    assert {s: m.splits[s].rows for s in ("train", "val", "test")} == {"train": 15, "val": 9, "test": 9}
+    segments = {"train": (0, 20), "val": (20, 30), "test": (30, 40)}
+    for split, (lo, hi) in segments.items():
+        ids, xs, ys = windows_of(root, split)
+        for row_id, x, y in zip(ids, xs, ys):
+            first = int(x[0, 0])
+            assert x.shape == (4, 2) and y.shape == (2, 2)
+            # contiguous history then horizon, both channels from the same steps, raw units
+            assert x[:, 0].tolist() + y[:, 0].tolist() == list(range(first, first + 6))
+            assert (x[:, 1] == 100 + 2 * x[:, 0]).all()
+            # the row id is the time of the first forecast step
+            assert row_id == str(2000 + int(y[0, 0]))
+            # targets never cross a boundary; train histories stay in train
+            assert lo <= y[0, 0] and y[-1, 0] < hi
+            if split == "train":
+                assert x[0, 0] >= lo
+        # the first val/test window forecasts the segment's first step (history reaches back)
+        if split != "train":
+            assert int(ys[0][0, 0]) == lo and int(ys[-1][-1, 0]) == hi - 1
+    params = m.task_params
+    assert (params["window"], params["horizon"], params["stride"], params["seasonal_period"]) == (4, 2, 1, 2)
+    assert params["value_columns"] == ["a", "b"] and params["time_column"] == "year"
+    assert params["segments"]["test"] == {"steps": 10, "first": "2030", "last": "2039"}
+    assert validate_dataset(root).ok
+
+
+def test_scaling_is_fit_on_train_windows_only(tmp_path):
+    # Given a series whose val/test part is far larger than its train part
+    rows = [f"{i},{1.0 if i < 30 else 1000.0}" for i in range(50)]
+    root = str(tmp_path / "ds")
+    m = import_csv(csv_file(tmp_path, rows, header="t,v"), root, time_column="t", value_columns=["v"],
+                   window=5, horizon=3, val_fraction=0.2, test_fraction=0.2)
+    # then the statistics only see train values (all 1.0): mean 1, std at its floor
+    assert m.normalization.mean == [pytest.approx(1.0)]
+    assert m.normalization.std[0] < 1e-3
+    # and they equal the statistics of the train rows' x
+    train_x = np.concatenate(windows_of(root, "train")[1])
+    assert train_x.max() == 1.0
+
+
+def test_stride_and_no_time_column(tmp_path):
+    root = str(tmp_path / "ds")
+    m = import_csv(csv_file(tmp_path, ramp(40)), root, value_columns=["a"], window=4, horizon=2,
+                   stride=3, val_fraction=0.25, test_fraction=0.25)
+    ids, xs, _ = windows_of(root, "train")
+    # train targets start at 4, 7, 10, ... up to 18 (target 18..19 still inside train)
+    assert [int(x[-1, 0]) + 1 for x in xs] == [4, 7, 10, 13, 16]
+    assert ids == ["t=4", "t=7", "t=10", "t=13", "t=16"]
+    assert m.feature.num_channels == 1
+
+
+def test_dates_as_time_and_cli_format_name(tmp_path):
+    rows = [f"2024-01-{d:02d},{d}" for d in range(1, 31)]
+    root = str(tmp_path / "ds")
+    m = import_dataset("csv", [csv_file(tmp_path, rows, header="day,v")], root, time_column="day",
+                       value_columns=["v"], window=3, horizon=2)
+    assert m.task == "forecast" and m.name == "series"
+    assert read_split(root, "test").column("id").to_pylist()[0] == "2024-01-25"
+
+
+def test_segment_too_short_names_the_sizes(tmp_path):
+    # 20 steps -> train 12, val 4, test 4; train needs window + horizon = 13
+    with pytest.raises(DatasetError, match=r"20 time steps.*train 12, val 4, test 4.*"
+                                           r"window \+ horizon = 8 \+ 5 = 13"):
+        import_csv(csv_file(tmp_path, ramp(20)), str(tmp_path / "ds"), time_column="year",
+                   value_columns=["a"], window=8, horizon=5, val_fraction=0.2, test_fraction=0.2)
+
+
+def test_time_must_increase(tmp_path):
+    rows = ramp(30)
+    rows[12], rows[13] = rows[13], rows[12]  # line 15 (header is line 1) goes back in time
+    with pytest.raises(DatasetError, match=r"series.csv:15: column 'year': time '2012' is not after .*"
+                                           r"'2013' \(.*series.csv:14\)"):
+        import_csv(csv_file(tmp_path, rows), str(tmp_path / "ds"), time_column="year",
+                   value_columns=["a"], window=3, horizon=2)
+
+
+def test_missing_column_names_the_columns_found(tmp_path):
+    with pytest.raises(DatasetError, match=r"no column\(s\) \['c'\]; the header has \['year', 'a', 'b'\]"):
+        import_csv(csv_file(tmp_path, ramp(30)), str(tmp_path / "ds"), time_column="year",
+                   value_columns=["a", "c"], window=3, horizon=2)
+
+
+def test_bad_values_fail_naming_file_line_column_and_text(tmp_path):
+    rows = ramp(30)
+    rows[5] = "2005,abc,110"  # line 7
+    rows[9] = "2009,9,"  # line 11: blank
+    rows[20] = "2020,nan,140"  # line 22
+    root = tmp_path / "ds"
+    with pytest.raises(DataValidationError) as err:
+        import_csv(csv_file(tmp_path, rows), str(root), time_column="year", value_columns=["a", "b"],
+                   window=3, horizon=2)
+    text = str(err.value)
+    assert "series.csv:7" in text and "series.csv:11" in text and "series.csv:22" in text
+    found = [(p.source.rsplit(":", 1)[1], p.row_id, p.column) for p in err.value.problems]
+    assert found == [("7", "2005", "a"), ("11", "2009", "b"), ("22", "2020", "a")]
+    assert "expected a number, got 'abc'" in err.value.problems[0].reason
+    assert "blank value" in err.value.problems[1].reason
+    assert "not a finite number" in err.value.problems[2].reason
+    assert not (root / "manifest.json").exists()
+
+
+def test_quarantine_sets_aside_every_window_touching_a_bad_step(tmp_path):
+    rows = ramp(40)
+    rows[10] = "2010,oops,120"  # a train step
+    root = str(tmp_path / "ds")
+    m = import_csv(csv_file(tmp_path, rows), root, time_column="year", value_columns=["a"], window=4,
+                   horizon=2, val_fraction=0.25, test_fraction=0.25, on_invalid="quarantine")
+    # windows whose span [t-4, t+2) holds step 10: t in 9..14 -> 6 windows, all train
+    quarantine = read_quarantine(root)
+    assert sorted(quarantine.column("id").to_pylist()) == [str(2000 + t) for t in range(9, 15)]
+    assert set(quarantine.column("split").to_pylist()) == {"train"}
+    assert all("series.csv:12" in r and "'oops'" in r for r in quarantine.column("reason").to_pylist())
+    assert m.quarantined == {"train": 6} and m.splits["train"].rows == 15 - 6
+    ids, xs, ys = windows_of(root, "train")
+    for x, y in zip(xs, ys):
+        assert 10 not in x[:, 0].tolist() + y[:, 0].tolist()
+    assert validate_dataset(root).ok
+
+
+def test_option_checks(tmp_path):
+    path = csv_file(tmp_path, ramp(30))
+    with pytest.raises(ValueError, match="seasonal_period 5 is longer than window 4"):
+        import_csv(path, str(tmp_path / "a"), value_columns=["a"], window=4, horizon=2, seasonal_period=5)
+    with pytest.raises(ValueError, match="val_fraction > 0"):
+        import_csv(path, str(tmp_path / "b"), value_columns=["a"], window=4, horizon=2, val_fraction=0.0)
+    with pytest.raises(DatasetError, match=r"series.csv:4: 2 fields, but the header has 3"):
+        import_csv(csv_file(tmp_path, ["2000,1,2", "2001,2,3", "2002,3"], name="series.csv"),
+                   str(tmp_path / "c"), value_columns=["a"], window=1, horizon=1)
+
+
+def test_builtin_sunspots(tmp_path):
+    root = str(tmp_path / "sun")
+    m = import_csv("builtin://sunspots/sunspots.csv", root, time_column="YEAR",
+                   value_columns=["SUNACTIVITY"], window=32, horizon=8, seasonal_period=11)
+    # 309 years: train 185 (1700-1884), val 62, test 62; 185-32-8+1 and 62-8+1 windows
+    assert {s: i.rows for s, i in m.splits.items()} == {"train": 146, "val": 55, "test": 55}
+    assert m.task_params["segments"]["val"]["first"] == "1885"
+    assert read_split(root, "test").column("id").to_pylist()[0] == "1947"
+    assert m.sources[0].path == "builtin://sunspots/sunspots.csv"
+    assert read_manifest(root).data_hash == m.data_hash

@@ -1,0 +1,159 @@
+"""Forecast task: seasonal-naive baseline, metrics by hand, model shapes, predict/score vs compute."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.data.contract import x_array
+from pipeline.data.preprocess import Preprocessing
+from pipeline.models import model_from_args
+from pipeline.models.forecaster import Forecaster
+from pipeline.tasks import build_task
+from pipeline.tasks.forecast import error_sums, scores_from_sums, seasonal_naive
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    # Given two histories, concatenated: [1..5] and [7, 8]
+    steps_NC = np.array([[1], [2], [3], [4], [5], [7], [8]], dtype=np.float32)
+    lengths_B = np.array([5, 2])
+    # m = 2: the last season of [1..5] is (4, 5), repeated; of [7, 8] it is (7, 8)
+    naive = seasonal_naive(steps_NC, lengths_B, horizon=3, period=2)
+    assert naive[:, :, 0].tolist() == [[4, 5, 4], [7, 8, 7]]
+    # m = 1: the last value
+    last = seasonal_naive(steps_NC, lengths_B, horizon=3, period=1)
+    assert last[:, :, 0].tolist() == [[5, 5, 5], [8, 8, 8]]
+    # m = 3 with a history of 2 steps uses m = 2
+    assert seasonal_naive(steps_NC, lengths_B, horizon=2, period=3)[:, :, 0].tolist() == [[3, 4], [7, 8]]
+
+
+def test_seasonal_naive_keeps_channels_apart():
+    steps_NC = np.array([[1, 10], [2, 20], [3, 30]], dtype=np.float32)
+    naive = seasonal_naive(steps_NC, np.array([3]), horizon=2, period=2)
+    assert naive.tolist() == [[[2, 20], [3, 30]]]
+
+
+def test_metrics_by_hand():
+    # forecast (1, 2), actual (2, 2), naive (0, 4): one window, horizon 2, one channel
+    forecast, actual, naive = (torch.tensor(v, dtype=torch.float32).view(1, 2, 1)
+                               for v in ([1.0, 2.0], [2.0, 2.0], [0.0, 4.0]))
+    scores = scores_from_sums(error_sums(forecast, actual, naive))
+    # model |errors| 1, 0; baseline |errors| 2, 2
+    assert scores["mae"] == pytest.approx(0.5)
+    assert scores["rmse"] == pytest.approx(math.sqrt(0.5))
+    assert scores["smape"] == pytest.approx((200 * 1 / 3 + 0) / 2)  # 33.33 %
+    assert scores["mase"] == pytest.approx(0.25)
+    assert scores["baseline_mae"] == pytest.approx(2.0) and scores["baseline_rmse"] == pytest.approx(2.0)
+    assert scores["baseline_smape"] == pytest.approx((200 * 2 / 2 + 200 * 2 / 6) / 2)  # 133.33 %
+
+
+def test_smape_is_zero_where_forecast_and_actual_are_both_zero():
+    zeros = torch.zeros(1, 2, 1)
+    scores = scores_from_sums(error_sums(zeros, zeros, torch.ones(1, 2, 1)))
+    assert scores["smape"] == 0.0 and scores["mase"] == 0.0 and scores["baseline_smape"] == 200.0
+
+
+def test_sums_add_up_across_batches():
+    rng = np.random.default_rng(0)
+    f, a, n = (torch.from_numpy(rng.normal(size=(6, 3, 2))) for _ in range(3))
+    whole = error_sums(f, a, n)
+    parts = [error_sums(f[i : i + 2], a[i : i + 2], n[i : i + 2]) for i in (0, 2, 4)]
+    for key in whole:
+        assert torch.allclose(whole[key], sum(p[key] for p in parts))
+    assert whole["abs_H"].shape == (3,) and whole["abs_H"].sum() == pytest.approx(float(whole["abs"]))
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "attention"])
+def test_forecaster_shapes_and_rebuild(pooling):
+    torch.manual_seed(0)
+    model = Forecaster(input_size=2, horizon=3, hidden_size=8, cell="gru", pooling=pooling)
+    x_BTC = torch.randn(4, 6, 2)
+    lengths_B = torch.tensor([6, 3, 1, 5])
+    y_BHC = model(x_BTC, lengths_B)
+    assert y_BHC.shape == (4, 3, 2)
+    rebuilt = model_from_args(model.model_args, "Forecaster")
+    rebuilt.load_state_dict(model.state_dict())
+    model.eval()
+    rebuilt.eval()
+    assert torch.equal(rebuilt(x_BTC, lengths_B), model(x_BTC, lengths_B))
+    # padding never leaks: the 3-step history forecasts the same alone
+    assert torch.allclose(model(x_BTC[1:2, :3], lengths_B[1:2]), model(x_BTC, lengths_B)[1:2], atol=1e-6)
+
+
+def _pre(mean=(10.0, -5.0), std=(2.0, 4.0)) -> Preprocessing:
+    return Preprocessing(mean=list(mean), std=list(std), task="forecast",
+                         task_params={"window": 4, "horizon": 2, "stride": 1, "seasonal_period": 2,
+                                      "value_columns": ["a", "b"]})
+
+
+def _table(num_rows: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(10, 3, size=(4, 2)).astype(np.float32) for _ in range(num_rows)]
+    ys = [rng.normal(10, 3, size=(2, 2)).astype(np.float32) for _ in range(num_rows)]
+    return pa.Table.from_arrays([pa.array([f"t={i}" for i in range(num_rows)]), x_array(xs), x_array(ys)],
+                                names=["id", "x", "y"])
+
+
+def test_collate_normalizes_x_and_y_with_the_train_statistics():
+    task = build_task(None, _pre())
+    table = _table(3)
+    batch = task.collate(table)
+    x_raw = np.stack([np.asarray(r, dtype=np.float32) for r in table.column("x").to_pylist()])
+    y_raw = np.stack([np.asarray(r, dtype=np.float32) for r in table.column("y").to_pylist()])
+    mean, std = np.array([10.0, -5.0], np.float32), np.array([2.0, 4.0], np.float32)
+    assert np.allclose(batch["x"].numpy(), (x_raw - mean) / std, atol=1e-6)
+    assert np.allclose(batch["y"].numpy(), (y_raw - mean) / std, atol=1e-6)
+    assert np.array_equal(batch["y_raw"].numpy(), y_raw)
+    # the baseline is in raw units: steps 2, 3 of each history (m = 2)
+    assert np.array_equal(batch["naive"].numpy(), x_raw[:, 2:4])
+    assert task.loss_weight(batch) == 3
+
+
+def test_compute_matches_predict_and_score_in_raw_units():
+    # Given a model and a table, the loop's metrics (normalized outputs, de-normalized) and the
+    # gate's (raw histories through predict, scored) agree
+    task = build_task(None, _pre())
+    torch.manual_seed(0)
+    from pipeline.config import RecurConfig
+
+    task.cfg = RecurConfig(data={"task": "forecast"}, model={"hidden_size": 8})
+    model = task.build_model().eval()
+    table = _table(7, seed=1)
+    state = task.new_state()
+    with torch.no_grad():
+        for batch in task.table_batches(table, batch_size=3):
+            task.update(state, task.forward(model, batch, train=False), batch)
+    computed = task.compute(state)
+    inputs, truth = task.gate_data(table)
+    outputs = task.predict(model, inputs, {})
+    scored = task.score(outputs, truth)
+    for metric in ("mae", "rmse", "smape", "mase"):
+        assert scored[metric] == pytest.approx(computed[metric], rel=1e-5), metric
+    assert np.asarray(outputs["forecast"][0]).shape == (2, 2)
+    # the report logs the baseline numbers and both plots
+    report = task.report(model, table, state)
+    assert set(report.metrics) == {"baseline_mae", "baseline_rmse", "baseline_smape"}
+    assert report.metrics["baseline_mae"] == pytest.approx(computed["mae"] / computed["mase"])
+    assert {"plots/forecast_vs_actual.png", "plots/error_by_horizon.png"} <= set(report.figures)
+
+
+def test_predict_takes_flat_and_long_histories():
+    pre = Preprocessing(mean=[1.0], std=[2.0], task="forecast",
+                        task_params={"window": 4, "horizon": 3, "seasonal_period": 1})
+    task = build_task(None, pre)
+    torch.manual_seed(0)
+    model = Forecaster(input_size=1, horizon=3, hidden_size=8).eval()
+    long_history = list(np.linspace(0, 1, 20))
+    frame = pd.DataFrame({"x": [[0.5], long_history, [[v] for v in long_history[-4:]]]})
+    out = task.predict(model, frame, {})
+    forecasts = [np.asarray(f) for f in out["forecast"]]
+    assert [f.shape for f in forecasts] == [(3, 1)] * 3
+    # only the last `window` steps count: a long history forecasts like its last 4 steps
+    assert np.allclose(forecasts[1], forecasts[2])
+    with pytest.raises(ValueError, match="history 0: empty"):
+        task.predict(model, pd.DataFrame({"x": [[]]}), {})
