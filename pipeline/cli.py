@@ -41,9 +41,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.workflow.session import connect_ray
 
     cfg = _load(args)
+    if cfg.tune.enabled:  # the search replaces the single training; its best trial is registered
+        return _tune(cfg, args, resume=False)
     summary = run_pipeline(cfg, config_sources=list(args.configs),
                            connect=lambda: connect_ray(cfg, args.address))
     print(summary.format(cfg.tracking.ui_port))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    return _tune(_load(args), args, resume=args.resume)
+
+
+def _tune(cfg: config_mod.RecurConfig, args: argparse.Namespace, *, resume: bool) -> int:
+    from pipeline.workflow.session import connect_ray
+    from pipeline.workflow.tune import run_study
+
+    summary = run_study(cfg, config_sources=list(args.configs), resume=resume,
+                        connect=lambda: connect_ray(cfg, args.address))
+    print(summary.format(cfg.tune_metric[0]))
     return 0
 
 
@@ -172,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("tune", help="hyperparameter search (tune.space); the best trial is registered")
+    _add_config_args(p)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the newest interrupted study of this config (same parent MLflow run)")
+    p.set_defaults(func=cmd_tune)
+
     cfg = sub.add_parser("config", help="inspect configuration").add_subparsers(dest="action", required=True)
     p = cfg.add_parser("show", help="print the resolved config")
     _add_config_args(p)
@@ -265,11 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.data.validate import DataValidationError
     from pipeline.tracking.store import TrackingUnavailable
     from pipeline.training.trainer import ResourceError
+    from pipeline.tuning.space import SpaceError
 
     try:
         return args.func(args)
     except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
-            TrackingUnavailable, FileNotFoundError) as exc:
+            TrackingUnavailable, FileNotFoundError, SpaceError) as exc:
         print(f"recur: error: {exc}", file=sys.stderr)
         return 2
 

@@ -234,6 +234,43 @@ class GenerateConfig(_Section):
     seed: int = 0
 
 
+class SchedulerConfig(_Section):
+    """How Tune stops or exploits trials, counted in epochs (Tune's training iterations)."""
+
+    name: Literal["fifo", "asha", "hyperband", "pbt"] = Field(
+        "asha", description="fifo: run every trial to the end; asha/hyperband: stop poor trials early; "
+        "pbt: copy the best trials' checkpoints and perturb their hyperparameters",
+    )
+    grace_period: int = Field(1, ge=1, description="asha: epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1.0, description="asha/hyperband: keep 1/factor at each rung")
+    max_t: int | None = Field(None, ge=1, description="asha/hyperband: epochs of the longest trial "
+                              "(default train.epochs)")
+    perturbation_interval: int = Field(2, ge=1, description="pbt: epochs between exploit/explore steps")
+
+
+class TuneConfig(_Section):
+    """Hyperparameter search (`recur tune`, or before training in `recur run` when enabled)."""
+
+    enabled: bool = Field(False, description="recur run: search first, then register the best trial")
+    name: str | None = Field(None, description="study name (default: tracking.experiment)")
+    metric: str | None = Field(None, description="per-epoch metric to optimize (default train.monitor)")
+    mode: Literal["min", "max"] | None = Field(None, description="default: the metric's direction")
+    num_samples: int = Field(8, ge=1, description="trials (with grid values: samples of every grid point)")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="default: as many as fit the cluster (each trial: num_workers workers)"
+    )
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting and running trials after this")
+    search: Literal["random", "grid", "optuna"] = Field(
+        "random", description="random or grid (Tune's variant generator), optuna (TPE)"
+    )
+    scheduler: SchedulerConfig = SchedulerConfig()
+    space: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict,
+        description="dotted config key -> {choice|grid|uniform|loguniform|quniform|randint: [args]}",
+    )
+    seed: int = Field(0, description="seed of the search algorithm")
+
+
 class RegistryConfig(_Section):
     model_name: str = "recur-model"
     metric: str | None = Field(
@@ -273,8 +310,20 @@ class RecurConfig(_Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     generate: GenerateConfig = GenerateConfig()
+    tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     resources: ResourcesConfig = ResourcesConfig()
+
+    @property
+    def tune_metric(self) -> tuple[str, str]:
+        """(metric, mode) the study optimizes: `tune.metric`/`tune.mode`, else train.monitor's."""
+        metric = self.tune.metric or self.train.monitor
+        if self.tune.mode is not None:
+            return metric, self.tune.mode
+        from pipeline.tasks import task_class
+
+        name = metric.removeprefix("val_")
+        return metric, "max" if task_class(self.data.task).higher_is_better.get(name, False) else "min"
 
     @property
     def gate_metric(self) -> str:
@@ -296,6 +345,9 @@ class RecurConfig(_Section):
             raise ValueError(f"data.source.format {source.format!r} imports {FORMAT_TASKS[source.format][0]} "
                              f"data, but data.task is {self.data.task!r}")
         known = metric_names(self.data.task)
+        if self.tune.metric is not None and self.tune.metric not in known:
+            raise ValueError(f"tune.metric must be a metric that {self.data.task} runs log, one of "
+                             f"{sorted(known)}; got {self.tune.metric!r}")
         if self.train.monitor not in known:
             raise ValueError(
                 f"train.monitor must be a metric that {self.data.task} runs log, one of {sorted(known)}; "

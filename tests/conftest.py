@@ -23,7 +23,11 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        # With the dashboard: Ray Train's PlacementGroupCleaner asks the State API (served by the
+        # dashboard) whether a controller died, and frees its workers' placement group. Without
+        # it, a Tune trial stopped by its scheduler would keep its workers' CPUs forever.
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=free_port(), log_to_driver=True)
     yield ray
     ray.shutdown()
 

@@ -81,7 +81,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_schema_and_flatten():
     schema = json.loads(json_schema())
-    assert set(schema["properties"]) == {"data", "model", "train", "tracking", "generate", "registry",
+    assert set(schema["properties"]) == {"data", "model", "train", "tracking", "generate", "tune", "registry",
                                            "resources"}
     flat = flatten(RecurConfig())
     assert flat["train.lr"] == RecurConfig().train.lr

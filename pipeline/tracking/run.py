@@ -6,6 +6,7 @@ callback running in the controller, writes them to the run the driver opened, by
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from ray.train import UserCallback
 
 from pipeline.config import RecurConfig, dump_yaml, flatten
@@ -33,10 +34,11 @@ class EpochLogger(UserCallback):
     """Logs each epoch's metrics (rank 0's report) to the MLflow run, with the epoch as step,
     and prints one progress line per epoch."""
 
-    def __init__(self, tracking_uri: str, run_id: str, total_epochs: int) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "") -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.total_epochs = total_epochs
+        self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not metrics:
@@ -51,8 +53,9 @@ class EpochLogger(UserCallback):
             MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
         except Exception as exc:  # a tracking hiccup must not kill hours of training
             log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
+        tag = f"recur {self.prefix}" if self.prefix else "recur"
         print(
-            f"[recur] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
+            f"[{tag}] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
             + "".join(f"{k} {report[k]:.4f}  " for k in report if k.startswith("val_")) +
             f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s",
             file=sys.stderr, flush=True,
@@ -69,9 +72,17 @@ class RunTracker:
         self.client = MlflowClient(tracking_uri)
         self.run_id: str | None = None
 
-    def start(self, *, config_sources: list[str]) -> str:
-        """Open the run (the fluent API must already point at `tracking_uri`: `use_tracking_uri`)."""
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.cfg.tracking.run_name)
+    def start(self, *, config_sources: list[str], resume_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+        """Open the run (the fluent API must already point at `tracking_uri`: `use_tracking_uri`).
+
+        `resume_run_id` reopens an existing run (an interrupted study) instead of creating one.
+        """
+        if resume_run_id is not None:
+            self.run_id = mlflow.start_run(run_id=resume_run_id).info.run_id
+            return self.run_id
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.cfg.tracking.run_name,
+                               tags=tags)
         self.run_id = run.info.run_id
         params = flatten(self.cfg)
         items = list(params.items())
@@ -145,3 +156,54 @@ class RunTracker:
     def finish(self, status: str = "FINISHED") -> None:
         if mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+# ------------------------------------------------------------------------------ tuning studies
+# A study is one parent run; each trial is a nested child run, opened by the trial itself (a Tune
+# actor) by tag, so a restored or resumed trial reattaches to its run instead of starting another.
+
+STUDY_TAG, TRIAL_TAG, TRIAL_STATUS_TAG = "recur.study", "recur.trial_id", "recur.trial_status"
+
+
+def open_trial_run(tracking_uri: str, experiment_id: str, *, parent_run_id: str, study: str, trial_id: str,
+                   cfg: RecurConfig, sampled: dict[str, Any]) -> str:
+    """The trial's child run (created, or found by its trial id); returns its run id."""
+    client = MlflowClient(tracking_uri)
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{STUDY_TAG}` = '{study}'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        # PBT may have changed the sampled values: keep the history, params are write-once.
+        client.set_tag(run_id, f"recur.sampled.restart_{int(time.time())}", json.dumps(sampled))
+        return run_id
+    run = client.create_run(experiment_id, run_name=f"trial {trial_id}", tags={
+        "mlflow.parentRunId": parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id,
+        "recur.task": cfg.data.task, TRIAL_STATUS_TAG: "running",
+    })
+    params = {**flatten(cfg), **{f"sampled.{k}": v for k, v in sampled.items()}}
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    return run.info.run_id
+
+
+def find_trial_runs(tracking_uri: str, experiment_id: str, study: str) -> dict[str, str]:
+    """trial id -> child run id, for every trial run of the study."""
+    runs = MlflowClient(tracking_uri).search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{study}'",
+                                                  max_results=10000)
+    return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+
+
+def close_trial_run(tracking_uri: str, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
+    """Final status of a trial run: completed, stopped early (by the scheduler) or failed."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, TRIAL_STATUS_TAG, status)
+    metrics = [Metric(k, float(v), int(time.time() * 1000), 0) for k, v in summary.items()
+               if isinstance(v, (int, float)) and v is not None]
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
+    client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")

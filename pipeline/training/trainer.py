@@ -46,19 +46,23 @@ def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
         )
 
 
-def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None) -> dict[str, Any]:
+def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
+                initial_checkpoint: str | None = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
         "config": cfg.model_dump(mode="json"),
         "preprocessing": pre.to_dict(),
         "mlflow_run_id": mlflow_run_id,
+        # start from this checkpoint directory (weights, optimizer, epoch) unless Train restores one
+        "initial_checkpoint": initial_checkpoint,
         # One intra-op thread per whole CPU a worker holds; oversubscribing cores slows every rank.
         "torch_threads": max(1, math.floor(cfg.resources.cpus_per_worker)),
     }
 
 
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
-                  mlflow_run_id: str | None = None, callbacks: Sequence[Any] = ()):
+                  mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
+                  initial_checkpoint: str | None = None):
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
@@ -86,7 +90,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                 for split in ("train", "val")}
     return TorchTrainer(
         train_func,
-        train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id),
+        train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
+                                      initial_checkpoint=initial_checkpoint),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,
             use_gpu=cfg.resources.use_gpu,

@@ -150,7 +150,12 @@ def train_func(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
     progress = Progress()
 
+    # Ray Train's own checkpoint after a worker-group restart; else a checkpoint handed in by the
+    # caller (a Tune trial restored or exploited by PBT), which continues from its progress.
     restored = ray.train.get_checkpoint()
+    initial = loop_config.get("initial_checkpoint")
+    if restored is None and initial:
+        restored = Checkpoint.from_directory(initial)
     if restored is not None:
         with restored.as_directory() as directory:
             state = load_checkpoint(directory)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pipeline.training.trainer import ResourceError
 
-TRIAL_DRIVER_CPU = 0.0  # the trainable only waits on its TorchTrainer
+TRIAL_DRIVER_CPU = 0.01  # the trainable only waits on its TorchTrainer (Tune needs > 0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,149 @@
+"""Ray Tune over the same trainer builder as `recur run`: every trial is a data-parallel Ray Train run.
+
+Ray Train V2 does not run as a Tune trainable itself (`Tuner(trainer)` raises), so each trial is a
+function trainable that builds a TorchTrainer with `build_trainer` and runs it. A Train callback
+in the trainer's controller hands every epoch's metrics and checkpoint to the trial, which reports
+them to Tune (`ray.tune.report`) so ASHA/HyperBand can stop the trial and PBT can copy its
+checkpoint; a restored or exploited trial starts its trainer from `ray.tune.get_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ray.train import UserCallback
+
+from pipeline.config import RecurConfig
+from pipeline.tuning.space import SpaceError, trial_config_dict
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What every trial needs besides its sampled values (plain data: it crosses to Tune actors)."""
+
+    base_config: dict[str, Any]  # RecurConfig as JSON
+    manifest: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    study: str
+    train_storage: str  # Ray Train storage_path for the trials' own checkpoints
+
+
+class _HandToTrial(UserCallback):
+    """Runs in the trainer's controller: passes each report to the trial and waits until the
+    trial has handed it to Tune, so the checkpoint is still there when Tune copies it."""
+
+    def __init__(self, items: Any, acks: Any) -> None:
+        self.items, self.acks = items, acks
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if metrics:
+            self.items.put((dict(metrics[0]), checkpoint.path if checkpoint is not None else None))
+            self.acks.get()
+
+
+def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
+    """One trial: the base config with the sampled values, trained by `build_trainer`."""
+    import ray.tune
+    from ray.util.queue import Queue
+
+    from pipeline.data.contract import Manifest
+    from pipeline.tracking.run import EpochLogger, open_trial_run
+    from pipeline.training.trainer import build_trainer
+
+    cfg = RecurConfig.model_validate(trial_config_dict(study.base_config, sampled))
+    manifest = Manifest.model_validate(study.manifest)
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_id = open_trial_run(study.tracking_uri, study.experiment_id, parent_run_id=study.parent_run_id,
+                            study=study.study, trial_id=trial_id, cfg=cfg, sampled=sampled)
+    restored = ray.tune.get_checkpoint()
+    initial = restored.to_directory() if restored is not None else None
+
+    items = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    acks = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = build_trainer(
+        cfg, manifest, storage_path=study.train_storage,
+        # a fresh Train run each time the trial starts: it resumes from `initial`, not by name
+        name=f"{study.study}-{trial_id}-{uuid.uuid4().hex[:6]}",
+        mlflow_run_id=run_id,
+        callbacks=[EpochLogger(study.tracking_uri, run_id, cfg.train.epochs, prefix=f"trial {trial_id}"),
+                   _HandToTrial(items, acks)],
+        initial_checkpoint=initial,
+    )
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # handed to the trial's thread below
+            failure.append(exc)
+        finally:
+            items.put(None)
+
+    thread = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
+    thread.start()
+    while (item := items.get()) is not None:
+        metrics, path = item
+        checkpoint = ray.tune.Checkpoint.from_directory(path) if path else None
+        ray.tune.report({**metrics, "mlflow_run_id": run_id}, checkpoint=checkpoint)
+        acks.put(True)
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
+    """The Tune scheduler of `tune.scheduler`; time is counted in epochs (training iterations)."""
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        PopulationBasedTraining,
+    )
+
+    s = cfg.tune.scheduler
+    max_t = s.max_t or cfg.train.epochs
+    if s.name == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=s.grace_period,
+                             reduction_factor=s.reduction_factor)
+    if s.name == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+                                  reduction_factor=s.reduction_factor)
+    if s.name == "pbt":
+        return PopulationBasedTraining(time_attr="training_iteration",
+                                       perturbation_interval=s.perturbation_interval,
+                                       hyperparam_mutations=space)
+    return FIFOScheduler()
+
+
+def check_search(cfg: RecurConfig, parsed: dict[str, tuple[str, list[Any]]]) -> None:
+    """`tune.search` and the space's kinds must fit: optuna samples every key, grid none."""
+    kinds = {k: kind for k, (kind, _) in parsed.items()}
+    if cfg.tune.search == "optuna" and "grid" in kinds.values():
+        key = next(k for k, kind in kinds.items() if kind == "grid")
+        raise SpaceError(f"tune.search=optuna samples every key; tune.space.{key} uses grid "
+                         "(use choice, or tune.search: grid)")
+    if cfg.tune.search == "grid" and set(kinds.values()) != {"grid"}:
+        key = next(k for k, kind in kinds.items() if kind != "grid")
+        raise SpaceError(f"tune.search=grid needs every tune.space key as grid; tune.space.{key} is not")
+
+
+def search_for(cfg: RecurConfig, parsed: dict[str, tuple[str, list[Any]]], *, max_concurrent: int) -> Any:
+    """The search algorithm of `tune.search`, holding at most `max_concurrent` trials at once.
+
+    The limit is set here: Tune does not apply `max_concurrent_trials` to a variant generator it
+    is handed.
+    """
+    check_search(cfg, parsed)
+    if cfg.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=cfg.tune.seed), max_concurrent=max_concurrent)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=max_concurrent)

@@ -1,0 +1,209 @@
+"""`recur tune`: ingest -> validate -> Ray Tune study -> evaluate and register the best trial.
+
+One MLflow parent run holds the study (its search space, the table of trials, the study plots,
+and the best trial's model, which goes through the same registry gate as `recur run`); every
+trial is a nested child run with its parameters, per-epoch curves and final status. A study's
+folder (`<runs_dir>/tune/<study>`) holds Tune's state and `study.json` (the parent run id), so
+`--resume` continues the newest study of the same name with the same parent run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RecurConfig
+from pipeline.tracking import store
+from pipeline.tracking.run import STUDY_TAG, RunTracker
+from pipeline.workflow import steps
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "study.json"
+
+
+@dataclass
+class StudySummary:
+    study: str
+    path: str
+    parent_run_id: str
+    trials: Any  # pandas DataFrame: one row per trial
+    counts: dict[str, int]
+    best_trial: str | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    concurrency: int = 1  # trials run at once (the resource plan)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def format(self, metric: str) -> str:
+        lines = ["", f"recur tune finished: study {self.study}",
+                 "  trials          " + ", ".join(f"{n} {k}" for k, n in self.counts.items() if n),
+                 f"  best trial      {self.best_trial}  {metric} {self.best_value}",
+                 "  best params     " + ", ".join(f"{k}={v}" for k, v in self.best_params.items())]
+        lines += [f"  {name.replace('_', ' '):<15} {value:.4f}" for name, value in self.test_metrics.items()]
+        d = self.decision
+        if d is not None:
+            verdict = "became @champion" if d["promoted"] else "kept as @challenger"
+            lines.append(f"  model           {d['model_name']} version {d['version']}: {verdict}")
+        lines.append(f"  MLflow run      {self.parent_run_id} (one child run per trial)")
+        lines.append(f"  study folder    {self.path}  (recur tune CONFIG --resume continues it)")
+        lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
+        return "\n".join(lines)
+
+
+def study_root(cfg: RecurConfig) -> Path:
+    return Path(cfg.tracking.runs_dir).resolve() / "tune"
+
+
+def _newest_study(cfg: RecurConfig, name: str) -> Path | None:
+    found = sorted(p for p in study_root(cfg).glob(f"{name}-*") if (p / STUDY_FILE).exists())
+    return found[-1] if found else None
+
+
+def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
+              connect: Callable[[], str] | None = None, resume: bool = False) -> StudySummary:
+    """Search `tune.space` with Ray Tune, then evaluate and register the best trial."""
+    import ray
+    from ray import tune
+
+    from pipeline.tuning.plan import TRIAL_DRIVER_CPU, plan_trials
+    from pipeline.tuning.space import SpaceError, check_space, parse_space, to_tune
+    from pipeline.tuning.tuner import StudyContext, check_search, scheduler_for, search_for, trial_function
+    from pipeline.workflow.pipeline import prepare
+
+    if not cfg.tune.space:
+        raise SpaceError("tune.space is empty: name at least one config key to search, e.g. "
+                         "tune.space: {train.lr: {loguniform: [1.0e-4, 1.0e-2]}}")
+    base = cfg.model_dump(mode="json")
+    parsed = parse_space(cfg.tune.space)
+    check_space(base, parsed)  # every key and value checked before anything starts
+    check_search(cfg, parsed)
+    metric, mode = cfg.tune_metric
+    timings: dict[str, float] = {}
+    tracking_uri, manifest = prepare(cfg, connect, timings)
+    r = cfg.resources
+    plan = plan_trials(num_workers=r.num_workers, cpus_per_worker=r.cpus_per_worker, use_gpu=r.use_gpu,
+                       reserve_cpus_for_data=r.reserve_cpus_for_data, cluster=ray.cluster_resources(),
+                       requested=cfg.tune.max_concurrent_trials, num_samples=cfg.tune.num_samples)
+    if plan.warning:
+        log.warning(plan.warning)
+    search_alg = search_for(cfg, parsed, max_concurrent=plan.concurrency)
+
+    name = cfg.tune.name or cfg.tracking.experiment
+    experiment_id = store.ensure_experiment(cfg, tracking_uri)
+    path = _newest_study(cfg, name) if resume else None
+    if resume and path is None:
+        raise FileNotFoundError(f"no study named {name!r} to resume under {study_root(cfg)}; "
+                                "run `recur tune CONFIG` without --resume first")
+    if path is None:
+        path = study_root(cfg) / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    study_name = path.name
+
+    with store.use_tracking_uri(tracking_uri):
+        tracker = RunTracker(cfg, tracking_uri, experiment_id)
+        state = json.loads((path / STUDY_FILE).read_text()) if resume else {}
+        parent = tracker.start(config_sources=config_sources or [], resume_run_id=state.get("parent_run_id"),
+                               tags={STUDY_TAG: study_name, "recur.kind": "study"})
+        try:
+            if not resume:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / STUDY_FILE).write_text(json.dumps({"parent_run_id": parent, "study": study_name}))
+                tracker.log_dataset(manifest, cfg.data.root)
+                tracker.log_dict(cfg.tune.space, "tune/space.json")
+                tracker.log_params({"tune.concurrency": plan.concurrency})
+            context = StudyContext(base_config=base, manifest=manifest.model_dump(mode="json"),
+                                   tracking_uri=tracking_uri, experiment_id=experiment_id,
+                                   parent_run_id=parent, study=study_name,
+                                   train_storage=str(path / "train"))
+            trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
+                                            {"CPU": TRIAL_DRIVER_CPU})
+            space = to_tune(parsed)
+            with steps.timed("tune", timings):
+                if resume and tune.Tuner.can_restore(str(path / "tuner")):
+                    tuner = tune.Tuner.restore(str(path / "tuner"), trainable, resume_unfinished=True,
+                                               resume_errored=True, param_space=space)
+                else:
+                    tuner = tune.Tuner(
+                        trainable, param_space=space,
+                        tune_config=tune.TuneConfig(
+                            metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
+                            max_concurrent_trials=plan.concurrency, time_budget_s=cfg.tune.time_budget_s,
+                            scheduler=scheduler_for(cfg, {k: v for k, v in space.items()
+                                                          if parsed[k][0] != "grid"}),
+                            search_alg=search_alg),
+                        run_config=tune.RunConfig(name="tuner", storage_path=str(path),
+                                                  verbose=1 if cfg.train.ray_log_level != "WARNING" else 0),
+                    )
+                results = tuner.fit()
+            summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
+                                     path=path, parent=parent, timings=timings)
+            summary.concurrency = plan.concurrency
+            best = results.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
+            best_checkpoint = best.get_best_checkpoint(metric=metric, mode=mode) if best else None
+            if best_checkpoint is None:
+                raise RuntimeError(f"no trial of study {study_name} reported a checkpoint; see {path}")
+            from pipeline.tuning.space import trial_config_dict
+            from pipeline.workflow.pipeline import evaluate_and_register
+
+            best_cfg = RecurConfig.model_validate(trial_config_dict(base, best.config))
+            local = best_checkpoint.to_directory(str(path / "best"))
+            evaluation, decision = evaluate_and_register(best_cfg, tracker, manifest, local, timings,
+                                                         curve_metric=False)
+            summary.test_metrics, summary.decision = evaluation.metrics, decision
+            tracker.log_dict(timings, "timings.json")
+            tracker.finish("FINISHED")
+        except BaseException:
+            tracker.finish("FAILED")
+            raise
+    return summary
+
+
+def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metric: str, mode: str,
+                   study: str, path: Path, parent: str, timings: dict[str, float]) -> StudySummary:
+    """Each trial's final status on its child run; the trials table and plots on the parent."""
+    from pipeline.tracking import plots
+    from pipeline.tracking.run import close_trial_run, find_trial_runs
+    from pipeline.tuning.report import TrialRecord, best_of, best_so_far, summarize, trials_table
+
+    runs = find_trial_runs(tracker.tracking_uri, tracker.experiment_id, study)
+    records = []
+    for result in sorted(results, key=lambda r: r.metrics.get("trial_id", "") if r.metrics else ""):
+        history = result.metrics_dataframe
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        values = history[metric].dropna().tolist() if history is not None and metric in history else []
+        last = result.metrics or {}
+        finished = bool(last.get("early_stopped")) or int(last.get("epoch", -1)) + 1 >= cfg.train.epochs
+        status = "failed" if result.error else ("completed" if finished else "stopped early")
+        best = best_of(values, mode=mode)
+        record = TrialRecord(
+            trial_id=trial_id, status=status, params=dict(result.config or {}), metric=metric,
+            best_value=best, last_value=values[-1] if values else None, epochs=len(values),
+            seconds=float(last.get("time_total_s", 0.0)), error=str(result.error) if result.error else None,
+            mlflow_run_id=runs.get(trial_id),
+        )
+        records.append(record)
+        if record.mlflow_run_id:
+            close_trial_run(tracker.tracking_uri, record.mlflow_run_id, status=status,
+                            summary={f"best_{metric}": best, "epochs": record.epochs})
+    table = trials_table(records, metric=metric, mode=mode)
+    info = summarize(records, metric=metric, mode=mode)
+    tracker.log_text(table.to_csv(index=False), "tune/trials.csv")
+    tracker.log_dict(info, "tune/summary.json")
+    tracker.log_metrics({f"best_{metric}": info["best_value"]} if info["best_value"] is not None else {})
+    params = sorted(cfg.tune.space)
+    tracker.log_figure(plots.best_metric_so_far(best_so_far(records, mode=mode), metric=metric, mode=mode,
+                                                trial_values=[r.best_value for r in records]),
+                       "plots/tune_best_so_far.png")
+    tracker.log_figure(plots.parallel_coordinates(table, params=params, metric=metric, mode=mode),
+                       "plots/tune_parallel_coordinates.png")
+    return StudySummary(study=study, path=str(path), parent_run_id=parent, trials=table,
+                        counts=info["status_counts"], best_trial=info["best_trial_id"],
+                        best_value=info["best_value"],
+                        best_params=info["best_params"] or {}, timings=timings)

@@ -1,0 +1,82 @@
+"""A tiny study end to end on a local 2-CPU Ray and a real `mlflow server`.
+
+Given the toy dataset, when `recur tune` searches 4 trials of 2 epochs with ASHA, then the study
+finishes, MLflow holds one parent run with one nested child run per trial (with params, per-epoch
+curves and a final status), the study artifacts are on the parent, and the best trial's model is
+registered through the same gate as `recur run`. A resource plan that cannot fit fails at once.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+MODEL = "tune-toy"
+
+
+def _config(tmp_path, dataset, uri, extra=""):
+    config = tmp_path / "tune.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 8}\n"
+        "train: {epochs: 2, early_stopping_patience: 0, monitor: val_accuracy, monitor_mode: max}\n"
+        "data: {batch_size: 16}\n"
+        f"registry: {{model_name: {MODEL}}}\n"
+        "tracking: {experiment: tune-e2e}\n"
+        "tune:\n"
+        "  num_samples: 4\n"
+        "  scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
+        "  space:\n"
+        "    train.lr: {loguniform: [1.0e-3, 3.0e-2]}\n"
+        "    model.cell: {choice: [gru, lstm]}\n" + extra
+    )
+    return ["tune", str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
+            "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]
+
+
+def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server, toy_dataset, tmp_path,
+                                                         capsys):
+    assert main(_config(tmp_path, toy_dataset, mlflow_server)) == 0
+    out = capsys.readouterr().out
+    assert "recur tune finished" in out and "became @champion" in out
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("tune-e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and len(runs) == 5
+    for child in children:
+        assert child.data.tags["recur.trial_status"] in ("completed", "stopped early")
+        assert child.info.status == "FINISHED"
+        assert "sampled.train.lr" in child.data.params and child.data.params["sampled.model.cell"] in (
+            "gru", "lstm")
+        epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        assert epochs == list(range(len(epochs))) and 1 <= len(epochs) <= 2
+    # ASHA with reduction factor 2 and grace period 1 stops some trials after their first epoch
+    statuses = [c.data.tags["recur.trial_status"] for c in children]
+    assert statuses.count("completed") >= 1
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
+    assert {"tune/trials.csv", "tune/summary.json", "tune/space.json"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/tune_best_so_far.png", "plots/tune_parallel_coordinates.png"} <= plots
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "tune/trials.csv", str(tmp_path)))
+    assert len(table) == 4 and {"train.lr", "model.cell", "best_val_accuracy"} <= set(table.columns)
+
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert version.run_id == parent.info.run_id
+    assert "test_accuracy" in parent.data.metrics
+
+
+def test_a_trial_that_cannot_fit_fails_before_the_study(ray_local, mlflow_server, toy_dataset, tmp_path,
+                                                        capsys):
+    args = _config(tmp_path, toy_dataset, mlflow_server) + ["--set", "resources.num_workers=4",
+                                                             "--set", "resources.cpus_per_worker=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "one trial needs 4.01 CPUs" in err and "resources.num_workers=4" in err
