@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000)
     _add_store_args(p)
     p.set_defaults(func=cmd_ui)
+
+    from pipeline.commands import register_all
+
+    register_all(sub)
     return parser
 
 
@@ -283,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.commands import CommandError
     from pipeline.data.contract import DatasetError
     from pipeline.data.ts_format import TsFormatError
     from pipeline.data.validate import DataValidationError
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
-            TrackingUnavailable, FileNotFoundError, SpaceError) as exc:
+            TrackingUnavailable, FileNotFoundError, SpaceError, CommandError) as exc:
         print(f"recur: error: {exc}", file=sys.stderr)
         return 2
 

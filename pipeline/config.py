@@ -246,6 +246,9 @@ class SchedulerConfig(_Section):
     max_t: int | None = Field(None, ge=1, description="asha/hyperband: epochs of the longest trial "
                               "(default train.epochs)")
     perturbation_interval: int = Field(2, ge=1, description="pbt: epochs between exploit/explore steps")
+    quantile_fraction: float = Field(
+        0.25, ge=0.0, le=0.5, description="pbt: the bottom fraction of trials copies the top fraction",
+    )
 
 
 class TuneConfig(_Section):

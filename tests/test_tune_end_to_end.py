@@ -80,3 +80,32 @@ def test_a_trial_that_cannot_fit_fails_before_the_study(ray_local, mlflow_server
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "one trial needs 4.01 CPUs" in err and "resources.num_workers=4" in err
+
+
+def test_pbt_copies_the_better_trial_and_perturbs(ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
+    """PBT with two trials at once: at every epoch the worse one restarts from the better one's
+    checkpoint with perturbed values; Tune's exploit log goes to the parent run."""
+    args = _config(tmp_path, toy_dataset, mlflow_server) + [
+        "--set", "tune.num_samples=2", "--set", "train.epochs=4", "--set", "train.monitor=val_loss",
+        "--set", "train.monitor_mode=min", "--set", "resources.num_workers=1",
+        "--set", "tune.scheduler.name=pbt", "--set", "tune.scheduler.perturbation_interval=1",
+        "--set", "tune.scheduler.quantile_fraction=0.5", "--set", "registry.model_name=tune-pbt",
+        "--set", "tracking.experiment=tune-pbt"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "recur tune finished" in capsys.readouterr().out
+
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("tune-pbt").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    exploits = pd.read_csv(client.download_artifacts(parent.info.run_id, "tune/pbt_exploits.csv",
+                                                     str(tmp_path)))
+    assert len(exploits) >= 1, "PBT never copied a checkpoint in 3 perturbation intervals"
+    by_trial = {c.data.tags["recur.trial_id"]: c for c in children}
+    for row in exploits.itertuples():
+        assert row.trial_id in by_trial and row.source_trial_id in by_trial
+        tags = by_trial[row.trial_id].data.tags
+        assert any(k.startswith("recur.sampled.restart_") for k in tags)  # same run, restarted
+    version = client.get_model_version_by_alias("tune-pbt", "champion")
+    assert version.run_id == parent.info.run_id

@@ -9,12 +9,15 @@ checkpoint; a restored or exploited trial starts its trainer from `ray.tune.get_
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ray.train import UserCallback
+from ray.tune.schedulers import PopulationBasedTraining
 
 from pipeline.config import RecurConfig
 from pipeline.tuning.space import SpaceError, trial_config_dict
@@ -102,7 +105,6 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
         ASHAScheduler,
         FIFOScheduler,
         HyperBandScheduler,
-        PopulationBasedTraining,
     )
 
     s = cfg.tune.scheduler
@@ -114,10 +116,35 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
         return HyperBandScheduler(time_attr="training_iteration", max_t=max_t,
                                   reduction_factor=s.reduction_factor)
     if s.name == "pbt":
-        return PopulationBasedTraining(time_attr="training_iteration",
-                                       perturbation_interval=s.perturbation_interval,
-                                       hyperparam_mutations=space)
+        return RecordingPBT(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
+                            quantile_fraction=s.quantile_fraction, hyperparam_mutations=_mutations(space))
     return FIFOScheduler()
+
+
+def _mutations(space: dict[str, Any]) -> dict[str, Any]:
+    """PBT perturbs numeric domains by a factor; a choice becomes its list of values, which PBT
+    resamples or shifts one place left or right."""
+    from ray.tune.search.sample import Categorical
+
+    return {k: list(d.categories) if isinstance(d, Categorical) else d for k, d in space.items()}
+
+
+EXPLOITS_FILE = "pbt_exploits.jsonl"
+
+
+class RecordingPBT(PopulationBasedTraining):
+    """PBT that also writes each exploit by trial id (Tune's own log names trials by tag), one
+    JSON line in the study's Tune folder: `recur tune` turns them into a table."""
+
+    def _log_config_on_step(self, trial_state: Any, new_state: Any, trial: Any, trial_to_clone: Any,
+                            new_config: dict) -> None:
+        super()._log_config_on_step(trial_state, new_state, trial, trial_to_clone, new_config)
+        record = {"trial_id": trial.trial_id, "source_trial_id": trial_to_clone.trial_id,
+                  "epoch": trial.last_result.get("training_iteration", 0),
+                  "source_epoch": trial_to_clone.last_result.get("training_iteration", 0),
+                  "config": new_config}
+        with open(os.path.join(trial.local_experiment_path, EXPLOITS_FILE), "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
 
 
 def check_search(cfg: RecurConfig, parsed: dict[str, tuple[str, list[Any]]]) -> None:

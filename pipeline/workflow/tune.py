@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
     if plan.warning:
         log.warning(plan.warning)
     search_alg = search_for(cfg, parsed, max_concurrent=plan.concurrency)
+    # The study is snapshotted after every trial checkpoint (see CheckpointConfig below), on
+    # purpose; Tune would warn about that on every short epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     name = cfg.tune.name or cfg.tracking.experiment
     experiment_id = store.ensure_experiment(cfg, tracking_uri)
@@ -133,13 +137,18 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
                     tuner = tune.Tuner(
                         trainable, param_space=space,
                         tune_config=tune.TuneConfig(
+                            # the concurrency limit is in search_alg (Tune ignores it here for one)
                             metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
-                            max_concurrent_trials=plan.concurrency, time_budget_s=cfg.tune.time_budget_s,
+                            time_budget_s=cfg.tune.time_budget_s,
                             scheduler=scheduler_for(cfg, {k: v for k, v in space.items()
                                                           if parsed[k][0] != "grid"}),
                             search_alg=search_alg),
-                        run_config=tune.RunConfig(name="tuner", storage_path=str(path),
-                                                  verbose=1 if cfg.train.ray_log_level != "WARNING" else 0),
+                        run_config=tune.RunConfig(
+                            name="tuner", storage_path=str(path),
+                            verbose=1 if cfg.train.ray_log_level != "WARNING" else 0,
+                            checkpoint_config=tune.CheckpointConfig(
+                                num_to_keep=_checkpoints_to_keep(cfg), checkpoint_score_attribute=metric,
+                                checkpoint_score_order=mode)),
                     )
                 results = tuner.fit()
             summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
@@ -163,6 +172,17 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
             tracker.finish("FAILED")
             raise
     return summary
+
+
+def _checkpoints_to_keep(cfg: RecurConfig) -> int:
+    """Checkpoints Tune keeps per trial besides its latest, ranked by the metric.
+
+    Tune snapshots the study after every `num_to_keep` checkpoints of a trial, so with 1 a
+    killed driver loses no finished epoch. PBT copies another trial's latest checkpoint while
+    that trial goes on training, so it keeps a few more (Tune warns below 3) and relies on
+    Tune's periodic snapshots as well.
+    """
+    return 4 if cfg.tune.scheduler.name == "pbt" else 1
 
 
 def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metric: str, mode: str,
@@ -196,6 +216,9 @@ def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metri
     info = summarize(records, metric=metric, mode=mode)
     tracker.log_text(table.to_csv(index=False), "tune/trials.csv")
     tracker.log_dict(info, "tune/summary.json")
+    exploits = _pbt_exploits(path / "tuner", sorted(cfg.tune.space))
+    if exploits is not None:
+        tracker.log_text(exploits.to_csv(index=False), "tune/pbt_exploits.csv")
     tracker.log_metrics({f"best_{metric}": info["best_value"]} if info["best_value"] is not None else {})
     params = sorted(cfg.tune.space)
     tracker.log_figure(plots.best_metric_so_far(best_so_far(records, mode=mode), metric=metric, mode=mode,
@@ -207,3 +230,20 @@ def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metri
                         counts=info["status_counts"], best_trial=info["best_trial_id"],
                         best_value=info["best_value"],
                         best_params=info["best_params"] or {}, timings=timings)
+
+
+def _pbt_exploits(tuner_dir: Path, params: list[str]) -> Any:
+    """PBT's exploits as a table (trial, the trial it copied, at which epochs, the new values),
+    or None when the study did not use PBT."""
+    import pandas as pd
+
+    from pipeline.tuning.tuner import EXPLOITS_FILE
+
+    if not (tuner_dir / EXPLOITS_FILE).exists():
+        return None
+    rows = []
+    for line in (tuner_dir / EXPLOITS_FILE).read_text().splitlines():
+        record = json.loads(line)
+        config = record.pop("config")
+        rows.append({**record, **{k: config.get(k) for k in params}})
+    return pd.DataFrame(rows, columns=["trial_id", "source_trial_id", "epoch", "source_epoch", *params])

@@ -1,0 +1,23 @@
+"""`recur` subcommands that live in their own modules (jobs, predict, schedule, ...).
+
+Each module listed in COMMAND_MODULES has `register(sub)`, which adds its parsers to the
+`recur` subparsers and sets `func` on each; `pipeline.cli` calls them all when it builds the
+parser. A command raises `CommandError` (or a ConfigError) for a problem the user can fix: the
+CLI prints it as `recur: error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+COMMAND_MODULES: list[str] = []
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def register_all(sub: argparse._SubParsersAction) -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)

@@ -1,0 +1,120 @@
+"""A study whose driver is killed mid-study, continued with `recur tune --resume`.
+
+Given `recur run` with `tune.enabled` running as its own process (its own local Ray), when the
+process group is killed with SIGKILL while the second trial is training, then
+`recur tune CONFIG --resume` finishes the study: the trial that had finished is not run again,
+the interrupted one continues from its checkpoint (its first epoch is not logged twice), every
+trial has exactly one MLflow child run, and the study keeps its one parent run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+EXPERIMENT = "tune-resume"
+
+
+def _args(tmp_path: Path, dataset: Path, uri: str) -> list[str]:
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 8}\n"
+        f"train: {{epochs: {EPOCHS}, early_stopping_patience: 0}}\n"
+        "data: {batch_size: 16}\n"
+        "registry: {model_name: tune-resume}\n"
+        f"tracking: {{experiment: {EXPERIMENT}}}\n"
+        "resources: {num_cpus: 2}\n"
+        "tune:\n"
+        "  num_samples: 3\n"
+        "  seed: 3\n"
+        "  space:\n"
+        "    train.lr: {loguniform: [1.0e-3, 3.0e-2]}\n"
+    )
+    return [str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
+            "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]
+
+
+def _trial_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    return [r for r in client.search_runs([experiment.experiment_id]) if "recur.trial_id" in r.data.tags]
+
+
+def _steps(client: MlflowClient, run_id: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, "val_loss")]
+
+
+def _kill_when_second_trial_is_training(process: subprocess.Popen, client: MlflowClient, log: Path) -> None:
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the study ended before it could be interrupted:\n{log.read_text()[-4000:]}")
+        runs = sorted(_trial_runs(client), key=lambda r: r.info.start_time)
+        # two finished epochs of the second trial: its first checkpoint is in the study's snapshot
+        if len(runs) >= 2 and len(_steps(client, runs[1].info.run_id)) >= 2:
+            os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+            process.wait(timeout=60)
+            return
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail(f"the second trial never trained two epochs:\n{log.read_text()[-4000:]}")
+
+
+def test_resume_after_the_driver_is_killed(mlflow_server, toy_dataset, tmp_path, request, capsys):
+    args = _args(tmp_path, toy_dataset, mlflow_server)
+    client = MlflowClient(mlflow_server)
+    log = tmp_path / "driver.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "recur"), "run", *args, "--set", "tune.enabled=true"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            _kill_when_second_trial_is_training(process, client, log)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    before = {r.data.tags["recur.trial_id"]: r for r in _trial_runs(client)}
+    first, second = sorted(before.values(), key=lambda r: r.info.start_time)[:2]
+    assert _steps(client, first.info.run_id) == list(range(EPOCHS))
+
+    request.getfixturevalue("ray_local")  # the resumed driver runs on another Ray
+    assert main(["tune", *args, "--resume"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "recur tune finished" in out
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
+    assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
+    trials = _trial_runs(client)
+    ids = Counter(r.data.tags["recur.trial_id"] for r in trials)
+    assert len(ids) == 3 and set(ids.values()) == {1}, ids  # no trial ran twice as a new run
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    assert all(r.info.status == "FINISHED" and r.data.tags["recur.trial_status"] == "completed"
+               for r in trials)
+    assert set(before) <= set(ids)
+
+    # the finished trial was not trained again; the interrupted one went on from its checkpoint
+    assert _steps(client, first.info.run_id) == list(range(EPOCHS))
+    resumed = _steps(client, second.info.run_id)
+    assert sorted(set(resumed)) == list(range(EPOCHS)) and resumed.count(0) == 1, resumed
+    assert any(k.startswith("recur.sampled.restart_") for k in client.get_run(second.info.run_id).data.tags)
+
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "tune/trials.csv", str(tmp_path)))
+    assert len(table) == 3 and table["trial_id"].is_unique
