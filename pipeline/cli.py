@@ -44,8 +44,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.tune.enabled:  # the search replaces the single training; its best trial is registered
         return _tune(cfg, args, resume=False)
     summary = run_pipeline(cfg, config_sources=list(args.configs),
-                           connect=lambda: connect_ray(cfg, args.address))
+                           connect=lambda: connect_ray(cfg, args.address),
+                           from_step=args.from_step, force=args.force)
     print(summary.format(cfg.tracking.ui_port))
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from pipeline.tracking.store import check_reachable, resolve_tracking_uri
+    from pipeline.workflow.pipeline import run_pipeline
+    from pipeline.workflow.retrain import champion_to_fine_tune
+    from pipeline.workflow.session import connect_ray
+
+    cfg = _load(args)
+    fine_tune = None
+    if not args.from_scratch:
+        uri = resolve_tracking_uri(cfg)
+        check_reachable(uri)
+        fine_tune = champion_to_fine_tune(cfg, uri)
+    summary = run_pipeline(cfg, config_sources=list(args.configs),
+                           connect=lambda: connect_ray(cfg, args.address), fine_tune=fine_tune)
+    if fine_tune is not None:
+        print(f"\nfine-tuned from {fine_tune.source}")
+    print(summary.format(cfg.tracking.ui_port))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.workflow.records import STEPS
+    from pipeline.workflow.runner import STEP_TAG
+
+    uri = _tracking_uri(args)
+    try:
+        run = MlflowClient(uri).get_run(args.run_id)
+    except MlflowException as exc:
+        raise FileNotFoundError(f"no MLflow run {args.run_id} at {uri}: {exc.message}") from None
+    tags, info = run.data.tags, run.info
+    print(f"run {info.run_id}  ({tags.get('mlflow.runName', '')})  status {info.status}")
+    print(f"  experiment {info.experiment_id}, task {tags.get('recur.task', '?')}, "
+          f"config {tags.get('recur.config_files', '')}")
+    print(f"  {'step':<10}{'status':<11}{'seconds':>9}  record")
+    for step in STEPS:
+        if STEP_TAG + step in tags:
+            print(f"  {step:<10}{tags[STEP_TAG + step]:<11}{tags.get(f'{STEP_TAG}{step}.seconds', ''):>9}  "
+                  f"{tags.get(f'{STEP_TAG}{step}.key', '')}")
+            if f"{STEP_TAG}{step}.error" in tags:
+                print(f"    error: {tags[f'{STEP_TAG}{step}.error'][:500]}")
+    metrics = {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith(("test_", "best_", "gate_"))}
+    if metrics:
+        print("  metrics  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
@@ -179,6 +229,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.workflow.records import STEPS
+
     parser = argparse.ArgumentParser(prog="recur", description="Train recurrent sequence models on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,7 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="ingest, validate, train, evaluate, register and promote")
     _add_config_args(p)
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--from", dest="from_step", choices=STEPS,
+                   help="re-run this step and every later one (earlier ones reuse their records)")
+    p.add_argument("--force", action="store_true", help="re-run every step, even those with records")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("retrain", help="fine-tune the @champion on the newest data, then the usual gate")
+    _add_config_args(p)
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
+    p.set_defaults(func=cmd_retrain)
+
+    runs = sub.add_parser("runs", help="pipeline runs").add_subparsers(dest="action", required=True)
+    p = runs.add_parser("show", help="a run's steps (status, time, record) and metrics")
+    p.add_argument("run_id", metavar="RUN")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_runs_show)
 
     p = sub.add_parser("tune", help="hyperparameter search (tune.space); the best trial is registered")
     _add_config_args(p)

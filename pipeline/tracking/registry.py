@@ -80,8 +80,23 @@ def register_and_gate(*, tracking_uri: str, model_name: str, model_uri: str, run
     gate metrics (by names, not ids, so models with different vocabularies compare fairly).
     Call inside `store.use_tracking_uri(tracking_uri)`: registering and loading use the fluent API.
     """
+    version = register_version(model_uri, model_name, run_id=run_id)
+    return gate(tracking_uri=tracking_uri, model_name=model_name, version=version, run_id=run_id,
+                metric=metric, higher_is_better=higher_is_better, min_improvement=min_improvement,
+                inputs=inputs, score=score, data_hash=data_hash)
+
+
+def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
+    """A new version of `model_name` from a logged model; no alias yet (the gate sets one)."""
+    return str(mlflow.register_model(model_uri, model_name, tags={"recur.run_id": run_id}).version)
+
+
+def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metric: str,
+         higher_is_better: bool, min_improvement: float, inputs: Any,
+         score: Callable[[Any], dict[str, float]], data_hash: str) -> Decision:
+    """Score version `version` and the current champion on the same inputs; set @champion or
+    @challenger. Call inside `store.use_tracking_uri(tracking_uri)`."""
     client = MlflowClient(tracking_uri)
-    version = mlflow.register_model(model_uri, model_name, tags={"recur.run_id": run_id}).version
     candidate_score = score_model(f"models:/{model_name}/{version}", inputs, score, metric)
 
     champion = current_champion(client, model_name)

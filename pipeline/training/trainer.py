@@ -47,7 +47,7 @@ def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
 
 
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
-                initial_checkpoint: str | None = None) -> dict[str, Any]:
+                initial_checkpoint: str | None = None, initial_weights: Any = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
         "config": cfg.model_dump(mode="json"),
@@ -55,6 +55,9 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         "mlflow_run_id": mlflow_run_id,
         # start from this checkpoint directory (weights, optimizer, epoch) unless Train restores one
         "initial_checkpoint": initial_checkpoint,
+        # fine-tune: an object ref to a model's state dict (epoch 0, new optimizer); a ref, not a
+        # path, so workers on other nodes can read it
+        "initial_weights": initial_weights,
         # One intra-op thread per whole CPU a worker holds; oversubscribing cores slows every rank.
         "torch_threads": max(1, math.floor(cfg.resources.cpus_per_worker)),
     }
@@ -62,7 +65,8 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
 
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
-                  initial_checkpoint: str | None = None):
+                  initial_checkpoint: str | None = None, initial_weights: Any = None,
+                  preprocessing: Preprocessing | None = None):
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
@@ -85,17 +89,19 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
 
     # Per-epoch dataset progress bars from every worker would interleave with recur's epoch lines.
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
-    pre = Preprocessing.from_manifest(manifest)
+    # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
+    pre = preprocessing or Preprocessing.from_manifest(manifest)
     datasets = {split: ray_dataset(cfg.data.root, split, materialize=cfg.data.materialize)
                 for split in ("train", "val")}
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
-                                      initial_checkpoint=initial_checkpoint),
+                                      initial_checkpoint=initial_checkpoint, initial_weights=initial_weights),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,
             use_gpu=cfg.resources.use_gpu,
             resources_per_worker=worker_resources(cfg),
+            placement_strategy=cfg.resources.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.resources.use_gpu else "gloo"),
         datasets=datasets,

@@ -163,6 +163,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
         if state.get("optimizer"):
             optimizer.load_state_dict(state["optimizer"])
         progress = Progress(**state["progress"])
+    elif loop_config.get("initial_weights") is not None:  # fine-tune: weights only, from epoch 0
+        model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
     model = ray.train.torch.prepare_model(model)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # AMP on GPU only

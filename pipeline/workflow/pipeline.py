@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ class RunSummary:
     checkpoint_dir: str
     decision: dict[str, Any] | None
     timings: dict[str, float] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, key
 
     def ui_address(self, port: int = 5000) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -56,28 +56,29 @@ class RunSummary:
                 f"v{d['champion_version']} {d['champion_score']:.4f}")
             lines.append(f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion "
                          f"{champion}: {d['reason']}")
+        if self.steps:
+            lines.append("  steps           " + ", ".join(
+                f"{r['step']} {r['status']}" + (f" {r['seconds']:g}s" if r["status"] != "skipped" else "")
+                for r in self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
         return "\n".join(lines)
 
 
 def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
-                 connect: Callable[[], str] | None = None) -> RunSummary:
-    """The whole pipeline for one config.
+                 connect: Callable[[], str] | None = None, from_step: str | None = None,
+                 force: bool = False, fine_tune: steps.FineTune | None = None) -> RunSummary:
+    """The whole pipeline for one config, as recorded steps (see `pipeline.workflow.records`).
 
     `connect` (from the entry point, which owns `ray.init`) is called once the cheap checks have
     passed: tracking server reachable, dataset imported and valid. Without it Ray must be connected.
+    A step whose config sections and inputs match a finished record is skipped and its outputs
+    reused; `from_step` re-runs that step and every later one, `force` re-runs all of them.
+    `fine_tune` starts training from a model's weights and preprocessing (`recur retrain`).
     """
-    timings: dict[str, float] = {}
-    tracking_uri, manifest = prepare(cfg, connect, timings)
-    experiment_id = store.ensure_experiment(cfg, tracking_uri)
-    with store.use_tracking_uri(tracking_uri):
-        run_id, trained, evaluation, decision = _tracked_run(cfg, manifest, tracking_uri, experiment_id,
-                                                             config_sources or [], timings)
-    return RunSummary(
-        run_id=run_id, experiment_id=experiment_id, tracking_uri=tracking_uri,
-        test_metrics=evaluation.metrics, epochs_run=trained.epochs_run, best_epoch=trained.best_epoch,
-        checkpoint_dir=trained.checkpoint_dir, decision=decision, timings=timings,
-    )
+    from pipeline.workflow.runner import Workflow
+
+    return Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
+                    force=force, fine_tune=fine_tune).run()
 
 
 def prepare(cfg: RecurConfig, connect: Callable[[], str] | None,
@@ -95,31 +96,10 @@ def prepare(cfg: RecurConfig, connect: Callable[[], str] | None,
     return tracking_uri, manifest
 
 
-def _tracked_run(cfg: RecurConfig, manifest: Any, tracking_uri: str, experiment_id: str,
-                 config_sources: list[str], timings: dict[str, float]):
-    """Train, evaluate, log and gate inside one MLflow run; returns what the summary needs."""
-    tracker = RunTracker(cfg, tracking_uri, experiment_id)
-    run_id = tracker.start(config_sources=config_sources)
-    try:
-        tracker.log_dataset(manifest, cfg.data.root)
-        name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{run_id[:8]}"
-        with steps.timed("train", timings):
-            trained = steps.train(cfg, manifest, tracker=tracker, name=name)
-        evaluation, decision = evaluate_and_register(cfg, tracker, manifest, trained.checkpoint_dir,
-                                                     timings, curve_metric=True)
-        tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
-        tracker.log_dict(timings, "timings.json")
-        tracker.finish("FINISHED")
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    return run_id, trained, evaluation, decision
-
-
-def evaluate_and_register(cfg: RecurConfig, tracker: RunTracker, manifest: Any, checkpoint_dir: str,
-                          timings: dict[str, float], *, curve_metric: bool) -> tuple[Any, dict | None]:
-    """Test-split evaluation, its pictures, the MLflow model and the registry gate, in the tracker's
-    run. `recur run` and `recur tune` (for the best trial) both end here.
+def evaluate_and_log(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, timings: dict[str, float],
+                     *, curve_metric: bool) -> tuple[Any, str]:
+    """Test-split evaluation, its pictures and the MLflow model, in the tracker's run.
+    Returns the evaluation and the logged model's URI.
 
     `curve_metric`: also draw the run's learning curves (a study's parent run has none).
     """
@@ -127,27 +107,48 @@ def evaluate_and_register(cfg: RecurConfig, tracker: RunTracker, manifest: Any, 
         evaluation = steps.evaluate(cfg, checkpoint_dir)
     with steps.timed("log", timings):
         tracker.log_metrics(evaluation.metrics)
-        task, inputs, truth = steps.gate_data(cfg, checkpoint_dir)
+        task, inputs, _truth = steps.gate_data(cfg, checkpoint_dir)
         if curve_metric:
             curve = f"val_{cfg.gate_metric}" if cfg.gate_metric in task.metrics else cfg.train.monitor
             tracker.log_learning_curves(curve)
         tracker.log_report(evaluation.report)
         model_info = tracker.log_model(steps.checkpoint_file(checkpoint_dir), inputs.head(2))
+    return evaluation, model_info.model_uri
 
+
+def register(cfg: RecurConfig, tracker: RunTracker, model_uri: str, timings: dict[str, float]) -> str:
+    """A new registry version of the logged model; returns its number."""
+    from pipeline.tracking.registry import register_version
+
+    with steps.timed("register", timings):
+        return register_version(model_uri, cfg.registry.model_name, run_id=tracker.run_id)
+
+
+def promote(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, version: str, data_hash: str,
+            timings: dict[str, float]) -> dict[str, Any]:
+    """The registry gate: the new version against @champion on the test split; sets the alias."""
+    from pipeline.tracking.registry import gate
+
+    with steps.timed("promote", timings):
+        task, inputs, truth = steps.gate_data(cfg, checkpoint_dir)
+        result = gate(tracking_uri=tracker.tracking_uri, model_name=cfg.registry.model_name,
+                      version=version, run_id=tracker.run_id, metric=cfg.gate_metric,
+                      higher_is_better=task.higher_is_better[cfg.gate_metric],
+                      min_improvement=cfg.registry.min_improvement, inputs=inputs,
+                      score=lambda outputs: task.score(outputs, truth), data_hash=data_hash)
+        decision = result.to_dict()
+        tracker.log_dict(decision, "registry/decision.json")
+        tracker.log_metrics({"gate_candidate_score": result.candidate_score})
+    return decision
+
+
+def evaluate_and_register(cfg: RecurConfig, tracker: RunTracker, manifest: Any, checkpoint_dir: str,
+                          timings: dict[str, float], *, curve_metric: bool) -> tuple[Any, dict | None]:
+    """Evaluate, log the model, register it and run the gate, in the tracker's run (`recur tune`
+    ends here for its best trial; `recur run` runs the same pieces as recorded steps)."""
+    evaluation, model_uri = evaluate_and_log(cfg, tracker, checkpoint_dir, timings, curve_metric=curve_metric)
     decision = None
     if cfg.registry.enabled:
-        from pipeline.tracking.registry import register_and_gate
-
-        with steps.timed("registry", timings):
-            result = register_and_gate(
-                tracking_uri=tracker.tracking_uri, model_name=cfg.registry.model_name,
-                model_uri=model_info.model_uri, run_id=tracker.run_id, metric=cfg.gate_metric,
-                higher_is_better=task.higher_is_better[cfg.gate_metric],
-                min_improvement=cfg.registry.min_improvement, inputs=inputs,
-                score=lambda outputs: task.score(outputs, truth),
-                data_hash=manifest.data_hash,
-            )
-            decision = result.to_dict()
-            tracker.log_dict(decision, "registry/decision.json")
-            tracker.log_metrics({"gate_candidate_score": result.candidate_score})
+        version = register(cfg, tracker, model_uri, timings)
+        decision = promote(cfg, tracker, checkpoint_dir, version, manifest.data_hash, timings)
     return evaluation, decision

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------ ingest
 
 
-def _source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
+def source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
     """What an import depends on: source files (size + sha256) and import options."""
     from pipeline.data.importers import resolve_source
 
@@ -50,7 +50,7 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
     root = cfg.data.root
     if cfg.data.source is None:
         return contract.read_manifest(root)  # names the folder when there is no dataset
-    fingerprint = _source_fingerprint(cfg)
+    fingerprint = source_fingerprint(cfg)
     marker = Path(root) / "import.json"
     up_to_date = marker.exists() and (Path(root) / "manifest.json").exists()
     if up_to_date and json.loads(marker.read_text()) == fingerprint:
@@ -85,7 +85,18 @@ class TrainOutput:
     final_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: str) -> TrainOutput:
+@dataclass(frozen=True)
+class FineTune:
+    """A model to fine-tune from (`recur retrain`): its weights and preprocessing are taken, its
+    optimizer and epoch are not."""
+
+    source: str  # what it is, e.g. models:/recur-model/3 (part of the train step's record key)
+    checkpoint_dir: str
+    preprocessing: Any  # pipeline.data.preprocess.Preprocessing
+
+
+def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: str,
+          fine_tune: FineTune | None = None) -> TrainOutput:
     """Data-parallel training on Ray Train; metrics stream into the tracker's MLflow run."""
     import ray
 
@@ -103,8 +114,15 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
                         "row(s) unseen per epoch", rows, workers, rows - rows % workers, rows % workers)
         tracker.log_params({"train.rows_per_epoch": rows - rows % workers})
     storage = os.path.join(cfg.tracking.runs_dir, "ray")
+    weights = pre = None
+    if fine_tune is not None:
+        from pipeline.training.worker import load_checkpoint
+
+        weights = ray.put(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"])
+        pre = fine_tune.preprocessing
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
-                            mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()])
+                            mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()],
+                            initial_weights=weights, preprocessing=pre)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
     best = best or result.checkpoint

@@ -1,0 +1,99 @@
+"""Step records: what each workflow step ran on, what it produced, and whether it finished.
+
+A record is keyed by the step's name, the hash of the config sections the step reads, and the
+hashes of its inputs (the outputs of earlier steps; for ingest, the data hash). Records live as
+JSON files under `<runs_dir>/steps/`, written atomically. A step whose key has a finished record
+is skipped and its outputs reused; a crashed run therefore continues from its last finished step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STEPS = ("ingest", "validate", "train", "evaluate", "register", "promote")
+
+# The config sections each step reads: changing any other key does not re-run it.
+STEP_CONFIG: dict[str, tuple[str, ...]] = {
+    "ingest": ("data",),
+    "validate": ("data",),
+    "train": ("data", "model", "train", "resources"),
+    "evaluate": ("data", "model", "train"),
+    "register": ("registry.model_name", "registry.enabled"),
+    "promote": ("registry",),
+}
+
+SUCCEEDED, FAILED, RUNNING, SKIPPED = "succeeded", "failed", "running", "skipped"
+
+
+def hash_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def step_config(config: dict[str, Any], step: str) -> dict[str, Any]:
+    """The parts of the config (as JSON) that `step` reads."""
+    picked: dict[str, Any] = {}
+    for key in STEP_CONFIG[step]:
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        picked[key] = value
+    return picked
+
+
+@dataclass
+class StepRecord:
+    step: str
+    key: str
+    config_hash: str
+    input_hashes: dict[str, str]
+    data_hash: str
+    status: str = RUNNING
+    started_at: str = ""
+    seconds: float = 0.0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def output_hash(self) -> str:
+        return hash_json(self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "output_hash": self.output_hash}
+
+
+def new_record(step: str, config: dict[str, Any], inputs: dict[str, str], data_hash: str) -> StepRecord:
+    config_hash = hash_json(step_config(config, step))
+    key = f"{step}-{hash_json([step, config_hash, sorted(inputs.items())])}"
+    return StepRecord(step=step, key=key, config_hash=config_hash, input_hashes=dict(inputs),
+                      data_hash=data_hash,
+                      started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+class StepStore:
+    """Step records as JSON files in one folder."""
+
+    def __init__(self, runs_dir: str) -> None:
+        self.root = Path(runs_dir).resolve() / "steps"
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> StepRecord | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data.pop("output_hash", None)
+        return StepRecord(**data)
+
+    def put(self, record: StepRecord) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(record.key).with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record.to_dict(), indent=2, default=str))
+        os.replace(tmp, self.path(record.key))  # a reader never sees half a record

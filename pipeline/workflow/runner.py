@@ -1,0 +1,225 @@
+"""`recur run` as recorded steps: ingest -> validate -> train -> evaluate -> register -> promote.
+
+Each step takes the config and earlier steps' outputs, and leaves a record (step, config hash,
+input hashes, data hash, status, timing, outputs; see `records.py`). Running the same config again
+skips every step whose record matches and reuses its outputs, so a crashed run continues from its
+last finished step and an unchanged one costs nothing. `--from STEP` re-runs STEP and the steps
+after it; `--force` re-runs all. The steps share one MLflow run, opened by `train` and reopened by
+later steps that run in a new process; each step's status is a `recur.step.<name>` tag on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from pipeline.config import ConfigError, RecurConfig
+from pipeline.data import contract
+from pipeline.tracking import store
+from pipeline.tracking.run import RunTracker
+from pipeline.workflow import steps
+from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, register
+from pipeline.workflow.records import (
+    FAILED,
+    SKIPPED,
+    STEPS,
+    SUCCEEDED,
+    StepRecord,
+    StepStore,
+    hash_json,
+    new_record,
+)
+
+log = logging.getLogger(__name__)
+
+STEP_TAG = "recur.step."
+
+
+class Workflow:
+    def __init__(self, cfg: RecurConfig, *, config_sources: list[str], connect: Callable[[], str] | None,
+                 from_step: str | None = None, force: bool = False,
+                 fine_tune: steps.FineTune | None = None) -> None:
+        if from_step is not None and from_step not in STEPS:
+            raise ConfigError(f"--from {from_step}: not a step; the steps are {', '.join(STEPS)}")
+        self.cfg, self.config_sources, self.connect = cfg, config_sources, connect
+        self.config = cfg.model_dump(mode="json")
+        self.fine_tune = fine_tune
+        if fine_tune is not None:  # a fine-tune is a different training from a fresh one
+            self.config = {**self.config, "train": {**self.config["train"], "fine_tune": fine_tune.source}}
+        self.rerun_from = 0 if force else (STEPS.index(from_step) if from_step else len(STEPS))
+        self.store = StepStore(cfg.tracking.runs_dir)
+        self.done: list[tuple[StepRecord, str]] = []  # (record, how: succeeded | skipped | failed)
+        self.timings: dict[str, float] = {}
+        self.tracker: RunTracker | None = None
+
+    # ---------------------------------------------------------------------------------- steps
+
+    def _step(self, name: str, inputs: dict[str, str], data_hash: str,
+              run: Callable[[], dict[str, Any]], *, still_valid: Callable[[dict], bool] = lambda o: True,
+              ) -> StepRecord:
+        record = new_record(name, self.config, inputs, data_hash)
+        found = self.store.get(record.key)
+        if (STEPS.index(name) < self.rerun_from and found is not None and found.status == SUCCEEDED
+                and still_valid(found.outputs)):
+            log.info("step %s: skipped, inputs unchanged since %s (record %s)", name, found.started_at,
+                     found.key)
+            self.done.append((found, SKIPPED))
+            return found
+        self.store.put(record)  # status running: a crash leaves it so
+        start = time.perf_counter()
+        try:
+            record.outputs = run()
+        except BaseException as exc:
+            record.status, record.error = FAILED, f"{type(exc).__name__}: {exc}"[:4000]
+            record.seconds = round(time.perf_counter() - start, 2)
+            self.store.put(record)
+            self.done.append((record, FAILED))
+            raise
+        record.status, record.seconds = SUCCEEDED, round(time.perf_counter() - start, 2)
+        self.store.put(record)
+        self.done.append((record, SUCCEEDED))
+        return record
+
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        tracking_uri = store.resolve_tracking_uri(cfg)
+        store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
+        experiment_id = store.ensure_experiment(cfg, tracking_uri)
+        with store.use_tracking_uri(tracking_uri):
+            try:
+                return self._run(tracking_uri, experiment_id)
+            except BaseException:
+                self._close("FAILED")
+                raise
+
+    def _run(self, tracking_uri: str, experiment_id: str) -> RunSummary:
+        cfg = self.cfg
+        source = steps.source_fingerprint(cfg) if cfg.data.source is not None else None
+        ingest_inputs = {"sources": hash_json(source)} if source else {
+            "dataset": contract.read_manifest(cfg.data.root).data_hash}
+        ingested = self._step("ingest", ingest_inputs, ingest_inputs.get("dataset", ""),
+                              lambda: _manifest_outputs(steps.ingest(cfg)),
+                              still_valid=lambda o: _dataset_is(cfg.data.root, o["data_hash"]))
+        data_hash = ingested.outputs["data_hash"]
+        manifest = contract.read_manifest(cfg.data.root)
+        self._step("validate", {"data": data_hash}, data_hash, lambda: _validated(cfg))
+        if self.fine_tune is not None:
+            from pipeline.workflow.retrain import check_fine_tune
+
+            check_fine_tune(cfg, self.fine_tune, manifest)  # before Ray starts
+
+        def train() -> dict[str, Any]:
+            if self.connect is not None:
+                with steps.timed("ray_start", self.timings):
+                    log.info("using %s", self.connect())
+            tracker = self._open_run(tracking_uri, experiment_id, None)
+            tracker.log_dataset(manifest, cfg.data.root)
+            name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{tracker.run_id[:8]}"
+            with steps.timed("train", self.timings):
+                trained = steps.train(cfg, manifest, tracker=tracker, name=name,
+                                      fine_tune=self.fine_tune)
+            tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
+            return {"run_id": tracker.run_id, "checkpoint_dir": trained.checkpoint_dir,
+                    "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
+                    "best_epoch": trained.best_epoch}
+
+        trained = self._step("train", {"data": data_hash}, data_hash, train,
+                             still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+        out = trained.outputs
+        checkpoint = out["checkpoint_dir"]
+
+        def evaluate() -> dict[str, Any]:
+            tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
+            evaluation, model_uri = evaluate_and_log(cfg, tracker, checkpoint, self.timings,
+                                                     curve_metric=True)
+            return {"metrics": evaluation.metrics, "model_uri": model_uri}
+
+        evaluated = self._step("evaluate", {"train": trained.output_hash}, data_hash, evaluate)
+        decision = None
+        if cfg.registry.enabled:
+            def do_register() -> dict[str, Any]:
+                tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
+                version = register(cfg, tracker, evaluated.outputs["model_uri"], self.timings)
+                return {"model_name": cfg.registry.model_name, "version": version}
+
+            registered = self._step("register", {"evaluate": evaluated.output_hash}, data_hash, do_register)
+
+            def do_promote() -> dict[str, Any]:
+                tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
+                return promote(cfg, tracker, checkpoint, registered.outputs["version"], data_hash,
+                               self.timings)
+
+            decision = self._step("promote", {"register": registered.output_hash}, data_hash,
+                                  do_promote).outputs
+        self._close("FINISHED")
+        return RunSummary(
+            run_id=out["run_id"], experiment_id=experiment_id, tracking_uri=tracking_uri,
+            test_metrics=evaluated.outputs["metrics"], epochs_run=out["epochs_run"],
+            best_epoch=out["best_epoch"], checkpoint_dir=checkpoint, decision=decision,
+            timings=self.timings, steps=self.step_rows(),
+        )
+
+    # ----------------------------------------------------------------------------- MLflow run
+
+    def _open_run(self, tracking_uri: str, experiment_id: str, run_id: str | None) -> RunTracker:
+        """The workflow's MLflow run: created by train, reopened by a later step in a new process."""
+        if self.tracker is None:
+            self.tracker = RunTracker(self.cfg, tracking_uri, experiment_id)
+            self.tracker.start(config_sources=self.config_sources, resume_run_id=run_id,
+                               tags={"recur.kind": "run"} if run_id is None else None)
+        return self.tracker
+
+    def _close(self, status: str) -> None:
+        if self.tracker is None or self.tracker.run_id is None:
+            return
+        try:
+            self._tag_steps()
+        except Exception as exc:  # e.g. the tracking server went away: the records keep the truth
+            log.warning("could not record the steps on MLflow run %s: %s", self.tracker.run_id, exc)
+        try:
+            self.tracker.finish(status)  # leaves the fluent API's run even when the server is gone
+        except Exception as exc:
+            log.warning("could not mark MLflow run %s %s: %s", self.tracker.run_id, status, exc)
+
+    def _tag_steps(self) -> None:
+        assert self.tracker is not None and self.tracker.run_id is not None
+        client = MlflowClient(self.tracker.tracking_uri)
+        for record, how in self.done:
+            client.set_tag(self.tracker.run_id, STEP_TAG + record.step, how)
+            client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.key", record.key)
+            if how != SKIPPED:
+                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.seconds", str(record.seconds))
+            if record.error:
+                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.error", record.error[:5000])
+        if self.timings:
+            self.tracker.log_dict(self.timings, "timings.json")
+        self.tracker.log_dict({"steps": self.step_rows()}, "workflow/steps.json")
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        return [{"step": r.step, "status": how, "seconds": r.seconds, "key": r.key,
+                 "config_hash": r.config_hash, "input_hashes": r.input_hashes, "data_hash": r.data_hash,
+                 "started_at": r.started_at, "error": r.error} for r, how in self.done]
+
+
+def _manifest_outputs(manifest: contract.Manifest) -> dict[str, Any]:
+    return {"data_hash": manifest.data_hash, "data_version": manifest.data_version,
+            "rows": {split: info.rows for split, info in manifest.splits.items()}}
+
+
+def _dataset_is(root: str, data_hash: str) -> bool:
+    try:
+        return contract.read_manifest(root).data_hash == data_hash
+    except Exception:  # missing or unreadable: import again
+        return False
+
+
+def _validated(cfg: RecurConfig) -> dict[str, Any]:
+    steps.validate(cfg)
+    return {"root": str(Path(cfg.data.root).resolve())}
+

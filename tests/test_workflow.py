@@ -1,0 +1,179 @@
+"""The pipeline as recorded steps, and `recur retrain`, on a real local Ray and real MLflow servers.
+
+Given the toy dataset: running the same config twice skips every step the second time (same run,
+no new model version); `--from evaluate` re-runs evaluate, register and promote only; a run whose
+tracking server dies after training continues, once the server is back, from the evaluate step in
+the same MLflow run; `recur retrain` starts from the champion's weights (its first epoch's loss
+is below a fresh model's) and refuses data with other channels.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port, make_toy_dataset
+from mlflow import MlflowClient
+
+from pipeline.cli import main
+from pipeline.workflow.records import STEPS
+
+pytestmark = pytest.mark.slow
+
+MODEL = "workflow-toy"
+
+
+def _args(tmp_path: Path, dataset: Path, uri: str, command: str = "run") -> list[str]:
+    config = tmp_path / "workflow.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 16}\n"
+        "train: {epochs: 3, lr: 0.01, early_stopping_patience: 0}\n"
+        "data: {batch_size: 16}\n"
+        f"registry: {{model_name: {MODEL}, min_improvement: 0.0}}\n"
+        "tracking: {experiment: workflow}\n"
+    )
+    return [command, str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
+            "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]
+
+
+def _steps(out: str) -> dict[str, str]:
+    line = next(x for x in out.splitlines() if x.strip().startswith("steps "))
+    parts = [p.split() for p in line.split("steps", 1)[1].split(",")]
+    return {p[0]: p[1] for p in parts}
+
+
+def _runs(client: MlflowClient) -> list:
+    return client.search_runs([client.get_experiment_by_name("workflow").experiment_id])
+
+
+def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server, toy_dataset, tmp_path,
+                                                        capsys):
+    client = MlflowClient(mlflow_server)
+    args = _args(tmp_path, toy_dataset, mlflow_server)
+    assert main(args) == 0
+    assert set(_steps(capsys.readouterr().out).values()) == {"succeeded"}
+    (run,) = _runs(client)
+
+    assert main(args) == 0  # the same config and data: nothing to do
+    out = capsys.readouterr().out
+    assert _steps(out) == dict.fromkeys(STEPS, "skipped")
+    assert run.info.run_id in out and len(_runs(client)) == 1
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+
+    assert main([*args, "--from", "evaluate"]) == 0
+    steps = _steps(capsys.readouterr().out)
+    assert steps == {"ingest": "skipped", "validate": "skipped", "train": "skipped",
+                     "evaluate": "succeeded", "register": "succeeded", "promote": "succeeded"}
+    assert len(_runs(client)) == 1 and len(client.search_model_versions(f"name='{MODEL}'")) == 2
+
+    # a change to the registry section re-runs only the gate
+    assert main([*args, "--set", "registry.min_improvement=0.5"]) == 0
+    assert _steps(capsys.readouterr().out)["promote"] == "succeeded"
+
+    assert main(["runs", "show", run.info.run_id, "--tracking-uri", mlflow_server]) == 0
+    shown = capsys.readouterr().out
+    for step in STEPS:
+        assert step in shown
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["recur.step.promote"] == "succeeded" and tags["recur.step.evaluate"] == "skipped"
+    records = list((tmp_path / "runs" / "steps").glob("train-*.json"))
+    (record,) = [json.loads(p.read_text()) for p in records]
+    assert record["status"] == "succeeded" and record["outputs"]["run_id"] == run.info.run_id
+    assert {"config_hash", "input_hashes", "data_hash", "seconds"} <= set(record)
+
+    # retrain: fine-tunes the champion, whose weights already fit this data
+    assert main(_args(tmp_path, toy_dataset, mlflow_server, "retrain")) == 0
+    out = capsys.readouterr().out
+    assert f"fine-tuned from models:/{MODEL}/" in out and _steps(out)["train"] == "succeeded"
+    fresh, tuned = sorted(_runs(client), key=lambda r: r.info.start_time)
+    first_loss = {r.info.run_id: client.get_metric_history(r.info.run_id, "val_loss")[0].value
+                  for r in (fresh, tuned)}
+    assert first_loss[tuned.info.run_id] < first_loss[fresh.info.run_id], first_loss
+
+    # a dataset with another number of channels cannot be fine-tuned on: refused before training
+    other = make_toy_dataset(tmp_path / "four-channels", num_channels=4)
+    assert main(_args(tmp_path, other, mlflow_server, "retrain")) == 2
+    err = capsys.readouterr().err
+    assert "cannot fine-tune" in err and "channels differ: champion 3, data 4" in err
+    assert len(_runs(client)) == 2
+
+
+def _start_server(root: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+         str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("mlflow server did not start")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    import os
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_a_run_continues_after_its_tracking_server_died(ray_local, toy_dataset, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once instead of backing off
+    port, root = free_port(), tmp_path / "server"
+    root.mkdir()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(root, port)
+    steps_dir = tmp_path / "runs" / "steps"
+
+    def stop_server_after_training() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for path in steps_dir.glob("train-*.json"):
+                try:
+                    if json.loads(path.read_text())["status"] == "succeeded":
+                        _stop(server)
+                        return
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=stop_server_after_training, daemon=True)
+    watcher.start()
+    try:
+        try:  # exits with an error, or raises what the MLflow client raised: the server is gone
+            failed: object = main(_args(tmp_path, toy_dataset, uri))
+        except Exception as exc:
+            failed = exc
+        assert failed != 0
+        watcher.join(timeout=5)
+        records = {r["step"]: r for r in (json.loads(p.read_text()) for p in steps_dir.glob("*.json"))}
+        assert records["train"]["status"] == "succeeded"
+        assert records["evaluate"]["status"] == "failed"
+        run_id = records["train"]["outputs"]["run_id"]
+
+        server = _start_server(root, port)  # the same store comes back
+        capsys.readouterr()
+        assert main(_args(tmp_path, toy_dataset, uri)) == 0
+        steps = _steps(capsys.readouterr().out)
+        assert steps["train"] == "skipped" and steps["evaluate"] == "succeeded"
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("workflow").experiment_id])
+        assert run.info.run_id == run_id and run.info.status == "FINISHED"
+        assert "test_accuracy" in run.data.metrics
+        assert client.get_model_version_by_alias(MODEL, "champion").run_id == run_id
+    finally:
+        _stop(server)
