@@ -305,6 +305,11 @@ class ResourcesConfig(_Section):
     reserve_cpus_for_data: float = Field(
         0.5, ge=0.0, description="CPUs left free for Ray Data read tasks; checked before training"
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="where Ray places the Train workers on a multi-node cluster: PACK on as few "
+        "nodes as possible (fastest gradient sync), SPREAD on different nodes where possible, "
+        "STRICT_PACK all on one node, STRICT_SPREAD each on its own node (waits until that fits)"
+    )
 
 
 class RecurConfig(_Section):

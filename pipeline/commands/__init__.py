@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "pipeline.commands.schedule",
+    "pipeline.commands.predict",
+    "pipeline.commands.jobs",
+]
 
 
 class CommandError(Exception):

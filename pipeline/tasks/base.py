@@ -54,6 +54,8 @@ class Task:
     split_train: ClassVar[bool] = True
     # Parameters `predict` accepts, with defaults (they go into the MLflow model's signature).
     predict_params: ClassVar[dict[str, Any]] = {}
+    # What `recur predict` (batch inference) passes to `predict`, e.g. class probabilities.
+    batch_predict_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, pre: Preprocessing, cfg: RecurConfig | None = None) -> None:
         from pipeline.config import RecurConfig
@@ -127,6 +129,13 @@ class Task:
     def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
         """The MLflow model's `predict`: raw inputs (tokens as strings, values in raw units)."""
         raise NotImplementedError
+
+    def raw_inputs(self, table: pa.Table) -> pd.DataFrame:
+        """Rows of the dataset contract -> the raw inputs `predict` takes, one per row, in order
+        (batch inference). The default serves float features: column `x`, time x channels lists."""
+        import pandas as pd
+
+        return pd.DataFrame({"x": table.column("x").to_pylist()})
 
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         """Raw model inputs for the test rows and the truth `score` compares predictions with."""

@@ -23,6 +23,9 @@ class ClassifyTask(Task):
     higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True, "macro_f1": True}
     gate_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
     default_gate_metric = "accuracy"
+    # probabilities: also return one `prob_<label>` column per class (batch inference asks for it).
+    predict_params: ClassVar[dict[str, Any]] = {"probabilities": False}
+    batch_predict_params: ClassVar[dict[str, Any]] = {"probabilities": True}
 
     def __init__(self, pre: Any, cfg: Any = None) -> None:
         super().__init__(pre, cfg)
@@ -92,7 +95,8 @@ class ClassifyTask(Task):
         return out
 
     # Input: column `x`, each value a time x channels nested list (or a flat list for one
-    # channel). Output: `label`, `label_index`, `confidence`.
+    # channel). Output: `label`, `label_index`, `confidence`; with the param `probabilities: true`
+    # also `prob_<label>` for every label, in label order (they sum to 1).
     def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
         sequences = inputs["x"].tolist()
         probabilities = []
@@ -103,11 +107,15 @@ class ClassifyTask(Task):
                 probabilities.append(torch.softmax(model(x_BTC, lengths_B), dim=-1).numpy())
         probs = np.concatenate(probabilities) if probabilities else np.zeros((0, self.num_classes))
         index = probs.argmax(axis=1)
-        return pd.DataFrame({
+        out = pd.DataFrame({
             "label": [self.pre.labels[i] for i in index],
             "label_index": index.astype(np.int64),
             "confidence": probs.max(axis=1) if len(probs) else np.zeros(0),
         })
+        if (params or {}).get("probabilities"):
+            for k, label in enumerate(self.pre.labels):
+                out[f"prob_{label}"] = probs[:, k]
+        return out
 
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         labels = [self.pre.labels[i] for i in table.column("y").to_pylist()]

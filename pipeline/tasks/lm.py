@@ -406,6 +406,11 @@ class LanguageModelTask(Task):
                                         top_k=top_k, generator=generator) for t in texts]
         return pd.DataFrame({"text": [t + g for t, g in zip(texts, generated)], "generated": generated})
 
+    def raw_inputs(self, table: pa.Table) -> pd.DataFrame:
+        """Each row's block of the token stream as text (scored on its own, from its first token)."""
+        return pd.DataFrame({"text": [join_tokens(self.decode(ids), self.level)
+                                      for ids in table.column("x").to_pylist()]})
+
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         """The test text (decoded from its stream) as GATE_PIECES contiguous pieces; no truth
         beyond the text itself."""

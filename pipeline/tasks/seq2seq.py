@@ -193,6 +193,9 @@ class Seq2SeqTask(Task):
         return pd.DataFrame({"target": pd.Series(texts, dtype=object),
                              "score": np.asarray(scores, dtype=np.float64)})
 
+    def raw_inputs(self, table: pa.Table) -> pd.DataFrame:
+        return pd.DataFrame({"source": [self.source_text(x) for x in table.column("x").to_pylist()]})
+
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         sources = [self.source_text(x) for x in table.column("x").to_pylist()]
         references = [self.to_text(y) for y in table.column("y").to_pylist()]

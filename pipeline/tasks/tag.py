@@ -195,6 +195,9 @@ class TagTask(Task):
                         for word, ids in zip(row_words, row_chars)])
         return out
 
+    def raw_inputs(self, table: pa.Table) -> pd.DataFrame:
+        return pd.DataFrame({"tokens": self.raw_tokens(table)})
+
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         truth = [[self.pre.labels[i] for i in row] for row in table.column("y").to_pylist()]
         return pd.DataFrame({"tokens": self.raw_tokens(table)}), truth

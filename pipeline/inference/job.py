@@ -1,0 +1,426 @@
+"""Batch inference with Ray Data: a registered model over a dataset's splits, to Parquet.
+
+The plan (Ray must be connected; the entry point does that):
+
+    read_parquet(split files)  ->  + split column  ->  blocks of --batch-size rows
+      ->  map_batches(PredictActor, actor pool)  ->  write_parquet(--out, pyarrow filesystem)
+
+Every actor loads the model once (shipped as bytes by the driver), checks each row with the
+dataset contract's row checks, predicts the valid rows through the model's pyfunc `predict` and
+returns every row (`rows.BatchPredictor`). Rows keep their input order (Ray Data's
+`preserve_order`). The output folder is then read back (only `split` and `error`) to count the
+rows written and the failures, and `_recur_predict.json` records what ran; it is written
+last, so a folder without it holds an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.data.datasource import FilenameProvider
+
+from pipeline.inference.model import PredictError, RegisteredModel, load_from_blob
+from pipeline.inference.rows import (
+    ERROR_COLUMN,
+    ID_COLUMN,
+    SPLIT_COLUMN,
+    BatchPredictor,
+    InputSpec,
+    error_kind,
+    output_schema,
+    row_errors,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "_recur_predict.json"  # "_" prefix: Parquet readers skip it
+ROWS_PER_FILE = 100_000  # a hint: fewer, larger output files
+PROBE_ROWS = 16  # rows the driver predicts before starting the job (fail fast, output types)
+EXAMPLES_PER_KIND = 1
+
+
+# ---------------------------------------------------------------------------------- resources
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many model replicas (actors) run, and what each one holds."""
+
+    concurrency: int
+    num_cpus: float
+    num_gpus: float
+    data_cpus: float  # per read/write task
+
+    def describe(self) -> str:
+        gpus = f", {self.num_gpus:g} GPU" if self.num_gpus else ""
+        plural = "s" if self.concurrency != 1 else ""
+        return f"{self.concurrency} actor{plural} ({self.num_cpus:g} CPU{gpus} each)"
+
+
+def plan_actors(cluster_cpus: float, cluster_gpus: float, *, concurrency: int | None = None,
+                gpu: bool | None = None, cuda_available: bool = False,
+                reserve_cpus: float = 0.5) -> ActorPlan:
+    """Size the actor pool from the cluster.
+
+    At least one whole CPU (more if `reserve_cpus` says so) stays free for Ray Data's own tasks:
+    listing and repartitioning ask for a whole CPU each, and with every CPU held by actors the
+    job would wait forever; the read and write tasks ask for `reserve_cpus` (at most 1). GPUs are
+    used when `gpu` is True, or when it is None (auto) and the cluster has GPUs and torch sees
+    CUDA here: one GPU per actor, one actor per GPU by default. On CPUs the default is one actor
+    per whole CPU left; asking for more actors than fit gives each a fraction of a CPU.
+    """
+    if concurrency is not None and concurrency < 1:
+        raise PredictError(f"--concurrency must be >= 1, got {concurrency}")
+    usable = cluster_cpus - max(1.0, reserve_cpus)
+    if usable <= 0:
+        raise PredictError(f"the Ray cluster has {cluster_cpus:g} CPUs: none left for model replicas "
+                           f"after {max(1.0, reserve_cpus):g} kept free for Ray Data's read and write "
+                           "tasks (at least 1; resources.reserve_cpus_for_data)")
+    use_gpu = gpu if gpu is not None else (cluster_gpus >= 1 and cuda_available)
+    if use_gpu:
+        if cluster_gpus < 1:
+            raise PredictError("--gpu: the Ray cluster has no GPUs")
+        n = concurrency or int(cluster_gpus)
+        if n > cluster_gpus:
+            raise PredictError(f"--concurrency {n} with one GPU per actor, but the cluster has "
+                               f"{cluster_gpus:g} GPUs")
+    else:
+        n = concurrency or max(1, int(math.floor(usable)))
+    data_cpus = min(1.0, reserve_cpus) if reserve_cpus > 0 else 0.0
+    return ActorPlan(concurrency=n, num_cpus=round(min(1.0, usable / n), 3),
+                     num_gpus=1.0 if use_gpu else 0.0, data_cpus=data_cpus)
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def resolve_output(out: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path in it) for a local folder, file:// or any URI pyarrow knows."""
+    import os
+
+    from pyarrow import fs as pafs
+
+    target = out if "://" in out else os.path.abspath(os.path.expanduser(out))
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise PredictError(f"--out {out}: {exc}") from None
+    return filesystem, path.rstrip("/") or "/"
+
+
+def check_output(filesystem: Any, path: str, *, overwrite: bool) -> bool:
+    """Refuse a file, or a non-empty folder unless `overwrite`; True when there is something
+    to clear."""
+    from pyarrow import fs as pafs
+
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        raise PredictError(f"--out {path} is a file; give a folder")
+    if info.type != pafs.FileType.Directory:
+        return False
+    entries = filesystem.get_file_info(pafs.FileSelector(path, recursive=False))
+    if entries and not overwrite:
+        raise PredictError(f"--out {path} is not empty ({len(entries)} entries); "
+                           "pass --overwrite to replace its contents")
+    return bool(entries)
+
+
+def prepare_output(filesystem: Any, path: str, *, overwrite: bool) -> None:
+    """An empty output folder: created, or emptied when `overwrite` (`check_output` refuses
+    anything else)."""
+    if check_output(filesystem, path, overwrite=overwrite):
+        filesystem.delete_dir_contents(path)
+    filesystem.create_dir(path, recursive=True)
+
+
+class PartFiles(FilenameProvider):
+    """part-00000-<write uuid>.parquet, part-00001-..., in row order (Ray Data wants the uuid)."""
+
+    def __init__(self) -> None:
+        super().__init__(file_format="parquet")
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{task_index:05d}-{write_uuid}.parquet"
+
+
+# ---------------------------------------------------------------------------------- checks
+
+
+def check_compatible(model: RegisteredModel, manifest: Any) -> None:
+    pre = model.python_model.pre
+    where = f"{model.describe()} ({pre.task}) and dataset {manifest.name!r} ({manifest.task})"
+    if pre.task != manifest.task:
+        raise PredictError(f"{where}: the model's task differs from the dataset's")
+    if pre.feature_kind != manifest.feature.kind:
+        raise PredictError(f"{where}: the model reads {pre.feature_kind} features, the dataset "
+                           f"holds {manifest.feature.kind}")
+    if pre.feature_kind == "float" and pre.num_channels != manifest.feature.num_channels:
+        raise PredictError(f"{where}: the model takes {pre.num_channels} channels per step, the "
+                           f"dataset has {manifest.feature.num_channels}")
+
+
+def predict_params(model: RegisteredModel, given: dict[str, Any]) -> dict[str, Any]:
+    """The task's batch defaults (`Task.batch_predict_params`) the model's signature accepts,
+    then `given` (every key must be one of the model's params)."""
+    from pipeline.tasks import task_class
+
+    accepted = model.params_schema
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        offered = ", ".join(f"{k} (default {v!r})" for k, v in accepted.items()) or "none"
+        raise PredictError(f"--param {', '.join(unknown)}: {model.describe()} takes params: {offered}")
+    defaults = task_class(model.task).batch_predict_params
+    skipped = sorted(set(defaults) - set(accepted))
+    if skipped:
+        log.warning("%s predates the param(s) %s; its output will not have what they add",
+                    model.describe(), ", ".join(skipped))
+    return {**{k: v for k, v in defaults.items() if k in accepted}, **given}
+
+
+def split_files(root: str, splits: list[str]) -> dict[str, list[str]]:
+    from pipeline.data.contract import DatasetError
+    from pipeline.data.contract import split_files as contract_split_files
+
+    files = {s: contract_split_files(root, s) for s in splits}
+    empty = [s for s, f in files.items() if not f]
+    if empty:
+        raise DatasetError(f"no part-*.parquet files for split(s) {empty} in {root}: the dataset is "
+                           "incomplete")
+    return files
+
+
+def probe(model: RegisteredModel, spec: InputSpec, params: dict[str, Any],
+          files: dict[str, list[str]], columns: list[str]) -> pa.Schema:
+    """Predict the first valid rows on the driver: the model can read this data at all (else fail
+    before starting the job), and the Arrow types of its prediction columns."""
+    first = pq.ParquetFile(next(f for fs in files.values() for f in fs))
+    batch = next(first.iter_batches(batch_size=PROBE_ROWS, columns=columns), None)
+    rows = pa.Table.from_batches([batch]) if batch is not None else None
+    if rows is not None:
+        valid = [i for i, e in enumerate(row_errors(rows, spec)) if e is None]
+        if valid:
+            rows = rows.take(pa.array(valid, pa.int64()))
+            inputs = spec.build_task().raw_inputs(rows)
+            try:
+                predictions = model.pyfunc.predict(inputs, params=params or None)
+            except Exception as exc:
+                raise PredictError(f"{model.describe()} cannot predict the first rows of the data: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            return output_schema(predictions)
+    example = model.pyfunc.input_example  # no valid row to try: the model's own example
+    if example is None:
+        raise PredictError("none of the first rows of the data is valid and the model has no input "
+                           "example: cannot tell its output columns")
+    return output_schema(model.pyfunc.predict(example, params=params or None))
+
+
+# ---------------------------------------------------------------------------------- Ray Data
+
+
+def add_split(batch: pa.Table, split: str) -> pa.Table:
+    return batch.append_column(SPLIT_COLUMN, pa.array([split] * batch.num_rows, pa.string()))
+
+
+class PredictActor(BatchPredictor):
+    """The Ray Data actor: loads the model from the driver's bytes once, then predicts batches."""
+
+    def __init__(self, model_blob: list[Any], spec: InputSpec, params: dict[str, Any],
+                 schema: pa.Schema, num_cpus: float, use_gpu: bool) -> None:
+        import ray
+        import torch
+
+        torch.set_num_threads(max(1, int(num_cpus)))
+        model = load_from_blob(ray.get(model_blob[0]))
+        if use_gpu:
+            if torch.cuda.is_available():
+                from pipeline.inference.device import place_on_device
+
+                place_on_device(model, "cuda")
+            else:
+                log.warning("this actor holds a GPU but torch sees no CUDA: predicting on the CPU")
+        super().__init__(model, spec, params, schema)
+
+
+@dataclass
+class PredictResult:
+    model: str
+    model_uri: str
+    run_id: str | None
+    task: str
+    data: str
+    data_hash: str
+    out: str
+    splits: list[str]
+    rows_in: dict[str, int]
+    rows_out: dict[str, int]
+    failed: int
+    failures: list[dict[str, Any]]  # kind, rows, example id, example reason
+    columns: list[str]
+    params: dict[str, Any]
+    batch_size: int
+    actors: str
+    # prepare (model, checks, first rows), connect (Ray), predict (read, predict, write), total
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_in(self) -> int:
+        return sum(self.rows_in.values())
+
+    @property
+    def total_out(self) -> int:
+        return sum(self.rows_out.values())
+
+    def format(self) -> str:
+        per_split = ", ".join(f"{s} {n}" for s, n in self.rows_in.items())
+        lines = ["recur predict finished",
+                 f"  model         {self.model}, task {self.task}",
+                 f"  data          {self.data} (data version {self.data_hash[:12]})",
+                 f"  rows in       {self.total_in} ({per_split})",
+                 f"  rows out      {self.total_out}",
+                 f"  failed rows   {self.failed}"
+                 + (" (null prediction, the reason in column `error`)" if self.failed else "")]
+        width = max([len(f["kind"]) for f in self.failures] + [0])
+        for f in self.failures:
+            lines.append(f"    {f['kind']:<{width}}  {f['rows']:>6}  e.g. {f['example_split']} row "
+                         f"{f['example_id']!r}: {f['example_reason']}")
+        lines.append(f"  output        {self.out}")
+        lines.append(f"  columns       {', '.join(self.columns)}")
+        sec = {k: self.seconds.get(k, 0.0) for k in ("prepare", "connect", "predict", "total")}
+        start = f", start Ray {sec['connect']:.1f}" if sec["connect"] >= 0.05 else ""
+        run = sec["predict"]
+        lines.append(f"  wall time     {sec['total']:.1f} s (model and checks {sec['prepare']:.1f}{start}, "
+                     f"read, predict and write {run:.1f}) on {self.actors}")
+        rate = self.total_in / run if run > 0 else float("nan")
+        lines.append(f"  rows/s        {rate:.1f} (read, predict and write)")
+        return "\n".join(lines)
+
+
+def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list[str] | None = None,
+                    batch_size: int = 256, concurrency: int | None = None, gpu: bool | None = None,
+                    params: dict[str, Any] | None = None, overwrite: bool = False,
+                    reserve_cpus: float = 0.5, started_at: float | None = None,
+                    connect: Callable[[], str] | None = None) -> PredictResult:
+    """Predict every row of `splits` (default: all) of the dataset at `data`; write Parquet to `out`.
+
+    `connect` (from the entry point, which owns `ray.init`) is called once the checks that need
+    no Ray have passed (data, model fit, first rows predicted, output folder); without it Ray
+    must be connected. `started_at` (`time.perf_counter()`) is when the command started, for the
+    wall time. Raises PredictError (or DatasetError) for what the user can fix.
+    """
+    import ray
+    import torch
+
+    from pipeline.data.contract import SPLITS, read_manifest
+
+    started_at = time.perf_counter() if started_at is None else started_at
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    manifest = read_manifest(data)
+    splits = list(dict.fromkeys(splits or [s for s in SPLITS if s in manifest.splits]))
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise PredictError(f"unknown split(s) {unknown}: expected some of {list(SPLITS)}")
+    check_compatible(model, manifest)
+    files = split_files(data, splits)
+    rows_in = {s: sum(pq.ParquetFile(f).metadata.num_rows for f in files[s]) for s in splits}
+    spec = InputSpec.from_manifest(manifest, num_channels=model.python_model.pre.num_channels)
+    columns = [ID_COLUMN, "x", *manifest.columns]
+    params = predict_params(model, dict(params or {}))
+    schema = probe(model, spec, params, files, columns)
+    filesystem, path = resolve_output(out)
+    check_output(filesystem, path, overwrite=overwrite)
+
+    connect_started = time.perf_counter()
+    if connect is not None:
+        log.info("using %s", connect())
+    connect_seconds = time.perf_counter() - connect_started
+    resources = ray.cluster_resources()
+    plan = plan_actors(resources.get("CPU", 0.0), resources.get("GPU", 0.0), concurrency=concurrency,
+                       gpu=gpu, cuda_available=torch.cuda.is_available(), reserve_cpus=reserve_cpus)
+    prepare_output(filesystem, path, overwrite=overwrite)
+    log.info("predicting %d rows (%s) of %s with %s on %s", sum(rows_in.values()), ", ".join(splits),
+             data, model.describe(), plan.describe())
+
+    started = time.perf_counter()
+    context = ray.data.DataContext.get_current()
+    preserve_order = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # output rows in input order
+    blob_ref = ray.put(model.blob)  # once, for every actor
+    try:
+        data_args = {"num_cpus": plan.data_cpus}
+        parts = [ray.data.read_parquet(files[s], **data_args).select_columns(columns)
+                 .map_batches(add_split, fn_kwargs={"split": s}, batch_format="pyarrow", batch_size=None,
+                              **data_args)
+                 for s in splits]
+        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        ds = ds.repartition(target_num_rows_per_block=batch_size)
+        ds = ds.map_batches(
+            PredictActor,
+            fn_constructor_kwargs={"model_blob": [blob_ref], "spec": spec, "params": params,
+                                   "schema": schema, "num_cpus": plan.num_cpus,
+                                   "use_gpu": plan.num_gpus > 0},
+            batch_size=batch_size, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=plan.concurrency),
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus or None,
+        )
+        ds.write_parquet(path, filesystem=filesystem, filename_provider=PartFiles(),
+                         min_rows_per_file=ROWS_PER_FILE, ray_remote_args=data_args,
+                         compression="zstd")
+    finally:
+        context.execution_options.preserve_order = preserve_order
+    seconds = time.perf_counter() - started
+
+    rows_out, failures, failed = read_back(filesystem, path, splits)
+    result = PredictResult(
+        model=model.describe(), model_uri=model.uri, run_id=model.run_id, task=model.task, data=data,
+        data_hash=manifest.data_hash, out=out, splits=splits, rows_in=rows_in,
+        rows_out=rows_out, failed=failed, failures=failures,
+        columns=[ID_COLUMN, SPLIT_COLUMN, *schema.names, ERROR_COLUMN], params=params,
+        batch_size=batch_size, actors=plan.describe(),
+        seconds={"prepare": round(connect_started - started_at, 3), "connect": round(connect_seconds, 3),
+                 "predict": round(seconds, 3), "total": round(time.perf_counter() - started_at, 3)},
+    )
+    if result.total_out != result.total_in:  # never expected: every row is written
+        raise RuntimeError(f"batch inference wrote {result.total_out} rows for {result.total_in} "
+                           f"input rows ({rows_out} vs {rows_in}) to {out}")
+    write_summary(filesystem, path, result)
+    return result
+
+
+def read_back(filesystem: Any, path: str,
+              splits: list[str]) -> tuple[dict[str, int], list[dict[str, Any]], int]:
+    """Rows written per split, and the failures by kind (count, one example each)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    written = pads.dataset(path, filesystem=filesystem, format="parquet")
+    counts = Counter(written.to_table(columns=[SPLIT_COLUMN]).column(SPLIT_COLUMN).to_pylist())
+    rows_out = {s: counts.get(s, 0) for s in splits}
+    failed = written.to_table(columns=[ID_COLUMN, SPLIT_COLUMN, ERROR_COLUMN],
+                              filter=pc.field(ERROR_COLUMN).is_valid())
+    kinds: dict[str, dict[str, Any]] = {}
+    for row in failed.to_pylist():
+        kind = error_kind(row[ERROR_COLUMN])
+        entry = kinds.setdefault(kind, {"kind": kind, "rows": 0, "example_id": row[ID_COLUMN],
+                                        "example_split": row[SPLIT_COLUMN],
+                                        "example_reason": row[ERROR_COLUMN]})
+        entry["rows"] += 1
+    failures = sorted(kinds.values(), key=lambda k: (-k["rows"], k["kind"]))
+    return rows_out, failures, failed.num_rows
+
+
+def write_summary(filesystem: Any, path: str, result: PredictResult) -> None:
+    record = {**asdict(result), "rows_in_total": result.total_in, "rows_out_total": result.total_out,
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with filesystem.open_output_stream(f"{path}/{SUMMARY_FILE}") as stream:
+        stream.write((json.dumps(record, indent=2, default=str) + "\n").encode())

@@ -1,0 +1,154 @@
+"""Which registered model to run, fetched once by the driver and shipped to the workers.
+
+`NAME@alias`, `NAME/version` or `NAME` (its `@champion`) is resolved to one concrete version
+before anything runs, so every worker predicts with the same model even if the alias moves
+while the job runs. The driver downloads that version's MLflow model folder and ships it as
+bytes through Ray's object store: workers need no access to the tracking server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_ALIAS = "champion"
+
+
+class PredictError(ValueError):
+    """A problem with what batch inference was asked to do (model, data, output, resources)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """NAME@alias, NAME/version, or NAME alone (its @champion)."""
+        text = text.strip()
+        if text.startswith("models:/"):
+            text = text[len("models:/"):]
+        if "@" in text:
+            name, _, alias = text.partition("@")
+            spec = cls(name, alias=alias)
+        elif "/" in text:
+            name, _, version = text.partition("/")
+            spec = cls(name, version=version)
+        else:
+            spec = cls(text, alias=DEFAULT_ALIAS)
+        if not spec.name or spec.alias == "" or spec.version == "" or "/" in (spec.alias or ""):
+            raise PredictError(f"model {text!r}: expected NAME@alias, NAME/version or NAME")
+        if spec.version is not None and not spec.version.isdigit():
+            raise PredictError(f"model {text!r}: the version must be a number")
+        return spec
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.alias}" if self.alias else f"{self.name}/{self.version}"
+
+
+@dataclass
+class RegisteredModel:
+    """One resolved model version, downloaded and loaded on the driver."""
+
+    spec: ModelSpec
+    version: str
+    run_id: str | None
+    blob: bytes  # the MLflow model folder as an uncompressed tar
+    pyfunc: Any  # the loaded mlflow.pyfunc model (driver-side checks and the output probe)
+    params_schema: dict[str, Any] = field(default_factory=dict)  # param name -> default
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.spec.name}/{self.version}"
+
+    @property
+    def python_model(self) -> Any:
+        return self.pyfunc.unwrap_python_model()
+
+    @property
+    def task(self) -> str:
+        return self.python_model.pre.task
+
+    def describe(self) -> str:
+        via = f" (@{self.spec.alias})" if self.spec.alias else ""
+        return f"{self.spec.name} version {self.version}{via}"
+
+
+def resolve_version(spec: ModelSpec, tracking_uri: str) -> tuple[str, str | None]:
+    """(version, run id) of `spec` in the registry at `tracking_uri`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        if spec.alias is not None:
+            mv = client.get_model_version_by_alias(spec.name, spec.alias)
+        else:
+            mv = client.get_model_version(spec.name, spec.version)
+    except MlflowException as exc:
+        raise PredictError(f"no registered model {spec} at {tracking_uri}: {exc.message}") from None
+    return str(mv.version), mv.run_id
+
+
+def load_registered(spec: ModelSpec, tracking_uri: str) -> RegisteredModel:
+    """Resolve `spec`, download that version, load it, and keep its folder as bytes."""
+    import mlflow
+
+    from pipeline.tracking.store import use_tracking_uri
+
+    version, run_id = resolve_version(spec, tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="recur-model-") as tmp:
+        with use_tracking_uri(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{spec.name}/{version}",
+                                                       dst_path=tmp)
+        pyfunc = _load(local)
+        blob = pack_dir(local)
+    python_model = pyfunc.unwrap_python_model()
+    if not (hasattr(python_model, "pre") and hasattr(python_model, "task")):
+        raise PredictError(f"{spec} (version {version}) is not a recur model "
+                           f"(its python model is {type(python_model).__name__})")
+    params = pyfunc.metadata.get_params_schema()
+    schema = {p.name: p.default for p in params.params} if params is not None else {}
+    return RegisteredModel(spec=spec, version=version, run_id=run_id, blob=blob, pyfunc=pyfunc,
+                           params_schema=schema)
+
+
+def pack_dir(path: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for entry in sorted(os.listdir(path)):
+            tar.add(os.path.join(path, entry), arcname=entry)
+    return buffer.getvalue()
+
+
+def unpack_dir(blob: bytes, target: str) -> str:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(target, filter="data")
+        else:  # pragma: no cover - the archive comes from our own driver
+            tar.extractall(target)
+    return target
+
+
+def load_from_blob(blob: bytes) -> Any:
+    """Load the pyfunc from `pack_dir` bytes (in a worker). Everything the model needs is read
+    at load time, so the unpacked folder is removed again."""
+    import shutil
+
+    tmp = tempfile.mkdtemp(prefix="recur-model-")
+    try:
+        return _load(unpack_dir(blob, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(path: str) -> Any:
+    import mlflow
+
+    return mlflow.pyfunc.load_model(path)

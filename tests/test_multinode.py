@@ -1,0 +1,248 @@
+"""A real two-node Ray cluster on this machine, a job submitted to it with `recur submit`.
+
+Given a head node and a second node started with `ray start` (each with its own CPUs, ports and
+temp dir, token authentication on), a real `mlflow server` and a tiny dataset, when
+`recur submit CONFIG --follow` runs the pipeline with 2 Train workers and
+`resources.placement_strategy=SPREAD`, then the job SUCCEEDED, the model is registered as
+@champion, and Ray's State API shows the two Train workers on the two different nodes.
+
+The cluster is stopped by the process groups of the two `ray start --block` processes (they take
+their Ray processes down with them) and a sweep of what still runs under this cluster's temp
+dir, never by `ray stop`, which would stop every Ray on the machine, including the in-process
+Ray that other tests of the session use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "tests" / "cluster" / "multinode.yaml"
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Ray setting (an in-process Ray of another test
+    sets RAY_ADDRESS and RAY_AUTH_MODE here), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
+    env.update(extra)
+    return env
+
+
+class LocalCluster:
+    """Ray nodes started by `ray start --block`, each in its own process group."""
+
+    def __init__(self) -> None:
+        # Unix socket paths under the temp dir must stay short: /tmp/rcXXXXXXXX, not pytest's tmp_path
+        self.root = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
+        self.token_file = self.root / "auth_token"
+        self.token_file.write_text(secrets.token_hex(32))
+        self.gcs_port = free_port()
+        # RAY_ADDRESS: Ray processes that look for "the" local cluster (Train's placement group
+        # cleaner does) must find this one, not another Ray running on the machine
+        self.env = _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file),
+                              RAY_USAGE_STATS_ENABLED="0", RAY_ADDRESS=f"127.0.0.1:{self.gcs_port}",
+                              RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")  # stop at once on SIGTERM
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.nodes: list[tuple[str, subprocess.Popen]] = []
+
+    def start_node(self, name: str, *, head: bool, num_cpus: int) -> None:
+        ports = {flag: free_port() for flag in (
+            "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")}
+        command = [f"{VENV_BIN}/ray", "start", "--block", "--node-ip-address", "127.0.0.1",
+                   "--num-cpus", str(num_cpus), "--num-gpus", "0", "--object-store-memory", str(200 * 2**20),
+                   "--temp-dir", str(self.root / name), "--min-worker-port", "0", "--max-worker-port", "0",
+                   "--disable-usage-stats", *(str(x) for kv in ports.items() for x in kv)]
+        if head:
+            command += ["--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
+                        "--dashboard-port", str(self.dashboard_port),
+                        "--ray-client-server-port", str(free_port())]
+        else:
+            command += ["--address", f"127.0.0.1:{self.gcs_port}"]
+        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 (the node's process holds it)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                   start_new_session=True)
+        self.nodes.append((name, process))
+
+    def request(self, path: str) -> dict:
+        req = urllib.request.Request(self.address + path,
+                                     headers={"Authorization": f"Bearer {self.token_file.read_text()}"})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return json.loads(response.read())
+
+    def alive_nodes(self) -> list[dict]:
+        try:
+            data = self.request("/api/v0/nodes?limit=100")
+        except OSError:
+            return []
+        return [n for n in data["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 180) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            nodes = self.alive_nodes()
+            if len(nodes) >= count:
+                return nodes
+            for name, process in self.nodes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"ray node {name} exited: {self.log_tail(name)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(nodes)} of {count} Ray nodes up after {timeout_s} s: "
+                                   + " | ".join(self.log_tail(n) for n, _ in self.nodes))
+            time.sleep(1)
+
+    def log_tail(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        for _, process in reversed(self.nodes):  # the second node first, then the head
+            _signal_group(process, signal.SIGTERM)
+        for _, process in reversed(self.nodes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait(timeout=10)
+        _kill_leftovers(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def _kill_leftovers(root: Path) -> None:
+    """SIGKILL processes that still run under `root` (command line or working dir): Ray's own
+    processes of this cluster and a job's driver, nothing else on the machine."""
+    mine = str(root)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if mine in cmdline or cwd.startswith(mine):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+@pytest.fixture
+def two_node_cluster():
+    cluster = LocalCluster()
+    started = time.monotonic()
+    try:
+        # the head keeps CPU free for Ray Data's read tasks next to its Train worker
+        cluster.start_node("head", head=True, num_cpus=2)
+        cluster.wait_for_nodes(1)
+        cluster.start_node("node2", head=False, num_cpus=1)
+        cluster.wait_for_nodes(2)
+        print(f"\ntwo-node Ray cluster up in {time.monotonic() - started:.1f} s")
+        yield cluster
+    finally:
+        stopping = time.monotonic()
+        cluster.stop()
+        print(f"\ncluster stopped in {time.monotonic() - stopping:.1f} s")
+
+
+def _recur(args: list[str], cluster: LocalCluster, cwd: Path, mlflow_uri: str, timeout: int = 600):
+    # like a user's shell: no RAY_AUTH_MODE, the cluster's token in a file that recur finds
+    env = _clean_env(MLFLOW_TRACKING_URI=mlflow_uri, RAY_AUTH_TOKEN_PATH=str(cluster.token_file))
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_submitted_job_spreads_train_workers_over_two_nodes(two_node_cluster, mlflow_server, toy_dataset,
+                                                            tmp_path):
+    from mlflow import MlflowClient
+
+    cluster = two_node_cluster
+    nodes = {n["node_id"]: n for n in cluster.alive_nodes()}
+    head = next(i for i, n in nodes.items() if n["is_head_node"])
+    print(f"\ncluster: head node {head}, second node {next(i for i in nodes if i != head)}")
+    model = f"multinode-{secrets.token_hex(3)}"
+    started = time.monotonic()
+
+    # when the pipeline is submitted from a folder holding the dataset, with relative paths
+    # (recur resolves them here) and the repository as the job's working dir
+    result = _recur(["submit", str(CONFIG), "--working-dir", str(REPO), "--follow",
+                     "--address", cluster.address,
+                     "--set", "resources.num_workers=2", "--set", "resources.placement_strategy=SPREAD",
+                     "--set", f"data.root={toy_dataset.name}", "--set", f"registry.model_name={model}"],
+                    cluster, cwd=toy_dataset.parent, mlflow_uri=mlflow_server)
+    out = result.stdout + result.stderr
+    (tmp_path / "recur-submit.log").write_text(out)  # the whole job log, for a failure's details
+    print(f"recur submit --follow: {time.monotonic() - started:.1f} s")
+    # then the job succeeded
+    assert result.returncode == 0, out[-6000:]
+    job_id = out.split("submitted job ", 1)[1].split()[0]
+    assert f"job {job_id} SUCCEEDED" in out, out[-6000:]
+    assert f"data.root          toy -> {toy_dataset}" in out
+    assert f"tracking.runs_dir  recur-runs -> {toy_dataset.parent / 'recur-runs'}" in out
+    assert "MLFLOW_TRACKING_URI (values not shown)" in out and mlflow_server not in out.split("--- logs")[0]
+    assert "recur run finished" in out and f"{model} version 1: became @champion" in out
+    # and the job joined the cluster (RAY_ADDRESS) instead of starting a Ray of its own
+    assert re.search(rf"using Ray cluster at [\d.]+:{cluster.gcs_port}\b", out), out[-6000:]
+
+    # and the registry holds the model as @champion on the real tracking server
+    version = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
+    assert version.version == "1"
+    # and the checkpoints went to the submitting machine's runs_dir, not the job's copy
+    assert any((toy_dataset.parent / "recur-runs" / "ray").iterdir())
+
+    # and the two Train workers (dead now, with the job) ran on the two different nodes
+    workers = _train_workers(cluster)
+    placement = sorted((w["node_id"], w["state"]) for w in workers)
+    print("RayTrainWorker actors (node id, state):")
+    for node_id, state in placement:
+        print(f"  {node_id}  {'head' if node_id == head else 'second node'}  {state}")
+    assert len(workers) == 2
+    assert {w["node_id"] for w in workers} == set(nodes)
+
+    # and `recur jobs` sees the job
+    listed = _recur(["jobs", "list", "--address", cluster.address], cluster, tmp_path, mlflow_server, 120)
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    status = _recur(["jobs", "status", job_id, "--address", cluster.address], cluster, tmp_path,
+                    mlflow_server, 120)
+    assert status.returncode == 0 and f"{job_id}  SUCCEEDED" in status.stdout, status.stderr
+
+
+def _train_workers(cluster: LocalCluster) -> list[dict]:
+    """RayTrainWorker actors of the cluster, dead ones included, from Ray's State API."""
+    from ray.util.state import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    saved = {k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if k in os.environ}
+    try:  # explicit address and token: another test's in-process Ray must not answer
+        client = StateApiClient(address=cluster.address,
+                                headers={"Authorization": f"Bearer {cluster.token_file.read_text()}"})
+        actors = client.list(StateResource.ACTORS,
+                             options=ListApiOptions(filters=[("class_name", "=", "RayTrainWorker")],
+                                                    detail=True, limit=1000),
+                             raise_on_missing_output=False)
+    finally:
+        os.environ.update(saved)
+    return [a if isinstance(a, dict) else a.__dict__ for a in actors]

@@ -1,0 +1,184 @@
+"""`recur predict` end to end: a model registered by the real pipeline (real local Ray, real
+`mlflow server`), then batch inference with Ray Data over a dataset, checked against the same
+model loaded in-process with `mlflow.pyfunc`.
+
+One model is trained once for the module (a tiny GRU, 1 epoch) and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_toy_dataset
+
+from pipeline.cli import main
+from pipeline.data.contract import make_table, read_split, write_dataset
+from pipeline.tracking.store import use_tracking_uri
+
+pytestmark = pytest.mark.slow
+
+MODEL = "predict-toy"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def registered(ray_local, mlflow_server, tmp_path_factory):
+    """(tracking uri, dataset folder): version 1 of MODEL, @champion, trained on the toy data."""
+    root = tmp_path_factory.mktemp("predict")
+    dataset = make_toy_dataset(root / "toy")
+    config = root / "predict.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 8}\n"
+        "train: {epochs: 1, lr: 0.01, early_stopping_patience: 0}\n"
+        "data: {batch_size: 16}\n"
+        f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
+        "tracking: {experiment: predict}\n"
+    )
+    assert main(["run", str(config), "--set", f"data.root={dataset}",
+                 "--set", f"tracking.tracking_uri={mlflow_server}",
+                 "--set", f"tracking.runs_dir={root / 'runs'}"]) == 0
+    return mlflow_server, dataset
+
+
+def _in_process(uri: str, x: list, **params) -> pd.DataFrame:
+    import mlflow
+
+    with use_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    return model.predict(pd.DataFrame({"x": x}), params=params or None)
+
+
+def test_predict_every_split_matches_the_registered_model(registered, tmp_path, capsys):
+    uri, dataset = registered
+    capsys.readouterr()
+    out = tmp_path / "out"
+    # when the champion predicts every split, on two actors, in batches of 16 rows
+    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri,
+                 "--batch-size", "16", "--concurrency", "2"]) == 0
+    printed = capsys.readouterr().out
+
+    inputs = {s: read_split(str(dataset), s) for s in ("train", "val", "test")}
+    result = pq.read_table(out)
+    # then every row is there once, in input order, with its split
+    expected_ids = [i for s in inputs for i in inputs[s].column("id").to_pylist()]
+    assert result.num_rows == len(expected_ids) == 176
+    assert result.column("id").to_pylist() == expected_ids
+    assert result.column("split").to_pylist() == [s for s in inputs for _ in range(inputs[s].num_rows)]
+    assert result.column_names == ["id", "split", "label", "label_index", "confidence", "prob_neg",
+                                   "prob_pos", "error"]
+    assert result.column("error").null_count == result.num_rows
+    # and the predictions are the registered model's, on the same rows, loaded in-process
+    x = [row for s in inputs for row in inputs[s].column("x").to_pylist()]
+    expected = _in_process(uri, x, probabilities=True)
+    assert result.column("label").to_pylist() == expected["label"].tolist()
+    assert result.column("label_index").to_pylist() == expected["label_index"].tolist()
+    np.testing.assert_allclose(result.column("confidence").to_numpy(), expected["confidence"], atol=1e-6)
+    probs = np.stack([result.column("prob_neg").to_numpy(), result.column("prob_pos").to_numpy()], 1)
+    np.testing.assert_allclose(probs, expected[["prob_neg", "prob_pos"]].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs.max(axis=1), result.column("confidence").to_numpy(), atol=1e-6)
+    # the summary says what ran, and the same record is next to the Parquet files
+    assert "rows in       176 (train 96, val 32, test 48)" in printed
+    assert "rows out      176" in printed and "failed rows   0" in printed
+    assert f"{MODEL} version 1 (@champion)" in printed and str(out) in printed and "rows/s" in printed
+    record = json.loads((out / "_recur_predict.json").read_text())
+    assert record["model_uri"] == f"models:/{MODEL}/1" and record["rows_out_total"] == 176
+    assert record["params"] == {"probabilities": True}
+
+    # when the output folder is reused without --overwrite, nothing is touched
+    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert pq.read_table(out).num_rows == 176
+
+
+def _with_bad_rows(dataset: Path, root: Path) -> tuple[Path, dict[str, str]]:
+    """The toy dataset with rows planted in its test split that break the contract."""
+    test = read_split(str(dataset), "test")
+    ids = test.column("id").to_pylist()
+    xs = [np.asarray(x, np.float32) for x in test.column("x").to_pylist()]
+    ys = test.column("y").to_pylist()
+    nan = xs[0].copy()
+    nan[2, 1] = np.nan
+    inf = xs[1].copy()
+    inf[0, 0] = np.inf
+    planted = {"bad:nan": nan, "bad:channels": np.ones((6, 2), np.float32),
+               "bad:empty": np.zeros((0, 3), np.float32), "bad:inf": inf}
+    # interleaved, so bad rows sit between good ones in the same batches
+    order = [(ids[i], xs[i], ys[i]) for i in range(len(ids))]
+    for k, (row_id, x) in enumerate(planted.items()):
+        order.insert(3 + 5 * k, (row_id, x, 0))
+    tables = {s: read_split(str(dataset), s) for s in ("train", "val")}
+    tables["test"] = make_table([o[0] for o in order], [o[1] for o in order], [o[2] for o in order])
+    out = root / "toy-bad"
+    write_dataset(str(out), tables, name="toy-bad", task="classify", labels=["neg", "pos"], sources=[],
+                  import_params={"generator": "toy with planted rows"})
+    reasons = {"bad:nan": "NaN in x", "bad:channels": "wrong channel count", "bad:empty": "empty sequence",
+               "bad:inf": "inf in x"}
+    return out, reasons
+
+
+def test_rows_failing_validation_are_kept_with_their_reason(registered, tmp_path, capsys):
+    uri, dataset = registered
+    bad, reasons = _with_bad_rows(dataset, tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    # when version 1 predicts the test split, through the `ray job submit` entry point
+    spec = importlib.util.spec_from_file_location("predict_job", REPO / "jobs" / "predict.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main([f"{MODEL}/1", "--data", str(bad), "--out", str(out), "--split", "test",
+                     "--tracking-uri", uri, "--batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+
+    test = read_split(str(bad), "test")
+    result = pq.read_table(out)
+    # then rows in == rows out, ids in order, only the test split
+    assert result.column("id").to_pylist() == test.column("id").to_pylist()
+    assert set(result.column("split").to_pylist()) == {"test"}
+    rows = {r["id"]: r for r in result.to_pylist()}
+    # the planted rows have a null prediction and the reason
+    for row_id, reason in reasons.items():
+        row = rows[row_id]
+        assert row["error"].startswith(reason), row
+        assert all(row[c] is None for c in ("label", "label_index", "confidence", "prob_neg", "prob_pos"))
+    # every other row is predicted as the model does in-process
+    good = [i for i in test.column("id").to_pylist() if i not in reasons]
+    assert all(rows[i]["error"] is None for i in good)
+    x = [x for i, x in zip(test.column("id").to_pylist(), test.column("x").to_pylist()) if i not in reasons]
+    assert [rows[i]["label"] for i in good] == _in_process(uri, x)["label"].tolist()
+    # and the summary counts the failures by kind, with an example
+    assert "rows in       52 (test 52)" in printed and "rows out      52" in printed
+    assert "failed rows   4" in printed
+    for row_id, reason in reasons.items():
+        line = next(line for line in printed.splitlines() if line.strip().startswith(reason))
+        assert f"1  e.g. test row {row_id!r}" in line
+
+
+def test_predict_refuses_a_model_that_does_not_fit_the_data(registered, tmp_path, capsys):
+    uri, dataset = registered
+    # a dataset with 2 channels: the model takes 3
+    rng = np.random.default_rng(0)
+    tables = {s: make_table([f"{s}:{i}" for i in range(4)], [rng.normal(size=(5, 2)) for _ in range(4)],
+                            [i % 2 for i in range(4)]) for s in ("train", "val", "test")}
+    other = tmp_path / "two-channels"
+    write_dataset(str(other), tables, name="two", task="classify", labels=["neg", "pos"], sources=[],
+                  import_params={})
+    capsys.readouterr()
+    assert main(["predict", MODEL, "--data", str(other), "--out", str(tmp_path / "o"),
+                 "--tracking-uri", uri]) == 2
+    assert "3 channels per step, the dataset has 2" in capsys.readouterr().err
+    # an unknown model or alias is named, before any work
+    assert main(["predict", f"{MODEL}@nope", "--data", str(dataset), "--out", str(tmp_path / "o"),
+                 "--tracking-uri", uri]) == 2
+    assert f"no registered model {MODEL}@nope" in capsys.readouterr().err
+    # a param the model does not take lists the ones it does
+    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(tmp_path / "o"),
+                 "--tracking-uri", uri, "--param", "beam_size=4"]) == 2
+    assert "probabilities (default False)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
