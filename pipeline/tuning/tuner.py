@@ -9,6 +9,7 @@ checkpoint; a restored or exploited trial starts its trainer from `ray.tune.get_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -51,6 +52,7 @@ class _HandToTrial(UserCallback):
 
 def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     """One trial: the base config with the sampled values, trained by `build_trainer`."""
+    import ray.exceptions
     import ray.tune
     from ray.util.queue import Queue
 
@@ -85,7 +87,9 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
         except BaseException as exc:  # handed to the trial's thread below
             failure.append(exc)
         finally:
-            items.put(None)
+            # when the scheduler stopped the trial, nobody is listening any more
+            with contextlib.suppress(ray.exceptions.RayError):
+                items.put(None)
 
     thread = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
     thread.start()
