@@ -7,10 +7,11 @@ The plan (Ray must be connected; the entry point does that):
 
 Every actor loads the model once (shipped as bytes by the driver), checks each row with the
 dataset contract's row checks, predicts the valid rows through the model's pyfunc `predict` and
-returns every row (`rows.BatchPredictor`). Rows keep their input order (Ray Data's
-`preserve_order`). The output folder is then read back (only `split` and `error`) to count the
-rows written and the failures, and `_recur_predict.json` records what ran; it is written
-last, so a folder without it holds an interrupted run.
+returns every row (`rows.BatchPredictor`). Ray Data runs with `preserve_order`, but the row
+order of the output is not promised: rows are matched to inputs by `id`. The output folder is
+then read back (only `split` and `error`) to count the rows written and the failures, and
+`_recur_predict.json` records what ran; it is written last, so a folder without it holds an
+interrupted run.
 """
 
 from __future__ import annotations
@@ -354,7 +355,7 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     started = time.perf_counter()
     context = ray.data.DataContext.get_current()
     preserve_order = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # output rows in input order
+    context.execution_options.preserve_order = True  # mostly input order; `id` is the key
     blob_ref = ray.put(model.blob)  # once, for every actor
     try:
         data_args = {"num_cpus": plan.data_cpus}
