@@ -32,13 +32,25 @@ EPOCH_METRICS = (
 
 class EpochLogger(UserCallback):
     """Logs each epoch's metrics (rank 0's report) to the MLflow run, with the epoch as step,
-    and prints one progress line per epoch."""
+    and prints one progress line per epoch.
+
+    Every epoch is logged once: a run that continues from a checkpoint older than its last
+    logged epoch (a resumed study, a restarted worker group) trains those epochs again, and
+    they are not logged a second time (MLflow cannot delete a metric's history entries).
+    """
 
     def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "") -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.total_epochs = total_epochs
         self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
+        self._logged_through: int | None = None  # the run's last logged epoch, read once
+
+    def _last_logged_epoch(self, client: MlflowClient) -> int:
+        if self._logged_through is None:
+            history = client.get_metric_history(self.run_id, "train_loss")
+            self._logged_through = max((m.step for m in history), default=-1)
+        return self._logged_through
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not metrics:
@@ -50,7 +62,10 @@ class EpochLogger(UserCallback):
         keys = [k for k in report if k in EPOCH_METRICS or k.startswith("val_")]
         batch = [Metric(k, float(report[k]), now, epoch) for k in keys]
         try:
-            MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
+            client = MlflowClient(self.tracking_uri)
+            if epoch > self._last_logged_epoch(client):
+                client.log_batch(self.run_id, metrics=batch)
+                self._logged_through = epoch
         except Exception as exc:  # a tracking hiccup must not kill hours of training
             log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
         tag = f"recur {self.prefix}" if self.prefix else "recur"

@@ -67,6 +67,10 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
                             study=study.study, trial_id=trial_id, cfg=cfg, sampled=sampled)
     restored = ray.tune.get_checkpoint()
     initial = restored.to_directory() if restored is not None else None
+    if restored is not None:  # resumed, restored after a failure, or exploited by PBT
+        from mlflow import MlflowClient
+
+        MlflowClient(study.tracking_uri).set_tag(run_id, "recur.restored_from", restored.path)
 
     items = Queue(maxsize=1, actor_options={"num_cpus": 0})
     acks = Queue(maxsize=1, actor_options={"num_cpus": 0})

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,10 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
     if plan.warning:
         log.warning(plan.warning)
     search_alg = search_for(cfg, parsed, max_concurrent=plan.concurrency)
-    # The study is snapshotted after every trial checkpoint (see CheckpointConfig below), on
-    # purpose; Tune would warn about that on every short epoch.
+    # The study is snapshotted every second or so (see _checkpoints_to_keep), on purpose; Tune
+    # would warn about that on every short epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
 
     name = cfg.tune.name or cfg.tracking.experiment
     experiment_id = store.ensure_experiment(cfg, tracking_uri)
@@ -151,6 +153,7 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
                                 checkpoint_score_order=mode)),
                     )
                 results = tuner.fit()
+            _prune_checkpoints(results, metric=metric, mode=mode)
             summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
                                      path=path, parent=parent, timings=timings)
             summary.concurrency = plan.concurrency
@@ -174,15 +177,33 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
     return summary
 
 
-def _checkpoints_to_keep(cfg: RecurConfig) -> int:
-    """Checkpoints Tune keeps per trial besides its latest, ranked by the metric.
+SNAPSHOT_PERIOD_S = 1.0
 
-    Tune snapshots the study after every `num_to_keep` checkpoints of a trial, so with 1 a
-    killed driver loses no finished epoch. PBT copies another trial's latest checkpoint while
-    that trial goes on training, so it keeps a few more (Tune warns below 3) and relies on
-    Tune's periodic snapshots as well.
+
+def _checkpoints_to_keep(cfg: RecurConfig) -> int | None:
+    """How many checkpoints per trial Tune keeps while the study runs (None: all of them).
+
+    A resumed study restores each trial from the checkpoint named in the last snapshot of the
+    study, so that checkpoint must still exist. Tune deletes a trial's older checkpoint as soon
+    as a newer one is registered, before the next snapshot is written: a driver killed in that
+    window leaves a snapshot that names a deleted checkpoint, and the trial cannot be restored
+    (a CI run hit this). So Tune keeps every checkpoint while the study runs, the study is
+    snapshotted every SNAPSHOT_PERIOD_S, and the checkpoints no result needs are deleted when the
+    study has finished (`_prune_checkpoints`). PBT copies another trial's latest checkpoint
+    while that trial goes on training and keeps a few (Tune warns below 3).
     """
-    return 4 if cfg.tune.scheduler.name == "pbt" else 1
+    return 4 if cfg.tune.scheduler.name == "pbt" else None
+
+
+def _prune_checkpoints(results: Any, *, metric: str, mode: str) -> None:
+    """After a finished study: each trial keeps its latest checkpoint and its best by `metric`."""
+    for result in results:
+        keep = {c.path for c in (result.checkpoint,
+                                 result.get_best_checkpoint(metric=metric, mode=mode)
+                                 if result.best_checkpoints else None) if c is not None}
+        for checkpoint, _ in result.best_checkpoints or []:
+            if checkpoint.path not in keep and Path(checkpoint.path).is_dir():
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
 def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metric: str, mode: str,
