@@ -135,6 +135,9 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         raise config_mod.ConfigError(
             "recur data import: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         ) from None
+    from pipeline.storage import check_bucket
+
+    check_bucket(args.out, "write the dataset (--out)")
     manifest = import_dataset(args.format, [resolve_source(s) for s in args.sources], args.out,
                               name=args.name, val_fraction=args.val_fraction,
                               test_fraction=args.test_fraction, seed=args.seed,
@@ -358,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.data.contract import DatasetError
     from pipeline.data.ts_format import TsFormatError
     from pipeline.data.validate import DataValidationError
+    from pipeline.storage import StorageError
     from pipeline.tracking.store import TrackingUnavailable
     from pipeline.training.trainer import ResourceError
     from pipeline.tuning.space import SpaceError
@@ -365,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
-            TrackingUnavailable, FileNotFoundError, SpaceError, CommandError) as exc:
+            TrackingUnavailable, FileNotFoundError, SpaceError, CommandError, StorageError) as exc:
         print(f"recur: error: {exc}", file=sys.stderr)
         return 2
 

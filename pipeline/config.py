@@ -220,6 +220,11 @@ class TrackingConfig(_Section):
     experiment: str = "recur"
     run_name: str | None = None
     runs_dir: str = Field("recur-runs", description="local store for sqlite, artifacts and checkpoints")
+    storage_path: str | None = Field(
+        None,
+        description="where Ray Train writes checkpoints: a folder every node can reach or "
+                    "s3://bucket/prefix (needed on a multi-node cluster); default <runs_dir>/ray",
+    )
     ui_port: int = Field(5000, ge=1, le=65535)
 
 

@@ -80,35 +80,93 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend; stopped by its process id."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115 (closed after the server stops)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+def wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 120) -> None:
+    """Poll `url` until it answers 200; fail with the end of `log` if the process dies first."""
+    deadline = time.time() + timeout_s
     while True:
         try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return
         except OSError:
             pass
         if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            stop(process)
+            raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}")
         time.sleep(0.5)
-    yield uri
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server started with start_new_session=True: its process group, by its pid."""
+    if process.poll() is not None:
+        return
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+        process.wait(timeout=20)
+
+
+def start_mlflow_server(root: Path, artifacts: str,
+                        env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts proxied to `artifacts`,
+    a folder or an s3:// URI); returns its URI and process, to be stopped with `stop`."""
+    port = free_port()
+    log = root / "server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", artifacts, "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    wait_healthy(process, uri + "/health", log)
+    return uri, process
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend; stopped by its process id."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    uri, process = start_mlflow_server(root, str(root / "artifacts"))
+    yield uri
+    stop(process)
+
+
+# A real S3 endpoint on loopback (moto's server mode); any key pair is accepted by it.
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "recur-test-access", "AWS_SECRET_ACCESS_KEY": "recur-test-secret-7f3a9c",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_moto(log: Path, env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """moto's S3 server on 127.0.0.1; returns its URL and process, to be stopped with `stop`."""
+    port = free_port()
+    with open(log, "w") as out:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                                    "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(process, url + "/moto-api/", log, timeout_s=60)
+    return url, process
+
+
+def point_at_s3(monkeypatch, url: str, env: dict[str, str] = S3_TEST_ENV) -> None:
+    """This test's environment on the endpoint `url`, with AWS_* variables as users set them."""
+    for key, value in {**env, "AWS_ENDPOINT_URL": url}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path, monkeypatch):
+    """moto's S3 server on 127.0.0.1 with this test's environment pointing at it (endpoint and
+    credentials in AWS_* variables); stopped by its process id."""
+    url, process = start_moto(tmp_path / "moto.log")
+    try:
+        point_at_s3(monkeypatch, url)
+        yield url
+    finally:
+        stop(process)

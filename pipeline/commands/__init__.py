@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "pipeline.commands.schedule",
     "pipeline.commands.predict",
     "pipeline.commands.jobs",
+    "pipeline.commands.lineage",
 ]
 
 

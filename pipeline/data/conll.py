@@ -51,7 +51,14 @@ from pipeline.data.contract import (
     sources_for,
     write_dataset,
 )
-from pipeline.data.importers import BUILTIN_SCHEME, _base_name, _stratified, resolve_source, split_of
+from pipeline.data.importers import (
+    BUILTIN_SCHEME,
+    _base_name,
+    _stratified,
+    resolve_source,
+    shown_name,
+    split_of,
+)
 from pipeline.data.validate import DataValidationError, Problem
 from pipeline.data.vocab import build_vocab
 
@@ -108,6 +115,7 @@ def _expand(paths: list[str] | str) -> list[tuple[str, str]]:
             out.extend((f, f) for f in found)
         else:
             out.append((p if p.startswith(BUILTIN_SCHEME) else local, local))
+    out = [(shown_name(shown, local), local) for shown, local in out]
     twice = [f for f, n in Counter(local for _, local in out).items() if n > 1]
     if twice:
         raise ValueError(f"source file given more than once: {twice}")

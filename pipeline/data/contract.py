@@ -32,6 +32,7 @@ All filesystem access goes through :class:`_LocalStore` so that an S3 store can 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
@@ -158,11 +159,14 @@ class LengthStats(_Frozen):
 
 
 class SourceFile(_Frozen):
-    """A source file an import read: its path (as given), size in bytes and sha256 (hex)."""
+    """A source file an import read: its path (as given), size in bytes and sha256 (hex); for
+    an object read from S3 also its ETag and, on a versioned bucket, its version id."""
 
     path: str
     size: int
     sha256: str
+    etag: str | None = None
+    version_id: str | None = None
 
 
 class Manifest(_Frozen):
@@ -241,7 +245,7 @@ class Manifest(_Frozen):
 
 
 class _LocalStore:
-    """Local-filesystem access for one dataset root. Swap this class to support S3."""
+    """Local-filesystem access for one dataset root."""
 
     def __init__(self, root: str) -> None:
         root = os.fspath(root)
@@ -249,7 +253,7 @@ class _LocalStore:
             root = root[len("file://") :]
         elif "://" in root:
             raise DatasetError(
-                f"only local dataset folders are supported so far, got {root!r}"
+                f"dataset root {root!r}: expected a local folder, file:// or s3://bucket/prefix"
             )
         self.root = os.path.abspath(os.path.expanduser(root))
 
@@ -304,8 +308,106 @@ class _LocalStore:
             return fh.read()
 
 
-def _store(root: str) -> _LocalStore:
-    return _LocalStore(root)
+class _S3Store:
+    """The same operations on `s3://bucket/prefix`, through pyarrow's S3 filesystem.
+
+    A PUT replaces an object whole, so every write is atomic; manifest.json is still written
+    last, after the part files, so a reader never sees a manifest without its data.
+    """
+
+    def __init__(self, root: str) -> None:
+        from pipeline import storage
+
+        self.root = os.fspath(root).rstrip("/")
+        self.fs, self._base = storage.filesystem_for(self.root)
+
+    def path(self, *parts: str) -> str:
+        from pipeline import storage
+
+        return storage.join(self.root, *parts)
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self._base, *[p.strip("/") for p in parts if p]])
+
+    def _wrap(self, exc: BaseException, op: str, *parts: str) -> DatasetError:
+        from pipeline import storage
+
+        return DatasetError(str(storage.describe_error(exc, self.path(*parts), op)))
+
+    def exists(self, *parts: str) -> bool:
+        from pyarrow import fs
+
+        try:
+            return self.fs.get_file_info(self._key(*parts)).type != fs.FileType.NotFound
+        except OSError as exc:
+            raise self._wrap(exc, "stat", *parts) from exc
+
+    def makedirs(self, *parts: str) -> None:
+        """Object stores have no folders; nothing to make."""
+
+    def parts(self, folder: str) -> list[str]:
+        from pyarrow import fs
+
+        try:
+            infos = self.fs.get_file_info(fs.FileSelector(self._key(folder), allow_not_found=True))
+        except OSError as exc:
+            raise self._wrap(exc, "list", folder) from exc
+        names = sorted(i.base_name for i in infos
+                       if i.type == fs.FileType.File and fnmatch.fnmatch(i.base_name, "part-*.parquet"))
+        return [f"{folder}/{n}" for n in names]
+
+    def remove_parts(self, folder: str) -> None:
+        for rel in self.parts(folder):
+            self.fs.delete_file(self._key(rel))
+
+    def remove(self, *parts: str) -> None:
+        from pyarrow import fs
+
+        info = self.fs.get_file_info(self._key(*parts))
+        if info.type == fs.FileType.Directory:
+            self.fs.delete_dir(self._key(*parts))
+        elif info.type == fs.FileType.File:
+            self.fs.delete_file(self._key(*parts))
+
+    def write_parquet(self, table: pa.Table, rel: str) -> None:
+        try:
+            pq.write_table(table, self._key(rel), filesystem=self.fs, compression="zstd",
+                           row_group_size=max(1, len(table)))
+        except OSError as exc:
+            raise self._wrap(exc, "write", rel) from exc
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        try:
+            return pq.read_table(self._key(rel), filesystem=self.fs)
+        except OSError as exc:
+            raise self._wrap(exc, "read", rel) from exc
+
+    def write_text_atomic(self, rel: str, text: str) -> None:
+        try:
+            with self.fs.open_output_stream(self._key(rel)) as out:
+                out.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise self._wrap(exc, "write", rel) from exc
+
+    def read_text(self, rel: str) -> str:
+        try:
+            with self.fs.open_input_stream(self._key(rel)) as src:
+                return src.read().decode("utf-8")
+        except OSError as exc:
+            raise self._wrap(exc, "read", rel) from exc
+
+
+def _store(root: str) -> _LocalStore | _S3Store:
+    from pipeline import storage
+
+    return _S3Store(root) if storage.is_s3(root) else _LocalStore(root)
+
+
+def filesystem(root: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path on it) of a dataset root, for readers such as Ray Data."""
+    from pipeline import storage
+
+    return storage.filesystem_for(root)
 
 
 def split_dir(root: str, split: str) -> str:
@@ -642,14 +744,19 @@ def _num_channels(table: pa.Table) -> int:
 
 
 def sources_for(paths: Iterable[str]) -> list[SourceFile]:
-    """Size (bytes) and sha256 of each local source file, in the given order."""
+    """Size (bytes) and sha256 of each local source file, in the given order; a file downloaded
+    from S3 (`storage.download`) is named by its URI and carries its ETag and version id."""
+    from pipeline import storage
+
     out = []
     for p in paths:
         h = hashlib.sha256()
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        out.append(SourceFile(path=str(p), size=os.path.getsize(p), sha256=h.hexdigest()))
+        obj = storage.DOWNLOADED.get(str(p))
+        out.append(SourceFile(path=obj.uri if obj else str(p), size=os.path.getsize(p), sha256=h.hexdigest(),
+                              etag=obj.etag if obj else None, version_id=obj.version_id if obj else None))
     return out
 
 
@@ -778,18 +885,21 @@ def split_files(root: str, split: str) -> list[str]:
 
 def read_split(root: str, split: str) -> pa.Table:
     """All part files of ``split`` concatenated, as stored (x may be list<float> in old data)."""
-    files = split_files(root, split)
-    if not files:
+    split_dir(root, split)  # validates the split name
+    store = _store(root)
+    parts = store.parts(split)
+    if not parts:
         raise DatasetError(
             f"no part-*.parquet files in {split_dir(root, split)}: the dataset is incomplete"
         )
-    tables = [pq.read_table(f) for f in files]
+    tables = [store.read_parquet(rel) for rel in parts]
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 
 def read_quarantine(root: str) -> pa.Table | None:
     """The quarantined rows (id, split, reason, ...), or None when nothing was quarantined."""
-    files = split_files(root, QUARANTINE)
-    if not files:
+    store = _store(root)
+    parts = store.parts(QUARANTINE)
+    if not parts:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return pa.concat_tables([store.read_parquet(rel) for rel in parts], promote_options="default")

@@ -73,7 +73,8 @@ def builtin_datasets() -> dict[str, list[str]]:
 
 def resolve_source(path: str) -> str:
     """Local path of a source: ``builtin://<dataset>[/<file>]`` -> the file (or folder) shipped
-    in ``pipeline/data/builtin``; ``file://p`` and plain paths -> absolute, ``~`` expanded.
+    in ``pipeline/data/builtin``; ``s3://bucket/key`` -> a local copy of the object (or of every
+    object under the prefix); ``file://p`` and plain paths -> absolute, ``~`` expanded.
 
     Raises FileNotFoundError naming the path (and the builtin datasets for ``builtin://``).
     """
@@ -90,14 +91,26 @@ def resolve_source(path: str) -> str:
             )
         # The package is installed from a directory, so the resource is a real path.
         return str(target)
+    if path.startswith("s3://"):
+        from pipeline import storage
+
+        return storage.download(path)  # a file, or a folder for a prefix; DOWNLOADED knows its objects
     if path.startswith("file://"):
         path = path[len("file://"):]
     elif "://" in path:
-        raise ValueError(f"source {path!r}: only local paths and builtin:// are supported so far")
+        raise ValueError(f"source {path!r}: expected a local path, file://, builtin:// or s3://")
     local = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(local):
         raise FileNotFoundError(f"source not found: {path} (looked at {local})")
     return local
+
+
+def shown_name(shown: str, local: str) -> str:
+    """How a source is named in the manifest: a file downloaded from S3 by its URI."""
+    from pipeline import storage
+
+    obj = storage.DOWNLOADED.get(local)
+    return obj.uri if obj is not None else shown
 
 
 def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
@@ -116,10 +129,11 @@ def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
                 raise FileNotFoundError(f"no *.{ext} files in {p} ({local})")
             for f in found:
                 rel = os.path.relpath(f, local).replace(os.sep, "/")
-                shown = f"{p.rstrip('/')}/{rel}" if p.startswith(BUILTIN_SCHEME) else f
+                shown = f"{p.rstrip('/')}/{rel}" if p.startswith((BUILTIN_SCHEME, "s3://")) else f
                 out.append((shown, f))
         else:
-            out.append((p if p.startswith(BUILTIN_SCHEME) else local, local))
+            out.append((p if p.startswith((BUILTIN_SCHEME, "s3://")) else local, local))
+    out = [(shown_name(shown, local), local) for shown, local in out]
     seen = Counter(local for _, local in out)
     twice = [f for f, n in seen.items() if n > 1]
     if twice:

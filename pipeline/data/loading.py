@@ -9,7 +9,7 @@ import ray.data
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from pipeline.data.contract import split_dir
+from pipeline.data.contract import filesystem, split_dir
 
 
 class TaskCollate(ArrowBatchCollateFn):
@@ -30,5 +30,6 @@ def ray_dataset(root: str, split: str, *, materialize: bool = True) -> ray.data.
     (an epoch over a small split drops from seconds to a fraction of a second); streamed, every
     epoch reads Parquet again, which is what data larger than the object store needs.
     """
-    ds = ray.data.read_parquet(split_dir(root, split))
+    fs, path = filesystem(split_dir(root, split))  # s3://: the environment's endpoint and credentials
+    ds = ray.data.read_parquet(path, filesystem=fs)
     return ds.materialize() if materialize else ds

@@ -106,11 +106,20 @@ def plan_actors(cluster_cpus: float, cluster_gpus: float, *, concurrency: int | 
 
 
 def resolve_output(out: str) -> tuple[Any, str]:
-    """(pyarrow filesystem, path in it) for a local folder, file:// or any URI pyarrow knows."""
+    """(pyarrow filesystem, path in it) for a local folder, file://, s3:// (the environment's
+    endpoint and credentials, the bucket checked first) or any other URI pyarrow knows."""
     import os
 
     from pyarrow import fs as pafs
 
+    from pipeline import storage
+
+    if storage.is_s3(out):
+        try:
+            storage.check_bucket(out, "write predictions")
+        except storage.StorageError as exc:
+            raise PredictError(f"--out {out}: {exc}") from None
+        return storage.filesystem_for(out)
     target = out if "://" in out else os.path.abspath(os.path.expanduser(out))
     try:
         filesystem, path = pafs.FileSystem.from_uri(target)
@@ -192,7 +201,8 @@ def split_files(root: str, splits: list[str]) -> dict[str, list[str]]:
     from pipeline.data.contract import DatasetError
     from pipeline.data.contract import split_files as contract_split_files
 
-    files = {s: contract_split_files(root, s) for s in splits}
+    # paths on the dataset's filesystem (`contract.filesystem`): s3:// URIs lose their scheme
+    files = {s: [f.removeprefix("s3://") for f in contract_split_files(root, s)] for s in splits}
     empty = [s for s, f in files.items() if not f]
     if empty:
         raise DatasetError(f"no part-*.parquet files for split(s) {empty} in {root}: the dataset is "
@@ -201,10 +211,10 @@ def split_files(root: str, splits: list[str]) -> dict[str, list[str]]:
 
 
 def probe(model: RegisteredModel, spec: InputSpec, params: dict[str, Any],
-          files: dict[str, list[str]], columns: list[str]) -> pa.Schema:
+          files: dict[str, list[str]], columns: list[str], filesystem: Any = None) -> pa.Schema:
     """Predict the first valid rows on the driver: the model can read this data at all (else fail
     before starting the job), and the Arrow types of its prediction columns."""
-    first = pq.ParquetFile(next(f for fs in files.values() for f in fs))
+    first = pq.ParquetFile(next(f for fs in files.values() for f in fs), filesystem=filesystem)
     batch = next(first.iter_batches(batch_size=PROBE_ROWS, columns=columns), None)
     rows = pa.Table.from_batches([batch]) if batch is not None else None
     if rows is not None:
@@ -322,6 +332,7 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     import torch
 
     from pipeline.data.contract import SPLITS, read_manifest
+    from pipeline.data.contract import filesystem as contract_filesystem
 
     started_at = time.perf_counter() if started_at is None else started_at
     if batch_size < 1:
@@ -333,11 +344,13 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
         raise PredictError(f"unknown split(s) {unknown}: expected some of {list(SPLITS)}")
     check_compatible(model, manifest)
     files = split_files(data, splits)
-    rows_in = {s: sum(pq.ParquetFile(f).metadata.num_rows for f in files[s]) for s in splits}
+    data_fs, _ = contract_filesystem(data)
+    rows_in = {s: sum(pq.ParquetFile(f, filesystem=data_fs).metadata.num_rows for f in files[s])
+               for s in splits}
     spec = InputSpec.from_manifest(manifest, num_channels=model.python_model.pre.num_channels)
     columns = [ID_COLUMN, "x", *manifest.columns]
     params = predict_params(model, dict(params or {}))
-    schema = probe(model, spec, params, files, columns)
+    schema = probe(model, spec, params, files, columns, data_fs)
     filesystem, path = resolve_output(out)
     check_output(filesystem, path, overwrite=overwrite)
 
@@ -359,7 +372,7 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     blob_ref = ray.put(model.blob)  # once, for every actor
     try:
         data_args = {"num_cpus": plan.data_cpus}
-        parts = [ray.data.read_parquet(files[s], **data_args).select_columns(columns)
+        parts = [ray.data.read_parquet(files[s], filesystem=data_fs, **data_args).select_columns(columns)
                  .map_batches(add_split, fn_kwargs={"split": s}, batch_format="pyarrow", batch_size=None,
                               **data_args)
                  for s in splits]

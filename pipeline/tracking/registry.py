@@ -86,9 +86,61 @@ def register_and_gate(*, tracking_uri: str, model_name: str, model_uri: str, run
                 inputs=inputs, score=score, data_hash=data_hash)
 
 
+LINEAGE_ARTIFACT = "data/manifest.json"  # what RunTracker.log_dataset writes on every run
+TAG_LIMIT = 5000  # MLflow's longest tag value
+
+
 def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
-    """A new version of `model_name` from a logged model; no alias yet (the gate sets one)."""
-    return str(mlflow.register_model(model_uri, model_name, tags={"recur.run_id": run_id}).version)
+    """A new version of `model_name` from a logged model; no alias yet (the gate sets one).
+
+    The version is tagged with the lineage of the data its run trained on, read from the run's
+    own manifest artifact: the data hash and the source files (URI, size, sha256, and for S3
+    objects the ETag and version id).
+    """
+    tags = {"recur.run_id": run_id, **lineage_tags(run_id)}
+    return str(mlflow.register_model(model_uri, model_name, tags=tags).version)
+
+
+def lineage_tags(run_id: str) -> dict[str, str]:
+    """recur.data_hash, recur.data_root and recur.sources (JSON) from the run's manifest."""
+    import json
+
+    try:
+        manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{LINEAGE_ARTIFACT}"))
+    except MlflowException:
+        return {}  # a run logged without a dataset (older recur): nothing to tag
+    run = mlflow.get_run(run_id)
+    sources = [{k: v for k, v in src.items() if v is not None} for src in manifest.get("sources", [])]
+    text = json.dumps(sources, separators=(",", ":"))
+    if len(text) > TAG_LIMIT:  # the whole list is in the run's manifest artifact
+        text = json.dumps({"count": len(sources), "see": f"runs:/{run_id}/{LINEAGE_ARTIFACT}"})
+    root = next((i.dataset.source for i in run.inputs.dataset_inputs), "") if run.inputs else ""
+    return {"recur.data_hash": manifest["data_hash"], "recur.sources": text,
+            **({"recur.data_source": root[:TAG_LIMIT]} if root else {})}
+
+
+def lineage(tracking_uri: str, model_uri: str) -> dict[str, Any]:
+    """What `recur lineage MODEL@alias` prints: the version, its run, data hash and sources
+    (`model_uri`: NAME@alias, NAME/version or NAME, as `recur predict` takes them)."""
+    import json
+
+    from pipeline.inference.model import ModelSpec
+
+    spec = ModelSpec.parse(model_uri)
+    client = MlflowClient(tracking_uri)
+    name = spec.name
+    version = (client.get_model_version_by_alias(name, spec.alias) if spec.alias
+               else client.get_model_version(name, str(spec.version)))
+    tags = version.tags or {}
+    sources = json.loads(tags.get("recur.sources", "[]"))
+    if isinstance(sources, dict):  # too many for a tag: read them from the run's manifest
+        from pipeline.tracking.store import use_tracking_uri
+
+        with use_tracking_uri(tracking_uri):
+            sources = json.loads(mlflow.artifacts.load_text(sources["see"]))["sources"]
+    return {"model": name, "version": str(version.version), "aliases": list(version.aliases or []),
+            "run_id": version.run_id, "data_hash": tags.get("recur.data_hash"),
+            "data_source": tags.get("recur.data_source"), "sources": sources}
 
 
 def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metric: str,

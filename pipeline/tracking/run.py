@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param
 from ray.train import UserCallback
 
@@ -77,6 +78,16 @@ class EpochLogger(UserCallback):
         )
 
 
+class _LineageDataset(MetaDataset):
+    """MLflow's MetaDataset with recur's lineage as its profile (data hash, rows per split, and
+    each source's URI, size, sha256, S3 ETag and version id), shown with the run's dataset."""
+
+    lineage: dict[str, Any] = {}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.lineage)}
+
+
 class RunTracker:
     """The driver's handle on one MLflow run."""
 
@@ -114,13 +125,17 @@ class RunTracker:
     def log_dataset(self, manifest: Any, root: str) -> None:
         """The dataset as an MLflow input (its digest is the data hash) plus the manifest."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
 
         with warnings.catch_warnings():
             # MLflow registers its local artifact source twice and warns that a path matches both.
             warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
             source = resolve_dataset_source(root if "://" in root else str(Path(root).resolve()))
-        dataset = MetaDataset(source=source, name=manifest.name, digest=manifest.data_hash[:32])
+        dataset = _LineageDataset(source=source, name=manifest.name, digest=manifest.data_hash[:32])
+        dataset.lineage = {
+            "data_hash": manifest.data_hash,
+            "rows": {split: info.rows for split, info in manifest.splits.items()},
+            "sources": [src.model_dump(exclude_none=True) for src in manifest.sources],
+        }
         mlflow.log_input(dataset, context="training")
         mlflow.set_tags({"recur.data_hash": manifest.data_hash, "recur.data_version": manifest.data_version})
         mlflow.log_params({"data.rows." + split: info.rows for split, info in manifest.splits.items()})

@@ -111,7 +111,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                                   else []),
         run_config=RunConfig(
             name=name,
-            storage_path=os.path.abspath(storage_path),
+            **_storage(storage_path),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.train.num_checkpoints_to_keep,
@@ -122,3 +122,14 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
             logging_config=LoggingConfig(log_level=cfg.train.ray_log_level),
         ),
     )
+
+
+def _storage(storage_path: str) -> dict[str, Any]:
+    """RunConfig's storage: a local folder made absolute, or an s3:// URI with the S3
+    filesystem of the environment's endpoint and credentials (Ray ships it to every worker)."""
+    from pipeline import storage
+
+    if storage.is_s3(storage_path):
+        filesystem, path = storage.filesystem_for(storage_path)
+        return {"storage_path": path, "storage_filesystem": filesystem}
+    return {"storage_path": os.path.abspath(storage_path)}

@@ -221,5 +221,6 @@ def _dataset_is(root: str, data_hash: str) -> bool:
 
 def _validated(cfg: RecurConfig) -> dict[str, Any]:
     steps.validate(cfg)
-    return {"root": str(Path(cfg.data.root).resolve())}
+    root = cfg.data.root
+    return {"root": root if "://" in root else str(Path(root).resolve())}
 

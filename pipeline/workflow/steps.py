@@ -13,11 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.data import contract
+from pipeline.storage import check_bucket, is_s3
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,23 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
     from pipeline.data.importers import import_dataset, resolve_source
 
     root = cfg.data.root
+    check_bucket(root, "read the dataset (data.root)" if cfg.data.source is None
+                 else "write the dataset (data.root)")
     if cfg.data.source is None:
         return contract.read_manifest(root)  # names the folder when there is no dataset
     fingerprint = source_fingerprint(cfg)
-    marker = Path(root) / "import.json"
-    up_to_date = marker.exists() and (Path(root) / "manifest.json").exists()
-    if up_to_date and json.loads(marker.read_text()) == fingerprint:
+    store = contract._store(root)
+    up_to_date = store.exists(IMPORT_MARKER) and store.exists(contract.MANIFEST_FILE)
+    if up_to_date and json.loads(store.read_text(IMPORT_MARKER)) == fingerprint:
         log.info("dataset at %s is up to date with its sources; not re-importing", root)
         return contract.read_manifest(root)
     paths = [resolve_source(p) for p in cfg.data.source.paths]
     manifest = import_dataset(cfg.data.source.format, paths, root, **_import_kwargs(cfg))
-    marker.write_text(json.dumps(fingerprint, indent=2))
+    store.write_text_atomic(IMPORT_MARKER, json.dumps(fingerprint, indent=2))
     return manifest
+
+
+IMPORT_MARKER = "import.json"  # the sources' fingerprint of the last import into data.root
 
 
 def validate(cfg: RecurConfig) -> None:
@@ -113,7 +118,8 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
             log.warning("train split has %d rows for %d workers: each epoch trains on %d rows, %d "
                         "row(s) unseen per epoch", rows, workers, rows - rows % workers, rows % workers)
         tracker.log_params({"train.rows_per_epoch": rows - rows % workers})
-    storage = os.path.join(cfg.tracking.runs_dir, "ray")
+    storage = cfg.tracking.storage_path or os.path.join(cfg.tracking.runs_dir, "ray")
+    check_bucket(storage, "write checkpoints (tracking.storage_path)")
     weights = pre = None
     if fine_tune is not None:
         from pipeline.training.worker import load_checkpoint
@@ -129,8 +135,12 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     if best is None:
         raise RuntimeError(f"training finished without a checkpoint; see {result.path}")
     best_metrics = next((m for c, m in result.best_checkpoints or [] if c.path == best.path), {})
+    local = best.path
+    if is_s3(storage):  # evaluation and registration read a local copy; the original stays on S3
+        local = best.to_directory(os.path.join(os.path.abspath(cfg.tracking.runs_dir), "checkpoints", name))
+        log.info("best checkpoint s3://%s copied to %s", best.path, local)
     return TrainOutput(
-        checkpoint_dir=best.path,
+        checkpoint_dir=local,
         storage_dir=result.path,
         epochs_run=int(result.metrics.get("epoch", -1)) + 1,
         best_epoch=int(best_metrics.get("epoch", -1)),
