@@ -221,7 +221,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "--host", "127.0.0.1", "--port", str(args.port)]
     if uri.startswith("sqlite:"):
         command += ["--default-artifact-root", (runs_dir / "artifacts").as_uri()]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C stops it)", flush=True)
+    from pipeline.tracking.redact import redact_text
+
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {redact_text(uri)} (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:
@@ -357,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.tracking.redact import install_log_redaction, redact_text, redacting_excepthook
+
+    install_log_redaction()  # secret env values and URL passwords never reach the log
+    sys.excepthook = redacting_excepthook
     from pipeline.commands import CommandError
     from pipeline.data.contract import DatasetError
     from pipeline.data.ts_format import TsFormatError
@@ -370,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
             TrackingUnavailable, FileNotFoundError, SpaceError, CommandError, StorageError) as exc:
-        print(f"recur: error: {exc}", file=sys.stderr)
+        print(f"recur: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -495,8 +495,9 @@ def _known_keys(dotted_section: str) -> list[str]:
     return sorted(model.model_fields)
 
 
-def dump_yaml(cfg: RecurConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+def dump_yaml(cfg: RecurConfig | dict[str, Any]) -> str:
+    """The config (or its dict, e.g. a redacted copy) as YAML, keys in schema order."""
+    return yaml.safe_dump(cfg if isinstance(cfg, dict) else cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def json_schema() -> str:

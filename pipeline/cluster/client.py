@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.commands import CommandError
+from pipeline.tracking.redact import redact_text
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
@@ -298,7 +299,7 @@ def follow_logs(job_id: str, *, address: str | None = None, out: TextIO = sys.st
 
     async def tail(client: Any) -> None:
         async for chunk in client.tail_job_logs(job_id):
-            out.write(chunk)
+            out.write(redact_text(chunk))  # the job's env holds the secrets this one forwarded
             out.flush()
 
     with _requests(address, job_id) as client:
@@ -330,6 +331,8 @@ def _details(job: Any) -> dict[str, Any]:
     data["status"] = _status_name(data.get("status"))
     if data.get("type") is not None:
         data["type"] = _status_name(data["type"])
+    if isinstance(data.get("entrypoint"), str):
+        data["entrypoint"] = redact_text(data["entrypoint"])
     renv = dict(data.get("runtime_env") or {})
     if renv.get("env_vars"):
         renv["env_vars"] = {k: "***" for k in renv["env_vars"]}

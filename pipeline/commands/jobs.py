@@ -14,6 +14,7 @@ import shlex
 import sys
 
 from pipeline.commands import CommandError
+from pipeline.tracking.redact import redact_text
 
 ADDRESS_HELP = ("Ray dashboard (Jobs API) address, e.g. http://127.0.0.1:8265 (default: "
                 "RAY_API_SERVER_ADDRESS, else RAY_ADDRESS, else http://127.0.0.1:8265)")
@@ -40,11 +41,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("paths resolved on this machine (the job gets them absolute):")
         width = max(len(p.key) for p in plan.localized)
         for p in plan.localized:
-            print(f"  {p.key:<{width}}  {_short(p.given)} -> {_short(p.value)}")
+            print(redact_text(f"  {p.key:<{width}}  {_short(p.given)} -> {_short(p.value)}"))
     for warning in plan.warnings:
-        print(f"recur: warning: {warning}", file=sys.stderr)
-    print(f"submitted job {job_id} to {address}")
-    print(f"  entrypoint  {shlex.join(plan.entrypoint)}")
+        print(f"recur: warning: {redact_text(warning)}", file=sys.stderr)
+    print(f"submitted job {job_id} to {redact_text(address)}")
+    print(f"  entrypoint  {redact_text(shlex.join(plan.entrypoint))}")
     shown = ", ".join(forwarded) + " (values not shown)" if forwarded else "no MLflow/AWS settings"
     print(f"  forwarded   {shown}")
     print(f"  logs        recur jobs logs {job_id} --follow{flag}")
@@ -73,7 +74,7 @@ def _follow(job_id: str, address: str) -> int:
         except CommandError:
             message = None
         if message:
-            print(f"recur: job {job_id} {status}: {message.splitlines()[0]}", file=sys.stderr)
+            print(f"recur: job {job_id} {status}: {redact_text(message.splitlines()[0])}", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
 
 
@@ -108,7 +109,7 @@ def cmd_jobs_status(args: argparse.Namespace) -> int:
     info = client.job_info(args.job, address=args.address)
     print(f"{args.job}  {info['status']}")
     if info.get("message"):
-        print(f"  {info['message'].strip().splitlines()[0]}")
+        print(f"  {redact_text(info['message'].strip().splitlines()[0])}")
     return 0
 
 
@@ -117,7 +118,7 @@ def cmd_jobs_logs(args: argparse.Namespace) -> int:
 
     if args.follow:
         return _follow(args.job, client.resolve_address(args.address))
-    sys.stdout.write(client.job_logs(args.job, address=args.address))
+    sys.stdout.write(redact_text(client.job_logs(args.job, address=args.address)))
     return 0
 
 

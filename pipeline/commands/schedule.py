@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from pipeline.commands import CommandError
+from pipeline.tracking.redact import redact_text
 
 RETRAIN_SCRIPT = "jobs/retrain.py"
 
@@ -87,7 +88,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                         working_dir=args.working_dir)
         entrypoint = plan.entrypoint
         for warning in plan.warnings:
-            print(f"recur schedule: warning: {warning}", flush=True)
+            print(f"recur schedule: warning: {redact_text(warning)}", flush=True)
     key = schedule_key(args.configs, args.overrides, entrypoint if args.entrypoint else None)
     state_path = Path(args.state) if args.state else default_state_path(
         cfg.tracking.runs_dir, cfg.registry.model_name, key)
@@ -101,8 +102,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     what = " and ".join(filter(None, [f"cron {args.cron!r} ({args.timezone})" if args.cron else "",
                                       f"new data at {watcher.location}" if args.on_new_data else ""]))
-    print(f"recur schedule: {what}; policy {args.policy}; cluster {address}", flush=True)
-    print(f"  job       {' '.join(entrypoint)}", flush=True)
+    print(redact_text(f"recur schedule: {what}; policy {args.policy}; cluster {address}"), flush=True)
+    print(f"  job       {redact_text(' '.join(entrypoint))}", flush=True)
     print(f"  state     {state_path}", flush=True)
 
     if not args.once and threading.current_thread() is threading.main_thread():

@@ -96,7 +96,9 @@ class Scheduler:
         self._stopping = threading.Event()
 
     def say(self, message: str) -> None:
-        self._say(f"{fmt_time(self.clock())} schedule: {message}")
+        from pipeline.tracking.redact import redact_text
+
+        self._say(f"{fmt_time(self.clock())} schedule: {redact_text(message)}")
 
     # ------------------------------------------------------------------------------- I/O
 

@@ -17,6 +17,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.tracking.redact import redact_params
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -98,7 +100,7 @@ def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
     objects the ETag and version id).
     """
     tags = {"recur.run_id": run_id, **lineage_tags(run_id)}
-    return str(mlflow.register_model(model_uri, model_name, tags=tags).version)
+    return str(mlflow.register_model(model_uri, model_name, tags=redact_params(tags)).version)
 
 
 def lineage_tags(run_id: str) -> dict[str, str]:
@@ -175,7 +177,7 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
     }
     if promoted and champion is not None:
         tags["recur.replaced_champion"] = str(champion.version)
-    for key, value in tags.items():
+    for key, value in redact_params(tags).items():
         client.set_model_version_tag(model_name, str(version), key, value)
     return decision
 

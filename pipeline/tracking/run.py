@@ -22,6 +22,7 @@ from ray.train import UserCallback
 
 from pipeline.config import RecurConfig, dump_yaml, flatten
 from pipeline.tracking import plots
+from pipeline.tracking.redact import redact_mapping, redact_params, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +108,15 @@ class RunTracker:
         if resume_run_id is not None:
             self.run_id = mlflow.start_run(run_id=resume_run_id).info.run_id
             return self.run_id
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.cfg.tracking.run_name,
-                               tags=tags)
+        run_name = self.cfg.tracking.run_name
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name and redact_text(run_name),
+                               tags=redact_params(tags) if tags else tags)
         self.run_id = run.info.run_id
-        params = flatten(self.cfg)
-        items = list(params.items())
+        items = list(flatten(self.cfg).items())
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            mlflow.log_params(dict(items[i : i + 100]))
-        mlflow.set_tags({"recur.task": self.cfg.data.task, "recur.config_files": ",".join(config_sources)})
-        self.log_text(dump_yaml(self.cfg), "config/resolved.yaml")
+            self.log_params(dict(items[i : i + 100]))
+        self.set_tags({"recur.task": self.cfg.data.task, "recur.config_files": ",".join(config_sources)})
+        self.log_text(dump_yaml(redact_mapping(self.cfg.model_dump(mode="json"))), "config/resolved.yaml")
         return self.run_id
 
     def epoch_logger(self) -> EpochLogger:
@@ -131,24 +132,28 @@ class RunTracker:
             warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
             source = resolve_dataset_source(root if "://" in root else str(Path(root).resolve()))
         dataset = _LineageDataset(source=source, name=manifest.name, digest=manifest.data_hash[:32])
-        dataset.lineage = {
+        dataset.lineage = redact_mapping({
             "data_hash": manifest.data_hash,
             "rows": {split: info.rows for split, info in manifest.splits.items()},
             "sources": [src.model_dump(exclude_none=True) for src in manifest.sources],
-        }
+        })
         mlflow.log_input(dataset, context="training")
-        mlflow.set_tags({"recur.data_hash": manifest.data_hash, "recur.data_version": manifest.data_version})
-        mlflow.log_params({"data.rows." + split: info.rows for split, info in manifest.splits.items()})
+        self.set_tags({"recur.data_hash": manifest.data_hash, "recur.data_version": manifest.data_version})
+        self.log_params({"data.rows." + split: info.rows for split, info in manifest.splits.items()})
         self.log_text(manifest.model_dump_json(indent=2), "data/manifest.json")
 
+    # Params, tags, texts and dicts go through pipeline.tracking.redact: nothing secret is logged.
     def log_params(self, params: dict[str, Any]) -> None:
-        mlflow.log_params(params)
+        mlflow.log_params(redact_params(params))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags(redact_params(tags))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        mlflow.log_text(redact_text(text), artifact_file)
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
-        mlflow.log_dict(data, artifact_file)
+        mlflow.log_dict(redact_mapping(data), artifact_file)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
@@ -208,13 +213,14 @@ def open_trial_run(tracking_uri: str, experiment_id: str, *, parent_run_id: str,
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
         # PBT may have changed the sampled values: keep the history, params are write-once.
-        client.set_tag(run_id, f"recur.sampled.restart_{int(time.time())}", json.dumps(sampled))
+        client.set_tag(run_id, f"recur.sampled.restart_{int(time.time())}",
+                       redact_text(json.dumps(redact_mapping(sampled))))
         return run_id
     run = client.create_run(experiment_id, run_name=f"trial {trial_id}", tags={
         "mlflow.parentRunId": parent_run_id, STUDY_TAG: study, TRIAL_TAG: trial_id,
         "recur.task": cfg.data.task, TRIAL_STATUS_TAG: "running",
     })
-    params = {**flatten(cfg), **{f"sampled.{k}": v for k, v in sampled.items()}}
+    params = redact_params({**flatten(cfg), **{f"sampled.{k}": v for k, v in sampled.items()}})
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run.info.run_id, params=items[i : i + 100])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -50,18 +52,22 @@ class Progress:
 def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Preprocessing,
                     optimizer: torch.optim.Optimizer | None = None, progress: Progress | None = None,
                     metrics: dict[str, float] | None = None, mlflow_run_id: str | None = None) -> str:
-    """Write model arguments, weights and preprocessing (and training state) to one file."""
+    """Write model arguments, weights and preprocessing (and training state) to one file.
+
+    Only tensors and plain Python values (dicts, lists, str, numbers, None) go in, so that
+    `load_checkpoint` reads it with `weights_only=True`, which runs no pickled code.
+    """
     module = getattr(model, "module", model)  # unwrap DDP
     path = os.path.join(directory, CHECKPOINT_FILE)
     torch.save(
         {
             "model_class": type(module).__name__,
-            "model_args": module.model_args,
+            "model_args": _plain(module.model_args),
             "state_dict": module.state_dict(),
-            "preprocessing": preprocessing.to_dict(),
+            "preprocessing": _plain(preprocessing.to_dict()),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "progress": vars(progress) if progress is not None else None,
-            "metrics": metrics or {},
+            "progress": _plain(vars(progress)) if progress is not None else None,
+            "metrics": _plain(metrics or {}),
             "mlflow_run_id": mlflow_run_id,
         },
         path,
@@ -69,11 +75,32 @@ def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Pr
     return path
 
 
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars and arrays as Python numbers and lists (weights_only-safe)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
 def load_checkpoint(path: str) -> dict[str, Any]:
-    """Read a checkpoint file (or a directory holding one) onto the CPU."""
+    """Read a checkpoint file (or a directory holding one) onto the CPU.
+
+    Tensors and plain containers only (`weights_only=True`): a file holding any other pickled
+    object is refused instead of run.
+    """
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_FILE)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message also says how to load it anyway; name only the offending object
+        why = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        raise ValueError(f"{path} is not a recur checkpoint: it holds objects other than tensors and "
+                         f"plain values, which recur does not unpickle ({why or 'see torch.load'})") from None
 
 
 def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessing]:

@@ -46,7 +46,8 @@ class _HandToTrial(UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if metrics:
-            self.items.put((dict(metrics[0]), checkpoint.path if checkpoint is not None else None))
+            where = (checkpoint.path, checkpoint.filesystem) if checkpoint is not None else None
+            self.items.put((dict(metrics[0]), where))
             self.acks.get()
 
 
@@ -70,7 +71,9 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     if restored is not None:  # resumed, restored after a failure, or exploited by PBT
         from mlflow import MlflowClient
 
-        MlflowClient(study.tracking_uri).set_tag(run_id, "recur.restored_from", restored.path)
+        from pipeline.tracking.redact import redact_text
+
+        MlflowClient(study.tracking_uri).set_tag(run_id, "recur.restored_from", redact_text(restored.path))
 
     items = Queue(maxsize=1, actor_options={"num_cpus": 0})
     acks = Queue(maxsize=1, actor_options={"num_cpus": 0})
@@ -98,8 +101,9 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     thread = threading.Thread(target=fit, name=f"fit-{trial_id}", daemon=True)
     thread.start()
     while (item := items.get()) is not None:
-        metrics, path = item
-        checkpoint = ray.tune.Checkpoint.from_directory(path) if path else None
+        metrics, where = item
+        # a local folder, or a path on S3 (tracking.storage_path) with its filesystem
+        checkpoint = ray.tune.Checkpoint(*where) if where else None
         ray.tune.report({**metrics, "mlflow_run_id": run_id}, checkpoint=checkpoint)
         acks.put(True)
     thread.join()

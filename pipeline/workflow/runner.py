@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from pipeline.config import ConfigError, RecurConfig
 from pipeline.data import contract
 from pipeline.tracking import store
+from pipeline.tracking.redact import redact_text
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
 from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, register
@@ -76,7 +77,7 @@ class Workflow:
         try:
             record.outputs = run()
         except BaseException as exc:
-            record.status, record.error = FAILED, f"{type(exc).__name__}: {exc}"[:4000]
+            record.status, record.error = FAILED, redact_text(f"{type(exc).__name__}: {exc}")[:4000]
             record.seconds = round(time.perf_counter() - start, 2)
             self.store.put(record)
             self.done.append((record, FAILED))
@@ -195,8 +196,9 @@ class Workflow:
             client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.key", record.key)
             if how != SKIPPED:
                 client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.seconds", str(record.seconds))
-            if record.error:
-                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.error", record.error[:5000])
+            if record.error:  # an old record's error may predate redaction
+                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.error",
+                               redact_text(record.error)[:5000])
         if self.timings:
             self.tracker.log_dict(self.timings, "timings.json")
         self.tracker.log_dict({"steps": self.step_rows()}, "workflow/steps.json")

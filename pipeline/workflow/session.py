@@ -6,6 +6,7 @@ import logging
 import os
 
 from pipeline.config import RecurConfig
+from pipeline.tracking.redact import install_log_redaction, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ def connect_ray(cfg: RecurConfig, address: str | None = None) -> str:
     runtime_env = {"env_vars": {"RAY_DATA_LOG_LEVEL": os.environ["RAY_DATA_LOG_LEVEL"]}}
     if target:
         ray.init(address=target, runtime_env=runtime_env)
-        return f"Ray cluster at {target}"
+        install_log_redaction()  # Ray's own log handlers, now that Ray has set them up
+        return f"Ray cluster at {redact_text(target)}"
     ray.init(num_cpus=cfg.resources.num_cpus, runtime_env=runtime_env)
+    install_log_redaction()
     cpus = ray.cluster_resources().get("CPU", 0)
     return f"local Ray ({cpus:g} CPUs)"

@@ -127,7 +127,7 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
             context = StudyContext(base_config=base, manifest=manifest.model_dump(mode="json"),
                                    tracking_uri=tracking_uri, experiment_id=experiment_id,
                                    parent_run_id=parent, study=study_name,
-                                   train_storage=str(path / "train"))
+                                   train_storage=_train_storage(cfg, path))
             trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
                                             {"CPU": TRIAL_DRIVER_CPU})
             space = to_tune(parsed)
@@ -178,6 +178,17 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
 
 
 SNAPSHOT_PERIOD_S = 1.0
+
+
+def _train_storage(cfg: RecurConfig, path: Path) -> str:
+    """Where the trials' Ray Train runs keep checkpoints: under `tracking.storage_path` (e.g.
+    S3, which every node reaches) when it is set, else in the study's folder."""
+    from pipeline import storage
+
+    if cfg.tracking.storage_path:
+        storage.check_bucket(cfg.tracking.storage_path, "write checkpoints (tracking.storage_path)")
+        return storage.join(cfg.tracking.storage_path, "tune", path.name)
+    return str(path / "train")
 
 
 def _checkpoints_to_keep(cfg: RecurConfig) -> int | None:
