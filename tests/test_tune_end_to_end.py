@@ -1,6 +1,6 @@
 """A tiny study end to end on a local 2-CPU Ray and a real `mlflow server`.
 
-Given the toy dataset, when `recur tune` searches 4 trials of 2 epochs with ASHA, then the study
+Given the toy dataset, when `recur tune` searches 3 trials of 2 epochs with ASHA, then the study
 finishes, MLflow holds one parent run with one nested child run per trial (with params, per-epoch
 curves and a final status), the study artifacts are on the parent, and the best trial's model is
 registered through the same gate as `recur run`. A resource plan that cannot fit fails at once.
@@ -28,7 +28,7 @@ def _config(tmp_path, dataset, uri, extra=""):
         f"registry: {{model_name: {MODEL}}}\n"
         "tracking: {experiment: tune-e2e}\n"
         "tune:\n"
-        "  num_samples: 4\n"
+        "  num_samples: 3\n"
         "  scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
         "  space:\n"
         "    train.lr: {loguniform: [1.0e-3, 3.0e-2]}\n"
@@ -49,7 +49,7 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 4 and len(runs) == 5
+    assert len(children) == 3 and len(runs) == 4
     for child in children:
         assert child.data.tags["recur.trial_status"] in ("completed", "stopped early")
         assert child.info.status == "FINISHED"
@@ -66,7 +66,7 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/tune_best_so_far.png", "plots/tune_parallel_coordinates.png"} <= plots
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "tune/trials.csv", str(tmp_path)))
-    assert len(table) == 4 and {"train.lr", "model.cell", "best_val_accuracy"} <= set(table.columns)
+    assert len(table) == 3 and {"train.lr", "model.cell", "best_val_accuracy"} <= set(table.columns)
 
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert version.run_id == parent.info.run_id

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import RecurConfig
@@ -30,7 +31,10 @@ def source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
     from pipeline.data.importers import resolve_source
 
     source = cfg.data.source
-    resolved = [resolve_source(p) for p in source.paths]
+    resolved = []
+    for path in map(resolve_source, source.paths):  # a folder (or an S3 prefix): every file in it
+        folder = Path(path)
+        resolved += sorted(str(f) for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else [path]
     return {
         "sources": [s.model_dump() for s in contract.sources_for(resolved)],
         "params": _import_kwargs(cfg),
