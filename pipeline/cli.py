@@ -70,6 +70,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs_sync(args: argparse.Namespace) -> int:
+    """Upload what `pipeline.tracking.spool` kept; exit 1 while some of it still cannot go."""
+    from pipeline.tracking.spool import sync_all
+    from pipeline.tracking.store import check_reachable
+
+    uri = _tracking_uri(args)
+    check_reachable(uri)
+    runs_dir = args.runs_dir or (config_mod.load_config(args.config).tracking.runs_dir if args.config
+                                 else config_mod.RecurConfig().tracking.runs_dir)
+    return 1 if sync_all(uri, runs_dir) else 0
+
+
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -259,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", metavar="RUN")
     _add_store_args(p)
     p.set_defaults(func=cmd_runs_show)
+
+    p = runs.add_parser("sync", help="write epoch metrics kept while MLflow was unreachable")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_runs_sync)
 
     p = sub.add_parser("tune", help="hyperparameter search (tune.space); the best trial is registered")
     _add_config_args(p)

@@ -2,9 +2,11 @@
 
 Given the toy dataset: running the same config twice skips every step the second time (same run,
 no new model version); `--from evaluate` re-runs evaluate, register and promote only; a run whose
-tracking server dies after training continues, once the server is back, from the evaluate step in
-the same MLflow run; `recur retrain` starts from the champion's weights (its first epoch's loss
-is below a fresh model's) and refuses data with other channels.
+tracking server dies mid-training finishes training (epoch metrics kept on disk), prints where the
+model is, `recur runs sync` writes the kept epochs once and in order when the server is back, and
+the run continues from the evaluate step in the same MLflow run; `recur retrain` starts from the
+champion's weights (its first epoch's loss is below a fresh model's) and refuses data with other
+channels.
 """
 
 from __future__ import annotations
@@ -138,42 +140,55 @@ def test_a_run_continues_after_its_tracking_server_died(ray_local, toy_dataset, 
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(root, port)
     steps_dir = tmp_path / "runs" / "steps"
+    epochs = 8
 
-    def stop_server_after_training() -> None:
+    def stop_server_mid_training() -> None:
+        client = MlflowClient(uri)
         deadline = time.time() + 600
         while time.time() < deadline:
-            for path in steps_dir.glob("train-*.json"):
-                try:
-                    if json.loads(path.read_text())["status"] == "succeeded":
-                        _stop(server)
-                        return
-                except (OSError, ValueError):
-                    pass
+            try:
+                runs = _runs(client) if client.get_experiment_by_name("workflow") else []
+                if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+                    _stop(server)  # the first epoch is in MLflow; the others are still to come
+                    return
+            except Exception:
+                pass
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=stop_server_after_training, daemon=True)
+    watcher = threading.Thread(target=stop_server_mid_training, daemon=True)
     watcher.start()
     try:
+        args = _args(tmp_path, toy_dataset, uri) + ["--set", f"train.epochs={epochs}"]
         try:  # exits with an error, or raises what the MLflow client raised: the server is gone
-            failed: object = main(_args(tmp_path, toy_dataset, uri))
+            failed: object = main(args)
         except Exception as exc:
             failed = exc
         assert failed != 0
         watcher.join(timeout=5)
+        err = capsys.readouterr().err
         records = {r["step"]: r for r in (json.loads(p.read_text()) for p in steps_dir.glob("*.json"))}
-        assert records["train"]["status"] == "succeeded"
+        assert records["train"]["status"] == "succeeded"  # training went on without the server
         assert records["evaluate"]["status"] == "failed"
         run_id = records["train"]["outputs"]["run_id"]
+        kept = tmp_path / "runs" / "spool" / f"{run_id}.jsonl"
+        assert kept.exists() and f"did not take epoch {epochs - 1}" in err
+        checkpoint = records["train"]["outputs"]["checkpoint_dir"]
+        assert f"the trained model is not lost: its checkpoint is {checkpoint}" in err
 
         server = _start_server(root, port)  # the same store comes back
-        capsys.readouterr()
-        assert main(_args(tmp_path, toy_dataset, uri)) == 0
+        assert main(["runs", "sync", "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")]) == 0
+        assert f"run {run_id}: " in capsys.readouterr().out and not kept.exists()
+        client = MlflowClient(uri)
+        assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == list(range(epochs))
+        assert main(args) == 0
         steps = _steps(capsys.readouterr().out)
         assert steps["train"] == "skipped" and steps["evaluate"] == "succeeded"
-        client = MlflowClient(uri)
-        (run,) = client.search_runs([client.get_experiment_by_name("workflow").experiment_id])
+        (run,) = _runs(client)
         assert run.info.run_id == run_id and run.info.status == "FINISHED"
-        assert "test_accuracy" in run.data.metrics
+        assert "test_accuracy" in run.data.metrics and run.data.metrics["epochs_run"] == epochs
+        # every epoch once and in order, though most were written after the server came back
+        for key in ("train_loss", "val_loss"):
+            assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(epochs))
         assert client.get_model_version_by_alias(MODEL, "champion").run_id == run_id
     finally:
         _stop(server)

@@ -8,6 +8,7 @@ than `registry.min_improvement`; otherwise it becomes `@challenger`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.tracking.redact import redact_params
+
+log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -149,21 +152,45 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
          higher_is_better: bool, min_improvement: float, inputs: Any,
          score: Callable[[Any], dict[str, float]], data_hash: str) -> Decision:
     """Score version `version` and the current champion on the same inputs; set @champion or
-    @challenger. Call inside `store.use_tracking_uri(tracking_uri)`."""
+    @challenger. Call inside `store.use_tracking_uri(tracking_uri)`.
+
+    Another gate may set @champion while this one scores (two runs finishing together). So the
+    champion is scored by its version number, and right before setting the alias the gate reads
+    @champion again: if it moved, the new champion is scored and compared instead. The version
+    replaced is recorded on the winner (`recur.replaced_champion`).
+    """
     client = MlflowClient(tracking_uri)
     candidate_score = score_model(f"models:/{model_name}/{version}", inputs, score, metric)
-
+    scores: dict[str, float] = {}  # champion version -> its score on these inputs
     champion = current_champion(client, model_name)
-    champion_score = None
-    if champion is not None:
-        champion_score = score_model(f"models:/{model_name}@{CHAMPION}", inputs, score, metric)
-    promoted, reason = decide(candidate_score, champion_score, min_improvement, higher_is_better)
+    for _ in range(MAX_RECHECKS):
+        champion_score = None
+        if champion is not None and champion.version != str(version):
+            if champion.version not in scores:
+                scores[champion.version] = score_model(f"models:/{model_name}/{champion.version}",
+                                                       inputs, score, metric)
+            champion_score = scores[champion.version]
+        if _version_of(champion) == str(version):  # gated again (`recur run --from promote`)
+            champion_score, promoted, reason = candidate_score, True, "already @champion"
+        else:
+            promoted, reason = decide(candidate_score, champion_score, min_improvement, higher_is_better)
+        now = current_champion(client, model_name)  # right before setting the alias
+        if _version_of(now) == _version_of(champion):
+            break
+        log.info("@champion of %s moved from %s to %s while version %s was compared; comparing again",
+                 model_name, _version_of(champion), _version_of(now), version)
+        champion = now
+    else:
+        raise RuntimeError(f"@champion of {model_name} changed {MAX_RECHECKS} times while version "
+                           f"{version} was compared; see `recur models list {model_name}` and "
+                           "promote by hand")
     alias = CHAMPION if promoted else CHALLENGER
     client.set_registered_model_alias(model_name, alias, version)
 
+    replaced = _version_of(champion) if promoted and _version_of(champion) != str(version) else None
     decision = Decision(
         model_name=model_name, version=str(version), alias=alias, promoted=promoted, metric=metric,
-        candidate_score=candidate_score, champion_version=champion.version if champion else None,
+        candidate_score=candidate_score, champion_version=_version_of(champion),
         champion_score=champion_score, min_improvement=min_improvement, reason=reason,
         run_id=run_id, data_hash=data_hash,
         decided_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -175,11 +202,18 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
         "recur.decision": alias,
         "recur.reason": reason,
     }
-    if promoted and champion is not None:
-        tags["recur.replaced_champion"] = str(champion.version)
+    if replaced is not None:
+        tags["recur.replaced_champion"] = replaced
     for key, value in redact_params(tags).items():
         client.set_model_version_tag(model_name, str(version), key, value)
     return decision
+
+
+MAX_RECHECKS = 5  # how often a gate compares again when @champion moves under it
+
+
+def _version_of(model_version: Any) -> str | None:
+    return None if model_version is None else str(model_version.version)
 
 
 def promote(tracking_uri: str, model_name: str, version: str) -> str | None:

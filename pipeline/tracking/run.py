@@ -39,20 +39,19 @@ class EpochLogger(UserCallback):
     Every epoch is logged once: a run that continues from a checkpoint older than its last
     logged epoch (a resumed study, a restarted worker group) trains those epochs again, and
     they are not logged a second time (MLflow cannot delete a metric's history entries).
+    A batch MLflow refuses after a few tries with backoff is kept in the run's spool file
+    (`pipeline.tracking.spool`) and written, in order, as soon as the server answers again;
+    training goes on meanwhile.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "") -> None:
+    def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "",
+                 spool: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.total_epochs = total_epochs
         self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
+        self.spool = spool  # where batches MLflow refused are kept (None: only warned about)
         self._logged_through: int | None = None  # the run's last logged epoch, read once
-
-    def _last_logged_epoch(self, client: MlflowClient) -> int:
-        if self._logged_through is None:
-            history = client.get_metric_history(self.run_id, "train_loss")
-            self._logged_through = max((m.step for m in history), default=-1)
-        return self._logged_through
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if not metrics:
@@ -63,13 +62,7 @@ class EpochLogger(UserCallback):
         # Every task's val_<metric> (lm: val_perplexity, ...), not only classify's.
         keys = [k for k in report if k in EPOCH_METRICS or k.startswith("val_")]
         batch = [Metric(k, float(report[k]), now, epoch) for k in keys]
-        try:
-            client = MlflowClient(self.tracking_uri)
-            if epoch > self._last_logged_epoch(client):
-                client.log_batch(self.run_id, metrics=batch)
-                self._logged_through = epoch
-        except Exception as exc:  # a tracking hiccup must not kill hours of training
-            log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
+        self._log(epoch, batch)
         tag = f"recur {self.prefix}" if self.prefix else "recur"
         print(
             f"[{tag}] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
@@ -77,6 +70,33 @@ class EpochLogger(UserCallback):
             f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s",
             file=sys.stderr, flush=True,
         )
+
+    def _log(self, epoch: int, batch: list[Metric]) -> None:
+        from pipeline.tracking import spool
+
+        client = MlflowClient(self.tracking_uri)
+        path = Path(self.spool) if self.spool else None
+
+        def write() -> None:
+            if self._logged_through is None:
+                self._logged_through = spool.last_logged_epoch(client, self.run_id)
+            if path is not None and path.exists():  # what MLflow refused before goes first
+                _, self._logged_through = spool.flush(self.tracking_uri, self.run_id, path,
+                                                      self._logged_through)
+            if epoch > self._logged_through:
+                client.log_batch(self.run_id, metrics=batch)
+                self._logged_through = epoch
+
+        try:
+            with spool.quick_requests():
+                spool.with_retries(write, f"logging epoch {epoch} to MLflow at {self.tracking_uri}")
+        except Exception as exc:  # a tracking outage must not kill hours of training
+            if path is None:
+                log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
+                return
+            spool.append(path, epoch, batch)
+            log.warning("MLflow at %s did not take epoch %d (%s); kept in %s and written when it answers",
+                        self.tracking_uri, epoch, str(exc).splitlines()[0][:200], path)
 
 
 class _LineageDataset(MetaDataset):
@@ -121,7 +141,44 @@ class RunTracker:
 
     def epoch_logger(self) -> EpochLogger:
         assert self.run_id is not None
-        return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs)
+        return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs, spool=str(self.spool_path))
+
+    @property
+    def spool_path(self) -> Path:
+        """Where this run's metrics wait while MLflow is unreachable (`pipeline.tracking.spool`)."""
+        from pipeline.tracking.spool import spool_path
+
+        assert self.run_id is not None
+        return spool_path(self.cfg.tracking.runs_dir, self.run_id)
+
+    def flush_spool(self) -> None:
+        """Write what MLflow did not take during training; keep it (and say so) if it still cannot."""
+        from pipeline.tracking import spool
+
+        if not self.spool_path.exists():
+            return
+        try:
+            with spool.quick_requests():
+                uploaded, _ = spool.flush(self.tracking_uri, self.run_id, self.spool_path)
+            log.info("wrote %d kept metric batch(es) to MLflow", uploaded)
+        except Exception as exc:
+            log.warning("MLflow at %s is unreachable (%s): metrics are kept in %s; `recur runs sync` "
+                        "writes them when it answers", self.tracking_uri, str(exc).splitlines()[0][:200],
+                        self.spool_path)
+
+    def log_or_keep(self, metrics: dict[str, float]) -> None:
+        """Run-level metrics that must not be lost: logged, or kept in the spool."""
+        from pipeline.tracking import spool
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        try:
+            client = MlflowClient(self.tracking_uri)
+            with spool.quick_requests():
+                spool.with_retries(lambda: client.log_batch(self.run_id, metrics=batch),
+                                   f"logging {', '.join(metrics)} to MLflow")
+        except Exception:
+            spool.append(self.spool_path, None, batch)
 
     def log_dataset(self, manifest: Any, root: str) -> None:
         """The dataset as an MLflow input (its digest is the data hash) plus the manifest."""

@@ -35,6 +35,7 @@ class StudyContext:
     parent_run_id: str
     study: str
     train_storage: str  # Ray Train storage_path for the trials' own checkpoints
+    spool_dir: str  # where a trial keeps epoch metrics MLflow refused (pipeline.tracking.spool)
 
 
 class _HandToTrial(UserCallback):
@@ -82,7 +83,8 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
         # a fresh Train run each time the trial starts: it resumes from `initial`, not by name
         name=f"{study.study}-{trial_id}-{uuid.uuid4().hex[:6]}",
         mlflow_run_id=run_id,
-        callbacks=[EpochLogger(study.tracking_uri, run_id, cfg.train.epochs, prefix=f"trial {trial_id}"),
+        callbacks=[EpochLogger(study.tracking_uri, run_id, cfg.train.epochs, prefix=f"trial {trial_id}",
+                               spool=os.path.join(study.spool_dir, f"{run_id}.jsonl")),
                    _HandToTrial(items, acks)],
         initial_checkpoint=initial,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,7 +98,23 @@ class Workflow:
                 return self._run(tracking_uri, experiment_id)
             except BaseException:
                 self._close("FAILED")
+                self._say_what_is_kept(tracking_uri)
                 raise
+
+    def _say_what_is_kept(self, tracking_uri: str) -> None:
+        """After a failure past training: where the trained model and unsent metrics are."""
+        from pipeline.tracking.spool import spool_path
+
+        trained = next((r for r, _ in self.done if r.step == "train" and r.status == SUCCEEDED), None)
+        if trained is None:
+            return
+        out = trained.outputs
+        kept = spool_path(self.cfg.tracking.runs_dir, out["run_id"])
+        print(f"recur: the trained model is not lost: its checkpoint is {out['checkpoint_dir']}"
+              + (f"; epoch metrics MLflow at {tracking_uri} did not take are kept in {kept}"
+                 if kept.exists() else "")
+              + ". When the tracking server answers again, `recur runs sync` writes what was kept and "
+              "`recur run` with the same config continues after training.", file=sys.stderr, flush=True)
 
     def _run(self, tracking_uri: str, experiment_id: str) -> RunSummary:
         cfg = self.cfg
@@ -125,7 +142,8 @@ class Workflow:
             with steps.timed("train", self.timings):
                 trained = steps.train(cfg, manifest, tracker=tracker, name=name,
                                       fine_tune=self.fine_tune)
-            tracker.log_metrics({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
+            tracker.flush_spool()
+            tracker.log_or_keep({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
             return {"run_id": tracker.run_id, "checkpoint_dir": trained.checkpoint_dir,
                     "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
                     "best_epoch": trained.best_epoch}

@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
 from pipeline.tracking.run import STUDY_TAG, RunTracker
+from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
             context = StudyContext(base_config=base, manifest=manifest.model_dump(mode="json"),
                                    tracking_uri=tracking_uri, experiment_id=experiment_id,
                                    parent_run_id=parent, study=study_name,
-                                   train_storage=_train_storage(cfg, path))
+                                   train_storage=_train_storage(cfg, path),
+                                   spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR))
             trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
                                             {"CPU": TRIAL_DRIVER_CPU})
             space = to_tune(parsed)
