@@ -141,19 +141,24 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in config_mod._FORMAT_SPECIFIC if getattr(args, k) is not None}
     if isinstance(given.get("value_columns"), str):
         given["value_columns"] = [c.strip() for c in given["value_columns"].split(",") if c.strip()]
-    try:  # the same checks as data.source in a config: options must fit the format
+    try:  # the same checks as data and data.source in a config: options must fit the format
         source = config_mod.SourceConfig(format=args.format, paths=args.sources, **given)
+        data = config_mod.DataConfig(task=config_mod.FORMAT_TASKS[args.format][0], source=source,
+                                     val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                     on_invalid=args.on_invalid, max_length=args.max_length,
+                                     on_too_long=args.on_too_long)
     except config_mod.ValidationError as exc:
-        raise config_mod.ConfigError(
-            "recur data import: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        ) from None
+        raise config_mod.ConfigError("recur data import: " + "; ".join(
+            ("" if e["type"] == "value_error" else f"{'.'.join(map(str, e['loc']))}: ")
+            + e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
     from pipeline.storage import check_bucket
 
     check_bucket(args.out, "write the dataset (--out)")
+    length = {"max_length": data.max_length, "on_too_long": data.on_too_long} if data.max_length else {}
     manifest = import_dataset(args.format, [resolve_source(s) for s in args.sources], args.out,
                               name=args.name, val_fraction=args.val_fraction,
                               test_fraction=args.test_fraction, seed=args.seed,
-                              on_invalid=args.on_invalid, **source.importer_options())
+                              on_invalid=args.on_invalid, **length, **source.importer_options())
     rows = ", ".join(f"{split} {info.rows}" for split, info in manifest.splits.items())
     print(f"imported {manifest.name} ({manifest.task}) -> {args.out}")
     print(f"  rows: {rows}")
@@ -161,6 +166,11 @@ def cmd_data_import(args: argparse.Namespace) -> int:
              else f"channels {manifest.feature.num_channels}")
     labels = f", {len(manifest.labels)} labels" if manifest.labels else ""
     print(f"  {shape}{labels}, data version {manifest.data_version}")
+    truncated = sum(manifest.import_params.get("truncated", {}).values())
+    if truncated:
+        print(f"  truncated {truncated} rows to their first {data.max_length} time steps (--max-length)")
+    if manifest.task_params.get("gaps"):
+        print(f"  kept {manifest.task_params['gaps']} gaps in the time column (--gaps keep)")
     if manifest.quarantined:
         total = sum(manifest.quarantined.values())
         print(f"  quarantined {total} rows with reasons: {Path(args.out) / 'quarantine'}")
@@ -303,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--on-invalid", default="fail", choices=["fail", "quarantine"])
+    p.add_argument("--max-length", type=int, metavar="STEPS",
+                   help=config_mod.DataConfig.model_fields["max_length"].description)
+    p.add_argument("--on-too-long", default="truncate", choices=["truncate", "reject"],
+                   help=config_mod.DataConfig.model_fields["on_too_long"].description)
     _add_format_options(p)
     p.set_defaults(func=cmd_data_import)
     p = data.add_parser("validate", help="check every row and the data hash")

@@ -29,11 +29,13 @@ FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
     # Options that only mean something for some formats; anything else set is an error.
     "ts": ("missing",),
     "parquet": ("x_column", "y_column", "id_column", "split_column"),
-    "csv": ("time_column", "value_columns", "window", "horizon", "stride", "seasonal_period"),
+    "csv": ("time_column", "value_columns", "window", "horizon", "stride", "seasonal_period", "gaps"),
     "conll": ("token_column", "tag_column", "lowercase", "min_count", "max_vocab"),
     "text": ("level", "lowercase", "min_count", "max_vocab", "chunk_length"),
     "tsv": ("source_column", "target_column", "level", "lowercase", "min_count", "max_vocab"),
 }
+# Formats whose importer applies `data.max_length` (float sequences of a classify dataset).
+MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "parquet")
 FORMAT_TASKS: dict[str, tuple[str, ...]] = {
     "ts": ("classify",), "parquet": ("classify",), "csv": ("forecast",), "conll": ("tag",),
     "text": ("lm",), "tsv": ("seq2seq",),
@@ -66,6 +68,11 @@ class SourceConfig(_Section):
     horizon: int = Field(12, ge=1, description="csv: steps to forecast per example")
     stride: int = Field(1, ge=1, description="csv: steps between consecutive windows")
     seasonal_period: int = Field(1, ge=1, description="csv: season length of the seasonal-naive baseline")
+    gaps: Literal["error", "keep"] = Field(
+        "error", description="csv: time steps further apart than the series' usual spacing (missing "
+        "rows): error names them; keep windows the series as it is (e.g. business days), counted in "
+        "the manifest's task_params.gaps"
+    )
     # conll (tag)
     token_column: int = Field(0, description="conll: column index of the token")
     tag_column: int = Field(-1, description="conll: column index of the tag (-1: last)")
@@ -88,8 +95,19 @@ class SourceConfig(_Section):
         if wrong:
             raise ValueError(f"data.source.{wrong[0]} does not apply to format {self.format!r} "
                              f"(its options: {', '.join(FORMAT_OPTIONS[self.format])})")
-        if self.format == "csv" and not self.value_columns:
-            raise ValueError("data.source.value_columns: a csv source needs at least one value column")
+        if self.format == "csv":
+            columns = self.value_columns
+            if not columns:
+                raise ValueError("data.source.value_columns: a csv source needs at least one value column")
+            if len(set(columns)) != len(columns):
+                raise ValueError(f"data.source.value_columns: {columns} names a column twice")
+            if self.time_column in columns:
+                raise ValueError(f"data.source.time_column {self.time_column!r} is also one of "
+                                 "data.source.value_columns")
+            if self.seasonal_period > self.window:
+                raise ValueError(f"data.source.seasonal_period {self.seasonal_period} is longer than "
+                                 f"data.source.window {self.window}: the seasonal-naive baseline repeats "
+                                 "the last season of each history")
         return self
 
     @model_serializer(mode="wrap")
@@ -125,6 +143,14 @@ class DataConfig(_Section):
     on_invalid: Literal["fail", "quarantine"] = Field(
         "fail", description="rows breaking the contract: fail listing them, or quarantine with reasons"
     )
+    max_length: int | None = Field(
+        None, ge=1, description="ts/parquet sources: longest sequence in time steps (None: no limit)"
+    )
+    on_too_long: Literal["truncate", "reject"] = Field(
+        "truncate", description="a sequence longer than max_length: truncate keeps its first max_length "
+        "steps (counted in the manifest's import_params.truncated); reject makes it an invalid row "
+        "(on_invalid: fail or quarantine)"
+    )
     batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
     materialize: bool = Field(
         True,
@@ -132,6 +158,22 @@ class DataConfig(_Section):
         "memory); false streams Parquet every epoch (data larger than the object store)",
     )
     seed: int = Field(0, description="seed for splits and per-epoch shuffling")
+
+    @model_validator(mode="after")
+    def _check_import_options(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"data.val_fraction + data.test_fraction must be below 1 (something must be "
+                             f"left to train on); got {self.val_fraction} + {self.test_fraction}")
+        if self.source is not None and self.source.format == "csv" \
+                and not (self.val_fraction > 0 and self.test_fraction > 0):
+            raise ValueError(f"data.val_fraction and data.test_fraction must be > 0 for a csv source (val "
+                             f"and test are the last parts of the series); got {self.val_fraction} and "
+                             f"{self.test_fraction}")
+        if self.max_length is not None and self.source is not None \
+                and self.source.format not in MAX_LENGTH_FORMATS:
+            raise ValueError(f"data.max_length applies to {' and '.join(MAX_LENGTH_FORMATS)} sources "
+                             f"(classify), not {self.source.format!r}")
+        return self
 
 
 class ModelConfig(_Section):
@@ -464,6 +506,11 @@ def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
         where = _origin_of(key, origin)
         if not err["loc"]:  # a cross-field check: its message names the keys itself
             lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+            continue
+        if err["type"] == "value_error" and isinstance(err.get("input"), dict):
+            # a section's own check (e.g. data.source options): its message names the keys
+            what = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {what}{f'  [from {where}]' if where else ''}")
             continue
         if err["type"] == "extra_forbidden":
             parent = key.rsplit(".", 1)[0] if "." in key else ""

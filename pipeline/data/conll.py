@@ -118,11 +118,11 @@ def _expand(paths: list[str] | str) -> list[tuple[str, str]]:
     out = [(shown_name(shown, local), local) for shown, local in out]
     twice = [f for f, n in Counter(local for _, local in out).items() if n > 1]
     if twice:
-        raise ValueError(f"source file given more than once: {twice}")
+        raise DatasetError(f"source file given more than once: {twice}")
     names = Counter(os.path.basename(local) for _, local in out)
     clash = [n for n, k in names.items() if k > 1]
     if clash:
-        raise ValueError(f"two source files share the name(s) {clash}; row ids would collide")
+        raise DatasetError(f"two source files share the name(s) {clash}; row ids would collide")
     return out
 
 
@@ -159,7 +159,7 @@ def read_conll(shown: str, local: str, *, token_column: int = 0, tag_column: int
                     width = (len(columns), number)
                     for what, index in (("token_column", token_column), ("tag_column", tag_column)):
                         if not -len(columns) <= index < len(columns):
-                            raise ValueError(
+                            raise DatasetError(
                                 f"{where}: {what}={index}, but the line has {len(columns)} "
                                 f"columns (expected an index in {-len(columns)}..{len(columns) - 1})"
                             )
@@ -178,7 +178,7 @@ def read_conll(shown: str, local: str, *, token_column: int = 0, tag_column: int
                 current.tokens.append(token)
                 current.tags.append(tag)
         except UnicodeDecodeError as e:
-            raise ValueError(f"{shown}:{number + 1}: not valid UTF-8 ({e.reason})") from None
+            raise DatasetError(f"{shown}:{number + 1}: not valid UTF-8 ({e.reason})") from None
     close()
     return sentences
 
@@ -247,7 +247,7 @@ def import_conll(
     sentences = [s for shown, local in files
                  for s in read_conll(shown, local, token_column=token_column, tag_column=tag_column)]
     if not sentences:
-        raise ValueError(f"no sentences in {[shown for shown, _ in files]}")
+        raise DatasetError(f"no sentences in {[shown for shown, _ in files]}")
     split = _assign_splits(sentences, val_fraction, test_fraction, seed)
 
     bad = np.array([bool(s.problems) for s in sentences])

@@ -287,7 +287,11 @@ class _LocalStore:
         pq.write_table(table, self.path(rel), compression="zstd", row_group_size=max(1, len(table)))
 
     def read_parquet(self, rel: str) -> pa.Table:
-        return pq.read_table(self.path(rel))
+        try:
+            return pq.read_table(self.path(rel))
+        except (pa.ArrowException, OSError) as exc:
+            raise DatasetError(f"{self.path(rel)}: not a readable Parquet file, truncated or corrupt "
+                               f"({exc}); import the dataset again") from None
 
     def write_text_atomic(self, rel: str, text: str) -> None:
         target = self.path(rel)
@@ -474,7 +478,7 @@ def as_2d_x(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     arr = _as_array(col)
     t = arr.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
-        raise DatasetError(f"x must be a list column, got {t}")
+        raise DatasetError(f"x must be a list column (time steps of numbers), got {t}")
     vt = t.value_type
     if pa.types.is_list(vt) or pa.types.is_large_list(vt):
         if not (pa.types.is_floating(vt.value_type) or pa.types.is_integer(vt.value_type)):

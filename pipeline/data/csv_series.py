@@ -24,16 +24,22 @@ How the windows are built (``import_csv``):
 
 Bad input: a missing column (the columns found are named), a time value that is blank, not a
 number/date or not after the previous one, and a line with the wrong number of fields always
-fail (the series' order and spacing would be unknown). A blank, non-numeric, NaN or inf VALUE
-fails with every such cell listed (file, line, column, text); with ``on_invalid="quarantine"``
-the step stays in the series (a time step cannot be dropped without breaking its contiguity) and
-every window whose history or horizon touches it goes to ``<out>/quarantine/`` with the reasons.
+fail (the series' order and spacing would be unknown). A gap - a step further from (or closer to)
+the previous one than the series' usual spacing, e.g. a missing day - fails naming every such
+step (``gaps="error"``), or is kept and counted in ``task_params["gaps"]`` (``gaps="keep"``, for
+series that are irregular by nature such as business days). Dates on one day of the month (or
+all month ends) are spaced in calendar months, so monthly and yearly series are regular.
+A blank, non-numeric, NaN or inf VALUE fails with every such cell listed (file, line, column,
+text); with ``on_invalid="quarantine"`` the step stays in the series (a time step cannot be
+dropped without breaking its contiguity) and every window whose history or horizon touches it
+goes to ``<out>/quarantine/`` with the reasons.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +51,7 @@ from pipeline.data.importers import _base_name, _check_fractions, _expand
 from pipeline.data.validate import DataValidationError, Problem
 
 MAX_REASONS = 3  # bad steps named per quarantined window (then a count)
+MAX_GAPS = 5  # gaps named in the error (then a count)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Series:
     sources: list[str]  # "file:line" per step
     columns: list[str]  # value columns, in channel order
     bad: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # step -> [(column, reason)]
+    time_keys: list[tuple[str, Any]] = field(default_factory=list)  # _time_key per step (time column)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -70,9 +78,10 @@ def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     else:
         return ("number", value) if math.isfinite(value) else None
     try:
-        return "date", np.datetime64(text, "ns")
+        value = np.datetime64(text, "ns")
     except ValueError:
         return None
+    return None if np.isnat(value) else ("date", value)  # "" and "NaT" parse as NaT: no time
 
 
 def _value(text: str) -> tuple[float, str | None]:
@@ -100,6 +109,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
     sources: list[str] = []
     bad: dict[int, list[tuple[str, str]]] = {}
     previous: tuple[str, Any, str] | None = None  # (kind, key, "file:line") of the last step
+    keys: list[tuple[str, Any]] = []
     for shown, local in files:
         with open(local, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -144,6 +154,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
                         )
                     previous = (key[0], key[1], where)
                     times.append(text)
+                    keys.append(key)
                 row = []
                 for column, at in zip(value_columns, value_at):
                     value, why = _value(cells[at].strip())
@@ -155,7 +166,43 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
         if header is None:
             raise DatasetError(f"{shown}: empty file (expected a header row, then one row per time step)")
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_columns))
-    return Series(times=times, values_NC=values, sources=sources, columns=list(value_columns), bad=bad)
+    return Series(times=times, values_NC=values, sources=sources, columns=list(value_columns), bad=bad,
+                  time_keys=keys)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g} {unit}(s)"
+    return f"{seconds:g} second(s)"
+
+
+def _spacing(keys: list[tuple[str, Any]]) -> tuple[np.ndarray, Callable[[float], str]]:
+    """(N - 1,) distance from each step to the next, and how to write one: in the time column's
+    units for numbers; in calendar months for dates at midnight on one day of the month (or all
+    on month ends), so monthly and yearly series are regular; else in seconds."""
+    if keys[0][0] == "number":
+        return np.diff(np.array([k for _, k in keys], dtype=np.float64)), lambda d: f"{d:g}"
+    dates = np.array([k for _, k in keys], dtype="datetime64[ns]")
+    days, months = dates.astype("datetime64[D]"), dates.astype("datetime64[M]")
+    day_of_month = days - months.astype("datetime64[D]")
+    month_end = (days + 1).astype("datetime64[M]") != months
+    if (dates == days).all() and (len(np.unique(day_of_month)) == 1 or month_end.all()):
+        return np.diff(months.astype(np.int64)).astype(np.float64), lambda d: f"{d:g} month(s)"
+    return np.diff(dates.astype(np.int64)) / 1e9, _duration
+
+
+def find_gaps(series: Series) -> tuple[list[tuple[int, str]], str]:
+    """Steps whose distance from the previous step is not the series' usual spacing (the most
+    common one), as (step, distance written out), and the usual spacing written out."""
+    if len(series.time_keys) < 3:
+        return [], ""
+    diffs, show = _spacing(series.time_keys)
+    values, counts = np.unique(np.round(diffs, 9), return_counts=True)
+    usual = values[np.argmax(counts)]  # ties: the smaller spacing
+    off = np.flatnonzero(~np.isclose(diffs, usual, rtol=1e-6, atol=0.0))
+    gaps = [(int(i) + 1, show(diffs[i])) for i in off]
+    return gaps, f"{show(usual)} ({counts.max()} of {len(diffs)} steps)"
 
 
 def segment_bounds(num_steps: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
@@ -211,13 +258,14 @@ def import_csv(
     horizon: int = 12,
     stride: int = 1,
     seasonal_period: int = 1,
+    gaps: Literal["error", "keep"] = "error",
 ) -> Manifest:
     """Import a CSV time series as a forecast dataset at ``out`` (see the module docstring).
 
     ``window``/``horizon``: history and forecast steps per row; ``stride``: steps between
     consecutive rows of a split; ``seasonal_period``: the season length m of the seasonal-naive
     baseline (stored in ``task_params``; m = 1 is the naive last-value forecast), at most
-    ``window`` so every history holds a full season.
+    ``window`` so every history holds a full season. ``gaps``: see the module docstring.
     """
     value_columns = list(value_columns)
     if not value_columns:
@@ -235,6 +283,8 @@ def import_csv(
                          "seasonal-naive baseline repeats the last season of each history")
     if on_invalid not in ("fail", "quarantine"):
         raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    if gaps not in ("error", "keep"):
+        raise ValueError(f"gaps must be 'error' or 'keep', got {gaps!r}")
     _check_fractions(val_fraction, test_fraction)
     if val_fraction <= 0 or test_fraction <= 0:
         raise ValueError(f"a forecast dataset needs val_fraction > 0 and test_fraction > 0 (the last "
@@ -243,6 +293,17 @@ def import_csv(
     files = _expand(paths, "csv")
     series = read_series(files, time_column=time_column, value_columns=value_columns)
     n = len(series)
+    irregular, usual = find_gaps(series)
+    if irregular and gaps == "error":
+        named = "; ".join(f"{series.sources[s]}: time {series.times[s]!r} is {d} after the previous step "
+                          f"{series.times[s - 1]!r}" for s, d in irregular[:MAX_GAPS])
+        more = f"; and {len(irregular) - MAX_GAPS} more" if len(irregular) > MAX_GAPS else ""
+        raise DatasetError(
+            f"column {time_column!r}: {len(irregular)} time step(s) break the series' usual spacing of "
+            f"{usual}: {named}{more}. Every row is one time step, so a window across a gap mixes "
+            "spacings: add the missing rows (blank values then fail, or are quarantined with "
+            "on_invalid=quarantine), or keep the series as it is with data.source.gaps: keep (--gaps keep)"
+        )
     bounds = segment_bounds(n, val_fraction, test_fraction)
     _check_sizes(bounds, n, window=window, horizon=horizon, val_fraction=val_fraction,
                  test_fraction=test_fraction)
@@ -315,7 +376,7 @@ def import_csv(
     task_params = {
         "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
         "time_column": time_column, "value_columns": value_columns, "num_steps": n,
-        "segments": segments,
+        "segments": segments, "gaps": len(irregular),
         # val/test histories may start in the segment before (targets never do)
         "history_crosses_segments": True,
     }
@@ -325,7 +386,7 @@ def import_csv(
         import_params={
             "format": "csv", "time_column": time_column, "value_columns": value_columns,
             "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
-            "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+            "gaps": gaps, "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
             "on_invalid": on_invalid,
         },
     )

@@ -11,10 +11,16 @@ Two source formats: UCR/UEA ``.ts`` files (``import_ts``) and Parquet tables
    (``numpy.random.default_rng(seed)``) and keeps the source order within each split;
 3. label list: the ``@classLabel`` order declared by the first (train) file that declares one,
    else the sorted unique labels of the train split (numeric-aware: "2" < "10");
-4. every row is checked against the contract (``validate.find_row_problems``) plus the label
+4. a sequence longer than ``max_length`` time steps keeps its first ``max_length`` steps
+   (``on_too_long="truncate"``, counted per split in ``import_params["truncated"]``) or is an
+   invalid row (``"reject"``);
+5. every row is checked against the contract (``validate.find_row_problems``) plus the label
    list; ``on_invalid="fail"`` raises DataValidationError with every problem and writes nothing,
    ``on_invalid="quarantine"`` writes the bad rows to ``<out>/quarantine/`` with a reason;
-5. ``contract.write_dataset``.
+6. ``contract.write_dataset``.
+
+A source that cannot be read as its format (a corrupt or truncated Parquet file, mismatched
+dimensions between files, a missing column) raises DatasetError naming the file.
 
 Same inputs and parameters give byte-identical Parquet files and the same data hash.
 """
@@ -31,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.data.contract import (
@@ -98,7 +105,7 @@ def resolve_source(path: str) -> str:
     if path.startswith("file://"):
         path = path[len("file://"):]
     elif "://" in path:
-        raise ValueError(f"source {path!r}: expected a local path, file://, builtin:// or s3://")
+        raise DatasetError(f"source {path!r}: expected a local path, file://, builtin:// or s3://")
     local = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(local):
         raise FileNotFoundError(f"source not found: {path} (looked at {local})")
@@ -137,7 +144,7 @@ def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
     seen = Counter(local for _, local in out)
     twice = [f for f, n in seen.items() if n > 1]
     if twice:
-        raise ValueError(f"source file given more than once: {twice}")
+        raise DatasetError(f"source file given more than once: {twice}")
     return out
 
 
@@ -253,23 +260,46 @@ def _finish(
     test_fraction: float,
     seed: int,
     on_invalid: str,
+    max_length: int | None = None,
+    on_too_long: str = "truncate",
     hint: str | None = None,
 ) -> Manifest:
-    """Split, validate, quarantine or fail, and write the dataset."""
+    """Split, validate, quarantine or fail, and write the dataset.
+
+    ``max_length`` (time steps): a longer sequence keeps its first ``max_length`` steps
+    (``on_too_long="truncate"``, counted per split in ``import_params["truncated"]``) or is an
+    invalid row (``"reject"``: fail or quarantine per ``on_invalid``).
+    """
     if task != "classify":
         raise ValueError(f"task {task!r} is not supported by this importer; expected 'classify'")
     if on_invalid not in ("fail", "quarantine"):
         raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    if on_too_long not in ("truncate", "reject"):
+        raise ValueError(f"on_too_long must be 'truncate' or 'reject', got {on_too_long!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be >= 1 time step, got {max_length}")
     n = len(rows)
     if n == 0:
-        raise ValueError(f"no rows in {[f for f, _ in files]}")
+        raise DatasetError(f"no rows in {[f for f, _ in files]}: the source files hold no cases; a "
+                           "dataset needs at least one row in each of train, val and test")
     split = _assign_splits(rows, val_fraction, test_fraction, seed)
     x = pa.concat_arrays(rows.x) if len(rows.x) > 1 else rows.x[0]
     x_raw = pa.concat_arrays(rows.x_raw) if len(rows.x_raw) > 1 else rows.x_raw[0]
+    found: list[tuple[int, str, str]] = list(rows.pre)
+
+    too_long = np.zeros(n, dtype=bool)
+    if max_length is not None:
+        steps = pc.fill_null(pc.list_value_length(x), 0).to_numpy(zero_copy_only=False)
+        too_long = steps > max_length
+        if on_too_long == "truncate":
+            x = pc.list_slice(x, 0, max_length)  # the first max_length steps; x_raw keeps them all
+        else:
+            found += [(int(r), "x", f"{steps[r]} time steps, longer than max_length {max_length} "
+                                    f"(on_too_long='truncate' keeps the first {max_length})")
+                      for r in np.flatnonzero(too_long)]
 
     # Contract checks on id and x, over all rows at once so duplicate ids across splits count.
     check = pa.Table.from_arrays([pa.array(rows.ids, pa.string()), x], names=["id", "x"])
-    found: list[tuple[int, str, str]] = list(rows.pre)
     pre_x = {r for r, col, _ in rows.pre if col == "x"}
     for r, p in find_row_problems(check, split="", num_channels=num_channels, num_labels=None,
                                   columns=("id", "x")):
@@ -287,7 +317,7 @@ def _finish(
             key=label_sort_key,
         )
     if not labels:
-        raise ValueError("no labels: the train split has no valid labelled rows")
+        raise DatasetError("no labels: the train split has no valid labelled rows")
     index = {label: i for i, label in enumerate(labels)}
     known = ", ".join(labels[:20]) + (f", ... ({len(labels)} in all)" if len(labels) > 20 else "")
     y = np.full(n, -1, dtype=np.int64)
@@ -351,6 +381,10 @@ def _finish(
             "y": pa.array([int(y[i]) if y[i] >= 0 else None for i in q], pa.int64()),
         })
 
+    if max_length is not None:
+        import_params = {**import_params, "max_length": max_length, "on_too_long": on_too_long}
+        if on_too_long == "truncate":
+            import_params["truncated"] = {s: int(((split == s) & too_long & ~bad).sum()) for s in SPLITS}
     sources = [s.model_copy(update={"path": shown})
                for s, (shown, _) in zip(sources_for([f for _, f in files]), files)]
     return write_dataset(
@@ -379,6 +413,8 @@ def import_ts(
     test_fraction: float = 0.2,
     seed: int = 0,
     on_invalid: Literal["fail", "quarantine"] = "fail",
+    max_length: int | None = None,
+    on_too_long: Literal["truncate", "reject"] = "truncate",
 ) -> Manifest:
     """Import UCR/UEA ``.ts`` files (or folders of them, or ``builtin://...``) into ``out``.
 
@@ -396,7 +432,7 @@ def import_ts(
     stems = Counter(_stem(f) for _, f in files)
     clash = [s for s, k in stems.items() if k > 1]
     if clash:
-        raise ValueError(f"two source files share the stem(s) {clash}; row ids would collide")
+        raise DatasetError(f"two source files share the stem(s) {clash}; row ids would collide")
 
     rows = _Rows()
     declared: list[str] | None = None
@@ -406,7 +442,7 @@ def import_ts(
     for shown, local in _ordered(files):
         data = parse_ts(local, missing="keep", check_labels=False)
         if data.labels is None:
-            raise ValueError(
+            raise DatasetError(
                 f"{shown}: no class labels (@classLabel false); a classify dataset needs a "
                 "label after the last ':' of every case"
             )
@@ -414,7 +450,7 @@ def import_ts(
         if num_channels is None:
             num_channels, first_file = c, shown
         elif c is not None and c != num_channels:
-            raise ValueError(
+            raise DatasetError(
                 f"{shown}: {c} dimensions, but {first_file} has {num_channels}; all files of one "
                 "dataset need the same dimensions"
             )
@@ -449,6 +485,7 @@ def import_ts(
             "test_fraction": test_fraction, "seed": seed, "on_invalid": on_invalid,
         },
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, on_invalid=on_invalid,
+        max_length=max_length, on_too_long=on_too_long,
         hint="missing values: pass missing='zero', 'ffill' or 'interpolate' to fill them",
     )
 
@@ -471,6 +508,8 @@ def import_parquet(
     test_fraction: float = 0.2,
     seed: int = 0,
     on_invalid: Literal["fail", "quarantine"] = "fail",
+    max_length: int | None = None,
+    on_too_long: Literal["truncate", "reject"] = "truncate",
 ) -> Manifest:
     """Import Parquet files (or folders of them) into ``out``.
 
@@ -485,20 +524,27 @@ def import_parquet(
     rows = _Rows()
     generated_ids = False
     for shown, local in files:
-        schema = pq.read_schema(local)
+        try:
+            schema = pq.read_schema(local)
+        except (pa.ArrowException, OSError) as e:
+            raise DatasetError(f"{shown}: not a readable Parquet file ({e}); expected a complete "
+                               "Parquet file (a truncated or corrupt copy has no valid footer)") from None
         need = [c for c in (x_column, y_column, split_column) if c]
         absent = [c for c in need if c not in schema.names]
         if absent:
-            raise ValueError(
+            raise DatasetError(
                 f"{shown}: no column(s) {absent}; the file has {schema.names} "
                 "(choose columns with x_column / y_column / split_column)"
             )
         use_ids = bool(id_column) and id_column in schema.names
-        table = pq.read_table(local, columns=need + ([id_column] if use_ids else []))
+        try:
+            table = pq.read_table(local, columns=need + ([id_column] if use_ids else []))
+        except (pa.ArrowException, OSError) as e:
+            raise DatasetError(f"{shown}: cannot read the Parquet data ({e}); the file is corrupt") from None
         try:
             x = as_2d_x(table.column(x_column))
         except DatasetError as e:
-            raise ValueError(f"{shown}: column {x_column!r}: {e}") from None
+            raise DatasetError(f"{shown}: column {x_column!r}: {e}") from None
         m = table.num_rows
         stem = _stem(local)
         if use_ids:
@@ -510,7 +556,7 @@ def import_parquet(
         if not (pa.types.is_string(yv.type) or pa.types.is_large_string(yv.type)
                 or pa.types.is_integer(yv.type) or pa.types.is_floating(yv.type)
                 or pa.types.is_boolean(yv.type) or pa.types.is_dictionary(yv.type)):
-            raise ValueError(f"{shown}: column {y_column!r} has type {yv.type}; expected class "
+            raise DatasetError(f"{shown}: column {y_column!r} has type {yv.type}; expected class "
                              "labels as strings or integers")
         rows.labels.extend(None if v is None else str(v) for v in yv.to_pylist())
         if split_column:
@@ -518,7 +564,7 @@ def import_parquet(
             bad = sorted({str(v) for v in values
                           if v is None or str(v).strip().lower() not in _SPLIT_NAMES})
             if bad:
-                raise ValueError(
+                raise DatasetError(
                     f"{shown}: column {split_column!r} holds {bad[:10]}; expected train, val "
                     "(or valid, validation) or test"
                 )
@@ -532,7 +578,7 @@ def import_parquet(
         stems = Counter(_stem(f) for _, f in files)
         clash = [s for s, k in stems.items() if k > 1]
         if clash:
-            raise ValueError(f"two source files share the stem(s) {clash}; generated row ids "
+            raise DatasetError(f"two source files share the stem(s) {clash}; generated row ids "
                              "would collide (give them an id column)")
 
     return _finish(
@@ -548,6 +594,7 @@ def import_parquet(
             "test_fraction": test_fraction, "seed": seed, "on_invalid": on_invalid,
         },
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, on_invalid=on_invalid,
+        max_length=max_length, on_too_long=on_too_long,
     )
 
 
@@ -563,7 +610,8 @@ def _channel_mode(xs: list[pa.Array]) -> int:
 
 # Importers by format, imported when used. Every importer takes (paths, out) and the keywords
 # name, val_fraction, test_fraction, seed, on_invalid plus its format's options
-# (`pipeline.config.FORMAT_OPTIONS`), and returns the written dataset's Manifest.
+# (`pipeline.config.FORMAT_OPTIONS`), and returns the written dataset's Manifest. The formats of
+# `pipeline.config.MAX_LENGTH_FORMATS` also take max_length and on_too_long.
 IMPORTERS: dict[str, str] = {
     "ts": "pipeline.data.importers:import_ts",
     "parquet": "pipeline.data.importers:import_parquet",

@@ -116,12 +116,12 @@ def import_pairs(
     stems = Counter(_stem(f) for _, f in files)
     clash = [s for s, k in stems.items() if k > 1]
     if clash:
-        raise ValueError(f"two source files share the stem(s) {clash}; row ids would collide")
+        raise DatasetError(f"two source files share the stem(s) {clash}; row ids would collide")
 
     rows = _read_rows(files, source_column=source_column, target_column=target_column,
                       level=level, lowercase=lowercase)
     if not rows.ids:
-        raise ValueError(f"no rows in {[shown for shown, _ in files]} (every line is blank)")
+        raise DatasetError(f"no rows in {[shown for shown, _ in files]} (every line is blank)")
     split = _assign_splits(rows.splits, val_fraction, test_fraction, seed)
     bad = np.array([bool(r) for r in rows.reasons], dtype=bool)
     problems = [Problem(str(split[i]), rows.ids[i], column, reason, rows.sources[i])

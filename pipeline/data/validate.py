@@ -372,7 +372,8 @@ def validate_dataset(root: str) -> ValidationReport:
             table = read_split(root, split)
         except (DatasetError, OSError, pa.ArrowException) as e:
             # unreadable or missing files are a finding, not a crash
-            problems.append(Problem(split, "*", "file", f"cannot read split: {e}"))
+            problems.append(Problem(split, "*", "file", f"cannot read split: {e}",
+                                    source=files[0] if len(files) == 1 else None))
             continue
         tables[split] = table
         rows_checked[split] = table.num_rows
@@ -397,7 +398,10 @@ def validate_dataset(root: str) -> ValidationReport:
                 split, "*", "rows",
                 f"manifest says {expected} rows, the files hold {table.num_rows}",
                 source=files[0] if len(files) == 1 else None))
-    actual = compute_data_hash(tables) if len(tables) == len(SPLITS) else ""
+    try:
+        actual = compute_data_hash(tables) if len(tables) == len(SPLITS) else ""
+    except DatasetError:  # a column of the wrong type, already reported as a problem above
+        actual = ""
     return ValidationReport(
         root=root,
         rows_checked=rows_checked,

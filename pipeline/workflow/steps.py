@@ -42,9 +42,11 @@ def source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
 
 
 def _import_kwargs(cfg: RecurConfig) -> dict[str, Any]:
-    return dict(name=cfg.data.name, val_fraction=cfg.data.val_fraction,
-                test_fraction=cfg.data.test_fraction, seed=cfg.data.seed, on_invalid=cfg.data.on_invalid,
-                **cfg.data.source.importer_options())
+    data = cfg.data
+    # only when set, so the fingerprint of an import without a limit stays what it was
+    length = {"max_length": data.max_length, "on_too_long": data.on_too_long} if data.max_length else {}
+    return dict(name=data.name, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                seed=data.seed, on_invalid=data.on_invalid, **length, **data.source.importer_options())
 
 
 def ingest(cfg: RecurConfig) -> contract.Manifest:
@@ -55,7 +57,9 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
     check_bucket(root, "read the dataset (data.root)" if cfg.data.source is None
                  else "write the dataset (data.root)")
     if cfg.data.source is None:
-        return contract.read_manifest(root)  # names the folder when there is no dataset
+        manifest = contract.read_manifest(root)  # names the folder when there is no dataset
+        check_max_length(manifest, root, cfg.data.max_length)
+        return manifest
     fingerprint = source_fingerprint(cfg)
     store = contract._store(root)
     up_to_date = store.exists(IMPORT_MARKER) and store.exists(contract.MANIFEST_FILE)
@@ -69,6 +73,18 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
 
 
 IMPORT_MARKER = "import.json"  # the sources' fingerprint of the last import into data.root
+
+
+def check_max_length(manifest: contract.Manifest, root: str, max_length: int | None) -> None:
+    """An imported dataset (`data.source: null`) must already fit `data.max_length`: it is applied
+    when importing, never silently at training time."""
+    longest = {s: info.max for s, info in manifest.lengths.items()}
+    over = {s: n for s, n in longest.items() if max_length is not None and n > max_length}
+    if over:
+        raise contract.DatasetError(
+            f"dataset {root}: sequences up to {over} time steps per split, longer than data.max_length "
+            f"{max_length}; import it again with `recur data import ... --max-length {max_length}` "
+            "(--on-too-long truncate or reject), or raise data.max_length")
 
 
 def validate(cfg: RecurConfig) -> None:

@@ -176,3 +176,22 @@ def test_builtin_sunspots(tmp_path):
     assert read_split(root, "test").column("id").to_pylist()[0] == "1947"
     assert m.sources[0].path == "builtin://sunspots/sunspots.csv"
     assert read_manifest(root).data_hash == m.data_hash
+
+
+@pytest.mark.parametrize("times,gaps", [
+    ([f"{y}-{m:02d}-01" for y in (2020, 2021) for m in range(1, 13)], []),  # monthly: 28..31 days apart
+    ([f"{y}-01-01" for y in range(2000, 2010)], []),  # yearly, leap years included
+    (["2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30", "2024-05-31"], []),  # month ends
+    ([f"2024-01-01T{h:02d}:00" for h in range(10)], []),  # hourly
+    ([f"{1.5 * i:g}" for i in range(10)], []),  # numbers, step 1.5
+    (["2024-01-01", "2024-02-01", "2024-04-01", "2024-05-01"], [(2, "2 month(s)")]),  # March missing
+    (["1", "2", "3", "5", "6", "7"], [(3, "2")]),
+    (["2024-01-05", "2024-01-08", "2024-01-09", "2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15"],
+     [(1, "3 day(s)"), (6, "3 day(s)")]),  # business days: the weekends
+])
+def test_gaps_are_steps_off_the_usual_spacing(tmp_path, times, gaps):
+    from pipeline.data.csv_series import find_gaps, read_series
+
+    path = csv_file(tmp_path, [f"{t},1" for t in times], header="t,v")
+    found, _ = find_gaps(read_series([(path, path)], time_column="t", value_columns=["v"]))
+    assert found == gaps

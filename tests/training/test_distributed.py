@@ -114,11 +114,21 @@ class KillRankOnce(ray.train.UserCallback):
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_path):
-    # given a 2-worker run allowed one failure
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.run import EpochLogger
+
+    # given a 2-worker run allowed one failure, logging to one MLflow run (a real sqlite store)
     cfg = _cfg(toy_dataset, num_workers=2, epochs=5, **{"train.max_failures": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("faulty", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
     sink = Sink.remote()
     trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
-                            name="faulty", callbacks=[KillRankOnce(sink, at_epoch=1)])
+                            name="faulty", mlflow_run_id=run_id,
+                            callbacks=[EpochLogger(uri, run_id, 5, spool=str(tmp_path / "spool.jsonl")),
+                                       KillRankOnce(sink, at_epoch=1)])
     # when rank 1's process is killed after epoch 1 was checkpointed
     result = trainer.fit()
     epochs = [r[0]["epoch"] for r in ray.get(sink.get.remote()) if "epoch" in r[0]]
@@ -126,4 +136,9 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_
     assert epochs == [0, 1, 2, 3, 4]
     assert result.metrics["epoch"] == 4
     with result.checkpoint.as_directory() as directory:
-        assert load_checkpoint(directory)["progress"]["next_epoch"] == 5
+        checkpoint = load_checkpoint(directory)
+    assert checkpoint["progress"]["next_epoch"] == 5 and checkpoint["mlflow_run_id"] == run_id
+    # and MLflow holds the one run, with every epoch's metrics once and in order
+    assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2, 3, 4]

@@ -1,0 +1,515 @@
+"""Bad input through the entry points a user hits: `recur data import`, `recur data validate`,
+`recur run` (failing before Ray starts) and config loading.
+
+Every case ends in one of two ways: exit code 2 with one `recur: error:` message that names the
+file (and line or row id), the column or key, and what was expected; or, where the user asked for
+it, rows set aside in `<out>/quarantine/` with their reasons and counted in the manifest. Never a
+traceback, never a row dropped without a count.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_toy_dataset
+
+from pipeline.cli import main
+from pipeline.data.contract import read_manifest, read_quarantine, read_split
+
+TS_HEADER = "@problemName p\n@univariate true\n@classLabel true a b\n@data\n"
+TS_CASES = [f"{i},{i + 1},{i + 2}:{'ab'[i % 2]}" for i in range(10)]  # 10 good univariate cases
+
+
+def recur(capsys, *argv) -> tuple[int, str, str]:
+    """Run `recur ARGV` in this process: (exit code, stdout, stderr); never a traceback."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out
+    return code, out, err
+
+
+def ts_file(path: Path, cases: list[str], header: str = TS_HEADER) -> Path:
+    path.write_text(header + "".join(c + "\n" for c in cases))
+    return path
+
+
+def import_ts(capsys, tmp_path, train: list[str], test: list[str] = TS_CASES, *options):
+    """`recur data import --format ts X_TRAIN.ts X_TEST.ts --out <tmp>/out OPTIONS`."""
+    files = [ts_file(tmp_path / "x_TRAIN.ts", train), ts_file(tmp_path / "x_TEST.ts", test)]
+    return recur(capsys, "data", "import", "--format", "ts", *files, "--out", tmp_path / "out", *options)
+
+
+def parquet_file(path: Path, xs: list, ys: list | None = None, **columns) -> Path:
+    """A Parquet source with ids r0, r1, ... and the given x (and y, default a/b alternating)."""
+    data = {"id": [f"r{i}" for i in range(len(xs))], "x": xs}
+    if ys is not False:
+        data["y"] = ys if ys is not None else ["ab"[i % 2] for i in range(len(xs))]
+    pq.write_table(pa.table({**data, **columns}), path)
+    return path
+
+
+def steps(num_rows: int = 20, length: int = 3, channels: int = 2) -> list:
+    return [[[float(i + t)] * channels for t in range(length)] for i in range(num_rows)]
+
+
+def import_parquet(capsys, tmp_path, path: Path, *options):
+    return recur(capsys, "data", "import", "--format", "parquet", path, "--out", tmp_path / "out", *options)
+
+
+def csv_file(path: Path, rows: list[str], header: str = "day,v") -> Path:
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return path
+
+
+def days(n: int, skip: tuple[int, ...] = ()) -> list[str]:
+    return [str(np.datetime64("2024-01-01") + i) for i in range(n) if i not in skip]
+
+
+def import_csv(capsys, tmp_path, path: Path, *options):
+    return recur(capsys, "data", "import", "--format", "csv", path, "--time-column", "day",
+                 "--value-columns", "v", "--window", "3", "--horizon", "1", "--out", tmp_path / "out",
+                 *options)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One local MLflow store for every `recur run` here (creating one costs seconds)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def run(capsys, runs: Path, config: Path | str, *overrides: str) -> tuple[int, str, str]:
+    """`recur run CONFIG --set ...` against the shared local store; Ray must never start."""
+    import ray
+
+    from pipeline.tracking.store import default_tracking_uri
+
+    sets = [f"tracking.runs_dir={runs}", f"tracking.tracking_uri={default_tracking_uri(str(runs))}",
+            *overrides]
+    result = recur(capsys, "run", config, *[a for s in sets for a in ("--set", s)])
+    assert not ray.is_initialized()
+    return result
+
+
+def config_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------- NaN and inf values
+
+
+@pytest.mark.parametrize("value,kind", [("nan", "NaN"), ("inf", "inf"), ("-inf", "inf")])
+def test_nan_or_inf_in_ts_fails_naming_file_line_row_and_step(capsys, tmp_path, value, kind):
+    code, _, err = import_ts(capsys, tmp_path, [*TS_CASES, f"1,{value},3:a"])
+    assert code == 2
+    assert f"train row 'x_TRAIN:10' ({tmp_path / 'x_TRAIN.ts'}:15) x: {kind} in x at step 1, channel 0" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()  # nothing written
+
+
+def test_nan_in_parquet_fails_naming_row_id(capsys, tmp_path):
+    xs = steps()
+    xs[3][2][1] = float("nan")
+    code, _, err = import_parquet(capsys, tmp_path, parquet_file(tmp_path / "t.parquet", xs))
+    assert code == 2 and f"row 'r3' ({tmp_path / 't.parquet'}) x: NaN in x at step 2, channel 1" in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_nan_or_inf_in_csv_fails_naming_file_line_and_column(capsys, tmp_path, value):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[7] = f"2024-01-08,{value}"  # line 9
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2
+    assert f"row '2024-01-08' ({tmp_path / 's.csv'}:9) v: '{value}' is not a finite number" in err
+
+
+def test_nan_row_is_quarantined_with_its_reason_when_asked(capsys, tmp_path):
+    code, out, _ = import_ts(capsys, tmp_path, [*TS_CASES, "1,inf,3:a"], TS_CASES,
+                             "--on-invalid", "quarantine")
+    assert code == 0 and "quarantined 1 rows" in out
+    quarantine = read_quarantine(str(tmp_path / "out"))
+    assert quarantine.column("id").to_pylist() == ["x_TRAIN:10"]
+    assert quarantine.column("reason").to_pylist() == ["x: inf in x at step 1, channel 0"]
+    assert read_manifest(str(tmp_path / "out")).quarantined == {"train": 1}
+
+
+# ------------------------------------------------------------------------------ empty sequences
+
+
+def test_empty_sequence_in_ts_fails_naming_the_row(capsys, tmp_path):
+    code, _, err = import_ts(capsys, tmp_path, [*TS_CASES, ":b"])
+    assert code == 2 and "train row 'x_TRAIN:10'" in err and "x: empty sequence" in err
+
+
+def test_empty_sequence_in_parquet_fails_naming_the_row(capsys, tmp_path):
+    xs = steps()
+    xs[5] = []
+    code, _, err = import_parquet(capsys, tmp_path, parquet_file(tmp_path / "t.parquet", xs))
+    assert code == 2 and "row 'r5'" in err and "x: empty sequence" in err
+
+
+# ------------------------------------------------------------------ sequences over data.max_length
+
+LONG = [*TS_CASES, "1,2,3,4,5,6,7:a", "1,2,3,4,5:b"]  # rows x_TRAIN:10 (7 steps) and :11 (5 steps)
+
+
+def test_too_long_sequences_are_truncated_and_counted(capsys, tmp_path):
+    code, out, _ = import_ts(capsys, tmp_path, LONG, TS_CASES, "--max-length", "4")
+    assert code == 0 and "truncated 2 rows to their first 4 time steps" in out
+    manifest = read_manifest(str(tmp_path / "out"))
+    assert manifest.import_params["max_length"] == 4
+    assert sum(manifest.import_params["truncated"].values()) == 2
+    assert max(info.max for info in manifest.lengths.values()) == 4
+    rows = {r["id"]: r["x"] for split in ("train", "val")
+            for r in read_split(str(tmp_path / "out"), split).to_pylist()}
+    assert rows["x_TRAIN:10"] == [[1.0], [2.0], [3.0], [4.0]]  # the first 4 steps
+
+
+def test_too_long_sequences_rejected_fail_naming_the_rows(capsys, tmp_path):
+    code, _, err = import_ts(capsys, tmp_path, LONG, TS_CASES, "--max-length", "4", "--on-too-long", "reject")
+    assert code == 2
+    assert "row 'x_TRAIN:10'" in err and "x: 7 time steps, longer than max_length 4" in err
+    assert "row 'x_TRAIN:11'" in err and "x: 5 time steps, longer than max_length 4" in err
+
+
+def test_too_long_sequences_rejected_are_quarantined_when_asked(capsys, tmp_path):
+    code, out, _ = import_ts(capsys, tmp_path, LONG, TS_CASES, "--max-length", "4", "--on-too-long", "reject",
+                             "--on-invalid", "quarantine")
+    assert code == 0 and "quarantined 2 rows" in out
+    reasons = read_quarantine(str(tmp_path / "out")).column("reason").to_pylist()
+    assert reasons == ["x: 7 time steps, longer than max_length 4 (on_too_long='truncate' keeps the first 4)",
+                       "x: 5 time steps, longer than max_length 4 (on_too_long='truncate' keeps the first 4)"]
+
+
+def test_run_rejects_too_long_sequences_before_ray(capsys, tmp_path, runs):
+    train = ts_file(tmp_path / "x_TRAIN.ts", LONG)
+    test = ts_file(tmp_path / "x_TEST.ts", TS_CASES)
+    config = config_file(tmp_path / "c.yaml", f"data:\n  root: {tmp_path / 'ds'}\n  max_length: 4\n"
+                         f"  on_too_long: reject\n  source: {{format: ts, paths: ['{train}', '{test}']}}\n")
+    code, _, err = run(capsys, runs, config)
+    assert code == 2 and "row 'x_TRAIN:10'" in err and "longer than max_length 4" in err
+
+
+def test_run_refuses_an_imported_dataset_longer_than_max_length(capsys, tmp_path, runs):
+    root = make_toy_dataset(tmp_path / "toy")  # sequences of 4..14 steps
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={root}",
+                       "data.max_length=5")
+    assert code == 2 and f"dataset {root}: sequences up to" in err and "longer than data.max_length 5" in err
+
+
+def test_max_length_does_not_apply_to_csv(capsys, tmp_path):
+    path = csv_file(tmp_path / "s.csv", [f"{d},{i}" for i, d in enumerate(days(40))])
+    code, _, err = import_csv(capsys, tmp_path, path, "--max-length", "3")
+    assert code == 2 and "data.max_length applies to ts and parquet sources (classify), not 'csv'" in err
+
+
+# ------------------------------------------------------------------------- ragged channel counts
+
+
+def test_ragged_channels_within_a_parquet_row_fail_naming_row_and_step(capsys, tmp_path):
+    xs = steps()
+    xs[19][1] = [3.0]  # one value where every other step has 2
+    code, _, err = import_parquet(capsys, tmp_path, parquet_file(tmp_path / "t.parquet", xs))
+    assert code == 2 and "row 'r19'" in err
+    assert "x: wrong channel count: step 1 has 1 values, expected 2" in err
+
+
+def test_ts_files_with_other_dimensions_fail_naming_both_files(capsys, tmp_path):
+    train = ts_file(tmp_path / "x_TRAIN.ts", TS_CASES)
+    test = ts_file(tmp_path / "x_TEST.ts", ["1,2:3,4:a"] * 4,
+                   header="@problemName p\n@dimensions 2\n@classLabel true a b\n@data\n")
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", train, test, "--out", tmp_path / "out")
+    assert code == 2 and f"{test}: 2 dimensions, but {train} has 1" in err
+
+
+def test_ts_case_with_another_dimension_count_fails_naming_file_and_line(capsys, tmp_path):
+    header = "@problemName p\n@dimensions 2\n@classLabel true a b\n@data\n"
+    train = ts_file(tmp_path / "x_TRAIN.ts", ["1,2:3,4:a", "1,2:b"], header=header)
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", train, "--out", tmp_path / "out")
+    assert code == 2 and f"{train}:6: case has 1 dimensions, expected 2 (from @dimensions)" in err
+
+
+# ------------------------------------------------------------------------------- wrong dtypes
+
+
+def test_string_in_ts_fails_naming_file_line_dimension_and_value(capsys, tmp_path):
+    code, _, err = import_ts(capsys, tmp_path, [*TS_CASES, "1,abc,3:a"])
+    assert code == 2
+    assert f"{tmp_path / 'x_TRAIN.ts'}:15: dimension 1 value 2 is 'abc'; expected a number" in err
+
+
+def test_strings_in_parquet_x_fail_naming_file_and_column(capsys, tmp_path):
+    path = parquet_file(tmp_path / "t.parquet", [["1", "a"]] * 20)
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: column 'x': x values must be numbers, got list<element: string>" in err
+
+
+def test_non_label_type_in_parquet_y_fails_naming_file_and_column(capsys, tmp_path):
+    path = parquet_file(tmp_path / "t.parquet", steps(), ys=[[1.0]] * 20)
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: column 'y' has type list<element: double>; expected class labels" in err
+
+
+def test_string_in_csv_value_fails_naming_file_line_and_column(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[4] = "2024-01-05,n/a"  # line 6
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2 and f"row '2024-01-05' ({tmp_path / 's.csv'}:6) v: expected a number, got 'n/a'" in err
+
+
+def test_strings_in_a_dataset_column_are_reported_by_validate(capsys, tmp_path):
+    root = make_toy_dataset(tmp_path / "toy")
+    part = root / "val" / "part-00000.parquet"
+    table = pq.read_table(part)
+    pq.write_table(table.set_column(2, "y", table.column("y").cast(pa.string())), part)
+    code, out, _ = recur(capsys, "data", "validate", root)
+    assert code == 1 and f"{part}  row '*'  y: y must be int64 label indices, got string" in out
+
+
+# ----------------------------------------------------------------- a label unseen in train
+
+
+def test_label_in_test_unseen_in_train_fails_naming_row_and_known_labels(capsys, tmp_path):
+    header = "@problemName p\n@univariate true\n@classLabel true\n@data\n"  # labels from the data
+    train = ts_file(tmp_path / "x_TRAIN.ts", TS_CASES, header=header)
+    test = ts_file(tmp_path / "x_TEST.ts", [*TS_CASES, "1,2,3:c"], header=header)
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", train, test, "--out", tmp_path / "out")
+    assert code == 2 and f"test row 'x_TEST:10' ({test}:15) y: unknown label 'c' (known: a, b)" in err
+
+
+def test_label_in_val_unseen_in_train_is_quarantined_when_asked(capsys, tmp_path):
+    ys = ["ab"[i % 2] for i in range(20)]
+    ys[15] = "zebra"
+    split = ["train"] * 12 + ["val"] * 4 + ["test"] * 4
+    path = parquet_file(tmp_path / "t.parquet", steps(), ys, split=split)
+    code, _, _ = import_parquet(capsys, tmp_path, path, "--split-column", "split",
+                                "--on-invalid", "quarantine")
+    assert code == 0
+    quarantine = read_quarantine(str(tmp_path / "out")).to_pylist()
+    assert [(q["id"], q["split"], q["reason"]) for q in quarantine] == [
+        ("r15", "val", "y: unknown label 'zebra' (known: a, b)")]
+
+
+# ---------------------------------------------------------------------------- a missing y column
+
+
+def test_parquet_source_without_y_fails_naming_file_and_columns_found(capsys, tmp_path):
+    path = parquet_file(tmp_path / "t.parquet", steps(), ys=False)
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: no column(s) ['y']; the file has ['id', 'x']" in err
+
+
+def test_dataset_split_without_y_is_reported_by_validate(capsys, tmp_path):
+    root = make_toy_dataset(tmp_path / "toy")
+    part = root / "test" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).drop(["y"]), part)
+    code, out, _ = recur(capsys, "data", "validate", root)
+    assert code == 1 and f"{part}  row '*'  y: column is missing" in out
+
+
+# ---------------------------------------------------- a schema other than the champion's (retrain)
+
+
+def test_retrain_refuses_data_whose_schema_differs_from_the_champion(tmp_path):
+    # `recur retrain` end to end (tests/test_workflow.py, slow tier) refuses a 4-channel dataset
+    # for a 3-channel champion with exit code 2; here its check on its own, without a registry.
+    from pipeline.config import ConfigError, RecurConfig
+    from pipeline.data.preprocess import Preprocessing
+    from pipeline.tasks import build_task
+    from pipeline.training.worker import save_checkpoint
+    from pipeline.workflow.retrain import check_fine_tune
+    from pipeline.workflow.steps import FineTune
+
+    champion_data = read_manifest(str(make_toy_dataset(tmp_path / "three", num_channels=3)))
+    new_data = read_manifest(str(make_toy_dataset(tmp_path / "four", num_channels=4)))
+    cfg = RecurConfig.model_validate({"data": {"root": str(tmp_path / "four")}})
+    pre = Preprocessing.from_manifest(champion_data)
+    (tmp_path / "champion").mkdir()
+    save_checkpoint(str(tmp_path / "champion"), model=build_task(cfg, pre).build_model(), preprocessing=pre)
+    champion = FineTune(source="models:/m/1", checkpoint_dir=str(tmp_path / "champion"), preprocessing=pre)
+    with pytest.raises(ConfigError) as err:  # the CLI prints a ConfigError and exits with 2
+        check_fine_tune(cfg, champion, new_data)
+    assert "cannot fine-tune models:/m/1" in str(err.value)
+    assert "channels differ: champion 3, data 4" in str(err.value)
+
+
+# ------------------------------------------------------------ a corrupt or truncated Parquet file
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_parquet_source_fails_naming_the_file(capsys, tmp_path):
+    path = parquet_file(tmp_path / "t.parquet", steps(200))
+    _cut_in_half(path)
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: not a readable Parquet file" in err
+
+
+def test_truncated_parquet_source_is_one_line_from_the_recur_process(tmp_path):
+    # the other tests call `main` in this process; this one checks what a shell user sees
+    path = parquet_file(tmp_path / "t.parquet", steps(200))
+    _cut_in_half(path)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "data", "import", "--format", "parquet",
+                           str(path), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"recur: error: {path}: not a readable Parquet file")
+
+
+def test_truncated_dataset_part_is_reported_by_validate_and_stops_run_before_ray(capsys, tmp_path, runs):
+    root = make_toy_dataset(tmp_path / "toy")
+    part = root / "train" / "part-00000.parquet"
+    _cut_in_half(part)
+    code, out, _ = recur(capsys, "data", "validate", root)
+    assert code == 1 and f"{part}: not a readable Parquet file, truncated or corrupt" in out
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={root}")
+    assert code == 2 and f"{part}: not a readable Parquet file" in err
+
+
+# ----------------------------------------------------------------- a .ts file with a broken header
+
+
+@pytest.mark.parametrize("header,line,message", [
+    ("@problemName p\n@dimensions two\n@data\n", 2,
+     "@dimensions must be followed by a positive integer, got 'two'"),
+    ("@problemName p\n@univariate maybe\n@data\n", 2, "@univariate must be followed by true or false"),
+    ("@problemName p\n@timeStamps true\n@data\n", 2,
+     "@timeStamps true: timestamped .ts files are not supported"),
+    ("@problemName p\n@classLabel true a a\n@data\n", 2, "@classLabel declares a label twice"),
+    ("@problemName p\n@univariate true\n", 3, "data before @data; expected header tags"),
+    ("@problemName p\n@univariate true\n@dimensions 3\n@data\n", None,
+     "@univariate true contradicts @dimensions 3"),
+], ids=["dimensions-not-a-number", "bad-boolean", "timestamps", "duplicate-label", "no-data-line",
+        "contradiction"])
+def test_broken_ts_header_fails_naming_file_and_line(capsys, tmp_path, header, line, message):
+    path = ts_file(tmp_path / "x_TRAIN.ts", TS_CASES, header=header)
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", path, "--out", tmp_path / "out")
+    assert code == 2 and f"{path}{f':{line}' if line else ''}: {message}" in err
+
+
+# ------------------------------------------------------- CSV: unparseable timestamps and gaps
+
+
+@pytest.mark.parametrize("time", ["2024-13-45", "yesterday", "", "NaT"])
+def test_unparseable_csv_time_fails_naming_file_line_and_column(capsys, tmp_path, time):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[10] = f"{time},10"  # line 12
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2
+    assert (f"{tmp_path / 's.csv'}:12: column 'day': expected a number or an ISO-8601 date as the time, "
+            f"got {time!r}") in err
+
+
+def test_csv_gap_fails_naming_file_line_and_the_usual_spacing(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40, skip=(10, 11)))]  # 2024-01-11 and -12 missing
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2
+    assert "column 'day': 1 time step(s) break the series' usual spacing of 1 day(s) (36 of 37 steps)" in err
+    assert (f"{tmp_path / 's.csv'}:12: time '2024-01-13' is 3 day(s) after the previous step "
+            "'2024-01-10'") in err
+    assert "data.source.gaps: keep (--gaps keep)" in err
+
+
+def test_csv_gap_kept_when_asked_is_counted(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40, skip=(10,)))]
+    code, out, _ = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows), "--gaps", "keep")
+    assert code == 0 and "kept 1 gaps" in out
+    manifest = read_manifest(str(tmp_path / "out"))
+    assert manifest.task_params["gaps"] == 1 and manifest.import_params["gaps"] == "keep"
+
+
+# ------------------------------------------------------------------- an empty dataset or split
+
+
+def test_ts_file_without_cases_fails_naming_the_file(capsys, tmp_path):
+    path = ts_file(tmp_path / "x_TRAIN.ts", [])
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", path, "--out", tmp_path / "out")
+    assert code == 2 and f"no rows in ['{path}']: the source files hold no cases" in err
+
+
+def test_parquet_without_rows_fails_naming_the_file(capsys, tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "x": pa.array([], pa.list_(pa.float32())),
+                             "y": pa.array([], pa.string())}), path)
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"no rows in ['{path}']" in err
+
+
+def test_zero_byte_parquet_fails_naming_the_file(capsys, tmp_path):
+    path = tmp_path / "t.parquet"
+    path.write_bytes(b"")
+    code, _, err = import_parquet(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: not a readable Parquet file (Parquet file size is 0 bytes)" in err
+
+
+def test_empty_csv_fails_naming_the_file(capsys, tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("")
+    code, _, err = import_csv(capsys, tmp_path, path)
+    assert code == 2 and f"{path}: empty file (expected a header row" in err
+
+
+def test_empty_split_fails_naming_the_split(capsys, tmp_path):
+    # every test row broken: the test split would be empty, even with quarantine
+    code, _, err = import_ts(capsys, tmp_path, TS_CASES, ["1,nan,3:a", "1,2,nan:b"],
+                             "--on-invalid", "quarantine")
+    assert code == 2 and "split(s) ['test'] would be empty (valid rows per split:" in err
+
+
+def test_empty_split_in_a_dataset_is_reported_by_validate(capsys, tmp_path):
+    root = make_toy_dataset(tmp_path / "toy")
+    part = root / "test" / "part-00000.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 0), part)
+    code, out, _ = recur(capsys, "data", "validate", root)
+    assert code == 1 and f"{part}  row '*'  rows: manifest says 48 rows, the files hold 0" in out
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("train:\n  learning_rate: 0.1\n", "train.learning_rate: unknown key; known keys in train:"),
+    ("model:\n  hidden_size: big\n", "model.hidden_size: Input should be a valid integer"),
+    ("train:\n  lr: -0.01\n", "train.lr: Input should be greater than 0 (got -0.01)"),
+    ("resources:\n  num_workers: -1\n", "resources.num_workers: Input should be greater than or equal to 0"),
+    ("resources:\n  cpus_per_worker: 0\n", "resources.cpus_per_worker: Input should be greater than 0"),
+    ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n",
+     "data.val_fraction + data.test_fraction must be below 1"),
+    ("data:\n  max_length: 0\n", "data.max_length: Input should be greater than or equal to 1"),
+], ids=["unknown-key", "wrong-type", "negative-lr", "negative-workers", "zero-cpus", "fractions",
+        "zero-max-length"])
+def test_bad_config_fails_before_ray_naming_key_and_file(capsys, tmp_path, runs, text, needle):
+    config = config_file(tmp_path / "bad.yaml", text)
+    code, _, err = run(capsys, runs, config)
+    assert code == 2 and needle in err and f"[from {config}]" in err
+
+
+def test_zero_workers_is_valid_local_mode(capsys):
+    # resources.num_workers: 0 is not out of range: it runs the worker function in the driver
+    code, out, _ = recur(capsys, "config", "show", Path(__file__).parents[1] / "configs" / "quickstart.yaml",
+                         "--set", "resources.num_workers=0")
+    assert code == 0 and "num_workers: 0" in out
+
+
+def test_nonexistent_config_file_fails(capsys, tmp_path, runs):
+    code, _, err = run(capsys, runs, tmp_path / "nope.yaml")
+    assert code == 2 and f"cannot read config file {tmp_path / 'nope.yaml'}" in err
+
+
+def test_nonexistent_source_path_fails_before_ray(capsys, tmp_path, runs):
+    config = config_file(tmp_path / "c.yaml", f"data:\n  root: {tmp_path / 'ds'}\n"
+                         f"  source: {{format: ts, paths: ['{tmp_path / 'missing_TRAIN.ts'}']}}\n")
+    code, _, err = run(capsys, runs, config)
+    assert code == 2 and f"source not found: {tmp_path / 'missing_TRAIN.ts'}" in err
+
+
+def test_nonexistent_dataset_root_fails_before_ray(capsys, tmp_path, runs):
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={tmp_path / 'none'}")
+    assert code == 2 and f"no manifest.json in {tmp_path / 'none'}" in err
