@@ -140,7 +140,7 @@ def test_a_run_continues_after_its_tracking_server_died(ray_local, toy_dataset, 
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(root, port)
     steps_dir = tmp_path / "runs" / "steps"
-    epochs = 8
+    epochs = 5
 
     def stop_server_mid_training() -> None:
         client = MlflowClient(uri)

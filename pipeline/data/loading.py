@@ -31,5 +31,11 @@ def ray_dataset(root: str, split: str, *, materialize: bool = True) -> ray.data.
     epoch reads Parquet again, which is what data larger than the object store needs.
     """
     fs, path = filesystem(split_dir(root, split))  # s3://: the environment's endpoint and credentials
-    ds = ray.data.read_parquet(path, filesystem=fs)
-    return ds.materialize() if materialize else ds
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # blocks in file order on every run: reproducible
+    try:
+        ds = ray.data.read_parquet(path, filesystem=fs)
+        return ds.materialize() if materialize else ds
+    finally:
+        context.execution_options.preserve_order = saved

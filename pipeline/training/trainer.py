@@ -108,7 +108,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
         # Tasks that carry state across batches (lm) read the whole train split on every rank and
         # take their own contiguous part; the others get an equal share from Ray Data.
         dataset_config=DataConfig(datasets_to_split=["train"] if task_class(cfg.data.task).split_train
-                                  else []),
+                                  else [], execution_options=_ordered_ingest()),
         run_config=RunConfig(
             name=name,
             **_storage(storage_path),
@@ -133,3 +133,13 @@ def _storage(storage_path: str) -> dict[str, Any]:
         filesystem, path = storage.filesystem_for(storage_path)
         return {"storage_path": path, "storage_filesystem": filesystem}
     return {"storage_path": os.path.abspath(storage_path)}
+
+
+def _ordered_ingest() -> Any:
+    """Ray Train's ingest options with blocks in a fixed order, so that a seeded shuffle gives
+    the same batches on every run (the same config, seed and data train the same model)."""
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
