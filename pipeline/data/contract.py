@@ -49,6 +49,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from pipeline import storage
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUARANTINE = "quarantine"
 MANIFEST_FILE = "manifest.json"
@@ -320,22 +322,16 @@ class _S3Store:
     """
 
     def __init__(self, root: str) -> None:
-        from pipeline import storage
-
         self.root = os.fspath(root).rstrip("/")
         self.fs, self._base = storage.filesystem_for(self.root)
 
     def path(self, *parts: str) -> str:
-        from pipeline import storage
-
         return storage.join(self.root, *parts)
 
     def _key(self, *parts: str) -> str:
         return "/".join([self._base, *[p.strip("/") for p in parts if p]])
 
     def _wrap(self, exc: BaseException, op: str, *parts: str) -> DatasetError:
-        from pipeline import storage
-
         return DatasetError(str(storage.describe_error(exc, self.path(*parts), op)))
 
     def exists(self, *parts: str) -> bool:
@@ -402,15 +398,11 @@ class _S3Store:
 
 
 def _store(root: str) -> _LocalStore | _S3Store:
-    from pipeline import storage
-
     return _S3Store(root) if storage.is_s3(root) else _LocalStore(root)
 
 
 def filesystem(root: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path on it) of a dataset root, for readers such as Ray Data."""
-    from pipeline import storage
-
     return storage.filesystem_for(root)
 
 
@@ -750,8 +742,6 @@ def _num_channels(table: pa.Table) -> int:
 def sources_for(paths: Iterable[str]) -> list[SourceFile]:
     """Size (bytes) and sha256 of each local source file, in the given order; a file downloaded
     from S3 (`storage.download`) is named by its URI and carries its ETag and version id."""
-    from pipeline import storage
-
     out = []
     for p in paths:
         h = hashlib.sha256()
