@@ -296,6 +296,10 @@ class SchedulerConfig(_Section):
     quantile_fraction: float = Field(
         0.25, ge=0.0, le=0.5, description="pbt: the bottom fraction of trials copies the top fraction",
     )
+    synch: bool = Field(
+        False, description="pbt: trials wait (paused) until all reach the interval, then the "
+        "bottom ones copy the top ones: every interval exploits; slower than the asynchronous default",
+    )
 
 
 class TuneConfig(_Section):

@@ -131,7 +131,8 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
                                   reduction_factor=s.reduction_factor)
     if s.name == "pbt":
         return RecordingPBT(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
-                            quantile_fraction=s.quantile_fraction, hyperparam_mutations=_mutations(space))
+                            quantile_fraction=s.quantile_fraction, synch=s.synch,
+                            hyperparam_mutations=_mutations(space))
     return FIFOScheduler()
 
 
