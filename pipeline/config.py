@@ -248,6 +248,14 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
+    report_poll_s: float = Field(
+        0.25, gt=0.0, le=60.0, description="how often Ray Train's controller collects workers' epoch "
+        "reports (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, Ray's default 2 s): an epoch shorter than it waits",
+    )
+    cache_val_mb: float = Field(
+        256.0, ge=0.0, description="keep the val split's batches in each worker after the first epoch "
+        "when they fit in this many MB, instead of streaming them from Ray Data every epoch; 0 disables",
+    )
     ray_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING",
         description="console level of Ray's own logs (Train, Data); recur prints a line per epoch",

@@ -90,10 +90,34 @@ class Task:
         )
 
     def eval_batches(self, iterator: Any, *, batch_size: int) -> Iterable[Batch]:
-        """Validation batches from a (whole, unsplit) Ray Data iterator, in order."""
+        """Validation batches from a (whole, unsplit) Ray Data iterator, in order.
+
+        The first pass keeps the batches when they fit `train.cache_val_mb`; later epochs reuse
+        them instead of starting a Ray Data execution, which costs about a second per epoch
+        even on a small split.
+        """
         from pipeline.data.loading import TaskCollate
 
-        return iterator.iter_torch_batches(batch_size=batch_size, collate_fn=TaskCollate(self))
+        cached = getattr(self, "_val_cache", None)
+        if cached is not None:
+            return cached
+        batches = iterator.iter_torch_batches(batch_size=batch_size, collate_fn=TaskCollate(self))
+        limit = int(self.cfg.train.cache_val_mb * 2**20)
+        return self._keeping(batches, limit) if limit > 0 else batches
+
+    def _keeping(self, batches: Iterable[Batch], limit: int) -> Iterator[Batch]:
+        kept: list[Batch] | None = []
+        size = 0
+        for batch in batches:
+            if kept is not None:
+                size += sum(v.element_size() * v.nelement() for v in batch.values() if torch.is_tensor(v))
+                if size <= limit:
+                    kept.append(batch)
+                else:
+                    kept = None  # too big to keep: stream it every epoch
+            yield batch
+        if kept is not None:
+            self._val_cache = kept
 
     def table_batches(self, table: pa.Table, batch_size: int = 256) -> Iterator[Batch]:
         """Batches from an in-memory table in row order (driver-side evaluation)."""

@@ -87,6 +87,9 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     from pipeline.tasks import task_class
     from pipeline.training.worker import train_func
 
+    # Train V2 hands this to its controller: a worker's report waits for the next poll, so Ray's
+    # 2 s default would put a floor under every epoch of a small dataset.
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.train.report_poll_s)
     # Per-epoch dataset progress bars from every worker would interleave with recur's epoch lines.
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
