@@ -8,6 +8,7 @@ import sys
 
 BENCHMARKS = {
     "tune": ("benchmarks.tune_schedulers", "ASHA against FIFO random search on JapaneseVowels"),
+    "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
 }
 
 

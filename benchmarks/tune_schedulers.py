@@ -14,16 +14,14 @@ meaning no time lost between trials.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import write_results
 from pipeline.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str]) -> int:
@@ -86,9 +84,5 @@ def main(argv: list[str]) -> int:
     print(f"ASHA used {ratios['asha_trial_epochs_over_fifo']:.0%} of FIFO's trial-epochs and "
           f"{ratios['asha_wall_over_fifo']:.0%} of its wall time; its best trial's test accuracy is "
           f"{ratios['asha_minus_fifo_test_accuracy_points']:+.2f} points from FIFO's")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "tune.json"
-    out.write_text(json.dumps({"machine": platform.node(), "cpus": __import__("os").cpu_count(),
-                               "settings": vars(args), "rows": rows, "ratios": ratios}, indent=2))
-    print(f"written {out}")
+    write_results("tune", settings=vars(args), rows=rows, ratios=ratios)
     return 0

@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.data.validate import DataValidationError
     from pipeline.storage import StorageError
     from pipeline.tracking.store import TrackingUnavailable
-    from pipeline.training.trainer import ResourceError
+    from pipeline.training.trainer import ResourceError, TrainingFailed
     from pipeline.tuning.space import SpaceError
 
     try:
@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             TrackingUnavailable, FileNotFoundError, SpaceError, CommandError, StorageError) as exc:
         print(f"recur: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
+    except TrainingFailed as exc:
+        print(f"recur: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -152,10 +152,11 @@ class DataConfig(_Section):
         "(on_invalid: fail or quarantine)"
     )
     batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
-    materialize: bool = Field(
-        True,
-        description="hold train/val in Ray's object store across epochs (fast for data that fits in "
-        "memory); false streams Parquet every epoch (data larger than the object store)",
+    materialize: bool | Literal["auto"] = Field(
+        "auto",
+        description="true holds train/val in Ray's object store across epochs (fast for data that fits "
+        "in memory); false streams Parquet every epoch (data larger than the object store, and blocks "
+        "a lost node held are read again); auto: true on a one-node cluster, false on more nodes",
     )
     seed: int = Field(0, description="seed for splits and per-epoch shuffling")
 
@@ -368,6 +369,11 @@ class ResourcesConfig(_Section):
         "PACK", description="where Ray places the Train workers on a multi-node cluster: PACK on as few "
         "nodes as possible (fastest gradient sync), SPREAD on different nodes where possible, "
         "STRICT_PACK all on one node, STRICT_SPREAD each on its own node (waits until that fits)"
+    )
+    start_timeout_s: float = Field(
+        60.0, gt=0.0, description="how long Ray Train waits for the workers' resources (at the start "
+        "and after a node is lost) before the attempt fails and counts against train.max_failures; "
+        "raise it on an autoscaling cluster",
     )
 
 

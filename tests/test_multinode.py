@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, make_toy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -174,62 +174,6 @@ def _recur(args: list[str], cluster: LocalCluster, cwd: Path, mlflow_uri: str, t
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_submitted_job_spreads_train_workers_over_two_nodes(two_node_cluster, mlflow_server, toy_dataset,
-                                                            tmp_path):
-    from mlflow import MlflowClient
-
-    cluster = two_node_cluster
-    nodes = {n["node_id"]: n for n in cluster.alive_nodes()}
-    head = next(i for i, n in nodes.items() if n["is_head_node"])
-    print(f"\ncluster: head node {head}, second node {next(i for i in nodes if i != head)}")
-    model = f"multinode-{secrets.token_hex(3)}"
-    started = time.monotonic()
-
-    # when the pipeline is submitted from a folder holding the dataset, with relative paths
-    # (recur resolves them here) and the repository as the job's working dir
-    result = _recur(["submit", str(CONFIG), "--working-dir", str(REPO), "--follow",
-                     "--address", cluster.address,
-                     "--set", "resources.num_workers=2", "--set", "resources.placement_strategy=SPREAD",
-                     "--set", f"data.root={toy_dataset.name}", "--set", f"registry.model_name={model}"],
-                    cluster, cwd=toy_dataset.parent, mlflow_uri=mlflow_server)
-    out = result.stdout + result.stderr
-    (tmp_path / "recur-submit.log").write_text(out)  # the whole job log, for a failure's details
-    print(f"recur submit --follow: {time.monotonic() - started:.1f} s")
-    # then the job succeeded
-    assert result.returncode == 0, out[-6000:]
-    job_id = out.split("submitted job ", 1)[1].split()[0]
-    assert f"job {job_id} SUCCEEDED" in out, out[-6000:]
-    assert f"data.root          toy -> {toy_dataset}" in out
-    assert f"tracking.runs_dir  recur-runs -> {toy_dataset.parent / 'recur-runs'}" in out
-    assert "MLFLOW_TRACKING_URI (values not shown)" in out and mlflow_server not in out.split("--- logs")[0]
-    assert "recur run finished" in out and f"{model} version 1: became @champion" in out
-    # and the job joined the cluster (RAY_ADDRESS) instead of starting a Ray of its own
-    assert re.search(rf"using Ray cluster at [\d.]+:{cluster.gcs_port}\b", out), out[-6000:]
-
-    # and the registry holds the model as @champion on the real tracking server
-    version = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
-    assert version.version == "1"
-    # and the checkpoints went to the submitting machine's runs_dir, not the job's copy
-    assert any((toy_dataset.parent / "recur-runs" / "ray").iterdir())
-
-    # and the two Train workers (dead now, with the job) ran on the two different nodes
-    workers = _train_workers(cluster)
-    placement = sorted((w["node_id"], w["state"]) for w in workers)
-    print("RayTrainWorker actors (node id, state):")
-    for node_id, state in placement:
-        print(f"  {node_id}  {'head' if node_id == head else 'second node'}  {state}")
-    assert len(workers) == 2
-    assert {w["node_id"] for w in workers} == set(nodes)
-
-    # and `recur jobs` sees the job
-    listed = _recur(["jobs", "list", "--address", cluster.address], cluster, tmp_path, mlflow_server, 120)
-    assert listed.returncode == 0, listed.stderr
-    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
-    status = _recur(["jobs", "status", job_id, "--address", cluster.address], cluster, tmp_path,
-                    mlflow_server, 120)
-    assert status.returncode == 0 and f"{job_id}  SUCCEEDED" in status.stdout, status.stderr
-
-
 def _train_workers(cluster: LocalCluster) -> list[dict]:
     """RayTrainWorker actors of the cluster, dead ones included, from Ray's State API."""
     from ray.util.state import StateApiClient
@@ -246,3 +190,105 @@ def _train_workers(cluster: LocalCluster) -> list[dict]:
     finally:
         os.environ.update(saved)
     return [a if isinstance(a, dict) else a.__dict__ for a in actors]
+
+
+def _epochs_logged(client, experiment: str) -> int:
+    """How many epochs the (single) run of `experiment` has in MLflow so far."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return len(client.get_metric_history(runs[0].info.run_id, "train_loss")) if runs else 0
+
+
+def _submit_and_stop_node2(cluster: LocalCluster, node2: subprocess.Popen, args: list[str], cwd: Path,
+                           mlflow_uri: str, experiment: str, log: Path) -> tuple[int, str, float]:
+    """`recur submit --follow` with `args`; once the run's second epoch is in MLflow, the second
+    node is stopped (SIGTERM to its `ray start`, as `ray stop` would). Returns the exit code, the
+    output and when the node was stopped (seconds after submitting)."""
+    from mlflow import MlflowClient
+
+    env = _clean_env(MLFLOW_TRACKING_URI=mlflow_uri, RAY_AUTH_TOKEN_PATH=str(cluster.token_file))
+    started = time.monotonic()
+    with open(log, "w") as out:
+        submit = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "submit", str(CONFIG), "--follow",
+                                   "--working-dir", str(REPO), "--address", cluster.address, *args],
+                                  cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        client, stopped_at = MlflowClient(mlflow_uri), None
+        try:
+            while submit.poll() is None and time.monotonic() - started < 600:
+                if stopped_at is None and _epochs_logged(client, experiment) >= 2:
+                    _signal_group(node2, signal.SIGTERM)
+                    stopped_at = time.monotonic() - started
+                    print(f"second node stopped {stopped_at:.1f} s after submitting")
+                time.sleep(0.2)
+            code = submit.wait(timeout=60)
+        finally:
+            if submit.poll() is None:
+                submit.kill()
+    assert stopped_at is not None, "the job ended before its second epoch was in MLflow"
+    node2.wait(timeout=60)
+    cluster.nodes = [(name, p) for name, p in cluster.nodes if p is not node2]  # stopped on purpose
+    return code, log.read_text(), stopped_at
+
+
+def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, mlflow_server, tmp_path):
+    """`recur submit` to a two-node cluster, then a fault: the second node stops mid-training.
+
+    The job (submitted from the dataset's folder with relative paths, which recur resolves there)
+    joins the cluster and places its 2 Train workers on the two nodes (SPREAD). When the second
+    node stops (train.max_failures > 0) and what is left still fits the workers, Ray Train
+    restarts the worker group on the head from the last checkpoint (on storage every node
+    reaches) and the job succeeds: one MLflow run with every epoch once, in order, and the model
+    @champion.
+    """
+    from mlflow import MlflowClient
+
+    cluster = two_node_cluster
+    nodes = {n["node_id"]: n for n in cluster.alive_nodes()}
+    head = next(i for i, n in nodes.items() if n["is_head_node"])
+    second = next(i for i in nodes if i != head)
+    print(f"\ncluster: head node {head}, second node {second}")
+    dataset = make_toy_dataset(tmp_path / "toy", n_train=1600, n_val=64, n_test=64)  # epochs of ~1 s
+    epochs, model = 8, f"multinode-{secrets.token_hex(3)}"
+    common = ["--set", "data.root=toy", "--set", f"train.epochs={epochs}", "--set", "train.max_failures=2",
+              "--set", f"registry.model_name={model}", "--set", "resources.placement_strategy=SPREAD",
+              "--set", "resources.start_timeout_s=15"]
+
+    # what is left fits: 2 workers x 0.5 CPU + 0.5 for Ray Data on the head's 2 CPUs
+    code, out, _ = _submit_and_stop_node2(
+        cluster, cluster.nodes[1][1], [*common, "--set", "tracking.experiment=node-loss"], dataset.parent,
+        mlflow_server, "node-loss", tmp_path / "continues.log")
+    assert code == 0, out[-6000:]
+    job_id = out.split("submitted job ", 1)[1].split()[0]
+    assert f"job {job_id} SUCCEEDED" in out, out[-6000:]
+    assert f"data.root          toy -> {dataset}" in out
+    assert f"tracking.runs_dir  recur-runs -> {dataset.parent / 'recur-runs'}" in out
+    assert "MLFLOW_TRACKING_URI (values not shown)" in out and mlflow_server not in out.split("--- logs")[0]
+    assert "recur run finished" in out and f"{model} version 1: became @champion" in out
+    # the job joined the cluster (RAY_ADDRESS) instead of starting a Ray of its own
+    assert re.search(rf"using Ray cluster at [\d.]+:{cluster.gcs_port}\b", out), out[-6000:]
+    assert "data.materialize=auto streams" in out  # blocks held by a lost node could not be rebuilt
+    assert MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion").version == "1"
+
+    client = MlflowClient(mlflow_server)
+    (run,) = client.search_runs([client.get_experiment_by_name("node-loss").experiment_id])
+    for key in ("train_loss", "val_loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(epochs))
+    # the first worker group spread over both nodes; the restarted one ran on the head
+    workers = _train_workers(cluster)
+    placement = sorted((w["node_id"], w["state"]) for w in workers)
+    print("RayTrainWorker actors (node id, state):")
+    for node_id, state in placement:
+        print(f"  {node_id}  {'head' if node_id == head else 'second node'}  {state}")
+    on_head = [w for w in workers if w["node_id"] == head]
+    assert {w["node_id"] for w in workers} == {head, second}
+    assert len(workers) >= 4 and len(on_head) >= 3
+    # the checkpoints went to the submitting machine's runs_dir, which every node reaches
+    assert list((dataset.parent / "recur-runs" / "ray").glob("*/checkpoint_*"))
+
+    # `recur jobs` sees the job
+    listed = _recur(["jobs", "list", "--address", cluster.address], cluster, tmp_path, mlflow_server, 120)
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    status = _recur(["jobs", "status", job_id, "--address", cluster.address], cluster, tmp_path,
+                    mlflow_server, 120)
+    assert status.returncode == 0 and f"{job_id}  SUCCEEDED" in status.stdout, status.stderr

@@ -23,19 +23,22 @@ class TaskCollate(ArrowBatchCollateFn):
         return self.task.collate(batch)
 
 
-def ray_dataset(root: str, split: str, *, materialize: bool = True) -> ray.data.Dataset:
+def ray_dataset(root: str, split: str, *, materialize: bool = True,
+                read_cpus: float = 1.0) -> ray.data.Dataset:
     """A Ray Dataset over one split's Parquet files.
 
     Materialized, the split is read once into Ray's object store and every epoch reuses the blocks
     (an epoch over a small split drops from seconds to a fraction of a second); streamed, every
-    epoch reads Parquet again, which is what data larger than the object store needs.
+    epoch reads Parquet again, which is what data larger than the object store needs. Each read
+    task asks Ray for `read_cpus`: streamed next to Train workers, a task asking for a whole CPU
+    would wait forever on nodes where the workers left only part of one free.
     """
     fs, path = filesystem(split_dir(root, split))  # s3://: the environment's endpoint and credentials
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # blocks in file order on every run: reproducible
     try:
-        ds = ray.data.read_parquet(path, filesystem=fs)
+        ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=read_cpus)
         return ds.materialize() if materialize else ds
     finally:
         context.execution_options.preserve_order = saved

@@ -2,13 +2,61 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(RuntimeError):
+    """Ray Train gave up (train.max_failures restarts used): what failed, what to change, and
+    where the latest checkpoint is."""
+
+
+def training_failure(exc: BaseException, cfg: RecurConfig, run_dir: str) -> TrainingFailed:
+    """recur's message for a `TrainingFailedError` from `trainer.fit()` of the run in `run_dir`."""
+    import ray
+
+    cause = getattr(exc, "controller_failure", None) or exc
+    failures = getattr(exc, "worker_failures", None) or {}
+    what = (str(cause).replace("Training failed due to worker errors:", "").strip().splitlines()
+            or [type(cause).__name__])[0]
+    if failures:
+        what = "; ".join(f"rank {rank}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+                         for rank, e in sorted(failures.items()))
+    r = cfg.resources
+    message = (f"training failed after {max(cfg.train.max_failures, 0)} restart(s) of the worker group "
+               f"(train.max_failures): {what[:400]}")
+    if "timed out" in what or "StartupTimeout" in type(cause).__name__:
+        have = ray.cluster_resources().get("CPU", 0.0)
+        message += (f". The workers need {r.num_workers} x {r.cpus_per_worker} CPU and the cluster has "
+                    f"{have:g} CPU now (a node was lost?): lower resources.num_workers or "
+                    "resources.cpus_per_worker, add nodes, or raise resources.start_timeout_s "
+                    f"(now {r.start_timeout_s:g} s) for an autoscaling cluster")
+    latest = latest_checkpoint(run_dir)
+    message += (f". The latest checkpoint is {latest}" if latest
+                else f". No checkpoint was written under {run_dir}")
+    return TrainingFailed(message)
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest `checkpoint_*` folder of a Ray Train run (local or s3://), or None."""
+    from pipeline import storage
+
+    if storage.is_s3(run_dir):
+        prefix = storage.split_s3(run_dir)[1].rstrip("/") + "/"
+        names = {o.key[len(prefix):].split("/")[0] for o in storage.list_objects(run_dir.rstrip("/") + "/")}
+    else:
+        names = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else set()
+    names = sorted(n for n in names if re.fullmatch(r"checkpoint_\d[\d_.-]*", n))  # not the manager's json
+    return storage.join(run_dir, names[-1]) if names else None
 
 
 class ResourceError(RuntimeError):
@@ -90,11 +138,15 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     # Train V2 hands this to its controller: a worker's report waits for the next poll, so Ray's
     # 2 s default would put a floor under every epoch of a small dataset.
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.train.report_poll_s)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.resources.start_timeout_s)
     # Per-epoch dataset progress bars from every worker would interleave with recur's epoch lines.
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
-    datasets = {split: ray_dataset(cfg.data.root, split, materialize=cfg.data.materialize)
+    materialize = _materialize(cfg.data.materialize)
+    # read tasks fit in the CPU kept for Ray Data (resources.reserve_cpus_for_data), on any node
+    read_cpus = min(1.0, cfg.resources.reserve_cpus_for_data) or 1.0
+    datasets = {split: ray_dataset(cfg.data.root, split, materialize=materialize, read_cpus=read_cpus)
                 for split in ("train", "val")}
     return TorchTrainer(
         train_func,
@@ -125,6 +177,21 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
             logging_config=LoggingConfig(log_level=cfg.train.ray_log_level),
         ),
     )
+
+
+def _materialize(setting: bool | str) -> bool:
+    """data.materialize: auto holds the splits in the object store on a one-node cluster only.
+    Blocks held by a node that is lost cannot be rebuilt for a restarted worker group (the split
+    coordinator only borrows them), so a multi-node run streams Parquet and survives the loss."""
+    import ray
+
+    if isinstance(setting, bool):
+        return setting
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if nodes > 1:
+        log.info("data.materialize=auto streams the splits from Parquet every epoch: %d nodes, and "
+                 "a restart after losing one must be able to read its blocks again", nodes)
+    return nodes <= 1
 
 
 def _storage(storage_path: str) -> dict[str, Any]:

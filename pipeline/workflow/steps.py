@@ -124,9 +124,11 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
           fine_tune: FineTune | None = None) -> TrainOutput:
     """Data-parallel training on Ray Train; metrics stream into the tracker's MLflow run."""
     import ray
+    from ray.train import TrainingFailedError
 
+    from pipeline.storage import join as storage_join
     from pipeline.tasks import task_class
-    from pipeline.training.trainer import build_trainer, check_resources
+    from pipeline.training.trainer import build_trainer, check_resources, training_failure
 
     check_resources(cfg, ray.cluster_resources())
     rows = manifest.splits["train"].rows
@@ -149,7 +151,10 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
                             mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()],
                             initial_weights=weights, preprocessing=pre)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise training_failure(exc, cfg, storage_join(storage, name)) from exc
     best = result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
     best = best or result.checkpoint
     if best is None:
