@@ -240,7 +240,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = _tracking_uri(args)
     runs_dir = Path(args.runs_dir or "recur-runs").resolve()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
+               "--host", "127.0.0.1", "--port", str(args.port),
+               "--workers", "1"]  # one local user; MLflow's default 4 take ~30 s to start on 2 cores
     if uri.startswith("sqlite:"):
         command += ["--default-artifact-root", (runs_dir / "artifacts").as_uri()]
     from pipeline.tracking.redact import redact_text
