@@ -26,7 +26,7 @@ from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3
+EPOCHS = 4
 EXPERIMENT = "tune-resume"
 
 
@@ -34,7 +34,9 @@ def _args(tmp_path: Path, dataset: Path, uri: str) -> list[str]:
     config = tmp_path / "study.yaml"
     config.write_text(
         "model: {cell: gru, hidden_size: 8}\n"
-        f"train: {{epochs: {EPOCHS}, early_stopping_patience: 0}}\n"
+        # Ray's default 2 s report poll keeps every epoch at least 2 s long: the test sees the
+        # second trial mid-training (with recur's 0.25 s a trial can finish between two looks)
+        f"train: {{epochs: {EPOCHS}, early_stopping_patience: 0, report_poll_s: 2.0}}\n"
         "data: {batch_size: 16}\n"
         "registry: {model_name: tune-resume}\n"
         f"tracking: {{experiment: {EXPERIMENT}}}\n"
@@ -72,7 +74,7 @@ def _kill_when_second_trial_is_training(process: subprocess.Popen, client: Mlflo
             os.killpg(process.pid, signal.SIGKILL)  # the driver; its job's actors go with it
             process.wait(timeout=60)
             return
-        time.sleep(1)
+        time.sleep(0.25)
     os.killpg(process.pid, signal.SIGKILL)
     pytest.fail(f"the second trial never trained two epochs:\n{log.read_text()[-4000:]}")
 

@@ -333,6 +333,7 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
 
     from pipeline.data.contract import SPLITS, read_manifest
     from pipeline.data.contract import filesystem as contract_filesystem
+    from pipeline.data.loading import with_footer_readers
 
     started_at = time.perf_counter() if started_at is None else started_at
     if batch_size < 1:
@@ -372,7 +373,8 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     blob_ref = ray.put(model.blob)  # once, for every actor
     try:
         data_args = {"num_cpus": plan.data_cpus}
-        parts = [ray.data.read_parquet(files[s], filesystem=data_fs, **data_args).select_columns(columns)
+        parts = [with_footer_readers(len(files[s]), lambda s=s: ray.data.read_parquet(
+                     files[s], filesystem=data_fs, **data_args)).select_columns(columns)
                  .map_batches(add_split, fn_kwargs={"split": s}, batch_format="pyarrow", batch_size=None,
                               **data_args)
                  for s in splits]
