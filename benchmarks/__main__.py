@@ -8,6 +8,7 @@ import sys
 
 BENCHMARKS = {
     "tune": ("benchmarks.tune_schedulers", "ASHA against FIFO random search on JapaneseVowels"),
+    "gpu": ("benchmarks.gpu", "LSTM/GRU tokens/s, MFU and memory: fp32, fp16, bf16, cudnn.benchmark; NCCL"),
     "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
 }
 

@@ -249,6 +249,10 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 mixed precision with a gradient scaler on GPU (cuDNN's fast "
+        "RNN kernels), fp32 on CPU; bf16: bfloat16 autocast, no scaler (Ampere and newer GPUs only)",
+    )
     report_poll_s: float = Field(
         0.25, gt=0.0, le=60.0, description="how often Ray Train's controller collects workers' epoch "
         "reports (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, Ray's default 2 s): an epoch shorter than it waits",

@@ -37,17 +37,45 @@ class EpochStats:
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], *, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    """adam | adamw | rmsprop | sgd."""
+                   momentum: float = 0.9, device: torch.device | str = "cpu") -> torch.optim.Optimizer:
+    """adam | adamw | rmsprop | sgd. On CUDA, Adam, AdamW and SGD use their fused kernels: one
+    launch per step for every parameter, and a gradient scaler's inf check stays on the device."""
+    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, **fused)
     raise ValueError(f"train.optimizer: unknown optimizer {name!r}; choose adam, adamw, rmsprop or sgd")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training step computes: `amp_dtype` None is fp32; fp16 also scales the loss."""
+
+    name: str  # fp32 | fp16 | bf16
+    amp_dtype: torch.dtype | None = None
+
+    @classmethod
+    def resolve(cls, setting: str, device: torch.device | str) -> Precision:
+        """train.precision for a device: auto is fp16 on CUDA and fp32 elsewhere."""
+        cuda = torch.device(device).type == "cuda"
+        name = ("fp16" if cuda else "fp32") if setting == "auto" else setting
+        if name != "fp32" and not cuda:
+            # oneDNN has no fp16 LSTM kernel and bf16 ones only on some CPUs ("could not create a
+            # primitive descriptor for the LSTM forward propagation primitive")
+            raise ValueError(f"train.precision={name} needs a GPU; on the CPU use fp32 (or auto)")
+        return cls(name, {"fp16": torch.float16, "bf16": torch.bfloat16}.get(name))
+
+    def scaler(self, device: torch.device | str) -> torch.amp.GradScaler | None:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
+        return torch.amp.GradScaler(torch.device(device).type) if self.name == "fp16" else None
+
+
+FP32 = Precision("fp32")
 
 
 def to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -57,11 +85,14 @@ def to_device(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
 
 def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, task: Task, *,
                grad_clip: float = 0.0, grad_clip_mode: str = "norm",
-               scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
-    """One optimizer step. Returns (mean loss, pre-clipping global gradient norm)."""
+               scaler: torch.amp.GradScaler | None = None,
+               precision: Precision = FP32) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step. Returns (mean loss, pre-clipping global gradient norm) as tensors on
+    the model's device: reading them would wait for the GPU, so the epoch reads its sums once."""
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["x"].device.type
-    with torch.autocast(device_type=device_type, enabled=scaler is not None):
+    with torch.autocast(device_type=device_type, dtype=precision.amp_dtype,
+                        enabled=precision.amp_dtype is not None):
         outputs = task.forward(model, batch, train=True)
         loss = task.loss(outputs, batch)
     if scaler is not None:
@@ -80,36 +111,47 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
         scaler.update()
     else:
         optimizer.step()
-    return float(loss.detach()), float(grad_norm)
+    return loss.detach().float(), grad_norm.detach().float()
 
 
 def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, task: Task,
                 *, device: torch.device | str = "cpu", grad_clip: float = 0.0,
-                grad_clip_mode: str = "norm", scaler: torch.amp.GradScaler | None = None) -> EpochStats:
-    """Train over every batch once."""
+                grad_clip_mode: str = "norm", scaler: torch.amp.GradScaler | None = None,
+                precision: Precision | None = None) -> EpochStats:
+    """Train over every batch once.
+
+    Loss and gradient-norm sums stay on the device and are read once, after the last step, so a
+    GPU never waits for the host between steps. A step whose gradients overflowed (fp16: the
+    scaler skips it) has an infinite norm and is left out of the norm statistics.
+    """
     device = torch.device(device)
+    if precision is None:  # a scaler alone means fp16, as before train.precision existed
+        precision = Precision("fp16", torch.float16) if scaler is not None else FP32
     model.train()
     task.start_epoch(train=True)
     start = time.perf_counter()
-    loss_sum, num_units, num_sequences, num_steps, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
+    num_units, num_sequences, num_steps = 0, 0, 0
+    # loss sum, norm sum, finite-norm steps, norm max
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     for batch in batches:
+        units = task.loss_weight(batch)  # before the copy: counted on the host, no device sync
         batch = to_device(batch, device)
         loss, grad_norm = train_step(model, batch, optimizer, task, grad_clip=grad_clip,
-                                     grad_clip_mode=grad_clip_mode, scaler=scaler)
-        units = task.loss_weight(batch)
-        loss_sum += loss * units
+                                     grad_clip_mode=grad_clip_mode, scaler=scaler, precision=precision)
+        finite = torch.isfinite(grad_norm)
+        norm = torch.where(finite, grad_norm, 0.0).double()
+        sums += torch.stack([loss.double() * units, norm, finite.double(), torch.zeros_like(norm)])
+        sums[3] = torch.maximum(sums[3], norm)
         num_units += units
         num_sequences += int(batch["x"].shape[0])
         num_steps += 1
-        if math.isfinite(grad_norm):
-            norm_sum += grad_norm
-            norm_max = max(norm_max, grad_norm)
+    loss_sum, norm_sum, finite_steps, norm_max = sums.tolist()
     return EpochStats(
         loss=loss_sum / max(num_units, 1),
         num_units=num_units,
         num_sequences=num_sequences,
         num_steps=num_steps,
-        grad_norm=norm_sum / max(num_steps, 1),
+        grad_norm=norm_sum / max(finite_steps, 1),
         grad_norm_max=norm_max,
         seconds=time.perf_counter() - start,
     )

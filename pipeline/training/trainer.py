@@ -86,6 +86,11 @@ def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
             f"but the Ray cluster has {total_cpu:g}. Lower num_workers or cpus_per_worker "
             f"(fractions are fine), or add nodes."
         )
+    if cfg.train.precision in ("fp16", "bf16") and not r.use_gpu:
+        raise ResourceError(
+            f"train.precision={cfg.train.precision} needs resources.use_gpu=true (CPU kernels of "
+            "recurrent layers run in fp32): set train.precision=auto or fp32, or train on GPUs."
+        )
     if r.use_gpu and float(cluster.get("GPU", 0.0)) < r.num_workers:
         raise ResourceError(
             f"resources.use_gpu=true with resources.num_workers={r.num_workers} needs "

@@ -23,6 +23,7 @@ from pipeline.models import model_from_args
 from pipeline.tasks import build_task
 from pipeline.training.loop import (
     EpochStats,
+    Precision,
     evaluate,
     learning_rate,
     make_optimizer,
@@ -172,8 +173,11 @@ def train_func(loop_config: dict[str, Any]) -> None:
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
     model = task.build_model()
+    # on the device before the optimizer is made: fused CUDA optimizers need their parameters there
+    model = model.to(device)
     optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), lr=cfg.train.lr,
-                               weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
+                               weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
+                               device=device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
     progress = Progress()
 
@@ -194,7 +198,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
         model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
     model = ray.train.torch.prepare_model(model)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # AMP on GPU only
+    precision = Precision.resolve(cfg.train.precision, device)
+    scaler = precision.scaler(device)
     train_shard = ray.train.get_dataset_shard("train")
     val_iterator = ray.train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
@@ -207,7 +212,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
                                            seed=cfg.data.seed)
         stats = train_epoch(model, train_batches, optimizer, task, device=device,
                             grad_clip=cfg.train.grad_clip, grad_clip_mode=cfg.train.grad_clip_mode,
-                            scaler=scaler)
+                            scaler=scaler, precision=precision)
         metrics = _global_epoch_metrics(stats, device)
 
         # The val split is not sharded: every rank evaluates all of it and gets the same numbers.

@@ -95,6 +95,12 @@ def test_resources_that_cannot_fit_fail_before_training(toy_dataset):
         update={"cpus_per_worker": 0.5})}), {"CPU": 2.0})
 
 
+def test_mixed_precision_without_gpus_fails_before_training(toy_dataset):
+    cfg = _cfg(toy_dataset, num_workers=1, **{"train.precision": "fp16"})
+    with pytest.raises(ResourceError, match="train.precision=fp16 needs resources.use_gpu=true"):
+        check_resources(cfg, {"CPU": 2.0})
+
+
 class KillRankOnce(ray.train.UserCallback):
     """Kills rank 1's worker process (SIGKILL) right after epoch `at_epoch` was reported."""
 

@@ -125,3 +125,31 @@ def test_plateau_schedule_decays_per_plateau_and_stops_at_min_lr():
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=0) == 1.0
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=1) == pytest.approx(0.1)
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=5) == 0.005
+
+
+def test_precision_resolves_per_device():
+    from pipeline.training.loop import Precision
+
+    assert Precision.resolve("auto", "cpu").amp_dtype is None
+    assert Precision.resolve("auto", "cuda") == Precision("fp16", torch.float16)
+    assert Precision.resolve("bf16", "cuda").scaler("cuda") is None  # bf16 needs no loss scaling
+    assert isinstance(Precision.resolve("fp16", "cuda").scaler("cpu"), torch.amp.GradScaler)
+    for name in ("fp16", "bf16"):  # oneDNN's LSTM has no such kernels on most CPUs
+        with pytest.raises(ValueError, match=f"train.precision={name} needs a GPU"):
+            Precision.resolve(name, "cpu")
+
+
+def test_a_step_with_overflowed_gradients_is_left_out_of_the_norm_statistics():
+    # given a batch whose loss is inf (as fp16 overflow gives), when the epoch trains, then the
+    # reported norm statistics come from the finite steps only
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    opt = make_optimizer("sgd", model.parameters(), lr=0.0, momentum=0.0)  # lr 0: weights stay
+    good = _toy_batches(num_batches=1)[0]
+    bad = {**good, "x": good["x"].clone()}
+    bad["x"][0, 0, 0] = float("inf")
+    reference = train_epoch(model, [good], opt, _task())
+    stats = train_epoch(model, [good, bad, good], opt, _task())
+    assert stats.num_steps == 3
+    assert stats.grad_norm == pytest.approx(reference.grad_norm)
+    assert stats.grad_norm_max == pytest.approx(reference.grad_norm)
