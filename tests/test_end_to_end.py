@@ -48,6 +48,8 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert _run(tmp_path, toy_dataset, mlflow_server) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out and "became @champion" in out and mlflow_server in out
+    # the summary lists the pictures logged to the run
+    assert "  plots           learning_curves.png, confusion_matrix.png, per_class_f1.png, gate.png\n" in out
 
     experiment = client.get_experiment_by_name("e2e")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -67,11 +69,12 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert run.data.tags["recur.data_hash"] == manifest["data_hash"]
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == manifest["data_hash"][:32]
-    # artifacts: resolved config, manifest, plots, confusion matrix, gate decision
+    # artifacts: resolved config, manifest, plots, confusion matrix, gate decision and its picture
     artifacts = {f.path for d in ("config", "data", "plots", "registry", "eval")
                  for f in client.list_artifacts(run.info.run_id, d)}
     assert {"config/resolved.yaml", "data/manifest.json", "plots/learning_curves.png",
-            "plots/confusion_matrix.png", "registry/decision.json", "eval/confusion_matrix.json"} <= artifacts
+            "plots/confusion_matrix.png", "plots/per_class_f1.png", "plots/gate.png",
+            "registry/decision.json", "eval/confusion_matrix.json"} <= artifacts
     png = client.download_artifacts(run.info.run_id, "plots/learning_curves.png", str(tmp_path))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -96,6 +99,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
                 "--set", "model.hidden_size=2", "--set", "model.pooling=attention") == 0
     out = capsys.readouterr().out
     assert "kept as @challenger" in out
+    assert "confusion_matrix.png, per_class_f1.png, attention.png, gate.png\n" in out
     # then version 1 stays champion and version 2 is the challenger, with the reason recorded
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
@@ -105,6 +109,8 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     decision = json.loads(Path(decision_path).read_text())
     attention_png = client.download_artifacts(runs[0].info.run_id, "plots/attention.png", str(tmp_path))
     assert Path(attention_png).read_bytes()[:4] == b"\x89PNG"  # heatmap of a few test examples
+    gate_png = client.download_artifacts(runs[0].info.run_id, "plots/gate.png", str(tmp_path))
+    assert Path(gate_png).read_bytes()[:4] == b"\x89PNG"  # champion against challenger
     assert decision["promoted"] is False and decision["champion_version"] == "1"
     assert decision["candidate_score"] <= decision["champion_score"] + decision["min_improvement"]
 

@@ -48,6 +48,7 @@ def test_lm_run_logs_samples_registers_and_generates(ray_local, mlflow_server, t
     assert code == 0
     out = capsys.readouterr().out
     assert "test bits per char" in out and "became @champion" in out
+    assert "  plots           learning_curves.png, perplexity.png, gate.png\n" in out
 
     # then the run has one point per epoch of the lm metrics, and the loss went down
     client = MlflowClient(mlflow_server)
@@ -62,6 +63,10 @@ def test_lm_run_logs_samples_registers_and_generates(ray_local, mlflow_server, t
     metrics = run.data.metrics
     assert metrics["test_bits_per_char"] < 0.5
     assert metrics["test_perplexity"] == pytest.approx(2 ** metrics["test_bits_per_char"], rel=1e-6)
+
+    # the perplexity curve and the gate's picture were logged
+    assert {"plots/learning_curves.png", "plots/perplexity.png", "plots/gate.png"} <= {
+        f.path for f in client.list_artifacts(run.info.run_id, "plots")}
 
     # generated samples were logged, starting from the first complete test line
     path = client.download_artifacts(run.info.run_id, "eval/samples.txt", str(tmp_path))

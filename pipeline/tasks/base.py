@@ -149,6 +149,14 @@ class Task:
         """Pictures, examples and extra metrics for the test split (`state` from `evaluate`)."""
         return Report()
 
+    def curves(self, history: dict[str, list[tuple[int, float]]]) -> Report:
+        """Pictures drawn from the run's per-epoch metrics, next to the learning curves.
+
+        `history[name]` is [(epoch, value)] as MLflow holds it, for train_loss, val_loss and the
+        learning curves' metric.
+        """
+        return Report()
+
     # ------------------------------------------------------------------ serving and gate
     def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
         """The MLflow model's `predict`: raw inputs (tokens as strings, values in raw units)."""

@@ -72,11 +72,16 @@ class ClassifyTask(Task):
                 **classification_scores(confusion)}
 
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
-        from pipeline.tracking.plots import attention_heatmap, confusion_matrix
+        from pipeline.tracking.plots import attention_heatmap, confusion_matrix, f1_bars
 
         confusion = state["confusion"].cpu().numpy()
         labels = self.pre.labels
-        out = Report(figures={"plots/confusion_matrix.png": confusion_matrix(confusion, labels)},
+        f1_K, support_K = per_class_f1(confusion)
+        macro = classification_scores(confusion)["macro_f1"]
+        out = Report(figures={"plots/confusion_matrix.png": confusion_matrix(confusion, labels),
+                              "plots/per_class_f1.png": f1_bars(
+                                  labels, f1_K, support_K,
+                                  title=f"test F1 per class (macro F1 {macro:.3f})")},
                      dicts={"eval/confusion_matrix.json": {"labels": labels,
                                                            "confusion": confusion.tolist()}})
         if getattr(model, "pooling", None) == "attention":
@@ -134,21 +139,27 @@ def score_labels(true_labels: list[str], predicted: list[str]) -> dict[str, floa
     return classification_scores(confusion)
 
 
+def per_class_f1(confusion_KK: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F1 of each class and its support (test rows of that class) from a confusion matrix
+    [true, predicted]: f1_K (NaN for a class neither true nor predicted) and support_K."""
+    confusion_KK = confusion_KK.astype(np.float64)
+    support = confusion_KK.sum(axis=1)
+    seen = support + confusion_KK.sum(axis=0)  # true + predicted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(seen > 0, 2 * np.diag(confusion_KK) / seen, np.nan)
+    return f1, support.astype(np.int64)
+
+
 def classification_scores(confusion_KK: np.ndarray) -> dict[str, float]:
     """Accuracy and macro-F1 from a confusion matrix [true, predicted].
 
     Classes absent from both truth and predictions are left out of the macro mean, as
     scikit-learn's f1_score(average="macro") does over the labels it sees.
     """
-    confusion_KK = confusion_KK.astype(np.float64)
     total = confusion_KK.sum()
-    true_positive = np.diag(confusion_KK)
-    support = confusion_KK.sum(axis=1)
-    predicted = confusion_KK.sum(axis=0)
-    present = (support + predicted) > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(present, 2 * true_positive / (support + predicted), 0.0)
+    f1, _ = per_class_f1(confusion_KK)
+    present = ~np.isnan(f1)
     return {
-        "accuracy": float(true_positive.sum() / total) if total else 0.0,
+        "accuracy": float(np.trace(confusion_KK) / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
     }

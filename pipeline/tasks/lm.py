@@ -338,6 +338,17 @@ class LanguageModelTask(Task):
         body = "".join(f"\n----- sample {i + 1} -----\n{text}\n" for i, text in enumerate(out["text"]))
         return Report(texts={"eval/samples.txt": header + body})
 
+    def curves(self, history: dict[str, list[tuple[int, float]]]) -> Report:
+        """Train and val perplexity per epoch: exp of train_loss and val_loss, both mean nats per
+        target token (train: averaged over the epoch's steps while the weights moved, dropout on)."""
+        from pipeline.tracking.plots import perplexity_curves
+
+        per_epoch = {split: [(epoch, perplexity(loss)) for epoch, loss in history.get(f"{split}_loss", [])]
+                     for split in ("train", "val")}
+        if not any(per_epoch.values()):
+            return Report()
+        return Report(figures={"plots/perplexity.png": perplexity_curves(per_epoch)})
+
     # ------------------------------------------------------------------ serving and gate
     def _encode_text(self, text: str) -> list[str]:
         return tokenize(text.lower() if self.lowercase else text, self.level)

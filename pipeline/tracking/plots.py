@@ -147,16 +147,102 @@ def entity_f1_bars(per_entity: dict[str, dict[str, float]], *, title: str = "tes
     if not per_entity:
         raise ValueError("entity_f1_bars: need at least one entity type")
     names = sorted(per_entity)
-    f1 = [float(per_entity[n]["f1"]) for n in names]
-    support = [int(per_entity[n].get("support", 0)) for n in names]
+    return f1_bars(names, [float(per_entity[n]["f1"]) for n in names],
+                   [int(per_entity[n].get("support", 0)) for n in names],
+                   xlabel="F1 (entity level)", title=title)
+
+
+def f1_bars(names: Sequence[str], f1: Sequence[float], support: Sequence[int], *, xlabel: str = "F1",
+            title: str = "test F1 per class") -> Figure:
+    """One horizontal bar per name (its F1, 0-1), labelled with its support (n = true count),
+    first name on top. An F1 of NaN (a class neither true nor predicted) draws no bar.
+    """
+    if not names or not len(names) == len(f1) == len(support):
+        raise ValueError(f"f1_bars: need at least one name and one F1 and support per name; got "
+                         f"{len(names)} names, {len(f1)} F1 values and {len(support)} supports")
+    widths = np.nan_to_num(np.asarray(f1, dtype=float), nan=0.0)
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
-    bars = ax.barh(names, f1, color="tab:blue")
+    bars = ax.barh([str(n) for n in names], widths, color="tab:blue")
     for bar, n in zip(bars, support):
-        ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"n={n}", va="center",
+        ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"n={int(n)}", va="center",
                 fontsize=8)
-    ax.set(xlim=(0, 1.12), xlabel="F1 (entity level)", title=title)
+    ax.set(xlim=(0, 1.12), xlabel=xlabel, title=title)
     ax.invert_yaxis()  # first name on top
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def perplexity_curves(per_epoch: dict[str, Sequence[tuple[int, float]]]) -> Figure:
+    """Language modelling: perplexity per epoch, one line per name (`train`, `val`).
+
+    `per_epoch[name]` is [(epoch, perplexity)], perplexity = exp(mean cross-entropy in nats per
+    token); the lowest value of `val` is marked. Non-finite values (an overflowing exp) are left out.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, style in zip(per_epoch, ("-o", "-s", "-^", "-d")):
+        points = [(e, v) for e, v in per_epoch[name] if math.isfinite(v)]
+        if points:
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, style, markersize=3, label=f"{name} perplexity")
+    val = [(e, v) for e, v in per_epoch.get("val", []) if math.isfinite(v)]
+    if val:
+        epoch, best = min(val, key=lambda p: p[1])
+        ax.annotate(f"best val {best:.3f} (epoch {epoch})", (epoch, best), textcoords="offset points",
+                    xytext=(0, 10), ha="center", fontsize=8)
+    ax.set(xlabel="epoch", ylabel="perplexity (exp of nats per token)", title="perplexity per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def gate_comparison(*, metric: str, higher_is_better: bool, candidate_version: str, candidate_score: float,
+                    champion_version: str | None, champion_score: float | None, min_improvement: float,
+                    promoted: bool, reason: str = "") -> Figure:
+    """The registry gate's decision: the champion's and the challenger's test `metric` (bars, the
+    score written on each) and the line the challenger had to pass, champion + min_improvement
+    (champion - min_improvement when lower is better), with the decision in the title.
+
+    Without a champion (or when the candidate already is it) only the candidate's bar is drawn.
+    The axes' bars are in order champion, challenger; the margin line is the axes' only line.
+    """
+    again = champion_version == str(candidate_version)  # gated again: it already is @champion
+    alone = champion_score is None or again
+    names, scores = [f"{'champion' if again else 'challenger'} v{candidate_version}"], [candidate_score]
+    if not alone:
+        names, scores = [f"champion v{champion_version}", *names], [champion_score, *scores]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    heights = [float(s) for s in scores]
+    bars = ax.bar(names, np.nan_to_num(heights, nan=0.0, posinf=0.0, neginf=0.0),
+                  color=["0.6", "tab:blue"][-len(names):], width=0.5)
+    for bar, score in zip(bars, heights):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{score:.4f}", ha="center",
+                va="bottom", fontsize=9)
+    shown = [h for h in heights if math.isfinite(h)]
+    if not alone:
+        sign = 1.0 if higher_is_better else -1.0
+        threshold = float(champion_score) + sign * min_improvement
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1.2,
+                   label=f"to beat: champion {'+' if higher_is_better else '-'} margin {min_improvement:g}"
+                   f" = {threshold:.4f}")
+        ax.legend(fontsize=8, loc="lower right")
+        shown.append(threshold)
+    top = max(shown, default=1.0)
+    ax.set_ylim(min(0.0, *shown) if shown else 0.0, top * 1.15 if top > 0 else 1.0)
+    better = "higher" if higher_is_better else "lower"
+    ax.set_ylabel(f"test {metric} ({better} is better)")
+    verdict = "promoted to @champion" if promoted else "kept as @challenger"
+    if champion_score is None:  # the reason would only repeat it
+        headline, reason = f"no champion yet: version {candidate_version} {verdict}", ""
+    elif again:
+        headline, reason = f"version {candidate_version} is already @champion", ""
+    else:
+        headline = f"version {candidate_version} {verdict}"
+    ax.set_title(headline + (f"\n{reason}" if reason else ""), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 

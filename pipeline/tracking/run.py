@@ -118,6 +118,7 @@ class RunTracker:
         self.experiment_id = experiment_id
         self.client = MlflowClient(tracking_uri)
         self.run_id: str | None = None
+        self.figures: list[str] = []  # artifact paths of the PNGs this tracker logged, in order
 
     def start(self, *, config_sources: list[str], resume_run_id: str | None = None,
               tags: dict[str, str] | None = None) -> str:
@@ -218,6 +219,7 @@ class RunTracker:
     def log_figure(self, fig: Any, artifact_file: str) -> None:
         mlflow.log_figure(fig, artifact_file)
         plots.close(fig)
+        self.figures.append(artifact_file)
 
     def history(self, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
         """Per-epoch values as MLflow holds them (the source of truth after restarts)."""
@@ -227,9 +229,11 @@ class RunTracker:
             out[key] = sorted((m.step, m.value) for m in points)
         return out
 
-    def log_learning_curves(self, metric: str) -> None:
+    def log_learning_curves(self, metric: str) -> dict[str, list[tuple[int, float]]]:
+        """Draw and log the learning curves; returns the history they were drawn from."""
         history = self.history(("train_loss", "val_loss", metric))
         self.log_figure(plots.learning_curves(history, metric=metric), "plots/learning_curves.png")
+        return history
 
     def log_model(self, checkpoint_file: str, example: Any):
         from pipeline.tracking.pyfunc import log_model

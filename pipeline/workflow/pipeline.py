@@ -27,6 +27,7 @@ class RunSummary:
     decision: dict[str, Any] | None
     timings: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, key
+    plots: list[str] = field(default_factory=list)  # artifact paths of the PNGs logged to the run
 
     def ui_address(self, port: int = 5000) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -48,6 +49,8 @@ class RunSummary:
             f"  MLflow UI       {self.ui_address(port)}",
             f"  run page        {self.run_url(port)}",
         ]
+        if self.plots:
+            lines.append(f"  plots           {plot_names(self.plots)}")
         d = self.decision
         if d is not None:
             verdict = "became @champion" if d["promoted"] else "kept as @challenger"
@@ -62,6 +65,11 @@ class RunSummary:
                 for r in self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
         return "\n".join(lines)
+
+
+def plot_names(paths: list[str]) -> str:
+    """The summary's list of logged pictures: `plots/` left out, each name once, in logging order."""
+    return ", ".join(dict.fromkeys(p.removeprefix("plots/") for p in paths))
 
 
 def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
@@ -110,7 +118,8 @@ def evaluate_and_log(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str,
         task, inputs, _truth = steps.gate_data(cfg, checkpoint_dir)
         if curve_metric:
             curve = f"val_{cfg.gate_metric}" if cfg.gate_metric in task.metrics else cfg.train.monitor
-            tracker.log_learning_curves(curve)
+            history = tracker.log_learning_curves(curve)
+            tracker.log_report(task.curves(history))
         tracker.log_report(evaluation.report)
         model_info = tracker.log_model(steps.checkpoint_file(checkpoint_dir), inputs.head(2))
     return evaluation, model_info.model_uri
@@ -126,7 +135,9 @@ def register(cfg: RecurConfig, tracker: RunTracker, model_uri: str, timings: dic
 
 def promote(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, version: str, data_hash: str,
             timings: dict[str, float]) -> dict[str, Any]:
-    """The registry gate: the new version against @champion on the test split; sets the alias."""
+    """The registry gate: the new version against @champion on the test split; sets the alias.
+    Logs the decision and its picture (`plots/gate.png`) to the tracker's run."""
+    from pipeline.tracking import plots
     from pipeline.tracking.registry import gate
 
     with steps.timed("promote", timings):
@@ -139,6 +150,12 @@ def promote(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, version:
         decision = result.to_dict()
         tracker.log_dict(decision, "registry/decision.json")
         tracker.log_metrics({"gate_candidate_score": result.candidate_score})
+        tracker.log_figure(plots.gate_comparison(
+            metric=result.metric, higher_is_better=task.higher_is_better[result.metric],
+            candidate_version=result.version, candidate_score=result.candidate_score,
+            champion_version=result.champion_version, champion_score=result.champion_score,
+            min_improvement=result.min_improvement, promoted=result.promoted, reason=result.reason),
+            "plots/gate.png")
     return decision
 
 

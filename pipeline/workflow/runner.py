@@ -155,9 +155,11 @@ class Workflow:
 
         def evaluate() -> dict[str, Any]:
             tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
+            logged = len(tracker.figures)
             evaluation, model_uri = evaluate_and_log(cfg, tracker, checkpoint, self.timings,
                                                      curve_metric=True)
-            return {"metrics": evaluation.metrics, "model_uri": model_uri}
+            return {"metrics": evaluation.metrics, "model_uri": model_uri,
+                    "plots": tracker.figures[logged:]}
 
         evaluated = self._step("evaluate", {"train": trained.output_hash}, data_hash, evaluate)
         decision = None
@@ -171,17 +173,20 @@ class Workflow:
 
             def do_promote() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
-                return promote(cfg, tracker, checkpoint, registered.outputs["version"], data_hash,
-                               self.timings)
+                logged = len(tracker.figures)
+                decision = promote(cfg, tracker, checkpoint, registered.outputs["version"], data_hash,
+                                   self.timings)
+                return {**decision, "plots": tracker.figures[logged:]}
 
-            decision = self._step("promote", {"register": registered.output_hash}, data_hash,
+            promoted = self._step("promote", {"register": registered.output_hash}, data_hash,
                                   do_promote).outputs
+            decision = {k: v for k, v in promoted.items() if k != "plots"}
         self._close("FINISHED")
         return RunSummary(
             run_id=out["run_id"], experiment_id=experiment_id, tracking_uri=tracking_uri,
             test_metrics=evaluated.outputs["metrics"], epochs_run=out["epochs_run"],
             best_epoch=out["best_epoch"], checkpoint_dir=checkpoint, decision=decision,
-            timings=self.timings, steps=self.step_rows(),
+            timings=self.timings, steps=self.step_rows(), plots=self.plots(),
         )
 
     # ----------------------------------------------------------------------------- MLflow run
@@ -220,6 +225,11 @@ class Workflow:
         if self.timings:
             self.tracker.log_dict(self.timings, "timings.json")
         self.tracker.log_dict({"steps": self.step_rows()}, "workflow/steps.json")
+
+    def plots(self) -> list[str]:
+        """The PNGs logged to the run, in order, as the steps recorded them: a skipped step's
+        record names what it logged when it ran (a record older than this list names none)."""
+        return [path for record, _ in self.done for path in record.outputs.get("plots", [])]
 
     def step_rows(self) -> list[dict[str, Any]]:
         return [{"step": r.step, "status": how, "seconds": r.seconds, "key": r.key,

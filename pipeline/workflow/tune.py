@@ -24,6 +24,7 @@ from pipeline.tracking import store
 from pipeline.tracking.run import STUDY_TAG, RunTracker
 from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
+from pipeline.workflow.pipeline import plot_names
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class StudySummary:
     test_metrics: dict[str, float] = field(default_factory=dict)
     decision: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)  # artifact paths of the PNGs logged to the parent run
 
     def format(self, metric: str) -> str:
         lines = ["", f"recur tune finished: study {self.study}",
@@ -56,6 +58,8 @@ class StudySummary:
             verdict = "became @champion" if d["promoted"] else "kept as @challenger"
             lines.append(f"  model           {d['model_name']} version {d['version']}: {verdict}")
         lines.append(f"  MLflow run      {self.parent_run_id} (one child run per trial)")
+        if self.plots:
+            lines.append(f"  plots           {plot_names(self.plots)}")
         lines.append(f"  study folder    {self.path}  (recur tune CONFIG --resume continues it)")
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
         return "\n".join(lines)
@@ -171,6 +175,7 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
             evaluation, decision = evaluate_and_register(best_cfg, tracker, manifest, local, timings,
                                                          curve_metric=False)
             summary.test_metrics, summary.decision = evaluation.metrics, decision
+            summary.plots = list(tracker.figures)
             tracker.log_dict(timings, "timings.json")
             tracker.finish("FINISHED")
         except BaseException:

@@ -31,6 +31,7 @@ from pipeline.tasks.lm import (
     split_streams,
     stream_batches,
 )
+from pipeline.tracking import plots
 from pipeline.training.loop import evaluate, make_optimizer, train_epoch
 
 CHARS = list("abcdefgh\n")
@@ -279,6 +280,29 @@ def test_report_logs_samples_from_the_first_complete_test_line():
     report = task.report(model, table, task.new_state())
     samples = report.texts["eval/samples.txt"]
     assert samples.count("----- sample") == 2 and samples.count("-----\nabc\n") == 2
+
+
+def test_curves_draw_train_and_val_perplexity_as_exp_of_the_per_token_losses():
+    task = _task()
+    history = {"train_loss": [(0, math.log(8.0)), (1, math.log(4.0)), (2, math.log(2.0))],
+               "val_loss": [(0, math.log(6.0)), (1, math.log(3.0)), (2, math.log(3.5))],
+               "val_perplexity": [(0, 6.0), (1, 3.0), (2, 3.5)]}
+    report = task.curves(history)
+    fig = report.figures["plots/perplexity.png"]
+    try:
+        (ax,) = fig.axes
+        train, val = ax.lines
+        assert train.get_label() == "train perplexity" and val.get_label() == "val perplexity"
+        assert train.get_xdata().tolist() == [0, 1, 2] and val.get_xdata().tolist() == [0, 1, 2]
+        assert train.get_ydata() == pytest.approx([8.0, 4.0, 2.0])
+        assert val.get_ydata() == pytest.approx([6.0, 3.0, 3.5])
+        (best,) = ax.texts
+        assert best.get_text() == "best val 3.000 (epoch 1)" and best.xy == pytest.approx((1, 3.0))
+        assert ax.get_xlabel() == "epoch" and "perplexity" in ax.get_ylabel()
+    finally:
+        plots.close(fig)
+    # a run without any epoch (nothing in MLflow) draws nothing
+    assert task.curves({"train_loss": [], "val_loss": []}).figures == {}
 
 
 # ------------------------------------------------------------------------------------ model
