@@ -23,3 +23,22 @@ def write_results(name: str, **payload: Any) -> Path:
                                "memory_gib": round(memory_gib, 1), **payload}, indent=2, default=str))
     print(f"written {out}")
     return out
+
+
+class ReportsToFile:
+    """A Ray Train callback (it runs in Train's controller) that appends rank 0's report of every
+    epoch to a JSON-lines file, with the wall time it arrived (`_wall`); the result's own metrics
+    table keeps only the epochs whose checkpoints were kept. One-node clusters only (a local file)."""
+
+    def __new__(cls, path: str) -> Any:
+        import time
+
+        import ray.train
+
+        class _Callback(ray.train.UserCallback):
+            def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+                row = {k: v for k, v in metrics[0].items() if isinstance(v, (int, float))}
+                with open(path, "a") as f:
+                    f.write(json.dumps({**row, "_wall": time.time()}) + "\n")
+
+        return _Callback()

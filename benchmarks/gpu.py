@@ -258,22 +258,6 @@ def ddp_nccl(device: torch.device) -> dict[str, Any]:
         dist.destroy_process_group()
 
 
-class ReportsToFile:
-    """Ray Train callback (it runs in the controller): rank 0's report of every epoch, one JSON
-    line each; the result's own metrics table keeps only the checkpoints it kept."""
-
-    def __new__(cls, path: str):
-        import ray.train
-
-        class _Callback(ray.train.UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                with open(path, "a") as f:
-                    f.write(json.dumps({k: v for k, v in metrics[0].items()
-                                        if isinstance(v, (int, float))}) + "\n")
-
-        return _Callback()
-
-
 def ray_train(device: torch.device, *, rows: int, epochs: int) -> dict[str, Any]:
     """recur's own TorchTrainer (`build_trainer`) on one GPU: Ray Data shards, NCCL, pinned
     batches, train.precision=auto (fp16), fused Adam; per-epoch time and loss from its reports."""
@@ -281,6 +265,7 @@ def ray_train(device: torch.device, *, rows: int, epochs: int) -> dict[str, Any]
 
     import ray
 
+    from benchmarks import ReportsToFile
     from benchmarks.load import sequences
     from pipeline.config import load_config
     from pipeline.data.contract import read_manifest, write_dataset
