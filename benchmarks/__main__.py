@@ -8,6 +8,7 @@ import sys
 
 BENCHMARKS = {
     "tune": ("benchmarks.tune_schedulers", "ASHA against FIFO random search on JapaneseVowels"),
+    "bucketing": ("benchmarks.bucketing", "length-bucketed against random batches: padding and sequences/s"),
     "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
 }
 
