@@ -11,6 +11,7 @@ BENCHMARKS = {
     "gpu": ("benchmarks.gpu", "LSTM/GRU tokens/s, MFU and memory: fp32, fp16, bf16, cudnn.benchmark; NCCL"),
     "overhead": ("benchmarks.overhead", "epoch time: recur's Ray Train path (1, 2 workers) / plain PyTorch"),
     "quickstart": ("benchmarks.quickstart", "wall time of recur run configs/quickstart.yaml split by phase"),
+    "bucketing": ("benchmarks.bucketing", "length-bucketed against random batches: padding and sequences/s"),
     "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
 }
 

@@ -87,13 +87,15 @@ class MemoryPeak:
                 "peak_driver_pss_mib": round(self.driver_kib / 1024, 1)}
 
 
-def sequences(rows: int, *, seed: int = 0) -> pa.Table:
-    """`rows` random sequences of JapaneseVowels' shape, built as Arrow arrays without a Python
-    loop over rows (the dataset contract's x: list<list<float32>>)."""
+def sequences(rows: int, *, seed: int = 0, lengths: np.ndarray | None = None) -> pa.Table:
+    """`rows` random sequences of JapaneseVowels' shape (12 channels, 9 classes; lengths 7..29
+    unless `lengths` gives them), built as Arrow arrays without a Python loop over rows (the
+    dataset contract's x: list<list<float32>>)."""
     from pipeline.data.contract import ARROW_SCHEMA
 
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(MIN_LEN, MAX_LEN + 1, size=rows)
+    if lengths is None:
+        lengths = rng.integers(MIN_LEN, MAX_LEN + 1, size=rows)
     steps = int(lengths.sum())
     row_offsets = np.zeros(rows + 1, dtype=np.int32)
     np.cumsum(lengths, out=row_offsets[1:])

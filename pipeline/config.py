@@ -152,6 +152,16 @@ class DataConfig(_Section):
         "(on_invalid: fail or quarantine)"
     )
     batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
+    bucket_by_length: bool = Field(
+        True, description="training batches of similar lengths: pools of bucket_batches batches' worth "
+        "of rows are sorted by length, cut into batches and the batches shuffled (less padding, the "
+        "same number of steps); rows of one length (forecast windows) keep their shuffled order; lm "
+        "batches its own token streams"
+    )
+    bucket_batches: int = Field(
+        16, ge=1, description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
+        "time (more: less padding, batches less random)"
+    )
     materialize: bool | Literal["auto"] = Field(
         "auto",
         description="true holds train/val in Ray's object store across epochs (fast for data that fits "

@@ -1,0 +1,119 @@
+"""Length-bucketed training batches: pools of rows sorted by length, cut into batches.
+
+A batch is padded to its longest sequence, so random batches of a long-tailed length distribution
+spend most of their steps on padding (and a packed RNN still runs as many sequential steps as the
+longest sequence). Bucketing reads `batch_size * bucket_batches` rows at a time from the shard (in
+Ray Data's locally shuffled order), sorts them by length, cuts them into batches of similar
+lengths and shuffles the order of those batches.
+
+Every row is used once per epoch and an epoch has ceil(rows / batch_size) batches, as without
+bucketing: a pool whose row count is not a multiple of `batch_size` hands its remainder on to the
+next one, so only the epoch's last batch can be short and data-parallel ranks holding equal row
+counts run equal step counts (uneven counts hang DDP). The order is a function of the seed and the
+epoch.
+
+Shape suffixes: B batch, T padded time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+T = TypeVar("T")
+POOLS_AHEAD = 1  # Ray Data prefetches this many pools (each bucket_batches batches) while we train
+BATCHES_AHEAD = 2  # batches collated ahead in a background thread
+
+
+def row_lengths(table: pa.Table) -> np.ndarray | None:
+    """Time steps of each row's `x` (B,), or None when the rows have no `x` column."""
+    if "x" not in table.column_names:
+        return None
+    lengths = pc.list_value_length(table.column("x"))
+    return pc.fill_null(lengths, 0).to_numpy().astype(np.int64, copy=False)
+
+
+def bucket_slices(lengths_B: np.ndarray | None, batch_size: int,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of each batch of one pool: rows sorted by length (stably, so ties keep their
+    shuffled order), cut into batches of `batch_size` (the last may be shorter), batches in a
+    random order. Rows without lengths, or all of one length (forecast windows), keep their order
+    and so do the batches: bucketing changes nothing there."""
+    n = len(lengths_B) if lengths_B is not None else 0
+    if lengths_B is None or n == 0 or lengths_B.min() == lengths_B.max():
+        return [np.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    order = np.argsort(lengths_B, kind="stable")
+    batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def bucket_tables(pools: Iterable[pa.Table], *, batch_size: int,
+                  rng: np.random.Generator) -> Iterator[pa.Table]:
+    """Batches of rows from `pools` (Arrow tables of any row counts), bucketed per pool.
+
+    Every pool but the last hands the rows beyond a multiple of `batch_size` on to the next, so
+    only the final batch of all can be short: ceil(total rows / batch_size) batches.
+    """
+    pending: pa.Table | None = None
+    for pool in pools:
+        if pending is not None:
+            full = pending.num_rows // batch_size * batch_size
+            yield from _cut(pending.slice(0, full), batch_size, rng)
+            pool = pa.concat_tables([pending.slice(full), pool]) if full < pending.num_rows else pool
+        pending = pool
+    if pending is not None and pending.num_rows:
+        yield from _cut(pending, batch_size, rng)
+
+
+def _cut(table: pa.Table, batch_size: int, rng: np.random.Generator) -> Iterator[pa.Table]:
+    for rows in bucket_slices(row_lengths(table), batch_size, rng):
+        yield table.take(pa.array(rows))
+
+
+def collated_ahead(items: Iterable[T], collate: Callable[[T], Any],
+                   ahead: int = BATCHES_AHEAD) -> Iterator[Any]:
+    """`collate(item)` for each item, in order, computed up to `ahead` items early in one
+    background thread (as Ray's iter_torch_batches does), so padding overlaps the training step."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recur-collate") as executor:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(executor.submit(collate, item))
+                if len(pending) > ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def bucketed_batches(shard: Any, collate: Callable[[pa.Table], Any], *, batch_size: int,
+                     bucket_batches: int, epoch: int, seed: int) -> Iterator[Any]:
+    """One epoch of length-bucketed, collated batches from a Ray Data shard (a DataIterator or
+    Dataset): pools of `batch_size * bucket_batches` rows in Ray's locally shuffled order (seeded
+    with seed + epoch, as unbucketed batches are), batch order shuffled with (seed, epoch)."""
+    pool = batch_size * bucket_batches
+    pools = shard.iter_batches(batch_size=pool, batch_format="pyarrow", local_shuffle_buffer_size=pool,
+                               local_shuffle_seed=seed + epoch, prefetch_batches=POOLS_AHEAD)
+    rng = np.random.default_rng([seed, epoch])
+    return collated_ahead(bucket_tables(pools, batch_size=batch_size, rng=rng), collate)
+
+
+def padding_fraction(lengths: Iterable[torch.Tensor | np.ndarray]) -> float:
+    """Fraction of the padded steps (B x T summed over batches) that are padding, from each
+    batch's `lengths` (B,) valid steps."""
+    padded = valid = 0
+    for lengths_B in lengths:
+        lengths_B = np.asarray(lengths_B)
+        if lengths_B.size:
+            padded += int(lengths_B.max()) * lengths_B.size
+            valid += int(lengths_B.sum())
+    return 1.0 - valid / padded if padded else 0.0

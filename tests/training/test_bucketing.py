@@ -1,0 +1,119 @@
+"""Length-bucketed training batches (data.bucket_by_length), on a real local Ray.
+
+Given a split's rows in pools of any sizes, when they are bucketed, then every row comes once, the
+epoch has ceil(rows / batch_size) batches of which only the last may be short, and rows of one
+length keep their order. Given the toy dataset read through Ray Data as training reads it, when a
+worker's shard is bucketed, then every row comes once per epoch, batches hold less padding than
+random ones, two shards of equal rows give equal step counts, and the order is a function of the
+seed and the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.config import RecurConfig
+from pipeline.data.bucketing import bucket_tables, bucketed_batches, padding_fraction
+from pipeline.data.contract import read_manifest
+from pipeline.data.loading import ray_dataset
+from pipeline.data.preprocess import Preprocessing
+from pipeline.tasks import build_task
+
+ROWS = 96  # the toy dataset's train split
+
+
+def _table(lengths: list[int], start: int = 0) -> pa.Table:
+    return pa.table({"id": [f"r{start + i}" for i in range(len(lengths))],
+                     "x": [[[0.0]] * n for n in lengths]})
+
+
+def _task(root, *, bucket: bool, batch_size: int = 8, bucket_batches: int = 3):
+    cfg = RecurConfig(data={"task": "classify", "root": str(root), "batch_size": batch_size,
+                            "bucket_by_length": bucket, "bucket_batches": bucket_batches})
+    return build_task(cfg, Preprocessing.from_manifest(read_manifest(str(root))))
+
+
+def _ids(shard, *, batch_size: int, epoch: int, seed: int) -> list[list[str]]:
+    """Row ids of each bucketed batch (the collate keeps the Arrow rows)."""
+    batches = bucketed_batches(shard, lambda t: t, batch_size=batch_size, bucket_batches=3, epoch=epoch,
+                               seed=seed)
+    return [b.column("id").to_pylist() for b in batches]
+
+
+def test_pools_of_any_size_give_ceil_rows_over_batch_size_batches_and_only_the_last_short():
+    rng = np.random.default_rng(0)
+    sizes = [30, 17, 30, 5, 30, 3]  # what a reader might hand over; 115 rows in all
+    pools, start = [], 0
+    for size in sizes:
+        pools.append(_table(rng.integers(1, 50, size).tolist(), start))
+        start += size
+
+    batches = list(bucket_tables(pools, batch_size=10, rng=np.random.default_rng(1)))
+
+    assert len(batches) == math.ceil(115 / 10)
+    assert [b.num_rows for b in batches[:-1]] == [10] * 11 and batches[-1].num_rows == 5
+    ids = [i for b in batches for i in b.column("id").to_pylist()]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(115))
+
+
+def test_rows_of_one_length_keep_their_order():
+    pools = [_table([12] * 20), _table([12] * 7, start=20)]
+    batches = list(bucket_tables(pools, batch_size=8, rng=np.random.default_rng(0)))
+    assert [i for b in batches for i in b.column("id").to_pylist()] == [f"r{i}" for i in range(27)]
+
+
+def test_every_row_comes_once_per_epoch_in_ceil_rows_over_batch_size_batches(ray_local, toy_dataset):
+    ds = ray_dataset(str(toy_dataset), "train")
+    every_id = sorted(row["id"] for row in ds.select_columns(["id"]).take_all())
+    for epoch in (0, 1):
+        batches = _ids(ds.iterator(), batch_size=10, epoch=epoch, seed=3)
+        assert len(batches) == math.ceil(ROWS / 10)
+        assert [len(b) for b in batches[:-1]] == [10] * 9
+        assert sorted(i for b in batches for i in b) == every_id
+
+
+def test_bucketed_batches_hold_less_padding_than_random_ones(ray_local, toy_dataset):
+    ds = ray_dataset(str(toy_dataset), "train")
+    fractions = {}
+    for bucket in (False, True):
+        task = _task(toy_dataset, bucket=bucket)
+        batches = list(task.train_batches(ds.iterator(), batch_size=8, epoch=0, seed=0))
+        assert len(batches) == ROWS // 8 and sum(len(b["y"]) for b in batches) == ROWS
+        fractions[bucket] = padding_fraction(b["lengths"] for b in batches)
+    assert fractions[True] < fractions[False] / 2, fractions
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_two_shards_of_equal_rows_run_the_same_number_of_steps(ray_local, toy_dataset, bucket):
+    ds = ray_dataset(str(toy_dataset), "train")
+    task = _task(toy_dataset, bucket=bucket)
+    shards = ds.streaming_split(2, equal=True)
+    steps, rows = [0, 0], [0, 0]
+
+    def consume(rank: int) -> None:  # the split's consumers read together, as Train workers do
+        for batch in task.train_batches(shards[rank], batch_size=10, epoch=0, seed=0):
+            steps[rank] += 1
+            rows[rank] += len(batch["y"])
+
+    threads = [threading.Thread(target=consume, args=(rank,)) for rank in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert rows == [ROWS // 2] * 2
+    assert steps == [math.ceil(ROWS / 2 / 10)] * 2
+
+
+def test_the_order_is_the_same_for_a_seed_and_epoch_and_differs_across_epochs(ray_local, toy_dataset):
+    ds = ray_dataset(str(toy_dataset), "train")
+    first = _ids(ds.iterator(), batch_size=8, epoch=0, seed=3)
+    again = _ids(ds.iterator(), batch_size=8, epoch=0, seed=3)
+    next_epoch = _ids(ds.iterator(), batch_size=8, epoch=1, seed=3)
+    other_seed = _ids(ds.iterator(), batch_size=8, epoch=0, seed=4)
+    assert first == again
+    assert first != next_epoch and first != other_seed
