@@ -80,13 +80,13 @@ class Task:
     def train_batches(self, shard: Any, *, batch_size: int, epoch: int, seed: int) -> Iterable[Batch]:
         """One epoch of training batches from this worker's Ray Data shard: ceil(rows / batch_size)
         batches, bucketed by length when `data.bucket_by_length` (`pipeline.data.bucketing`)."""
+        from pipeline.data.loading import TaskCollate  # pinned host memory when training on a GPU
+
         if self.cfg.data.bucket_by_length:
             from pipeline.data.bucketing import bucketed_batches
 
-            return bucketed_batches(shard, self.collate, batch_size=batch_size,
+            return bucketed_batches(shard, TaskCollate(self), batch_size=batch_size,
                                     bucket_batches=self.cfg.data.bucket_batches, epoch=epoch, seed=seed)
-        from pipeline.data.loading import TaskCollate
-
         return shard.iter_torch_batches(
             batch_size=batch_size,
             collate_fn=TaskCollate(self),
