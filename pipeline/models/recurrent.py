@@ -86,7 +86,12 @@ class RecurrentEncoder(nn.Module):
         """
         # Per step, so projecting pad steps too is harmless: packing drops them right after.
         inputs_BTI = self.embed(x)
-        packed = pack_padded_sequence(inputs_BTI, lengths_B.cpu(), batch_first=True, enforce_sorted=False)
+        lengths_B = lengths_B.cpu()
+        if bool((lengths_B == x.shape[1]).all()):
+            # No padding (forecast windows, a length bucket of one length): the same result
+            # without packing, whose kernels are slower (cuDNN's packed path; the CPU's backward)
+            return self.rnn(inputs_BTI.contiguous(), state)
+        packed = pack_padded_sequence(inputs_BTI, lengths_B, batch_first=True, enforce_sorted=False)
         packed_out, final = self.rnn(packed, state)
         outputs_BTH, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         return outputs_BTH, final

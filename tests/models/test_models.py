@@ -80,3 +80,25 @@ def test_token_inputs_are_embedded_with_padding_id_zero():
     assert outputs_BTH.shape == (2, 4, 4) and last_BH.shape == (2, 4)
     assert torch.all(outputs_BTH[0, 2:] == 0)  # pad steps stay zero
     assert torch.all(encoder.embedding.weight[0] == 0)  # the padding row is not learned
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("lstm", True), ("gru", False)])
+def test_a_batch_without_padding_runs_unpacked_with_the_packed_result(cell, bidirectional):
+    # given a batch whose sequences all fill the padded length, when the encoder runs it (it then
+    # skips packing), then outputs and final state equal the packed computation's
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from pipeline.models import RecurrentEncoder
+
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(input_size=3, hidden_size=8, num_layers=2, cell=cell,
+                               bidirectional=bidirectional)
+    x = torch.randn(4, 6, 3)
+    lengths = torch.full((4,), 6)
+    outputs, final = encoder.run(x, lengths)
+    packed_out, packed_final = encoder.rnn(pack_padded_sequence(x, lengths, batch_first=True))
+    expected, _ = pad_packed_sequence(packed_out, batch_first=True)
+    torch.testing.assert_close(outputs, expected)
+    for a, b in zip(final if isinstance(final, tuple) else (final,),
+                    packed_final if isinstance(packed_final, tuple) else (packed_final,), strict=True):
+        torch.testing.assert_close(a, b)
