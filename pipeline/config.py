@@ -159,8 +159,8 @@ class DataConfig(_Section):
         "batches its own token streams"
     )
     bucket_batches: int = Field(
-        16, ge=1, description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
-        "time (more: less padding, batches less random)"
+        64, ge=1, description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
+        "time (more: less padding, batches less random; 64 brings a long-tailed set under 10%)"
     )
     materialize: bool | Literal["auto"] = Field(
         "auto",
