@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = {
     "tune": ("benchmarks.tune_schedulers", "ASHA against FIFO random search on JapaneseVowels"),
     "gpu": ("benchmarks.gpu", "LSTM/GRU tokens/s, MFU and memory: fp32, fp16, bf16, cudnn.benchmark; NCCL"),
+    "ingest": ("benchmarks.ingest", "Ray Data ingest against the training step: time spent waiting for data"),
     "overhead": ("benchmarks.overhead", "epoch time: recur's Ray Train path (1, 2 workers) / plain PyTorch"),
     "quickstart": ("benchmarks.quickstart", "wall time of recur run configs/quickstart.yaml split by phase"),
     "bucketing": ("benchmarks.bucketing", "length-bucketed against random batches: padding and sequences/s"),

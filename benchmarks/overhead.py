@@ -36,7 +36,9 @@ def _config(root: str, args: argparse.Namespace, workers: int):
     overrides = [f"data.root={root}", f"resources.num_workers={workers}", "resources.cpus_per_worker=0.5",
                  f"train.epochs={args.epochs}", f"data.batch_size={args.batch_size}",
                  f"model.hidden_size={args.hidden}", "model.cell=gru", "train.early_stopping_patience=0",
-                 "train.lr=0.003", "train.ray_log_level=ERROR"]
+                 "train.lr=0.003", "train.ray_log_level=ERROR",
+                 # random batches like the plain loop's: bucketing would change the work, not the overhead
+                 "data.bucket_by_length=false"]
     return load_config([], overrides)
 
 
