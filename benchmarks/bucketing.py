@@ -3,9 +3,11 @@
 Two datasets: a generated long-tailed one (log-normal lengths clipped to 20..2000 steps, 12
 channels) and JapaneseVowels (lengths 7..29). Each is written as a recur dataset, read into
 Ray's object store as training reads it (`ray_dataset`), and fed through `Task.train_batches` to
-recur's own classifier and `train_epoch` (forward, backward, optimizer step; an LSTM, packed as
-recur always runs it). Both batchings train their own copy of one initial model; after a warm-up
-epoch each, their measured epochs alternate, so load from other processes falls on both alike.
+recur's own classifier and `train_epoch` (forward, backward, optimizer step; an LSTM whose
+encoder runs a batch padded unless more than `PADDED_UP_TO` of it is padding). A third arm,
+"random, packed", runs the random batches packed (`padded_up_to = 0`), as recur's encoder ran
+every batch before. Each arm trains its own copy of one initial model; after a warm-up epoch
+each, their measured epochs alternate, so load from other processes falls on all alike.
 Reported per batching: sequences per second over the measured epochs, the fraction of the padded
 steps (B x T summed over batches) that are padding, and steps; then bucketed / random ratios.
 Each split is also cut into 2 shards as Ray Train cuts it (`streaming_split(2, equal=True)`) and
@@ -15,9 +17,8 @@ the steps each shard yields are checked to be equal (uneven counts hang DDP).
 epoch's batches of each batching, padded (every step of the padded tensor) and packed
 (`pack_padded_sequence`, as recur's encoder runs); without CUDA that part is skipped, and
 `--lstm` runs it on the CPU. It shows where the time goes: PyTorch's packed LSTM backward costs
-more per step the more rows and distinct lengths a batch holds (pytorch/pytorch#149194), so on
-the CPU bucketed batches of long sequences train no faster through the packed encoder although
-they hold half the padding.
+more per step the more rows and distinct lengths a batch holds (pytorch/pytorch#149194), which is
+why the encoder runs bucketed batches padded.
 
     python -m benchmarks bucketing [--quick] [--rows 2000] [--epochs 1] [--device cpu|cuda] [--lstm]
 """
@@ -80,7 +81,8 @@ def _recorded(batches: Iterable[dict[str, torch.Tensor]], lengths: list[torch.Te
 class Arm:
     """One batching (random or bucketed) with its own task, model copy and optimizer."""
 
-    def __init__(self, name: str, cfg: RecurConfig, pre: Any, state: dict, device: torch.device) -> None:
+    def __init__(self, name: str, cfg: RecurConfig, pre: Any, state: dict, device: torch.device,
+                 padded_up_to: float | None = None) -> None:
         from pipeline.tasks import build_task
         from pipeline.training.loop import make_optimizer
 
@@ -88,6 +90,8 @@ class Arm:
         self.task = build_task(cfg, pre)
         self.model = self.task.build_model()
         self.model.load_state_dict(state)
+        if padded_up_to is not None:
+            self.model.encoder.padded_up_to = padded_up_to
         self.model.to(device)
         self.optimizer = make_optimizer("adam", self.model.parameters(), lr=1e-3)
         self.seconds, self.sequences, self.steps = 0.0, 0, 0
@@ -184,7 +188,8 @@ def compare(name: str, root: str, *, batch_size: int, epochs: int, hidden: int,
     pre = Preprocessing.from_manifest(read_manifest(root))
     ds = ray_dataset(root, "train")
     arms = []
-    for bucket in (False, True):
+    for arm_name, bucket, padded_up_to in (("random", False, None), ("bucketed", True, None),
+                                           ("random, packed", False, 0.0)):
         cfg = RecurConfig(data={"task": "classify", "root": root, "batch_size": batch_size,
                                 "bucket_by_length": bucket},
                           model={"cell": "lstm", "hidden_size": hidden})
@@ -193,24 +198,25 @@ def compare(name: str, root: str, *, batch_size: int, epochs: int, hidden: int,
             from pipeline.tasks import build_task
 
             state = build_task(cfg, pre).build_model().state_dict()
-        arms.append(Arm("bucketed" if bucket else "random", cfg, pre, state, device))
+        arms.append(Arm(arm_name, cfg, pre, state, device, padded_up_to))
     for arm in arms:
         arm.epoch(ds.iterator(), 0, measured=False)  # warm-up
     for epoch in range(1, epochs + 1):
         for arm in arms:
             arm.epoch(ds.iterator(), epoch, measured=True)
-    random, bucketed = (arm.row() for arm in arms)
+    random, bucketed, random_packed = (arm.row() for arm in arms)
     result: dict[str, Any] = {
         "dataset": name, "train_rows": ds.count(), "batch_size": batch_size,
-        "bucket_batches": arms[1].cfg.data.bucket_batches, "rows": [random, bucketed],
+        "bucket_batches": arms[1].cfg.data.bucket_batches, "rows": [random, bucketed, random_packed],
         "throughput_ratio": round(bucketed["sequences_per_s"] / random["sequences_per_s"], 2),
+        "random_packed_ratio": round(random_packed["sequences_per_s"] / random["sequences_per_s"], 2),
         "padding_ratio": round(bucketed["padding"] / random["padding"], 3) if random["padding"] else None,
-        "shard_steps": {arm.name: shard_steps(ds, arm.task, batch_size) for arm in arms},
+        "shard_steps": {arm.name: shard_steps(ds, arm.task, batch_size) for arm in arms[:2]},
         "padding_by_bucket_batches": padding_by_pool(ds, batch_size, ds.count()),
     }
     if lstm:
         result["lstm"] = {}
-        for arm in arms:
+        for arm in arms[:2]:
             # one measured epoch's batches, rebuilt (the loop kept only their lengths)
             batches = [(b["x"], b["lengths"]) for b in arm.task.train_batches(
                 ds.iterator(), batch_size=batch_size, epoch=1, seed=arm.cfg.data.seed)]
@@ -220,16 +226,17 @@ def compare(name: str, root: str, *, batch_size: int, epochs: int, hidden: int,
 
 
 def _print(results: list[dict[str, Any]], device: torch.device, lstm: bool) -> None:
-    print(f"\n{'dataset':<16}{'batching':<10}{'seqs':>7}{'steps':>7}{'padding':>9}{'seq/s':>9}{'s':>8}")
+    print(f"\n{'dataset':<16}{'batching':<16}{'seqs':>7}{'steps':>7}{'padding':>9}{'seq/s':>9}{'s':>8}")
     for r in results:
         for row in r["rows"]:
-            print(f"{r['dataset']:<16}{row['batching']:<10}{row['sequences']:>7}{row['steps']:>7}"
+            print(f"{r['dataset']:<16}{row['batching']:<16}{row['sequences']:>7}{row['steps']:>7}"
                   f"{row['padding']:>9.1%}{row['sequences_per_s']:>9.1f}{row['seconds']:>8.1f}")
     print()
     for r in results:
         steps = r["shard_steps"]
         print(f"{r['dataset']}: bucketed/random throughput x{r['throughput_ratio']:.2f}, padding "
-              f"{r['rows'][0]['padding']:.1%} -> {r['rows'][1]['padding']:.1%}; steps per worker of 2 "
+              f"{r['rows'][0]['padding']:.1%} -> {r['rows'][1]['padding']:.1%}; random batches packed "
+              f"x{r['random_packed_ratio']:.2f} of padded; steps per worker of 2 "
               f"(equal=True): random {steps['random']}, bucketed {steps['bucketed']}, equal: "
               f"{all(len(set(s)) == 1 for s in steps.values())}")
         print("  padding by data.bucket_batches (1: random; the last: the whole split): " + ", ".join(

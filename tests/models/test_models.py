@@ -102,3 +102,38 @@ def test_a_batch_without_padding_runs_unpacked_with_the_packed_result(cell, bidi
     for a, b in zip(final if isinstance(final, tuple) else (final,),
                     packed_final if isinstance(packed_final, tuple) else (packed_final,), strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("cell,bidirectional,num_layers,nonlinearity", [
+    ("lstm", False, 2, "tanh"), ("lstm", True, 2, "tanh"), ("gru", True, 3, "tanh"),
+    ("gru", False, 1, "tanh"), ("rnn", True, 2, "relu"), ("rnn", False, 1, "tanh"),
+])
+def test_a_little_padding_runs_padded_with_the_packed_result_and_gradients(cell, bidirectional, num_layers,
+                                                                           nonlinearity):
+    # given a batch with some padding (garbage in the pad steps) and the same encoder twice
+    from pipeline.models import RecurrentEncoder
+
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(input_size=3, hidden_size=8, num_layers=num_layers, cell=cell,
+                               nonlinearity=nonlinearity, bidirectional=bidirectional, input_layer_norm=True)
+    x = torch.randn(5, 7, 3)
+    lengths = torch.tensor([7, 5, 6, 7, 1])
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = 1e3
+
+    def encode(padded_up_to):
+        encoder.zero_grad()
+        encoder.padded_up_to = padded_up_to
+        outputs, last = encoder(x, lengths)
+        (outputs.square().sum() + last.sin().sum()).backward()
+        return outputs, last, [p.grad.clone() for p in encoder.parameters()]
+
+    # when it runs padded (its 9 pad steps of 35 are under the limit) and forced to pack
+    padded_outputs, padded_last, padded_grads = encode(0.5)
+    packed_outputs, packed_last, packed_grads = encode(0.0)
+    # then outputs (zeros at pad steps), final states and every gradient agree
+    torch.testing.assert_close(padded_outputs, packed_outputs, rtol=1e-5, atol=1e-6)
+    assert torch.all(padded_outputs[4, 1:] == 0)
+    torch.testing.assert_close(padded_last, packed_last, rtol=1e-5, atol=1e-6)
+    for a, b in zip(padded_grads, packed_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
