@@ -13,6 +13,7 @@ BENCHMARKS = {
     "overhead": ("benchmarks.overhead", "epoch time: recur's Ray Train path (1, 2 workers) / plain PyTorch"),
     "quickstart": ("benchmarks.quickstart", "wall time of recur run configs/quickstart.yaml split by phase"),
     "bucketing": ("benchmarks.bucketing", "length-bucketed against random batches: padding and sequences/s"),
+    "stream": ("benchmarks.stream", "10 GB streamed through one epoch against 1 GB: memory stays bounded"),
     "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
 }
 

@@ -87,10 +87,11 @@ class MemoryPeak:
                 "peak_driver_pss_mib": round(self.driver_kib / 1024, 1)}
 
 
-def sequences(rows: int, *, seed: int = 0, lengths: np.ndarray | None = None) -> pa.Table:
-    """`rows` random sequences of JapaneseVowels' shape (12 channels, 9 classes; lengths 7..29
-    unless `lengths` gives them), built as Arrow arrays without a Python loop over rows (the
-    dataset contract's x: list<list<float32>>)."""
+def sequences(rows: int, *, seed: int = 0, lengths: np.ndarray | None = None,
+              channels: int = CHANNELS) -> pa.Table:
+    """`rows` random sequences of JapaneseVowels' shape (12 channels unless `channels` says, 9
+    classes; lengths 7..29 unless `lengths` gives them), built as Arrow arrays without a Python
+    loop over rows (the dataset contract's x: list<list<float32>>)."""
     from pipeline.data.contract import ARROW_SCHEMA
 
     rng = np.random.default_rng(seed)
@@ -99,8 +100,8 @@ def sequences(rows: int, *, seed: int = 0, lengths: np.ndarray | None = None) ->
     steps = int(lengths.sum())
     row_offsets = np.zeros(rows + 1, dtype=np.int32)
     np.cumsum(lengths, out=row_offsets[1:])
-    step_offsets = np.arange(0, (steps + 1) * CHANNELS, CHANNELS, dtype=np.int32)
-    values = rng.normal(0, 1, size=steps * CHANNELS).astype(np.float32)
+    step_offsets = np.arange(0, (steps + 1) * channels, channels, dtype=np.int32)
+    values = rng.standard_normal(size=steps * channels, dtype=np.float32)
     inner = pa.ListArray.from_arrays(pa.array(step_offsets), pa.array(values))
     x = pa.ListArray.from_arrays(pa.array(row_offsets), inner)
     ids = pa.array([f"gen:{i}" for i in range(rows)], pa.string())

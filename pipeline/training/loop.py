@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ class EpochStats:
     grad_norm: float  # mean pre-clipping global gradient norm over steps
     grad_norm_max: float
     seconds: float
+    data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the next batch
 
     @property
     def sequences_per_second(self) -> float:
@@ -133,7 +134,8 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
     num_units, num_sequences, num_steps = 0, 0, 0
     # loss sum, norm sum, finite-norm steps, norm max
     sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for batch in batches:
+    waited = [0.0]
+    for batch in _timed(batches, waited):
         units = task.loss_weight(batch)  # before the copy: counted on the host, no device sync
         batch = to_device(batch, device)
         loss, grad_norm = train_step(model, batch, optimizer, task, grad_clip=grad_clip,
@@ -154,7 +156,21 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
         grad_norm=norm_sum / max(finite_steps, 1),
         grad_norm_max=norm_max,
         seconds=time.perf_counter() - start,
+        data_wait_seconds=waited[0],
     )
+
+
+def _timed(batches: Iterable[Batch], waited: list[float]) -> Iterator[Batch]:
+    """`batches`, adding the seconds spent waiting for each one to waited[0]."""
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - start
+        yield batch
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import resource
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -119,18 +120,28 @@ def _all_reduce_sum(tensors: list[torch.Tensor]) -> None:
 
 
 def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, float]:
-    """Combine per-worker epoch stats: loss weighted by its units, time of the slowest worker."""
+    """Combine per-worker epoch stats: loss weighted by its units; time, data wait and peak
+    memory of the worker with the most."""
     sums = torch.tensor([stats.loss * stats.num_units, stats.num_units, stats.num_sequences,
                          stats.grad_norm], dtype=torch.float64, device=device)
     _all_reduce_sum([sums])
-    slowest = torch.tensor([stats.seconds, stats.grad_norm_max], dtype=torch.float64, device=device)
+    # Peak memory so far: this process's resident set (Linux reports KiB) and, on CUDA, the most
+    # device memory its tensors held.
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    device_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    wait = stats.data_wait_seconds / stats.seconds if stats.seconds > 0 else 0.0
+    slowest = torch.tensor([stats.seconds, stats.grad_norm_max, wait, rss_mib, device_mib],
+                           dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
         world = dist.get_world_size()
     else:
         world = 1
     loss_sum, num_units, num_sequences, grad_norm_sum = sums.tolist()
-    seconds, grad_norm_max = slowest.tolist()
+    seconds, grad_norm_max, wait, rss_mib, device_mib = slowest.tolist()
+    memory = {"worker_peak_rss_mib": rss_mib}
+    if device.type == "cuda":
+        memory["worker_peak_device_mib"] = device_mib
     return {
         "train_loss": loss_sum / max(num_units, 1.0),
         "grad_norm": grad_norm_sum / world,  # DDP gradients are identical across ranks
@@ -139,6 +150,8 @@ def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, 
         "sequences_per_second": num_sequences / seconds if seconds > 0 else 0.0,
         "train_sequences": num_sequences,
         "train_steps": stats.num_steps,
+        "data_wait_fraction": wait,  # of the slowest-waiting worker's epoch, waiting for batches
+        **memory,  # the largest of any worker
     }
 
 
