@@ -39,11 +39,14 @@ from benchmarks.load import _descendants, _pss_kib
 PART_BYTES = 256 * 2**20  # about this much float data per part file
 
 
-def write_manifest(root: str, manifest: Any) -> None:
-    """The manifest with the train split's rows and files as generated here (its data hash covers
-    only the first part file: this benchmark trains without `recur data validate`)."""
-    from pipeline.data.contract import manifest_path
+def write_train_split(root: str, rows: int, files: list[str]) -> None:
+    """Rewrite the manifest with the train split's rows and files as generated here (its data hash
+    covers only the first part file: this benchmark trains without `recur data validate`)."""
+    from pipeline.data.contract import manifest_path, read_manifest
 
+    manifest = read_manifest(root)
+    train = manifest.splits["train"].model_copy(update={"rows": rows, "files": files})
+    manifest = manifest.model_copy(update={"splits": {**manifest.splits, "train": train}})
     Path(manifest_path(root)).write_text(manifest.model_dump_json(indent=2) + "\n")
 
 
@@ -53,7 +56,7 @@ def generate(root: str, gb: float, *, channels: int, min_len: int, max_len: int)
     import pyarrow.parquet as pq
 
     from benchmarks.load import sequences
-    from pipeline.data.contract import read_manifest, split_dir, write_dataset
+    from pipeline.data.contract import split_dir, write_dataset
 
     def table(rows: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -75,24 +78,24 @@ def generate(root: str, gb: float, *, channels: int, min_len: int, max_len: int)
         if part % 8 == 0:
             print(f"  generated {part + 1}/{parts} part files ({time.perf_counter() - start:.0f} s)",
                   flush=True)
-    manifest = read_manifest(root)
     files = sorted(p.name for p in Path(folder).glob("part-*.parquet"))
-    manifest.splits["train"].rows = part_rows * parts
-    manifest.splits["train"].files = [f"train/{name}" for name in files]
-    write_manifest(root, manifest)
+    write_train_split(root, part_rows * parts, [f"train/{name}" for name in files])
     return {"parts": parts, "rows": part_rows * parts, "rows_per_part": part_rows,
             "bytes_on_disk": sum((Path(folder) / name).stat().st_size for name in files)}
 
 
 class Sampler:
-    """Twice a second: per-process peak RSS by role (Train worker, Ray Data task), the peak PSS of
-    the whole tree, and the peak bytes used in Ray's object store."""
+    """Twice a second: per-process peak RSS and PSS by role (Train worker, Ray Data's split
+    coordinator and read tasks), the peak PSS of the whole tree, and the peak bytes used in Ray's
+    object store. RSS counts every object-store page a process maps; PSS divides shared pages
+    among the processes that map them."""
 
-    ROLES = {"RayTrainWorker": "train_worker", "ReadParquet": "data_task", "MapBatches": "data_task",
-             "split": "data_task"}
+    ROLES = {"RayTrainWorker": "train_worker", "SplitCoordinator": "split_coordinator",
+             "ReadFiles": "data_task", "ListFiles": "data_task", "ReadParquet": "data_task"}
 
     def __init__(self) -> None:
         self.rss_mib: dict[str, float] = {}
+        self.pss_mib: dict[str, float] = {}  # shared pages (the object store) divided among mappers
         self.tree_pss_mib = self.object_store_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -119,6 +122,7 @@ class Sampler:
                 role = next((r for key, r in self.ROLES.items() if key in title), None)
                 if role:
                     self.rss_mib[role] = max(self.rss_mib.get(role, 0.0), rss)
+                    self.pss_mib[role] = max(self.pss_mib.get(role, 0.0), _pss_kib(pid) / 1024)
             free = ray.available_resources().get("object_store_memory", total)
             self.object_store_mib = max(self.object_store_mib, (total - free) / 2**20)
             self._stop.wait(0.5)
@@ -158,6 +162,7 @@ def train_one_epoch(root: str, args: argparse.Namespace, label: str) -> dict[str
         "data_wait_fraction": round(report["data_wait_fraction"], 4),
         "worker_peak_rss_mib_reported": round(report["worker_peak_rss_mib"], 1),
         "peak_rss_mib": {k: round(v, 1) for k, v in sampler.rss_mib.items()},
+        "peak_pss_mib": {k: round(v, 1) for k, v in sampler.pss_mib.items()},
         "peak_tree_pss_mib": round(sampler.tree_pss_mib, 1),
         "peak_object_store_mib": round(sampler.object_store_mib, 1),
     }
@@ -173,8 +178,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-len", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--workers", type=int, default=2, help="recur's default")
+    parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="recur's default")
     parser.add_argument("--object-store-gb", type=float, default=2.0,
                         help="Ray's object store, smaller than the data on purpose")
     args = parser.parse_args(argv)
@@ -204,12 +209,8 @@ def main(argv: list[str]) -> int:
                     and int(n[5:10]) >= small_parts]
 
         shutil.copytree(f"{tmp}/big", small, ignore=later_parts, copy_function=os.link)
-        from pipeline.data.contract import read_manifest
-
-        manifest = read_manifest(small)
-        manifest.splits["train"].rows = data["rows_per_part"] * small_parts
-        manifest.splits["train"].files = manifest.splits["train"].files[:small_parts]
-        write_manifest(small, manifest)
+        write_train_split(small, data["rows_per_part"] * small_parts,
+                          [f"train/part-{part:05d}.parquet" for part in range(small_parts)])
 
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=int(args.object_store_gb * 2**30))
         try:
@@ -224,13 +225,15 @@ def main(argv: list[str]) -> int:
     print(f"\nmachine: {os.cpu_count()} CPUs, {memory_gib:.1f} GiB memory; object store "
           f"{args.object_store_gb:g} GiB; data {data['bytes_on_disk'] / 1e9:.2f} GB on disk "
           f"({data['rows']:,} rows x {args.channels} channels x {args.min_len}..{args.max_len} steps)")
-    print(f"{'train split':<12}{'rows':>11}{'epoch s':>9}{'rows/s':>9}{'wait':>7}{'worker RSS':>12}"
-          f"{'data task RSS':>15}{'tree PSS':>10}{'object store':>14}")
+    print(f"{'train split':<12}{'rows':>11}{'epoch s':>9}{'rows/s':>9}{'wait':>7}{'worker RSS/PSS':>16}"
+          f"{'coordinator PSS':>17}{'read task PSS':>15}{'tree PSS':>10}{'object store':>14}")
     for r in runs:
+        rss, pss = r["peak_rss_mib"], r["peak_pss_mib"]
         print(f"{r['label']:<12}{r['rows']:>11,}{r['epoch_s']:>9.1f}{r['rows_per_s']:>9,}"
-              f"{r['data_wait_fraction']:>7.1%}{r['peak_rss_mib'].get('train_worker', 0):>9.0f} MiB"
-              f"{r['peak_rss_mib'].get('data_task', 0):>11.0f} MiB{r['peak_tree_pss_mib']:>6.0f} MiB"
-              f"{r['peak_object_store_mib']:>10.0f} MiB")
+              f"{r['data_wait_fraction']:>7.1%}{rss.get('train_worker', 0):>7.0f}/"
+              f"{pss.get('train_worker', 0):.0f} MiB"
+              f"{pss.get('split_coordinator', 0):>13.0f} MiB{pss.get('data_task', 0):>11.0f} MiB"
+              f"{r['peak_tree_pss_mib']:>6.0f} MiB{r['peak_object_store_mib']:>10.0f} MiB")
     ratios = {key: round(big_run[key] / small_run[key], 2) if small_run[key] else None
               for key in ("peak_tree_pss_mib", "peak_object_store_mib", "worker_peak_rss_mib_reported")}
     print(f"{big_run['label']} over {small_run['label']}: rows x{big_run['rows'] / small_run['rows']:.1f}, "

@@ -55,9 +55,13 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     (run,) = client.search_runs([experiment.experiment_id])
     # then the run has the per-epoch curves, one point per epoch, in order
     for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm",
-                "epoch_seconds", "sequences_per_second"):
+                "epoch_seconds", "sequences_per_second", "data_wait_fraction", "worker_peak_rss_mib"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == list(range(5)), key
+    # the share of each epoch spent waiting for batches, and the workers' peak memory (a Python
+    # process with torch and Ray holds well over 100 MiB)
+    assert all(0.0 <= m.value < 1.0 for m in client.get_metric_history(run.info.run_id, "data_wait_fraction"))
+    assert all(m.value > 100 for m in client.get_metric_history(run.info.run_id, "worker_peak_rss_mib"))
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert losses[-1] < losses[0]
     # test metrics, flattened config as params, data hash as tag and dataset input

@@ -153,3 +153,22 @@ def test_a_step_with_overflowed_gradients_is_left_out_of_the_norm_statistics():
     assert stats.num_steps == 3
     assert stats.grad_norm == pytest.approx(reference.grad_norm)
     assert stats.grad_norm_max == pytest.approx(reference.grad_norm)
+
+
+def test_train_epoch_counts_the_time_spent_waiting_for_batches():
+    # given batches that each take at least 50 ms to arrive (a slow data pipeline)
+    import time
+
+    def slow(batches):
+        for batch in batches:
+            time.sleep(0.05)
+            yield batch
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    optimizer = make_optimizer("adam", model.parameters(), lr=1e-2)
+    # when an epoch trains on them
+    stats = train_epoch(model, slow(_toy_batches()), optimizer, _task())
+    # then at least the 8 x 50 ms of sleeping is counted as waiting, and waiting is part of the epoch
+    assert stats.num_steps == 8
+    assert 0.4 <= stats.data_wait_seconds < stats.seconds
