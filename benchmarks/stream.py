@@ -15,7 +15,9 @@ data grows tenfold. Reported for each: rows, seconds, rows/s, the training worke
 peak resident memory of each Ray Train worker process, of Ray Data's read tasks, the peak PSS
 of the whole process tree (shared pages counted once), and the peak use of the object store.
 
-    python -m benchmarks stream [--gb 10] [--small-gb 1] [--dir DIR] [--workers 1]
+    python -m benchmarks stream [--gb 10] [--small-gb 1] [--dir DIR] [--workers 2]
+
+Results: benchmarks/results/stream.json (stream-<GB>gb.json for another --gb).
 """
 
 from __future__ import annotations
@@ -240,5 +242,6 @@ def main(argv: list[str]) -> int:
           f"peak tree PSS x{ratios['peak_tree_pss_mib']}, "
           f"worker RSS x{ratios['worker_peak_rss_mib_reported']}, "
           f"object store x{ratios['peak_object_store_mib']}")
-    write_results("stream", settings={**vars(args), "gb": gb}, data=data, runs=runs, ratios=ratios)
+    name = "stream" if args.gb == parser.get_default("gb") else f"stream-{args.gb:g}gb"
+    write_results(name, settings={**vars(args), "gb": gb}, data=data, runs=runs, ratios=ratios)
     return 0

@@ -162,6 +162,11 @@ class DataConfig(_Section):
         64, ge=1, description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
         "time (more: less padding, batches less random; 64 brings a long-tailed set under 10%)"
     )
+    bucket_pool_mib: float = Field(
+        64.0, gt=0.0, description="data.bucket_by_length: a pool holds at most this many MiB of rows (mean "
+        "length x channels x 4 bytes, from the manifest): wide rows get fewer batches per pool, so a "
+        "worker's memory does not grow with the row width"
+    )
     materialize: bool | Literal["auto"] = Field(
         "auto",
         description="true holds train/val in Ray's object store across epochs (fast for data that fits "

@@ -116,6 +116,18 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
     }
 
 
+def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
+    """data.bucket_batches, lowered (to 1 at least) so that one pool of the train split's rows of
+    mean length stays within data.bucket_pool_mib (float32 values, or int32 token ids)."""
+    stats = manifest.lengths.get("train")
+    row_bytes = (stats.mean if stats else 0.0) * 4 * (manifest.feature.num_channels
+                                                      if manifest.feature.kind == "float" else 1)
+    if row_bytes <= 0:
+        return cfg.data.bucket_batches
+    fits = int(cfg.data.bucket_pool_mib * 2**20 // (row_bytes * cfg.data.batch_size))
+    return max(1, min(cfg.data.bucket_batches, fits))
+
+
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
                   initial_checkpoint: str | None = None, initial_weights: Any = None,
@@ -148,6 +160,12 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
+    pool = bucket_pool_batches(cfg, manifest)
+    if cfg.data.bucket_by_length and pool < cfg.data.bucket_batches:
+        log.info("data.bucket_batches %d -> %d: a pool of %d rows of this data would hold more than "
+                 "data.bucket_pool_mib=%g MiB", cfg.data.bucket_batches, pool,
+                 cfg.data.bucket_batches * cfg.data.batch_size, cfg.data.bucket_pool_mib)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"bucket_batches": pool})})
     materialize = _materialize(cfg.data.materialize)
     # read tasks fit in the CPU kept for Ray Data (resources.reserve_cpus_for_data), on any node
     read_cpus = min(1.0, cfg.resources.reserve_cpus_for_data) or 1.0

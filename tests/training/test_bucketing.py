@@ -117,3 +117,20 @@ def test_the_order_is_the_same_for_a_seed_and_epoch_and_differs_across_epochs(ra
     other_seed = _ids(ds.iterator(), batch_size=8, epoch=0, seed=4)
     assert first == again
     assert first != next_epoch and first != other_seed
+
+
+def test_a_pool_of_wide_rows_is_held_to_bucket_pool_mib(toy_dataset):
+    # given the toy dataset (3 float channels) and its manifest's mean train length
+    from pipeline.training.trainer import bucket_pool_batches
+
+    manifest = read_manifest(str(toy_dataset))
+    row_bytes = manifest.lengths["train"].mean * 3 * 4
+    cfg = RecurConfig(data={"root": str(toy_dataset), "batch_size": 16})
+    # when the default 64 MiB holds 64 batches' worth of rows easily, then the pool keeps 64
+    assert bucket_pool_batches(cfg, manifest) == 64
+    # when the limit holds 5.5 batches of rows, then the pool has 5; under one batch, then 1
+    limit = 5.5 * 16 * row_bytes / 2**20
+    assert bucket_pool_batches(cfg.model_copy(update={"data": cfg.data.model_copy(
+        update={"bucket_pool_mib": limit})}), manifest) == 5
+    assert bucket_pool_batches(cfg.model_copy(update={"data": cfg.data.model_copy(
+        update={"bucket_pool_mib": 1e-6})}), manifest) == 1
