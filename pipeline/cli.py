@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # quiet: INFO is off also where a handler was set up before (MLflow's own, a test's), until
     # this command returns; MLflow sets its level when it is first imported, from this variable
-    loggers = [logging.getLogger(), logging.getLogger("mlflow")] if args.quiet else []
+    loggers = [logging.getLogger(name) for name in (None, "mlflow", "ray", "ray.data")] if args.quiet else []
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))

@@ -105,7 +105,8 @@ def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
     from pipeline.progress import dropping
 
     tags = {"recur.run_id": run_id, **lineage_tags(run_id)}
-    with dropping("Successfully registered model"):
+    # MLflow prints these (not logs them): quiet mode leaves them out
+    with dropping("Successfully registered model", "Registered model ", "Created version "):
         return str(mlflow.register_model(model_uri, model_name, tags=redact_params(tags)).version)
 
 
