@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -260,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.workflow.records import STEPS
 
     parser = argparse.ArgumentParser(prog="recur", description="Train recurrent sequence models on Ray.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="no progress: errors, warnings and the final summary only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="ingest, validate, train, evaluate, register and promote")
@@ -388,8 +392,34 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from pipeline import progress
+
+    # live on a terminal, plain lines in CI and `ray job logs`, nothing with -q (RECUR_PROGRESS overrides)
+    mode = progress.set_mode("quiet" if args.quiet else None)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if mode != "live":  # MLflow's download bars are \r-rewritten lines
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # quiet: INFO is off also where a handler was set up before (MLflow's own, a test's), until
+    # this command returns; MLflow sets its level when it is first imported, from this variable
+    loggers = [logging.getLogger(name) for name in (None, "mlflow", "ray", "ray.data")] if args.quiet else []
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    mlflow_level = args.quiet and "MLFLOW_LOGGING_LEVEL" not in os.environ
+    if mlflow_level:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    try:
+        return _dispatch(args)
+    finally:
+        for logger, previous in zip(loggers, levels):
+            logger.setLevel(previous)
+        if mlflow_level:
+            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; recur's own errors become one line on stderr and an exit code."""
     from pipeline.tracking.redact import install_log_redaction, redact_text, redacting_excepthook
 
     install_log_redaction()  # secret env values and URL passwords never reach the log

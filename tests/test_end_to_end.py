@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 MODEL = "e2e-toy"
 
 
-def _run(tmp_path, dataset, uri, *extra):
+def _run(tmp_path, dataset, uri, *extra, quiet=False):
     config = tmp_path / "e2e.yaml"
     config.write_text(
         "model: {cell: gru, hidden_size: 16}\n"
@@ -34,8 +34,9 @@ def _run(tmp_path, dataset, uri, *extra):
         f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
         "tracking: {experiment: e2e}\n"
     )
-    return main(["run", str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
-                 "--set", f"tracking.runs_dir={tmp_path / 'runs'}", *extra])
+    return main([*(["-q"] if quiet else []), "run", str(config), "--set", f"data.root={dataset}",
+                 "--set", f"tracking.tracking_uri={uri}", "--set", f"tracking.runs_dir={tmp_path / 'runs'}",
+                 *extra])
 
 
 def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
@@ -46,8 +47,18 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
 
     # when a good model is trained
     assert _run(tmp_path, toy_dataset, mlflow_server) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "test accuracy" in out and "became @champion" in out and mlflow_server in out
+    # progress on a stderr that is not a terminal: plain lines, rendered by this driver from what
+    # rank 0 and the Train controller put on the progress board
+    shown = [line for line in err.splitlines() if line.startswith("[recur]")]
+    assert "\r" not in err and not any("\x1b" in line for line in shown)
+    # (a loaded machine may say first what it waits for: `[recur] waiting for ...`)
+    progress = [line for line in shown if not line.startswith("[recur] waiting for ")]
+    assert progress[0].startswith("[recur] epoch 1/5  step 1/3 (33%)  loss "), shown  # the first step
+    epochs = [line for line in shown if "train_loss" in line]
+    assert [line.split("  ")[0] for line in epochs] == [f"[recur] epoch {e}/5" for e in range(1, 6)]
+    assert "val_accuracy" in epochs[-1] and epochs[-1].endswith("seq/s")
     # the summary lists the pictures logged to the run
     assert "  plots           learning_curves.png, confusion_matrix.png, per_class_f1.png, gate.png\n" in out
 
@@ -100,9 +111,11 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
 
     # when a worse model is trained (one epoch at a tiny learning rate, attention pooling)
     assert _run(tmp_path, toy_dataset, mlflow_server, "--set", "train.epochs=1", "--set", "train.lr=1e-6",
-                "--set", "model.hidden_size=2", "--set", "model.pooling=attention") == 0
-    out = capsys.readouterr().out
+                "--set", "model.hidden_size=2", "--set", "model.pooling=attention", quiet=True) == 0
+    out, err = capsys.readouterr()
     assert "kept as @challenger" in out
+    # -q: the summary, and no progress or INFO line of recur's, MLflow's or the registry's
+    assert "[recur]" not in err and "INFO " not in err and "Successfully registered" not in err, err
     assert "confusion_matrix.png, per_class_f1.png, attention.png, gate.png\n" in out
     # then version 1 stays champion and version 2 is the challenger, with the reason recorded
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"

@@ -41,8 +41,17 @@ def _config(tmp_path, dataset, uri, extra=""):
 def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server, toy_dataset, tmp_path,
                                                          capsys):
     assert main(_config(tmp_path, toy_dataset, mlflow_server)) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "recur tune finished" in out and "became @champion" in out
+    # the table of trials on a stderr that is not a terminal: a plain line per status change
+    # (with the sampled values), and the counts with the best trial at the end
+    shown = [line for line in err.splitlines() if line.startswith("[recur]")]
+    assert "\r" not in err and not any("\x1b" in line for line in shown)
+    running = [line for line in shown if line.startswith("[recur] trial ") and " running  " in line]
+    assert len(running) == 3 and all("model.cell=" in line and "train.lr=" in line for line in running)
+    ended = [line for line in shown if " after " in line and "val_accuracy last " in line]
+    assert len(ended) == 3 and all(" completed " in line or " stopped early " in line for line in ended)
+    assert shown[-1].startswith("[recur] trials: completed ") and " best " in shown[-1], shown
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("tune-e2e")

@@ -61,6 +61,7 @@ from pipeline.data.importers import (
 )
 from pipeline.data.validate import DataValidationError, Problem
 from pipeline.data.vocab import build_vocab
+from pipeline.progress import source_read
 
 DOCSTART = "-DOCSTART-"
 # O, or B/I/E/S + "-" + a non-empty entity type.
@@ -244,8 +245,11 @@ def import_conll(
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     files = _expand(paths)
-    sentences = [s for shown, local in files
-                 for s in read_conll(shown, local, token_column=token_column, tag_column=tag_column)]
+    sentences = []
+    for index, (shown, local) in enumerate(files, start=1):
+        read = read_conll(shown, local, token_column=token_column, tag_column=tag_column)
+        source_read(shown, len(read), index=index, files=len(files), unit="sentences")
+        sentences += read
     if not sentences:
         raise DatasetError(f"no sentences in {[shown for shown, _ in files]}")
     split = _assign_splits(sentences, val_fraction, test_fraction, seed)

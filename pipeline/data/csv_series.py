@@ -49,6 +49,7 @@ import pyarrow as pa
 from pipeline.data.contract import SPLITS, DatasetError, Manifest, sources_for, write_dataset, x_array
 from pipeline.data.importers import _base_name, _check_fractions, _expand
 from pipeline.data.validate import DataValidationError, Problem
+from pipeline.progress import source_read
 
 MAX_REASONS = 3  # bad steps named per quarantined window (then a count)
 MAX_GAPS = 5  # gaps named in the error (then a count)
@@ -110,7 +111,8 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
     bad: dict[int, list[tuple[str, str]]] = {}
     previous: tuple[str, Any, str] | None = None  # (kind, key, "file:line") of the last step
     keys: list[tuple[str, Any]] = []
-    for shown, local in files:
+    for index, (shown, local) in enumerate(files, start=1):
+        before = len(rows)
         with open(local, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header: list[str] | None = None
@@ -165,6 +167,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
                 sources.append(where)
         if header is None:
             raise DatasetError(f"{shown}: empty file (expected a header row, then one row per time step)")
+        source_read(shown, len(rows) - before, index=index, files=len(files))
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_columns))
     return Series(times=times, values_NC=values, sources=sources, columns=list(value_columns), bad=bad,
                   time_keys=keys)

@@ -53,6 +53,7 @@ from pipeline.data.contract import (
 )
 from pipeline.data.ts_format import MISSING_POLICIES, fill_missing, parse_ts
 from pipeline.data.validate import DataValidationError, Problem, find_row_problems
+from pipeline.progress import source_read
 
 BUILTIN_SCHEME = "builtin://"
 _SPLIT_TOKEN = re.compile(r"(?:^|[_\-.])(train|test|val|valid|validation)$", re.IGNORECASE)
@@ -439,8 +440,9 @@ def import_ts(
     num_channels: int | None = None
     first_file = None
     problem_name = None
-    for shown, local in _ordered(files):
+    for index, (shown, local) in enumerate(_ordered(files), start=1):
         data = parse_ts(local, missing="keep", check_labels=False)
+        source_read(shown, len(data.series), index=index, files=len(files))
         if data.labels is None:
             raise DatasetError(
                 f"{shown}: no class labels (@classLabel false); a classify dataset needs a "
@@ -523,7 +525,7 @@ def import_parquet(
     files = _expand(paths, "parquet")
     rows = _Rows()
     generated_ids = False
-    for shown, local in files:
+    for index, (shown, local) in enumerate(files, start=1):
         try:
             schema = pq.read_schema(local)
         except (pa.ArrowException, OSError) as e:
@@ -574,6 +576,7 @@ def import_parquet(
         rows.sources.extend([shown] * m)
         rows.x.append(x)
         rows.x_raw.append(x)
+        source_read(shown, m, index=index, files=len(files))
     if generated_ids:
         stems = Counter(_stem(f) for _, f in files)
         clash = [s for s, k in stems.items() if k > 1]
@@ -628,5 +631,8 @@ def import_dataset(fmt: str, paths: list[str] | str, out: str, **kwargs: Any) ->
 
     if fmt not in IMPORTERS:
         raise ValueError(f"unknown import format {fmt!r}; expected one of {sorted(IMPORTERS)}")
+    from pipeline.progress import importing
+
     module, _, attr = IMPORTERS[fmt].partition(":")
-    return getattr(importlib.import_module(module), attr)(paths, out, **kwargs)
+    with importing():  # the importer's `source_read` calls show files and rows as they are read
+        return getattr(importlib.import_module(module), attr)(paths, out, **kwargs)

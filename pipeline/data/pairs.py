@@ -52,6 +52,7 @@ from pipeline.data.importers import (
 )
 from pipeline.data.validate import DataValidationError, Problem
 from pipeline.data.vocab import build_vocab
+from pipeline.progress import source_read
 
 JOINERS = {"char": "", "word": " "}  # how tokens of each level join back into text
 # Characters are single code points, except a literal "<unk>", which stands for the unknown token
@@ -205,7 +206,8 @@ def _read_rows(files: list[tuple[str, str]], *, source_column: int, target_colum
     rows = _PairRows()
     need = max(source_column if source_column >= 0 else -source_column - 1,
                target_column if target_column >= 0 else -target_column - 1) + 1
-    for shown, local in files:
+    for index, (shown, local) in enumerate(files, start=1):
+        before = len(rows.ids)
         stem, file_split = _stem(local), split_of(local)
         with open(local, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
@@ -238,6 +240,7 @@ def _read_rows(files: list[tuple[str, str]], *, source_column: int, target_colum
                 rows.source_tokens.append(source_tokens)
                 rows.target_tokens.append(target_tokens)
                 rows.reasons.append(reasons)
+        source_read(shown, len(rows.ids) - before, index=index, files=len(files))
     return rows
 
 

@@ -38,6 +38,7 @@ from pipeline.data.contract import (
 )
 from pipeline.data.importers import _base_name, _check_fractions, _expand
 from pipeline.data.vocab import build_vocab
+from pipeline.progress import source_read
 
 NEWLINE = "\n"
 _WORD = re.compile(r"\n|[^\s]+")
@@ -146,7 +147,7 @@ def import_text(
     shown_names = ", ".join(shown for shown, _ in files)
 
     tokens: list[str] = []
-    for shown, local in files:
+    for index, (shown, local) in enumerate(files, start=1):
         text = read_text(local, shown)
         if lowercase:
             text = text.lower()
@@ -157,6 +158,7 @@ def import_text(
         if tokens and tokens[-1] != NEWLINE:
             tokens.append(NEWLINE)  # files never run into each other mid-line
         tokens.extend(file_tokens)
+        source_read(shown, len(file_tokens), index=index, files=len(files), unit=f"{level} tokens")
 
     # Contiguous blocks: train, then val, then test.
     n = len(tokens)

@@ -102,8 +102,12 @@ def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
     own manifest artifact: the data hash and the source files (URI, size, sha256, and for S3
     objects the ETag and version id).
     """
+    from pipeline.progress import dropping
+
     tags = {"recur.run_id": run_id, **lineage_tags(run_id)}
-    return str(mlflow.register_model(model_uri, model_name, tags=redact_params(tags)).version)
+    # MLflow prints these (not logs them): quiet mode leaves them out
+    with dropping("Successfully registered model", "Registered model ", "Created version "):
+        return str(mlflow.register_model(model_uri, model_name, tags=redact_params(tags)).version)
 
 
 def lineage_tags(run_id: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param
 from ray.train import UserCallback
 
 from pipeline.config import RecurConfig, dump_yaml, flatten
+from pipeline.progress import epoch_line
 from pipeline.tracking import plots
 from pipeline.tracking.redact import redact_mapping, redact_params, redact_text
 
@@ -35,7 +36,7 @@ EPOCH_METRICS = (
 
 class EpochLogger(UserCallback):
     """Logs each epoch's metrics (rank 0's report) to the MLflow run, with the epoch as step,
-    and prints one progress line per epoch.
+    and shows one progress line per epoch (through the driver's progress board when it has one).
 
     Every epoch is logged once: a run that continues from a checkpoint older than its last
     logged epoch (a resumed study, a restarted worker group) trains those epochs again, and
@@ -46,12 +47,17 @@ class EpochLogger(UserCallback):
     """
 
     def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "",
-                 spool: str | None = None) -> None:
+                 spool: str | None = None, board: Any = None, echo: bool = True) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.total_epochs = total_epochs
         self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
         self.spool = spool  # where batches MLflow refused are kept (None: only warned about)
+        # The driver's progress board (pipeline.training.progress): the driver prints the epoch
+        # lines; without one the line is printed here when `echo` (not in quiet mode, nor beside
+        # a study's live table).
+        self.board = board
+        self.echo = echo
         self._logged_through: int | None = None  # the run's last logged epoch, read once
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
@@ -64,13 +70,16 @@ class EpochLogger(UserCallback):
         keys = [k for k in report if k in EPOCH_METRICS or k.startswith("val_")]
         batch = [Metric(k, float(report[k]), now, epoch) for k in keys]
         self._log(epoch, batch)
-        tag = f"recur {self.prefix}" if self.prefix else "recur"
-        print(
-            f"[{tag}] epoch {epoch + 1}/{self.total_epochs}  train_loss {report['train_loss']:.4f}  "
-            + "".join(f"{k} {report[k]:.4f}  " for k in report if k.startswith("val_")) +
-            f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s",
-            file=sys.stderr, flush=True,
-        )
+        if self.board is not None:
+            import ray
+
+            try:  # waited for: the report is on the board before fit() returns
+                ray.get(self.board.epoch.remote(_plain_numbers(report)), timeout=10)
+                return
+            except Exception as exc:
+                log.debug("progress board did not take epoch %d: %s", epoch, exc)
+        if self.echo:
+            print(epoch_line(report, self.total_epochs, self.prefix), file=sys.stderr, flush=True)
 
     def _log(self, epoch: int, batch: list[Metric]) -> None:
         from pipeline.tracking import spool
@@ -98,6 +107,10 @@ class EpochLogger(UserCallback):
             spool.append(path, epoch, batch)
             log.warning("MLflow at %s did not take epoch %d (%s); kept in %s and written when it answers",
                         self.tracking_uri, epoch, str(exc).splitlines()[0][:200], path)
+
+
+def _plain_numbers(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if isinstance(v, (int, float, str)) or v is None}
 
 
 class _LineageDataset(MetaDataset):
@@ -141,9 +154,10 @@ class RunTracker:
         self.log_text(dump_yaml(redact_mapping(self.cfg.model_dump(mode="json"))), "config/resolved.yaml")
         return self.run_id
 
-    def epoch_logger(self) -> EpochLogger:
+    def epoch_logger(self, board: Any = None, echo: bool = True) -> EpochLogger:
         assert self.run_id is not None
-        return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs, spool=str(self.spool_path))
+        return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs, spool=str(self.spool_path),
+                           board=board, echo=echo)
 
     @property
     def spool_path(self) -> Path:

@@ -118,12 +118,16 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
 def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, task: Task,
                 *, device: torch.device | str = "cpu", grad_clip: float = 0.0,
                 grad_clip_mode: str = "norm", scaler: torch.amp.GradScaler | None = None,
-                precision: Precision | None = None) -> EpochStats:
+                precision: Precision | None = None, progress: Any = None) -> EpochStats:
     """Train over every batch once.
 
     Loss and gradient-norm sums stay on the device and are read once, after the last step, so a
     GPU never waits for the host between steps. A step whose gradients overflowed (fp16: the
     scaler skips it) has an infinite norm and is left out of the norm statistics.
+
+    `progress` (rank 0's `pipeline.training.progress.StepPublisher`, or None): after a step, when
+    its `due()` says so (at most about once a second), it gets the running mean loss, which reads
+    the loss sum once.
     """
     device = torch.device(device)
     if precision is None:  # a scaler alone means fp16, as before train.precision existed
@@ -147,6 +151,9 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
         num_units += units
         num_sequences += int(batch["x"].shape[0])
         num_steps += 1
+        if progress is not None and progress.due():
+            progress.publish(step=num_steps, loss=sums[0].item() / max(num_units, 1),
+                             sequences=num_sequences, seconds=time.perf_counter() - start)
     loss_sum, norm_sum, finite_steps, norm_max = sums.tolist()
     return EpochStats(
         loss=loss_sum / max(num_units, 1),

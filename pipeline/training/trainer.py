@@ -100,7 +100,8 @@ def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
 
 
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
-                initial_checkpoint: str | None = None, initial_weights: Any = None) -> dict[str, Any]:
+                initial_checkpoint: str | None = None, initial_weights: Any = None,
+                progress_board: Any = None, steps_per_epoch: int | None = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
         "config": cfg.model_dump(mode="json"),
@@ -113,6 +114,9 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         "initial_weights": initial_weights,
         # One intra-op thread per whole CPU a worker holds; oversubscribing cores slows every rank.
         "torch_threads": max(1, math.floor(cfg.resources.cpus_per_worker)),
+        # rank 0 publishes its step progress to this actor (pipeline.training.progress), if any
+        "progress_board": progress_board,
+        "steps_per_epoch": steps_per_epoch,
     }
 
 
@@ -128,14 +132,26 @@ def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
     return max(1, min(cfg.data.bucket_batches, fits))
 
 
+def expected_steps(cfg: RecurConfig, manifest: Any) -> int | None:
+    """Steps per epoch on each rank, when the rows say so: an equal share of the train split in
+    batches of data.batch_size. None for tasks whose batches come otherwise (lm: streams)."""
+    from pipeline.tasks import task_class
+
+    if not task_class(cfg.data.task).split_train:
+        return None
+    rows = manifest.splits["train"].rows // max(cfg.resources.num_workers, 1)
+    return max(math.ceil(rows / cfg.data.batch_size), 1)
+
+
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
                   initial_checkpoint: str | None = None, initial_weights: Any = None,
-                  preprocessing: Preprocessing | None = None):
+                  preprocessing: Preprocessing | None = None, progress_board: Any = None):
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
-    runs the same number of steps per epoch; val is read whole by every rank.
+    runs the same number of steps per epoch; val is read whole by every rank. `progress_board`:
+    where rank 0 shows its step progress (`pipeline.training.progress`).
     """
     import ray.data
     from ray.train import (
@@ -174,7 +190,9 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
-                                      initial_checkpoint=initial_checkpoint, initial_weights=initial_weights),
+                                      initial_checkpoint=initial_checkpoint, initial_weights=initial_weights,
+                                      progress_board=progress_board,
+                                      steps_per_epoch=expected_steps(cfg, manifest)),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,
             use_gpu=cfg.resources.use_gpu,

@@ -217,15 +217,27 @@ def train_func(loop_config: dict[str, Any]) -> None:
     val_iterator = ray.train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
 
+    # rank 0 shows the driver how the epoch goes (pipeline.training.progress); none in tests and
+    # benchmarks that run without a board
+    publisher = None
+    if rank == 0 and loop_config.get("progress_board") is not None:
+        from pipeline.training.progress import StepPublisher
+
+        publisher = StepPublisher(loop_config["progress_board"], world_size=context.get_world_size())
+    steps = loop_config.get("steps_per_epoch")  # expected; then what the last epoch ran
+
     schedule = cfg.train.schedule
     for epoch in range(progress.next_epoch, cfg.train.epochs):
         set_learning_rate(optimizer, learning_rate(cfg.train.lr, epoch, total_epochs=cfg.train.epochs,
                                                    schedule=schedule, plateau_decays=progress.plateau_decays))
         train_batches = task.train_batches(train_shard, batch_size=batch_size, epoch=epoch,
                                            seed=cfg.data.seed)
+        if publisher is not None:
+            publisher.start_epoch(epoch, steps)
         stats = train_epoch(model, train_batches, optimizer, task, device=device,
                             grad_clip=cfg.train.grad_clip, grad_clip_mode=cfg.train.grad_clip_mode,
-                            scaler=scaler, precision=precision)
+                            scaler=scaler, precision=precision, progress=publisher)
+        steps = stats.num_steps
         metrics = _global_epoch_metrics(stats, device)
 
         # The val split is not sharded: every rank evaluates all of it and gets the same numbers.

@@ -13,14 +13,17 @@ import contextlib
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ray.train import UserCallback
+from ray.tune import Callback
 from ray.tune.schedulers import PopulationBasedTraining
 
 from pipeline.config import RecurConfig
+from pipeline.progress import Display, TrialRow, TrialTable
 from pipeline.tuning.space import SpaceError, trial_config_dict
 
 
@@ -36,6 +39,7 @@ class StudyContext:
     study: str
     train_storage: str  # Ray Train storage_path for the trials' own checkpoints
     spool_dir: str  # where a trial keeps epoch metrics MLflow refused (pipeline.tracking.spool)
+    progress_mode: str = "plain"  # the driver's (pipeline.progress): trials print epoch lines in plain
 
 
 class _HandToTrial(UserCallback):
@@ -83,8 +87,10 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
         # a fresh Train run each time the trial starts: it resumes from `initial`, not by name
         name=f"{study.study}-{trial_id}-{uuid.uuid4().hex[:6]}",
         mlflow_run_id=run_id,
+        # the driver's live table shows every trial's epochs; plain logs get a line per epoch too
         callbacks=[EpochLogger(study.tracking_uri, run_id, cfg.train.epochs, prefix=f"trial {trial_id}",
-                               spool=os.path.join(study.spool_dir, f"{run_id}.jsonl")),
+                               spool=os.path.join(study.spool_dir, f"{run_id}.jsonl"),
+                               echo=study.progress_mode == "plain"),
                    _HandToTrial(items, acks)],
         initial_checkpoint=initial,
     )
@@ -111,6 +117,70 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+class StudyProgress(Callback):
+    """The driver's table of trials (`pipeline.progress.TrialTable`), from Tune's own trial states:
+    status, sampled values, epochs done, the last and best value of the study's metric."""
+
+    def __init__(self, *, metric: str, mode: str, total_epochs: int, display_mode: str | None = None,
+                 refresh_s: float = 0.5) -> None:
+        self.metric, self.mode, self.total_epochs = metric, mode, total_epochs
+        self.display_mode, self.refresh_s = display_mode, refresh_s
+        self._table: TrialTable | None = None
+        self._last = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune keeps its run config (callbacks included) with the study; a resumed study shows
+        # its table in the mode of the process that resumes it
+        return {**self.__dict__, "_table": None, "_last": 0.0}
+
+    @property
+    def table(self) -> TrialTable:
+        if self._table is None:
+            self._table = TrialTable(Display(self.display_mode), metric=self.metric, mode=self.mode)
+        return self._table
+
+    def row(self, trial: Any) -> TrialRow:
+        result = trial.last_result or {}
+        status = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused",
+                  "ERROR": "failed"}.get(trial.status)
+        if status is None:  # TERMINATED: trained every epoch (or stopped early by itself), or stopped
+            finished = (bool(result.get("early_stopped"))
+                        or int(result.get("epoch", -1)) + 1 >= self.total_epochs)
+            status = "completed" if finished else "stopped early"
+        analysis = (getattr(trial, "metric_analysis", None) or {}).get(self.metric, {})
+        return TrialRow(trial_id=trial.trial_id, status=status, params=dict(trial.config or {}),
+                        epochs=int(result.get("training_iteration", 0) or 0),
+                        last=result.get(self.metric), best=analysis.get(self.mode))
+
+    def _update(self, trials: list[Any], started: Any = None) -> None:
+        self._last = time.monotonic()
+        rows = [self.row(t) for t in trials]
+        for row in rows:  # Tune calls on_trial_start before it marks the trial RUNNING
+            if started is not None and row.trial_id == started.trial_id:
+                row.status = "running"
+        self.table.update(rows)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._update(trials, started=trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._update(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._update(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._update(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self._last >= self.refresh_s:  # new pending trials, paused ones
+            self._update(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._update(trials)
+        self.table.close()
 
 
 def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:

@@ -148,11 +148,21 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
 
         weights = ray.put(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"])
         pre = fine_tune.preprocessing
+    from pipeline.progress import Display, TrainView
+    from pipeline.training.progress import TrainWatch, describe_wait, start_board
+
+    display = Display()
+    board = start_board()  # rank 0 and the Train controller publish here; this driver renders
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
-                            mlflow_run_id=tracker.run_id, callbacks=[tracker.epoch_logger()],
-                            initial_weights=weights, preprocessing=pre)
+                            mlflow_run_id=tracker.run_id,
+                            callbacks=[tracker.epoch_logger(board=board, echo=not display.quiet)],
+                            initial_weights=weights, preprocessing=pre, progress_board=board)
+    r = cfg.resources
+    view = TrainView(display, cfg.train.epochs)
     try:
-        result = trainer.fit()
+        with TrainWatch(board, view, describe_wait=lambda: describe_wait(cfg),
+                        starting=f"starting {r.num_workers} Train worker(s)"):
+            result = trainer.fit()
     except TrainingFailedError as exc:
         raise training_failure(exc, cfg, storage_join(storage, name)) from exc
     best = result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)

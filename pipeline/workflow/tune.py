@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import progress
 from pipeline.config import RecurConfig
 from pipeline.tracking import store
 from pipeline.tracking.run import STUDY_TAG, RunTracker
@@ -82,7 +83,14 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
 
     from pipeline.tuning.plan import TRIAL_DRIVER_CPU, plan_trials
     from pipeline.tuning.space import SpaceError, check_space, parse_space, to_tune
-    from pipeline.tuning.tuner import StudyContext, check_search, scheduler_for, search_for, trial_function
+    from pipeline.tuning.tuner import (
+        StudyContext,
+        StudyProgress,
+        check_search,
+        scheduler_for,
+        search_for,
+        trial_function,
+    )
     from pipeline.workflow.pipeline import prepare
 
     if not cfg.tune.space:
@@ -133,10 +141,15 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
                                    tracking_uri=tracking_uri, experiment_id=experiment_id,
                                    parent_run_id=parent, study=study_name,
                                    train_storage=_train_storage(cfg, path),
-                                   spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR))
+                                   spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR),
+                                   progress_mode=progress.mode())
             trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
                                             {"CPU": TRIAL_DRIVER_CPU})
             space = to_tune(parsed)
+            verbose = 1 if cfg.train.ray_log_level != "WARNING" else 0
+            # the table of trials; beside Tune's own (verbose) output only as plain lines
+            table = StudyProgress(metric=metric, mode=mode, total_epochs=cfg.train.epochs,
+                                  display_mode="plain" if verbose and progress.mode() == "live" else None)
             with steps.timed("tune", timings):
                 if resume and tune.Tuner.can_restore(str(path / "tuner")):
                     tuner = tune.Tuner.restore(str(path / "tuner"), trainable, resume_unfinished=True,
@@ -153,7 +166,7 @@ def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
                             search_alg=search_alg),
                         run_config=tune.RunConfig(
                             name="tuner", storage_path=str(path),
-                            verbose=1 if cfg.train.ray_log_level != "WARNING" else 0,
+                            verbose=verbose, callbacks=[table],
                             checkpoint_config=tune.CheckpointConfig(
                                 num_to_keep=_checkpoints_to_keep(cfg), checkpoint_score_attribute=metric,
                                 checkpoint_score_order=mode)),

@@ -120,11 +120,17 @@ class KillRankOnce(ray.train.UserCallback):
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_path):
+    import io
+
     from mlflow import MlflowClient
 
+    from pipeline.progress import Display, TrainView
     from pipeline.tracking.run import EpochLogger
+    from pipeline.training.progress import TrainWatch, start_board
 
-    # given a 2-worker run allowed one failure, logging to one MLflow run (a real sqlite store)
+    # given a 2-worker run allowed one failure, logging to one MLflow run (a real sqlite store),
+    # its progress shown by this driver as plain lines
+    board, shown = start_board(), io.StringIO()
     cfg = _cfg(toy_dataset, num_workers=2, epochs=5, **{"train.max_failures": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -132,15 +138,22 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_
     run_id = client.create_run(experiment).info.run_id
     sink = Sink.remote()
     trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
-                            name="faulty", mlflow_run_id=run_id,
-                            callbacks=[EpochLogger(uri, run_id, 5, spool=str(tmp_path / "spool.jsonl")),
+                            name="faulty", mlflow_run_id=run_id, progress_board=board,
+                            callbacks=[EpochLogger(uri, run_id, 5, spool=str(tmp_path / "spool.jsonl"),
+                                                   board=board),
                                        KillRankOnce(sink, at_epoch=1)])
     # when rank 1's process is killed after epoch 1 was checkpointed
-    result = trainer.fit()
+    with TrainWatch(board, TrainView(Display("plain", shown), 5)):
+        result = trainer.fit()
     epochs = [r[0]["epoch"] for r in ray.get(sink.get.remote()) if "epoch" in r[0]]
     # then the restarted worker group resumed at epoch 2 (not 0) and finished every epoch once
     assert epochs == [0, 1, 2, 3, 4]
     assert result.metrics["epoch"] == 4
+    # and the driver showed rank 0's first step and every epoch once, in order, across the restart
+    lines = [line for line in shown.getvalue().splitlines() if not line.startswith("[recur] waiting for ")]
+    assert lines[0].startswith("[recur] epoch 1/5  step 1/3 (33%)  loss "), lines
+    assert [line.split("  ")[0] for line in lines if "train_loss" in line] == [
+        f"[recur] epoch {e}/5" for e in range(1, 6)]
     with result.checkpoint.as_directory() as directory:
         checkpoint = load_checkpoint(directory)
     assert checkpoint["progress"]["next_epoch"] == 5 and checkpoint["mlflow_run_id"] == run_id

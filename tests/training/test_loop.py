@@ -172,3 +172,24 @@ def test_train_epoch_counts_the_time_spent_waiting_for_batches():
     # then at least the 8 x 50 ms of sleeping is counted as waiting, and waiting is part of the epoch
     assert stats.num_steps == 8
     assert 0.4 <= stats.data_wait_seconds < stats.seconds
+
+
+def test_train_epoch_shows_rank_0_progress_when_due():
+    from types import SimpleNamespace
+
+    from pipeline.training.progress import StepPublisher
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    opt = make_optimizer("adam", model.parameters(), lr=1e-2)
+    sent = []
+    board = SimpleNamespace(step=SimpleNamespace(remote=sent.append))
+    every_step = StepPublisher(board, interval_s=0.0)
+    every_step.start_epoch(2, 8)
+    stats = train_epoch(model, _toy_batches(), opt, _task(), progress=every_step)
+    assert [u["step"] for u in sent] == list(range(1, 9)) and {u["epoch"] for u in sent} == {2}
+    assert sent[-1]["loss"] == pytest.approx(stats.loss)  # the running mean ends at the epoch's loss
+    sent.clear()
+    once = StepPublisher(board, interval_s=3600.0)  # at most once an hour: the first step only
+    train_epoch(model, _toy_batches(), opt, _task(), progress=once)
+    assert [u["step"] for u in sent] == [1]
