@@ -165,8 +165,9 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
             result = trainer.fit()
     except TrainingFailedError as exc:
         raise training_failure(exc, cfg, storage_join(storage, name)) from exc
-    best = result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
-    best = best or result.checkpoint
+    # Ray Train's local mode (resources.num_workers: 0) keeps no ranked checkpoints: its last one
+    best = (result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
+            if result.best_checkpoints else None) or result.checkpoint
     if best is None:
         raise RuntimeError(f"training finished without a checkpoint; see {result.path}")
     best_metrics = next((m for c, m in result.best_checkpoints or [] if c.path == best.path), {})
