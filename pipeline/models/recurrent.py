@@ -33,10 +33,10 @@ class RecurrentEncoder(nn.Module):
 
     Pad steps never reach a valid step: the forward direction stops at each sequence's last
     valid step and the backward direction starts there. `run` packs the batch by length;
-    `forward`, which needs only the outputs and the top layer's final state, runs a batch with
-    little padding (`PADDED_UP_TO`) padded instead, layer by layer, each sequence reversed
-    within its length for the backward direction, and takes the final state at each length:
-    the same result with the faster unpacked kernels.
+    `forward`, which needs only the outputs and the top layer's final state, runs a batch padded
+    instead unless it is nearly all padding (`PADDED_UP_TO`): layer by layer, each sequence
+    reversed within its length for the backward direction, the final state taken at each
+    length. The same result with the faster unpacked kernels.
 
     With `input_layer_norm`, each step is first projected to `hidden_size` and layer-normalized
     (Linear then LayerNorm), so the RNN sees inputs on one scale whatever the raw channels' units.
