@@ -117,5 +117,7 @@ def test_pipeline_end_to_end_on_s3(ray_local, s3_endpoint, tmp_path, monkeypatch
                 assert secret not in text, f"{secret} in {what}"
             for f in files:
                 assert secret.encode() not in f.read_bytes(), f"{secret} in {f}"
+        with capsys.disabled():  # what `recur lineage` printed, shown in the test log (pytest -s)
+            print("\n" + out.out[out.out.rindex(f"{MODEL} version "):].rstrip())
     finally:
         stop(server)
