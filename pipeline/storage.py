@@ -155,7 +155,7 @@ def list_objects(uri: str) -> list[S3Object]:
             try:
                 return [_head(client, bucket, key)]
             except Exception as exc:
-                if _code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                if not is_not_found(exc):
                     raise
         prefix = key if not key or key.endswith("/") else key + "/"
         found = []
@@ -170,8 +170,14 @@ def list_objects(uri: str) -> list[S3Object]:
     return sorted(found, key=lambda o: o.key)
 
 
-def _code(exc: BaseException) -> str:
+def error_code(exc: BaseException) -> str:
+    """The error code S3 answered with (botocore's ClientError), "" for other errors."""
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """A missing key (HEAD answers a bare 404, GET NoSuchKey)."""
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 def _head(client: Any, bucket: str, key: str) -> S3Object:

@@ -213,3 +213,37 @@ def test_cron_fires_once_for_missed_times(ray_head, tmp_path):
     now[0] = datetime(2025, 1, 5, 12, 1, tzinfo=timezone.utc)
     assert scheduler.tick().action == "wait"
     assert len(_jobs(ray_head, schedule="crontest")) == 1
+
+
+def test_on_new_data_watches_an_s3_dataset(ray_head, s3_endpoint, tmp_path, capsys):
+    """`--on-new-data` on `s3://` (moto's server on loopback): one job per data version, and the
+    job, run by the cluster, reads the same dataset through the AWS_* settings recur forwards."""
+    import boto3
+
+    from pipeline.cluster import job_logs
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="recur-sched")
+    root = "s3://recur-sched/data/toy"
+    make_toy_dataset(root, seed=6)
+    v1 = contract.read_manifest(root).data_hash
+    work = tmp_path / "work"
+    work.mkdir()
+    reads = (f"{sys.executable} -c \"from pipeline.data import contract; "
+             f"print(contract.read_manifest('{root}').data_hash)\"")
+    args = [_config(tmp_path, root), "--on-new-data", "--once", "--address", ray_head,
+            "--state", str(tmp_path / "s3.json"), "--working-dir", str(work), "--entrypoint", reads]
+
+    out = _schedule(capsys, *args)
+    assert f"new data at {root};" in out and f"fired new data version {v1[:12]}" in out
+    first = _job_id(out)
+    status = _wait_for(ray_head, first, {"SUCCEEDED", "FAILED"})
+    assert status == "SUCCEEDED", job_logs(first, address=ray_head)
+    assert v1 in job_logs(first, address=ray_head)
+    assert "no new data" in _schedule(capsys, *args)
+
+    make_toy_dataset(root, seed=7)
+    v2 = contract.read_manifest(root).data_hash
+    out = _schedule(capsys, *args)
+    assert f"fired new data version {v2[:12]}" in out
+    assert [j["submission_id"] for j in _jobs(ray_head, data_hash=v2)] == [_job_id(out)]
+    assert "no new data" in _schedule(capsys, *args)

@@ -1,9 +1,9 @@
 """Which data version a data location holds now: the key `--on-new-data` fires on once.
 
 A location is read through an `ObjectStore`: it lists objects (key, size, mtime, etag) and reads
-one object's bytes. `LocalStore` serves a local folder or file; an S3 store (list_objects_v2
-under a prefix: Key, Size, LastModified and ETag; get_object for bytes) fits the same interface
-and is the only piece to add for `s3://` locations.
+one object's bytes. `LocalStore` serves a local folder or file, `S3Store` an `s3://bucket/prefix`
+(one ListObjectsV2 listing per check: Key, Size, LastModified and ETag; GetObject for the
+manifest), on the credentials and endpoint every other S3 access of recur uses.
 
 Two kinds of location, from the config:
 
@@ -54,8 +54,7 @@ class LocalStore:
         if path.startswith("file://"):
             path = path[len("file://"):]
         elif "://" in path:
-            raise ValueError(f"{path!r}: only local data locations are supported so far "
-                             "(an S3 store would implement pipeline.scheduling.watch.ObjectStore)")
+            raise ValueError(f"{path!r}: a local path, file:// or s3:// location was expected")
         self.root = os.path.abspath(os.path.expanduser(path))
         self.url = self.root
 
@@ -96,6 +95,74 @@ class LocalStore:
     def read_bytes(self, key: str) -> bytes:
         with open(self._path(key), "rb") as fh:
             return fh.read()
+
+
+def _hidden(key: str) -> bool:
+    return any(part.startswith(".") for part in key.split("/"))
+
+
+class S3Store:
+    """The objects under `s3://bucket/prefix` (a "folder"), or the one object at that key.
+
+    One paginated ListObjectsV2 per `list()`: no object is downloaded or HEADed to tell versions
+    apart, the ETag is the content fingerprint. An S3 PUT replaces an object whole, so a reader
+    never sees half an object; importers still write `manifest.json` last.
+    """
+
+    def __init__(self, uri: str) -> None:
+        from pipeline import storage
+
+        self.bucket, self.key = storage.split_s3(uri)
+        self.key = self.key.rstrip("/")
+        self.url = f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+    def _call(self, operation: str, fn, **kwargs):
+        from pipeline import storage
+
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            if storage.is_not_found(exc):
+                raise FileNotFoundError(f"no object {self.url}/{kwargs.get('Key', '')}") from None
+            raise storage.describe_error(exc, self.url, operation) from exc
+
+    def list(self) -> list[ObjectInfo]:
+        from pipeline import storage
+
+        client = storage.s3_client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key)
+        items = [item for page in self._call("list", lambda: list(pages))
+                 for item in page.get("Contents", [])]
+        exact = [item for item in items if item["Key"] == self.key]
+        if exact and self.key:  # a single object, as a source file
+            return [self._info("", exact[0])]
+        folder = self.key + "/" if self.key else ""
+        out = []
+        for item in items:
+            key = item["Key"]
+            if not key.startswith(folder) or key.endswith("/") or _hidden(key[len(folder):]):
+                continue  # a sibling sharing the name's start ("data" vs "data-old/"), a folder marker
+            out.append(self._info(key[len(folder):], item))
+        return sorted(out, key=lambda o: o.key)
+
+    @staticmethod
+    def _info(key: str, item: dict) -> ObjectInfo:
+        return ObjectInfo(key=key, size=int(item["Size"]), mtime=item["LastModified"].timestamp(),
+                          etag=str(item["ETag"]).strip('"'))
+
+    def read_bytes(self, key: str) -> bytes:
+        from pipeline import storage
+
+        full = f"{self.key}/{key}".strip("/") if key else self.key
+        body = self._call("read", storage.s3_client().get_object, Bucket=self.bucket, Key=full)["Body"]
+        return body.read()
+
+
+def store_for(location: str) -> LocalStore | S3Store:
+    """The store of a data location: `s3://bucket/prefix`, else a local path."""
+    from pipeline import storage
+
+    return S3Store(location) if storage.is_s3(location) else LocalStore(location)
 
 
 @dataclass(frozen=True)
@@ -165,5 +232,7 @@ def watcher_for(cfg: RecurConfig) -> DatasetWatcher | SourcesWatcher:
     if cfg.data.source is not None:
         from pipeline.data.importers import resolve_source
 
-        return SourcesWatcher([LocalStore(resolve_source(p)) for p in cfg.data.source.paths])
-    return DatasetWatcher(LocalStore(cfg.data.root))
+        # an S3 source is listed where it is, never downloaded to tell its version
+        return SourcesWatcher([store_for(p if p.startswith("s3://") else resolve_source(p))
+                               for p in cfg.data.source.paths])
+    return DatasetWatcher(store_for(cfg.data.root))

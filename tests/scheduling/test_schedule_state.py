@@ -18,7 +18,15 @@ from pipeline.data import contract
 from pipeline.scheduling.decide import JobRecord, State, Triggers, decide, record
 from pipeline.scheduling.scheduler import schedule_key, submission_id
 from pipeline.scheduling.state import StateError, StateLock, load_state, save_state
-from pipeline.scheduling.watch import DatasetWatcher, LocalStore, SourcesWatcher, watcher_for
+from pipeline.scheduling.watch import (
+    DatasetWatcher,
+    DataVersion,
+    LocalStore,
+    S3Store,
+    SourcesWatcher,
+    watcher_for,
+)
+from pipeline.storage import StorageError
 
 UTC = timezone.utc
 FULL = State(cron="0 3 * * *", timezone="Europe/Berlin", next_fire=datetime(2025, 1, 2, 2, tzinfo=UTC),
@@ -157,8 +165,58 @@ def test_watcher_for_a_config(tmp_path):
                                                                              "paths": [str(src)]}}})
     watcher = watcher_for(cfg)
     assert isinstance(watcher, SourcesWatcher) and watcher.location == str(src)
-    with pytest.raises(ValueError, match="only local data locations"):
-        LocalStore("s3://bucket/prefix")
+    with pytest.raises(ValueError, match="a local path, file:// or s3:// location was expected"):
+        LocalStore("gs://bucket/prefix")
+    cfg = RecurConfig.model_validate({"data": {"root": "s3://bucket/data/toy", "source": {
+        "format": "ts", "paths": ["s3://bucket/raw/x_TRAIN.ts", str(src)]}}})
+    watcher = watcher_for(cfg)  # an S3 source is listed where it is: nothing is downloaded here
+    assert [type(s) for s in watcher.stores] == [S3Store, LocalStore]
+    assert watcher.location == f"s3://bucket/raw/x_TRAIN.ts, {src}"
+    cfg = RecurConfig.model_validate({"data": {"root": "s3://bucket/data/toy/"}})
+    assert watcher_for(cfg).location == "s3://bucket/data/toy"
+
+
+def test_s3_dataset_and_source_versions(s3_endpoint, tmp_path):
+    """The same versions as for local folders, from a real S3 endpoint (moto's server on loopback)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="recur-watch")
+    dataset = DatasetWatcher(S3Store("s3://recur-watch/data/toy"))
+    assert dataset.current() is None  # nothing imported yet
+    make_toy_dataset("s3://recur-watch/data/toy", seed=1)
+    v1 = dataset.current()
+    assert v1 == DataVersion(key=contract.read_manifest("s3://recur-watch/data/toy").data_hash,
+                             kind="dataset", location="s3://recur-watch/data/toy")
+    s3.delete_object(Bucket="recur-watch", Key="data/toy/manifest.json")  # a re-import half-way
+    assert dataset.current() is None
+    make_toy_dataset("s3://recur-watch/data/toy", seed=2)
+    assert dataset.current().key not in (None, v1.key)
+
+    def put(key: str, body: str) -> None:
+        s3.put_object(Bucket="recur-watch", Key=key, Body=body.encode())
+
+    put("raw/a.csv", "t,v\n1,2\n")
+    put("raw/.a.csv.part", "half-written")  # hidden names are not data
+    put("raw-old/z.csv", "a sibling prefix, not under raw/")
+    put("single.csv", "t,v\n3,4\n")
+    put("single.csv.bak", "a sibling of the single object")
+    folder, single = S3Store("s3://recur-watch/raw/"), S3Store("s3://recur-watch/single.csv")
+    assert [(o.key, o.size) for o in folder.list()] == [("a.csv", 8)]
+    assert [o.key for o in single.list()] == [""] and single.read_bytes("") == b"t,v\n3,4\n"
+    sources = SourcesWatcher([folder, single])
+    s1 = sources.current()
+    put("raw/a.csv", "t,v\n1,2\n")  # uploaded again, same bytes: same ETag, same version
+    assert sources.current() == s1
+    put("raw/a.csv", "t,v\n1,3\n")
+    s2 = sources.current()
+    assert s2.key != s1.key
+    put("raw/sub/c.csv", "t,v\n")
+    assert sources.current().key not in (s1.key, s2.key)
+    s3.delete_object(Bucket="recur-watch", Key="single.csv")
+    assert sources.current() is None  # a source being replaced: no version now
+    with pytest.raises(StorageError, match="recur-missing.*does not exist"):
+        DatasetWatcher(S3Store("s3://recur-missing/data")).current()
 
 
 # ------------------------------------------------------------------------------ job naming
