@@ -19,6 +19,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key, e.g. --set train.lr=0.003 (repeatable)")
 
 
+def _add_step_args(p: argparse.ArgumentParser) -> None:
+    from pipeline.workflow.records import STEPS
+
+    p.add_argument("--from", dest="from_step", choices=STEPS, metavar="STEP",
+                   help="re-run this step and every later one (earlier ones reuse their records): "
+                        + ", ".join(STEPS) + " (tune with a search, train without)")
+    p.add_argument("--force", action="store_true", help="re-run every step, even those with records")
+
+
 def _load(args: argparse.Namespace) -> config_mod.RecurConfig:
     return config_mod.load_config(args.configs, args.overrides)
 
@@ -121,7 +130,8 @@ def _tune(cfg: config_mod.RecurConfig, args: argparse.Namespace, *, resume: bool
     from pipeline.workflow.tune import run_study
 
     summary = run_study(cfg, config_sources=list(args.configs), resume=resume,
-                        connect=lambda: connect_ray(cfg, args.address))
+                        connect=lambda: connect_ray(cfg, args.address), from_step=args.from_step,
+                        force=args.force)
     print(summary.format(cfg.tune_metric[0]))
     return 0
 
@@ -258,7 +268,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.workflow.records import STEPS
 
     parser = argparse.ArgumentParser(prog="recur", description="Train recurrent sequence models on Ray.")
     loudness = parser.add_mutually_exclusive_group()
@@ -270,9 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="ingest, validate, train, evaluate, register and promote")
     _add_config_args(p)
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--from", dest="from_step", choices=STEPS,
-                   help="re-run this step and every later one (earlier ones reuse their records)")
-    p.add_argument("--force", action="store_true", help="re-run every step, even those with records")
+    _add_step_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("retrain", help="fine-tune the @champion on the newest data, then the usual gate")
@@ -296,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--resume", action="store_true",
                    help="continue the newest interrupted study of this config (same parent MLflow run)")
+    _add_step_args(p)
     p.set_defaults(func=cmd_tune)
 
     cfg = sub.add_parser("config", help="inspect configuration").add_subparsers(dest="action", required=True)

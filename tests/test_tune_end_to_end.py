@@ -81,6 +81,19 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     assert version.run_id == parent.info.run_id
     assert "test_accuracy" in parent.data.metrics
 
+    # the study is the workflow's tune step: the same config again reuses every recorded step
+    assert "steps           ingest succeeded" in out and ", tune succeeded " in out
+    assert main(_config(tmp_path, toy_dataset, mlflow_server)) == 0
+    again = capsys.readouterr().out
+    assert ("steps           ingest skipped, validate skipped, tune skipped, evaluate skipped, "
+            "register skipped, promote skipped") in again and parent.info.run_id in again
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    assert main(["runs", "show", parent.info.run_id, "--tracking-uri", mlflow_server]) == 0
+    shown = capsys.readouterr().out
+    assert all(f"  {step} " in shown for step in ("ingest", "validate", "tune", "evaluate", "promote"))
+    assert "  train " not in shown
+
 
 def test_a_trial_that_cannot_fit_fails_before_the_study(ray_local, mlflow_server, toy_dataset, tmp_path,
                                                         capsys):

@@ -25,7 +25,7 @@ from conftest import free_port, make_toy_dataset
 from mlflow import MlflowClient
 
 from pipeline.cli import main
-from pipeline.workflow.records import STEPS
+from pipeline.workflow.records import workflow_steps
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server,
 
     assert main(args) == 0  # the same config and data: nothing to do
     out = capsys.readouterr().out
-    assert _steps(out) == dict.fromkeys(STEPS, "skipped")
+    assert _steps(out) == dict.fromkeys(workflow_steps(tune=False), "skipped")
     assert run.info.run_id in out and len(_runs(client)) == 1
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
 
@@ -81,7 +81,7 @@ def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server,
 
     assert main(["runs", "show", run.info.run_id, "--tracking-uri", mlflow_server]) == 0
     shown = capsys.readouterr().out
-    for step in STEPS:
+    for step in workflow_steps(tune=False):
         assert step in shown
     tags = client.get_run(run.info.run_id).data.tags
     assert tags["recur.step.promote"] == "succeeded" and tags["recur.step.evaluate"] == "skipped"

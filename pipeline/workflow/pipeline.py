@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import RecurConfig
-from pipeline.tracking import store
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
 
@@ -60,11 +59,16 @@ class RunSummary:
             lines.append(f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion "
                          f"{champion}: {d['reason']}")
         if self.steps:
-            lines.append("  steps           " + ", ".join(
-                f"{r['step']} {r['status']}" + (f" {r['seconds']:g}s" if r["status"] != "skipped" else "")
-                for r in self.steps))
+            lines.append(steps_line(self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
         return "\n".join(lines)
+
+
+def steps_line(rows: list[dict[str, Any]]) -> str:
+    """The summary's line of workflow steps: each step's status, and its seconds when it ran."""
+    return "  steps           " + ", ".join(
+        f"{r['step']} {r['status']}" + (f" {r['seconds']:g}s" if r["status"] != "skipped" else "")
+        for r in rows)
 
 
 def plot_names(paths: list[str]) -> str:
@@ -87,21 +91,6 @@ def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
 
     return Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
                     force=force, fine_tune=fine_tune).run()
-
-
-def prepare(cfg: RecurConfig, connect: Callable[[], str] | None,
-            timings: dict[str, float]) -> tuple[str, Any]:
-    """The cheap checks first, then Ray: tracking server reachable, dataset imported and valid,
-    then `connect()`. Returns the tracking URI and the dataset's manifest."""
-    tracking_uri = store.resolve_tracking_uri(cfg)
-    store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
-    with steps.timed("ingest", timings):
-        manifest = steps.ingest(cfg)
-        steps.validate(cfg)
-    if connect is not None:
-        with steps.timed("ray_start", timings):
-            log.info("using %s", connect())
-    return tracking_uri, manifest
 
 
 def evaluate_and_log(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, timings: dict[str, float],
@@ -157,15 +146,3 @@ def promote(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, version:
             min_improvement=result.min_improvement, promoted=result.promoted, reason=result.reason),
             "plots/gate.png")
     return decision
-
-
-def evaluate_and_register(cfg: RecurConfig, tracker: RunTracker, manifest: Any, checkpoint_dir: str,
-                          timings: dict[str, float], *, curve_metric: bool) -> tuple[Any, dict | None]:
-    """Evaluate, log the model, register it and run the gate, in the tracker's run (`recur tune`
-    ends here for its best trial; `recur run` runs the same pieces as recorded steps)."""
-    evaluation, model_uri = evaluate_and_log(cfg, tracker, checkpoint_dir, timings, curve_metric=curve_metric)
-    decision = None
-    if cfg.registry.enabled:
-        version = register(cfg, tracker, model_uri, timings)
-        decision = promote(cfg, tracker, checkpoint_dir, version, manifest.data_hash, timings)
-    return evaluation, decision

@@ -16,16 +16,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-STEPS = ("ingest", "validate", "train", "evaluate", "register", "promote")
+# The steps of `recur run` in order; a run with a search (`recur tune`, `tune.enabled`) has `tune`
+# in place of `train`: the best trial is the trained model. `predict` is `recur predict`'s step.
+STEPS = ("ingest", "validate", "tune", "train", "evaluate", "register", "promote")
+PREDICT = "predict"
+
+
+def workflow_steps(tune: bool) -> tuple[str, ...]:
+    """The steps one workflow runs: with `tune` in place of `train` when it searches."""
+    return tuple(s for s in STEPS if s != ("train" if tune else "tune"))
 
 # The config sections each step reads: changing any other key does not re-run it.
 STEP_CONFIG: dict[str, tuple[str, ...]] = {
     "ingest": ("data",),
     "validate": ("data",),
+    "tune": ("data", "model", "train", "resources", "tune"),
     "train": ("data", "model", "train", "resources"),
     "evaluate": ("data", "model", "train"),
     "register": ("registry.model_name", "registry.enabled"),
     "promote": ("registry",),
+    PREDICT: (),  # its inputs say it all: the model version, the input data, the output and options
 }
 
 SUCCEEDED, FAILED, RUNNING, SKIPPED = "succeeded", "failed", "running", "skipped"

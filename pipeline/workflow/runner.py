@@ -1,11 +1,13 @@
-"""`recur run` as recorded steps: ingest -> validate -> train -> evaluate -> register -> promote.
+"""`recur run` as recorded steps: ingest -> validate -> train -> evaluate -> register -> promote;
+`recur tune` (or `recur run` with `tune.enabled`) runs a `tune` step in place of `train`.
 
 Each step takes the config and earlier steps' outputs, and leaves a record (step, config hash,
 input hashes, data hash, status, timing, outputs; see `records.py`). Running the same config again
 skips every step whose record matches and reuses its outputs, so a crashed run continues from its
 last finished step and an unchanged one costs nothing. `--from STEP` re-runs STEP and the steps
-after it; `--force` re-runs all. The steps share one MLflow run, opened by `train` and reopened by
-later steps that run in a new process; each step's status is a `recur.step.<name>` tag on it.
+after it; `--force` re-runs all. The steps share one MLflow run, opened by `train` (by `tune`: the
+study's parent run) and reopened by later steps that run in a new process; each step's status is
+a `recur.step.<name>` tag on it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, re
 from pipeline.workflow.records import (
     FAILED,
     SKIPPED,
-    STEPS,
     SUCCEEDED,
     StepRecord,
     StepStore,
     hash_json,
     new_record,
+    workflow_steps,
 )
 
 log = logging.getLogger(__name__)
@@ -46,15 +48,21 @@ STEP_TAG = "recur.step."
 class Workflow:
     def __init__(self, cfg: RecurConfig, *, config_sources: list[str], connect: Callable[[], str] | None,
                  from_step: str | None = None, force: bool = False,
-                 fine_tune: steps.FineTune | None = None) -> None:
-        if from_step is not None and from_step not in STEPS:
-            raise ConfigError(f"--from {from_step}: not a step; the steps are {', '.join(STEPS)}")
+                 fine_tune: steps.FineTune | None = None, tune: bool = False, resume: bool = False) -> None:
+        self.tune, self.resume = tune or cfg.tune.enabled, resume
+        self.steps = workflow_steps(self.tune)
+        if from_step is not None and from_step not in self.steps:
+            what = "a search (tune.enabled or recur tune)" if self.tune else "no search"
+            raise ConfigError(f"--from {from_step}: not a step of this workflow, which has {what}; "
+                              f"its steps are {', '.join(self.steps)}")
+        if fine_tune is not None and self.tune:
+            raise ConfigError("recur retrain fine-tunes one training: set tune.enabled=false")
         self.cfg, self.config_sources, self.connect = cfg, config_sources, connect
         self.config = cfg.model_dump(mode="json")
         self.fine_tune = fine_tune
         if fine_tune is not None:  # a fine-tune is a different training from a fresh one
             self.config = {**self.config, "train": {**self.config["train"], "fine_tune": fine_tune.source}}
-        self.rerun_from = 0 if force else (STEPS.index(from_step) if from_step else len(STEPS))
+        self.rerun_from = 0 if force else (self.steps.index(from_step) if from_step else len(self.steps))
         self.store = StepStore(cfg.tracking.runs_dir)
         self.done: list[tuple[StepRecord, str]] = []  # (record, how: succeeded | skipped | failed)
         self.timings: dict[str, float] = {}
@@ -67,7 +75,7 @@ class Workflow:
               ) -> StepRecord:
         record = new_record(name, self.config, inputs, data_hash)
         found = self.store.get(record.key)
-        if (STEPS.index(name) < self.rerun_from and found is not None and found.status == SUCCEEDED
+        if (self.steps.index(name) < self.rerun_from and found is not None and found.status == SUCCEEDED
                 and still_valid(found.outputs)):
             log.info("step %s: skipped, inputs unchanged since %s (record %s)", name, found.started_at,
                      found.key)
@@ -88,8 +96,13 @@ class Workflow:
         self.done.append((record, SUCCEEDED))
         return record
 
-    def run(self) -> RunSummary:
+    def run(self) -> RunSummary | Any:
+        """The workflow's steps; a RunSummary, or with a search a StudySummary."""
         cfg = self.cfg
+        if self.tune:
+            from pipeline.workflow.tune import check_study
+
+            check_study(cfg)  # every key and value of the space, before anything starts
         tracking_uri = store.resolve_tracking_uri(cfg)
         store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
         experiment_id = store.ensure_experiment(cfg, tracking_uri)
@@ -132,36 +145,28 @@ class Workflow:
 
             check_fine_tune(cfg, self.fine_tune, manifest)  # before Ray starts
 
-        def train() -> dict[str, Any]:
-            if self.connect is not None:
-                with steps.timed("ray_start", self.timings):
-                    log.info("using %s", self.connect())
-            tracker = self._open_run(tracking_uri, experiment_id, None)
-            tracker.log_dataset(manifest, cfg.data.root)
-            name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{tracker.run_id[:8]}"
-            with steps.timed("train", self.timings):
-                trained = steps.train(cfg, manifest, tracker=tracker, name=name,
-                                      fine_tune=self.fine_tune)
-            tracker.flush_spool()
-            tracker.log_or_keep({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
-            return {"run_id": tracker.run_id, "checkpoint_dir": trained.checkpoint_dir,
-                    "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
-                    "best_epoch": trained.best_epoch}
-
-        trained = self._step("train", {"data": data_hash}, data_hash, train,
-                             still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+        if self.tune:
+            trained = self._step("tune", {"data": data_hash}, data_hash,
+                                 lambda: self._search(tracking_uri, experiment_id, manifest),
+                                 still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+            eval_cfg = RecurConfig.model_validate(trained.outputs["best_config"])
+        else:
+            trained = self._step("train", {"data": data_hash}, data_hash,
+                                 lambda: self._train(tracking_uri, experiment_id, manifest),
+                                 still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+            eval_cfg = cfg
         out = trained.outputs
         checkpoint = out["checkpoint_dir"]
 
         def evaluate() -> dict[str, Any]:
             tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
             logged = len(tracker.figures)
-            evaluation, model_uri = evaluate_and_log(cfg, tracker, checkpoint, self.timings,
-                                                     curve_metric=True)
+            evaluation, model_uri = evaluate_and_log(eval_cfg, tracker, checkpoint, self.timings,
+                                                     curve_metric=not self.tune)
             return {"metrics": evaluation.metrics, "model_uri": model_uri,
                     "plots": tracker.figures[logged:]}
 
-        evaluated = self._step("evaluate", {"train": trained.output_hash}, data_hash, evaluate)
+        evaluated = self._step("evaluate", {trained.step: trained.output_hash}, data_hash, evaluate)
         decision = None
         if cfg.registry.enabled:
             def do_register() -> dict[str, Any]:
@@ -174,7 +179,7 @@ class Workflow:
             def do_promote() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
                 logged = len(tracker.figures)
-                decision = promote(cfg, tracker, checkpoint, registered.outputs["version"], data_hash,
+                decision = promote(eval_cfg, tracker, checkpoint, registered.outputs["version"], data_hash,
                                    self.timings)
                 return {**decision, "plots": tracker.figures[logged:]}
 
@@ -182,12 +187,66 @@ class Workflow:
                                   do_promote).outputs
             decision = {k: v for k, v in promoted.items() if k != "plots"}
         self._close("FINISHED")
+        if self.tune:
+            return self._study_summary(out, evaluated.outputs["metrics"], decision)
         return RunSummary(
             run_id=out["run_id"], experiment_id=experiment_id, tracking_uri=tracking_uri,
             test_metrics=evaluated.outputs["metrics"], epochs_run=out["epochs_run"],
             best_epoch=out["best_epoch"], checkpoint_dir=checkpoint, decision=decision,
             timings=self.timings, steps=self.step_rows(), plots=self.plots(),
         )
+
+    def _train(self, tracking_uri: str, experiment_id: str, manifest: contract.Manifest) -> dict[str, Any]:
+        cfg = self.cfg
+        self._connect()
+        tracker = self._open_run(tracking_uri, experiment_id, None)
+        tracker.log_dataset(manifest, cfg.data.root)
+        name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{tracker.run_id[:8]}"
+        with steps.timed("train", self.timings):
+            trained = steps.train(cfg, manifest, tracker=tracker, name=name, fine_tune=self.fine_tune)
+        tracker.flush_spool()
+        tracker.log_or_keep({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run})
+        return {"run_id": tracker.run_id, "checkpoint_dir": trained.checkpoint_dir,
+                "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
+                "best_epoch": trained.best_epoch}
+
+    def _search(self, tracking_uri: str, experiment_id: str, manifest: contract.Manifest) -> dict[str, Any]:
+        """The tune step: a Ray Tune study in the study's MLflow parent run (resumed with
+        `--resume`); its outputs are the best trial's config and checkpoint, and the study's table."""
+        from pipeline.workflow.tune import open_study, plan_study, search
+
+        self._connect()
+        plan = plan_study(self.cfg)
+        path, self.tracker, resumed = open_study(self.cfg, tracking_uri, experiment_id,
+                                                 config_sources=self.config_sources, resume=self.resume)
+        logged = len(self.tracker.figures)
+        found = search(self.cfg, manifest, self.tracker, path, plan=plan, resumed=resumed,
+                       timings=self.timings)
+        study = found.summary
+        return {"run_id": self.tracker.run_id, "study": study.study, "path": study.path,
+                "checkpoint_dir": found.checkpoint_dir, "best_config": found.best_config,
+                "epochs_run": found.epochs_run, "best_epoch": found.best_epoch,
+                "best_trial": study.best_trial, "best_value": study.best_value,
+                "best_params": study.best_params, "counts": study.counts, "concurrency": study.concurrency,
+                "trials": study.trials.to_dict(orient="records"), "plots": self.tracker.figures[logged:]}
+
+    def _study_summary(self, out: dict[str, Any], metrics: dict[str, float],
+                       decision: dict[str, Any] | None) -> Any:
+        import pandas as pd
+
+        from pipeline.workflow.tune import StudySummary
+
+        return StudySummary(
+            study=out["study"], path=out["path"], parent_run_id=out["run_id"],
+            trials=pd.DataFrame(out["trials"]), counts=out["counts"], best_trial=out["best_trial"],
+            best_value=out["best_value"], best_params=out["best_params"], concurrency=out["concurrency"],
+            test_metrics=metrics, decision=decision, timings=self.timings, plots=self.plots(),
+            steps=self.step_rows())
+
+    def _connect(self) -> None:
+        if self.connect is not None:
+            with steps.timed("ray_start", self.timings):
+                log.info("using %s", self.connect())
 
     # ----------------------------------------------------------------------------- MLflow run
 

@@ -21,11 +21,10 @@ from typing import Any
 
 from pipeline import progress
 from pipeline.config import RecurConfig
-from pipeline.tracking import store
 from pipeline.tracking.run import STUDY_TAG, RunTracker
 from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
-from pipeline.workflow.pipeline import plot_names
+from pipeline.workflow.pipeline import plot_names, steps_line
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class StudySummary:
     decision: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # artifact paths of the PNGs logged to the parent run
+    steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, key
 
     def format(self, metric: str) -> str:
         lines = ["", f"recur tune finished: study {self.study}",
@@ -62,6 +62,8 @@ class StudySummary:
         if self.plots:
             lines.append(f"  plots           {plot_names(self.plots)}")
         lines.append(f"  study folder    {self.path}  (recur tune CONFIG --resume continues it)")
+        if self.steps:
+            lines.append(steps_line(self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
         return "\n".join(lines)
 
@@ -76,125 +78,150 @@ def _newest_study(cfg: RecurConfig, name: str) -> Path | None:
 
 
 def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
-              connect: Callable[[], str] | None = None, resume: bool = False) -> StudySummary:
-    """Search `tune.space` with Ray Tune, then evaluate and register the best trial."""
-    import ray
-    from ray import tune
+              connect: Callable[[], str] | None = None, resume: bool = False,
+              from_step: str | None = None, force: bool = False) -> StudySummary:
+    """`recur tune`: the workflow with a `tune` step in place of `train` (see
+    `pipeline.workflow.runner`): search `tune.space` with Ray Tune, then evaluate, register and
+    gate the best trial as recorded steps. An unchanged config and dataset skips the finished
+    steps; `resume` continues an interrupted study instead of starting it again."""
+    from pipeline.workflow.runner import Workflow
 
-    from pipeline.tuning.plan import TRIAL_DRIVER_CPU, plan_trials
-    from pipeline.tuning.space import SpaceError, check_space, parse_space, to_tune
-    from pipeline.tuning.tuner import (
-        StudyContext,
-        StudyProgress,
-        check_search,
-        scheduler_for,
-        search_for,
-        trial_function,
-    )
-    from pipeline.workflow.pipeline import prepare
+    summary = Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
+                       force=force, tune=True, resume=resume).run()
+    assert isinstance(summary, StudySummary)
+    return summary
+
+
+def check_study(cfg: RecurConfig) -> None:
+    """Every key and value of the search space, before anything starts."""
+    from pipeline.tuning.space import SpaceError, check_space, parse_space
+    from pipeline.tuning.tuner import check_search
 
     if not cfg.tune.space:
         raise SpaceError("tune.space is empty: name at least one config key to search, e.g. "
                          "tune.space: {train.lr: {loguniform: [1.0e-4, 1.0e-2]}}")
-    base = cfg.model_dump(mode="json")
     parsed = parse_space(cfg.tune.space)
-    check_space(base, parsed)  # every key and value checked before anything starts
+    check_space(cfg.model_dump(mode="json"), parsed)
     check_search(cfg, parsed)
-    metric, mode = cfg.tune_metric
-    timings: dict[str, float] = {}
-    tracking_uri, manifest = prepare(cfg, connect, timings)
+
+
+def open_study(cfg: RecurConfig, tracking_uri: str, experiment_id: str, *, config_sources: list[str],
+               resume: bool) -> tuple[Path, RunTracker, bool]:
+    """The study's folder and its MLflow parent run: the newest study of this name and its run
+    when resuming one that has a folder, else new ones. Returns (folder, tracker, resumed)."""
+    name = cfg.tune.name or cfg.tracking.experiment
+    path = _newest_study(cfg, name) if resume else None
+    if resume and path is None:
+        raise FileNotFoundError(f"no study named {name!r} to resume under {study_root(cfg)}; "
+                                "run `recur tune CONFIG` without --resume first")
+    resumed = path is not None
+    if path is None:
+        path = study_root(cfg) / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    state = json.loads((path / STUDY_FILE).read_text()) if resumed else {}
+    tracker = RunTracker(cfg, tracking_uri, experiment_id)
+    parent = tracker.start(config_sources=config_sources, resume_run_id=state.get("parent_run_id"),
+                           tags={STUDY_TAG: path.name, "recur.kind": "study"})
+    if not resumed:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / STUDY_FILE).write_text(json.dumps({"parent_run_id": parent, "study": path.name}))
+    return path, tracker, resumed
+
+
+@dataclass
+class SearchResult:
+    summary: StudySummary
+    best_config: dict[str, Any]  # the whole config of the best trial (its sampled values applied)
+    checkpoint_dir: str  # a local copy of the best trial's best checkpoint
+    best_epoch: int
+    epochs_run: int
+
+
+def plan_study(cfg: RecurConfig) -> Any:
+    """How many trials run at once on the connected cluster; fails, naming the keys, when one
+    trial cannot fit (before any MLflow run is created)."""
+    import ray
+
+    from pipeline.tuning.plan import plan_trials
+
     r = cfg.resources
     plan = plan_trials(num_workers=r.num_workers, cpus_per_worker=r.cpus_per_worker, use_gpu=r.use_gpu,
                        reserve_cpus_for_data=r.reserve_cpus_for_data, cluster=ray.cluster_resources(),
                        requested=cfg.tune.max_concurrent_trials, num_samples=cfg.tune.num_samples)
     if plan.warning:
         log.warning(plan.warning)
+    return plan
+
+
+def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, plan: Any, resumed: bool,
+           timings: dict[str, float]) -> SearchResult:
+    """The Ray Tune study itself (Ray connected): one nested MLflow run per trial, the table of
+    trials and the study plots on the parent run, the best trial's best checkpoint copied out."""
+    from ray import tune
+
+    from pipeline.tuning.plan import TRIAL_DRIVER_CPU
+    from pipeline.tuning.space import parse_space, to_tune, trial_config_dict
+    from pipeline.tuning.tuner import StudyContext, StudyProgress, scheduler_for, search_for, trial_function
+
+    base = cfg.model_dump(mode="json")
+    parsed = parse_space(cfg.tune.space)
+    metric, mode = cfg.tune_metric
     search_alg = search_for(cfg, parsed, max_concurrent=plan.concurrency)
     # The study is snapshotted every second or so (see _checkpoints_to_keep), on purpose; Tune
     # would warn about that on every short epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(SNAPSHOT_PERIOD_S))
-
-    name = cfg.tune.name or cfg.tracking.experiment
-    experiment_id = store.ensure_experiment(cfg, tracking_uri)
-    path = _newest_study(cfg, name) if resume else None
-    if resume and path is None:
-        raise FileNotFoundError(f"no study named {name!r} to resume under {study_root(cfg)}; "
-                                "run `recur tune CONFIG` without --resume first")
-    if path is None:
-        path = study_root(cfg) / f"{name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     study_name = path.name
-
-    with store.use_tracking_uri(tracking_uri):
-        tracker = RunTracker(cfg, tracking_uri, experiment_id)
-        state = json.loads((path / STUDY_FILE).read_text()) if resume else {}
-        parent = tracker.start(config_sources=config_sources or [], resume_run_id=state.get("parent_run_id"),
-                               tags={STUDY_TAG: study_name, "recur.kind": "study"})
-        try:
-            if not resume:
-                path.mkdir(parents=True, exist_ok=True)
-                (path / STUDY_FILE).write_text(json.dumps({"parent_run_id": parent, "study": study_name}))
-                tracker.log_dataset(manifest, cfg.data.root)
-                tracker.log_dict(cfg.tune.space, "tune/space.json")
-                tracker.log_params({"tune.concurrency": plan.concurrency})
-            context = StudyContext(base_config=base, manifest=manifest.model_dump(mode="json"),
-                                   tracking_uri=tracking_uri, experiment_id=experiment_id,
-                                   parent_run_id=parent, study=study_name,
-                                   train_storage=_train_storage(cfg, path),
-                                   spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR),
-                                   progress_mode=progress.mode())
-            trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
-                                            {"CPU": TRIAL_DRIVER_CPU})
-            space = to_tune(parsed)
-            verbose = 1 if cfg.train.ray_log_level != "WARNING" else 0
-            # the table of trials; beside Tune's own (verbose) output only as plain lines
-            table = StudyProgress(metric=metric, mode=mode, total_epochs=cfg.train.epochs,
-                                  display_mode="plain" if verbose and progress.mode() == "live" else None)
-            with steps.timed("tune", timings):
-                if resume and tune.Tuner.can_restore(str(path / "tuner")):
-                    tuner = tune.Tuner.restore(str(path / "tuner"), trainable, resume_unfinished=True,
-                                               resume_errored=True, param_space=space)
-                else:
-                    tuner = tune.Tuner(
-                        trainable, param_space=space,
-                        tune_config=tune.TuneConfig(
-                            # the concurrency limit is in search_alg (Tune ignores it here for one)
-                            metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
-                            time_budget_s=cfg.tune.time_budget_s,
-                            scheduler=scheduler_for(cfg, {k: v for k, v in space.items()
-                                                          if parsed[k][0] != "grid"}),
-                            search_alg=search_alg),
-                        run_config=tune.RunConfig(
-                            name="tuner", storage_path=str(path),
-                            verbose=verbose, callbacks=[table],
-                            checkpoint_config=tune.CheckpointConfig(
-                                num_to_keep=_checkpoints_to_keep(cfg), checkpoint_score_attribute=metric,
-                                checkpoint_score_order=mode)),
-                    )
-                results = tuner.fit()
-            _prune_checkpoints(results, metric=metric, mode=mode)
-            summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
-                                     path=path, parent=parent, timings=timings)
-            summary.concurrency = plan.concurrency
-            best = results.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
-            best_checkpoint = best.get_best_checkpoint(metric=metric, mode=mode) if best else None
-            if best_checkpoint is None:
-                raise RuntimeError(f"no trial of study {study_name} reported a checkpoint; see {path}")
-            from pipeline.tuning.space import trial_config_dict
-            from pipeline.workflow.pipeline import evaluate_and_register
-
-            best_cfg = RecurConfig.model_validate(trial_config_dict(base, best.config))
-            local = best_checkpoint.to_directory(str(path / "best"))
-            evaluation, decision = evaluate_and_register(best_cfg, tracker, manifest, local, timings,
-                                                         curve_metric=False)
-            summary.test_metrics, summary.decision = evaluation.metrics, decision
-            summary.plots = list(tracker.figures)
-            tracker.log_dict(timings, "timings.json")
-            tracker.finish("FINISHED")
-        except BaseException:
-            tracker.finish("FAILED")
-            raise
-    return summary
+    if not resumed:
+        tracker.log_dataset(manifest, cfg.data.root)
+        tracker.log_dict(cfg.tune.space, "tune/space.json")
+        tracker.log_params({"tune.concurrency": plan.concurrency})
+    context = StudyContext(base_config=base, manifest=manifest.model_dump(mode="json"),
+                           tracking_uri=tracker.tracking_uri, experiment_id=tracker.experiment_id,
+                           parent_run_id=tracker.run_id, study=study_name,
+                           train_storage=_train_storage(cfg, path),
+                           spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR),
+                           progress_mode=progress.mode())
+    trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
+                                    {"CPU": TRIAL_DRIVER_CPU})
+    space = to_tune(parsed)
+    verbose = 1 if cfg.train.ray_log_level != "WARNING" else 0
+    # the table of trials; beside Tune's own (verbose) output only as plain lines
+    table = StudyProgress(metric=metric, mode=mode, total_epochs=cfg.train.epochs,
+                          display_mode="plain" if verbose and progress.mode() == "live" else None)
+    with steps.timed("tune", timings):
+        if resumed and tune.Tuner.can_restore(str(path / "tuner")):
+            tuner = tune.Tuner.restore(str(path / "tuner"), trainable, resume_unfinished=True,
+                                       resume_errored=True, param_space=space)
+        else:
+            tuner = tune.Tuner(
+                trainable, param_space=space,
+                tune_config=tune.TuneConfig(
+                    # the concurrency limit is in search_alg (Tune ignores it here for one)
+                    metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
+                    time_budget_s=cfg.tune.time_budget_s,
+                    scheduler=scheduler_for(cfg, {k: v for k, v in space.items() if parsed[k][0] != "grid"}),
+                    search_alg=search_alg),
+                run_config=tune.RunConfig(
+                    name="tuner", storage_path=str(path),
+                    verbose=verbose, callbacks=[table],
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=_checkpoints_to_keep(cfg), checkpoint_score_attribute=metric,
+                        checkpoint_score_order=mode)),
+            )
+        results = tuner.fit()
+    _prune_checkpoints(results, metric=metric, mode=mode)
+    summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
+                             path=path, parent=tracker.run_id, timings=timings)
+    summary.concurrency = plan.concurrency
+    best = results.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
+    best_checkpoint = best.get_best_checkpoint(metric=metric, mode=mode) if best else None
+    if best_checkpoint is None:
+        raise RuntimeError(f"no trial of study {study_name} reported a checkpoint; see {path}")
+    best_metrics = next((m for c, m in best.best_checkpoints if c.path == best_checkpoint.path), {})
+    return SearchResult(summary=summary, best_config=trial_config_dict(base, best.config),
+                        checkpoint_dir=best_checkpoint.to_directory(str(path / "best")),
+                        best_epoch=int(best_metrics.get("epoch", -1)),
+                        epochs_run=int((best.metrics or {}).get("epoch", -1)) + 1)
 
 
 SNAPSHOT_PERIOD_S = 1.0
