@@ -96,7 +96,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipeline.workflow.records import STEPS
+    from pipeline.workflow.records import PREDICT, STEPS
     from pipeline.workflow.runner import STEP_TAG
 
     uri = _tracking_uri(args)
@@ -109,7 +109,7 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     print(f"  experiment {info.experiment_id}, task {tags.get('recur.task', '?')}, "
           f"config {tags.get('recur.config_files', '')}")
     print(f"  {'step':<10}{'status':<11}{'seconds':>9}  record")
-    for step in STEPS:
+    for step in (*STEPS, PREDICT):
         if STEP_TAG + step in tags:
             print(f"  {step:<10}{tags[STEP_TAG + step]:<11}{tags.get(f'{STEP_TAG}{step}.seconds', ''):>9}  "
                   f"{tags.get(f'{STEP_TAG}{step}.key', '')}")

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_toy_dataset
+from mlflow import MlflowClient
 
 from pipeline.cli import main
 from pipeline.data.contract import make_table, read_split, write_dataset
@@ -61,8 +62,9 @@ def test_predict_every_split_matches_the_registered_model(registered, tmp_path, 
     capsys.readouterr()
     out = tmp_path / "out"
     # when the champion predicts every split, on two actors, in batches of 16 rows
-    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri,
-                 "--batch-size", "16", "--concurrency", "2"]) == 0
+    args = ["--data", str(dataset), "--out", str(out), "--tracking-uri", uri,
+            "--runs-dir", str(tmp_path / "runs"), "--batch-size", "16", "--concurrency", "2"]
+    assert main(["predict", MODEL, *args]) == 0
     printed = capsys.readouterr().out
 
     inputs = {s: read_split(str(dataset), s) for s in ("train", "val", "test")}
@@ -93,8 +95,27 @@ def test_predict_every_split_matches_the_registered_model(registered, tmp_path, 
     assert record["model_uri"] == f"models:/{MODEL}/1" and record["rows_out_total"] == 176
     assert record["params"] == {"probabilities": True}
 
-    # when the output folder is reused without --overwrite, nothing is touched
-    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri]) == 2
+    # the prediction is a recorded step with its own MLflow run
+    client = MlflowClient(uri)
+    [run_id] = [line.split()[-1] for line in printed.splitlines() if line.startswith("  MLflow run ")]
+    run = client.get_run(run_id)
+    assert run.data.tags["recur.kind"] == "predict" and run.data.tags["recur.step.predict"] == "succeeded"
+    assert run.data.params["model"] == f"models:/{MODEL}/1" and run.data.metrics["rows_out"] == 176
+    assert main(["runs", "show", run_id, "--tracking-uri", uri]) == 0
+    assert "  predict   succeeded" in capsys.readouterr().out
+
+    # the same model, data, output and options again: skipped, the output untouched
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["predict", MODEL, *args]) == 0
+    printed = capsys.readouterr().out
+    assert "recur predict: skipped" in printed and run_id in printed
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+    # --force predicts again; into the reused, non-empty folder only with --overwrite
+    assert main(["predict", MODEL, *args, "--force"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # other options (here the batch size) are another prediction: also refused without --overwrite
+    assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri,
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert pq.read_table(out).num_rows == 176
 
@@ -142,7 +163,7 @@ def test_rows_failing_validation_are_kept_with_their_reason(registered, tmp_path
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
     assert job.main([f"{MODEL}/1", "--data", str(bad), "--out", str(out), "--split", "test",
-                     "--tracking-uri", uri, "--batch-size", "8"]) == 0
+                     "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs"), "--batch-size", "8"]) == 0
     printed = capsys.readouterr().out
 
     test = read_split(str(bad), "test")
@@ -180,14 +201,15 @@ def test_predict_refuses_a_model_that_does_not_fit_the_data(registered, tmp_path
                   import_params={})
     capsys.readouterr()
     assert main(["predict", MODEL, "--data", str(other), "--out", str(tmp_path / "o"),
-                 "--tracking-uri", uri]) == 2
+                 "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "3 channels per step, the dataset has 2" in capsys.readouterr().err
     # an unknown model or alias is named, before any work
     assert main(["predict", f"{MODEL}@nope", "--data", str(dataset), "--out", str(tmp_path / "o"),
-                 "--tracking-uri", uri]) == 2
+                 "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs")]) == 2
     assert f"no registered model {MODEL}@nope" in capsys.readouterr().err
     # a param the model does not take lists the ones it does
     assert main(["predict", MODEL, "--data", str(dataset), "--out", str(tmp_path / "o"),
-                 "--tracking-uri", uri, "--param", "beam_size=4"]) == 2
+                 "--tracking-uri", uri, "--runs-dir", str(tmp_path / "runs"), "--param", "beam_size=4"]) == 2
     assert "probabilities (default False)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "runs" / "steps").exists()  # refused before its step or MLflow run began

@@ -72,7 +72,8 @@ def test_pipeline_end_to_end_on_s3(ray_local, s3_endpoint, tmp_path, monkeypatch
     try:
         assert main(["run", str(_config(tmp_path, uri))]) == 0
         assert main(["predict", f"{MODEL}@champion", "--data", "s3://recur-data/jv", "--split", "test",
-                     "--out", "s3://recur-data/predictions", "--tracking-uri", uri]) == 0
+                     "--out", "s3://recur-data/predictions", "--tracking-uri", uri,
+                     "--runs-dir", str(tmp_path / "runs")]) == 0
         assert main(["lineage", f"{MODEL}@champion", "--tracking-uri", uri]) == 0
         out = capsys.readouterr()
 

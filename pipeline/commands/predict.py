@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                    help="a param of the model's predict, e.g. beam_size=4 (repeatable; YAML values)")
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--force", action="store_true",
+                   help="predict even when the same model version already predicted this data into --out "
+                        "with these options (a recorded step; otherwise skipped)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite under --runs-dir")
     p.add_argument("--runs-dir", help="local store folder (default recur-runs)")
@@ -66,8 +69,8 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline import config as config_mod
-    from pipeline.inference.model import ModelSpec, PredictError, load_registered
-    from pipeline.tracking.store import check_reachable, resolve_tracking_uri
+    from pipeline.inference.model import PredictError
+    from pipeline.tracking.store import resolve_tracking_uri
 
     started = time.perf_counter()
     cfg = config_mod.load_config(args.config) if args.config else config_mod.RecurConfig()
@@ -76,24 +79,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or resolve_tracking_uri(cfg)
     params = parse_params(args.params)
     try:
-        # Cheap checks first: the model and the data, before Ray starts.
-        spec = ModelSpec.parse(args.model)
-        from pipeline.data.contract import read_manifest
-
-        read_manifest(args.data)
-        check_reachable(uri)
-        model = load_registered(spec, uri)
-
-        from pipeline.inference.job import predict_dataset
+        from pipeline.workflow.predict import run_predict
         from pipeline.workflow.session import connect_ray
 
-        result = predict_dataset(model, args.data, args.out, splits=args.splits,
-                                 batch_size=args.batch_size, concurrency=args.concurrency, gpu=args.gpu,
-                                 params=params, overwrite=args.overwrite,
-                                 reserve_cpus=cfg.resources.reserve_cpus_for_data,
-                                 started_at=started, connect=lambda: connect_ray(cfg, args.address))
+        outcome = run_predict(cfg, args.model, args.data, args.out, tracking_uri=uri, splits=args.splits,
+                              batch_size=args.batch_size, concurrency=args.concurrency, gpu=args.gpu,
+                              params=params, overwrite=args.overwrite, force=args.force, started_at=started,
+                              connect=lambda: connect_ray(cfg, args.address))
     except PredictError as exc:
         raise CommandError(str(exc)) from None
-    print(result.format())
+    print(outcome.format())
+    result = outcome.result
     # Every row is in the output either way; a run in which no row could be predicted is a failure.
-    return 1 if result.total_in and result.failed == result.total_in else 0
+    return 1 if result is not None and result.total_in and result.failed == result.total_in else 0

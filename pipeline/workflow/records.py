@@ -38,6 +38,8 @@ STEP_CONFIG: dict[str, tuple[str, ...]] = {
     PREDICT: (),  # its inputs say it all: the model version, the input data, the output and options
 }
 
+STEP_TAG = "recur.step."  # MLflow tags recur.step.<step> (status), .key, .seconds, .error
+
 SUCCEEDED, FAILED, RUNNING, SKIPPED = "succeeded", "failed", "running", "skipped"
 
 

@@ -32,6 +32,7 @@ from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, re
 from pipeline.workflow.records import (
     FAILED,
     SKIPPED,
+    STEP_TAG,
     SUCCEEDED,
     StepRecord,
     StepStore,
@@ -42,7 +43,6 @@ from pipeline.workflow.records import (
 
 log = logging.getLogger(__name__)
 
-STEP_TAG = "recur.step."
 
 
 class Workflow:
