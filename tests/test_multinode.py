@@ -230,7 +230,8 @@ def _submit_and_stop_node2(cluster: LocalCluster, node2: subprocess.Popen, args:
     return code, log.read_text(), stopped_at
 
 
-def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, mlflow_server, tmp_path):
+def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, mlflow_server, tmp_path,
+                                                              capsys):
     """`recur submit` to a two-node cluster, then a fault: the second node stops mid-training.
 
     The job (submitted from the dataset's folder with relative paths, which recur resolves there)
@@ -246,7 +247,6 @@ def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
     nodes = {n["node_id"]: n for n in cluster.alive_nodes()}
     head = next(i for i, n in nodes.items() if n["is_head_node"])
     second = next(i for i in nodes if i != head)
-    print(f"\ncluster: head node {head}, second node {second}")
     dataset = make_toy_dataset(tmp_path / "toy", n_train=1600, n_val=64, n_test=64)  # epochs of ~1 s
     epochs, model = 8, f"multinode-{secrets.token_hex(3)}"
     common = ["--set", "data.root=toy", "--set", f"train.epochs={epochs}", "--set", "train.max_failures=2",
@@ -276,9 +276,11 @@ def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
     # the first worker group spread over both nodes; the restarted one ran on the head
     workers = _train_workers(cluster)
     placement = sorted((w["node_id"], w["state"]) for w in workers)
-    print("RayTrainWorker actors (node id, state):")
-    for node_id, state in placement:
-        print(f"  {node_id}  {'head' if node_id == head else 'second node'}  {state}")
+    with capsys.disabled():  # in the test log even when output is captured: where the workers ran
+        print(f"\ncluster: head node {head}, second node {second}")
+        print(f"job {job_id}: RayTrainWorker actors (node id, state):")
+        for node_id, state in placement:
+            print(f"  {node_id}  {'head' if node_id == head else 'second node'}  {state}")
     on_head = [w for w in workers if w["node_id"] == head]
     assert {w["node_id"] for w in workers} == {head, second}
     assert len(workers) >= 4 and len(on_head) >= 3
