@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -294,3 +295,26 @@ def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
     status = _recur(["jobs", "status", job_id, "--address", cluster.address], cluster, tmp_path,
                     mlflow_server, 120)
     assert status.returncode == 0 and f"{job_id}  SUCCEEDED" in status.stdout, status.stderr
+    logs = _recur(["jobs", "logs", job_id, "--address", cluster.address], cluster, tmp_path,
+                  mlflow_server, 120)
+    assert logs.returncode == 0 and "recur run finished" in logs.stdout, logs.stderr
+
+    # token authentication is on: the Jobs API refuses a request without the token or with another
+    # one, and recur says which (the token it found was not accepted)
+    for headers in ({}, {"Authorization": f"Bearer {secrets.token_hex(32)}"}):
+        request = urllib.request.Request(f"{cluster.address}/api/jobs/", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=30)
+        assert answer.value.code in (401, 403), answer.value
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    env = _clean_env(MLFLOW_TRACKING_URI=mlflow_server, RAY_AUTH_TOKEN_PATH=str(wrong))
+    refused = subprocess.run([sys.executable, "-m", "pipeline.cli", "jobs", "list",
+                              "--address", cluster.address], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "uses token authentication" in refused.stderr, refused.stderr
+    assert job_id not in refused.stdout
+    with capsys.disabled():
+        print(f"token auth: /api/jobs/ without a token -> HTTP 401/403, another token -> refused; "
+              f"recur jobs list with a wrong token -> exit {refused.returncode}: "
+              f"{refused.stderr.strip().splitlines()[-1][:160]}")
