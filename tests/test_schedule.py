@@ -1,4 +1,5 @@
-"""`recur schedule` against a real Ray head (`ray start --head`) and its Jobs API.
+"""`recur schedule` (and `recur submit`, `recur jobs stop`) against a real Ray head
+(`ray start --head`) and its Jobs API.
 
 The submitted jobs are tiny real commands (`--entrypoint`), not trainings: what is tested is
 when the scheduler submits, skips, stops and records. The head is started by this module and
@@ -48,7 +49,9 @@ def ray_head():
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115 (closed after the head stops)
     # --block keeps `ray start` in the foreground as the leader of a new process group holding
     # every Ray process of this head, so it is stopped by that group's id alone.
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # the jobs' `python` is this venv's, as for a user who started the head from an activated venv
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 120
     while True:
@@ -247,3 +250,34 @@ def test_on_new_data_watches_an_s3_dataset(ray_head, s3_endpoint, tmp_path, caps
     assert f"fired new data version {v2[:12]}" in out
     assert [j["submission_id"] for j in _jobs(ray_head, data_hash=v2)] == [_job_id(out)]
     assert "no new data" in _schedule(capsys, *args)
+
+
+def test_submit_follow_fails_with_the_job_and_jobs_stop_stops_one(ray_head, tmp_path, capsys):
+    """`recur submit --follow` of a run whose dataset is missing on the cluster: the job FAILED,
+    the command exits 1 with the job's reason; `recur jobs stop` stops a running job."""
+    from pipeline.cluster import job_status, submit_job
+    from pipeline.scheduling.scheduler import parse_entrypoint
+
+    work = tmp_path / "work"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "jobs", work / "jobs")
+    missing = tmp_path / "not-imported"
+    missing.mkdir()
+    config = work / "run.yaml"
+    config.write_text(yaml.safe_dump({"data": {"root": str(missing)}, "registry": {"model_name": "sched-toy"},
+                                      "tracking": {"runs_dir": str(tmp_path / "runs")}}))
+    code = main(["submit", str(config), "--address", ray_head, "--working-dir", str(work), "--follow"])
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    job_id = out.split("submitted job ", 1)[1].split()[0]
+    assert f"--- job {job_id} FAILED ---" in out
+    assert f"no manifest.json in {missing}" in out  # the job's own log: it failed where expected
+    assert f"recur: job {job_id} FAILED" in err
+
+    running = submit_job(parse_entrypoint(SLEEPY), address=ray_head, working_dir=str(work))
+    assert _wait_for(ray_head, running, {"RUNNING", "FAILED", "SUCCEEDED"}) == "RUNNING"
+    assert main(["jobs", "stop", running, "--address", ray_head]) == 0
+    assert f"asked job {running} to stop" in capsys.readouterr().out
+    assert _wait_for(ray_head, running, {"STOPPED", "FAILED", "SUCCEEDED"}) == "STOPPED"
+    assert main(["jobs", "stop", running, "--address", ray_head]) == 0
+    assert f"job {running} had already ended: STOPPED" in capsys.readouterr().out
+    assert job_status(running, address=ray_head) == "STOPPED"

@@ -1,5 +1,6 @@
-"""infra/local/*.sh for real: an S3 endpoint (moto) and an MLflow server with basic auth, host
-allow-listing and its artifacts proxied to that endpoint, started and stopped by their PID files."""
+"""infra/local/*.sh for real: an S3 endpoint (moto), an MLflow server with basic auth, host
+allow-listing and its artifacts proxied to that endpoint, and a Ray head with its Jobs API on
+127.0.0.1 and token authentication, started and stopped by their PID files."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MLFLOW_SH = REPO / "infra" / "local" / "mlflow-server.sh"
 S3_SH = REPO / "infra" / "local" / "s3-server.sh"
+RAY_SH = REPO / "infra" / "local" / "ray-head.sh"
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
@@ -80,7 +82,8 @@ def test_basic_auth_needs_an_admin_password_on_first_start(tmp_path):
     assert not (tmp_path / "m" / "mlflow.pid").exists()
 
 
-@pytest.mark.parametrize("script,pidfile", [(MLFLOW_SH, "mlflow.pid"), (S3_SH, "s3.pid")])
+@pytest.mark.parametrize("script,pidfile",
+                         [(MLFLOW_SH, "mlflow.pid"), (S3_SH, "s3.pid"), (RAY_SH, "ray.pid")])
 def test_stop_ends_only_its_own_server(tmp_path, script, pidfile):
     """A PID file that names another program (a stale file, a reused PID) stops nothing."""
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -168,3 +171,72 @@ def test_s3_and_mlflow_with_basic_auth_and_allowed_hosts(tmp_path, monkeypatch):
         assert s.returncode == 0 and "stopped" in s.stdout, s.stdout + s.stderr
     assert not survivors, "a server's process group outlived stop"
     assert not (mlflow_dir / "mlflow.pid").exists() and not (s3_dir / "s3.pid").exists()
+
+
+def _outward_ip() -> str | None:
+    """This machine's address on its default route (no packet is sent), None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        return s.getsockname()[0]
+
+
+@pytest.mark.slow
+def test_ray_head_on_loopback_with_token_auth(tmp_path):
+    """infra/local/ray-head.sh: the Jobs API on 127.0.0.1 only, refused without the head's token,
+    recur submits with it; stopped by its PID file."""
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    head, port = tmp_path / "ray", free_port()
+    # a second head on this machine (the tests' in-process Ray runs too): every port its own
+    flags = ("--port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+             "--node-manager-port", "--object-manager-port")
+    ports = [a for flag in flags for a in (flag, str(free_port()))]
+    started = sh(RAY_SH, "start", head, port, "--", "--num-cpus", "1", *ports, env=env, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((head / "ray.pid").read_text())
+    try:
+        token_file = head / "auth_token"
+        assert f"RAY_AUTH_TOKEN_PATH={token_file}" in started.stdout
+        assert token_file.stat().st_mode & 0o777 == 0o600 and len(token_file.read_text()) == 64
+        url = f"http://127.0.0.1:{port}"
+        assert sh(RAY_SH, "status", head, env=env).stdout.startswith(f"running (pid {pid})")
+
+        def jobs_api(token: str | None) -> int:
+            request = urllib.request.Request(f"{url}/api/jobs/")
+            if token is not None:
+                request.add_header("Authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert jobs_api(None) in (401, 403) and jobs_api(secrets.token_hex(32)) in (401, 403)
+        assert jobs_api(token_file.read_text()) == 200
+        ip = _outward_ip()
+        if ip is not None and not ip.startswith("127."):  # the dashboard is not on the other address
+            with pytest.raises(OSError):
+                socket.create_connection((ip, port), timeout=5).close()
+        # recur takes the token from RAY_AUTH_TOKEN_PATH, as the start message says
+        listed = subprocess.run([sys.executable, "-m", "pipeline.cli", "jobs", "list", "--address", url],
+                                cwd=tmp_path, env={**env, "RAY_AUTH_TOKEN_PATH": str(token_file)},
+                                capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        refused = subprocess.run([sys.executable, "-m", "pipeline.cli", "jobs", "list", "--address", url],
+                                 cwd=tmp_path, env={**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "token authentication" in refused.stderr, refused.stderr
+    finally:
+        stopped = sh(RAY_SH, "stop", head, env=env, timeout=120)
+        deadline = time.time() + 15  # the group's last processes are reaped just after `stop`
+        while group_alive(pid) and time.time() < deadline:
+            time.sleep(0.2)
+        survived = group_alive(pid)
+        if survived:  # only if the stop failed: the test leaves no Ray behind
+            os.killpg(pid, signal.SIGKILL)
+    assert stopped.stdout.startswith(f"stopped {pid}"), stopped.stdout + stopped.stderr
+    assert not survived and not (head / "ray.pid").exists()
+    assert sh(RAY_SH, "status", head, env=env).returncode == 1
