@@ -113,10 +113,14 @@ def test_predict_every_split_matches_the_registered_model(registered, tmp_path, 
     # --force predicts again; into the reused, non-empty folder only with --overwrite
     assert main(["predict", MODEL, *args, "--force"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    # other options (here the batch size) are another prediction: also refused without --overwrite
+    # other options (here the batch size) are another prediction: also refused without --overwrite,
+    # before a step record or an MLflow run of it exists
+    records = set((tmp_path / "runs" / "steps").iterdir())
     assert main(["predict", MODEL, "--data", str(dataset), "--out", str(out), "--tracking-uri", uri,
                  "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert set((tmp_path / "runs" / "steps").iterdir()) == records
+    assert len(client.search_runs([run.info.experiment_id], "tags.`recur.kind` = 'predict'")) == 1
     assert pq.read_table(out).num_rows == 176
 
 

@@ -36,7 +36,6 @@ from pipeline.workflow.records import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class PredictOutcome:
     record: StepRecord
@@ -81,7 +80,13 @@ def run_predict(cfg: RecurConfig, model_text: str, data: str, out: str, *, track
                 connect: Callable[[], str] | None) -> PredictOutcome:
     """Check, skip when recorded, else predict (see `pipeline.inference.job.predict_dataset`)."""
     from pipeline.data.contract import read_manifest
-    from pipeline.inference.job import check_compatible, predict_dataset, predict_params
+    from pipeline.inference.job import (
+        check_compatible,
+        check_output,
+        predict_dataset,
+        predict_params,
+        resolve_output,
+    )
     from pipeline.inference.model import ModelSpec, load_registered, resolve_version
     from pipeline.tracking.store import check_reachable
 
@@ -102,6 +107,8 @@ def run_predict(cfg: RecurConfig, model_text: str, data: str, out: str, *, track
     model = load_registered(spec, tracking_uri)
     check_compatible(model, manifest)  # refused before a record or an MLflow run exists
     predict_params(model, dict(params))
+    filesystem, path = resolve_output(out)
+    check_output(filesystem, path, overwrite=overwrite)
     if model.version != version:  # the alias moved in between: key the record on what runs
         record = new_record(PREDICT, {}, {**inputs, "model": f"{spec.name}/{model.version}"},
                             manifest.data_hash)

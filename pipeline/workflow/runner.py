@@ -44,7 +44,6 @@ from pipeline.workflow.records import (
 log = logging.getLogger(__name__)
 
 
-
 class Workflow:
     def __init__(self, cfg: RecurConfig, *, config_sources: list[str], connect: Callable[[], str] | None,
                  from_step: str | None = None, force: bool = False,
