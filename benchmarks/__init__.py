@@ -14,15 +14,22 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(name: str, **payload: Any) -> Path:
-    """benchmarks/results/NAME.json: the machine (host, CPUs, memory) and the payload."""
+def write_results(name: str, tag: str | None = None, **payload: Any) -> Path:
+    """benchmarks/results/NAME.json (NAME-TAG.json with a `--tag`, so runs on another machine or
+    with other settings sit beside the default one): the machine (host, CPUs, memory) and the
+    payload."""
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = RESULTS / (f"{name}-{tag}.json" if tag else f"{name}.json")
     out.write_text(json.dumps({"machine": platform.node(), "cpus": os.cpu_count(),
                                "memory_gib": round(memory_gib, 1), **payload}, indent=2, default=str))
     print(f"written {out}")
     return out
+
+
+def add_tag_argument(parser: Any) -> None:
+    parser.add_argument("--tag", default=None,
+                        help="write benchmarks/results/NAME-TAG.json instead of NAME.json (another machine)")
 
 
 class ReportsToFile:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import write_results
+from benchmarks import add_tag_argument, write_results
 from benchmarks.load import sequences
 from pipeline.config import RecurConfig, load_config
 
@@ -265,6 +265,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda (when available): train there and time nn.LSTM padded vs packed")
     parser.add_argument("--lstm", action="store_true", help="time nn.LSTM padded vs packed on the CPU too")
+    add_tag_argument(parser)
     args = parser.parse_args(argv)
     rows = args.rows or (600 if args.quick else 2000)
     epochs = args.epochs or 1
@@ -297,6 +298,7 @@ def main(argv: list[str]) -> int:
     print(f"long-tailed targets: padding < {TARGET_PADDING:.0%}: {targets['padding_met']}; throughput >= "
           f"{TARGET_SPEEDUP:g}x: {targets['speedup_met']}; wall {time.perf_counter() - start:.0f} s")
     equal = all(len(set(s)) == 1 for r in results for s in r["shard_steps"].values())
-    write_results("bucketing", settings={**vars(args), "rows": rows, "epochs": epochs, "device": str(device)},
+    write_results("bucketing", args.tag,
+                  settings={**vars(args), "rows": rows, "epochs": epochs, "device": str(device)},
                   results=results, targets=targets, equal_shard_steps=equal)
     return 0 if equal else 1

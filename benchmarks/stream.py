@@ -16,6 +16,10 @@ peak resident memory of each Ray Train worker process, of Ray Data's read tasks,
 of the whole process tree (shared pages counted once), and the peak use of the object store.
 
     python -m benchmarks stream [--gb 10] [--small-gb 1] [--dir DIR] [--workers 2]
+                                [--num-cpus 2] [--gpu] [--tag TAG]
+
+`--num-cpus` sizes the local Ray (a bigger machine: the CPUs the workers leave go to read tasks);
+`--gpu` trains on the GPU (`resources.use_gpu`: one GPU per worker, so `--workers 1` on one GPU).
 
 Results: benchmarks/results/stream.json (stream-<GB>gb.json for another --gb).
 """
@@ -35,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import ReportsToFile, write_results
+from benchmarks import ReportsToFile, add_tag_argument, write_results
 from benchmarks.load import _descendants, _pss_kib
 
 PART_BYTES = 256 * 2**20  # about this much float data per part file
@@ -147,7 +151,8 @@ def train_one_epoch(root: str, args: argparse.Namespace, label: str) -> dict[str
         f"data.root={root}", "data.materialize=false", f"data.batch_size={args.batch_size}",
         f"resources.num_workers={args.workers}", f"resources.cpus_per_worker={args.cpus_per_worker}",
         "train.epochs=1", "train.early_stopping_patience=0", "model.cell=lstm",
-        f"model.hidden_size={args.hidden}", "train.ray_log_level=ERROR"])
+        f"model.hidden_size={args.hidden}", "train.ray_log_level=ERROR",
+        f"resources.use_gpu={str(args.gpu).lower()}"])
     with tempfile.TemporaryDirectory(prefix="recur-stream-run-") as tmp:
         reports = Path(tmp) / "reports.jsonl"
         trainer = build_trainer(cfg, read_manifest(root), storage_path=f"{tmp}/ray", name=f"stream-{label}",
@@ -184,6 +189,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cpus-per-worker", type=float, default=0.5, help="recur's default")
     parser.add_argument("--object-store-gb", type=float, default=2.0,
                         help="Ray's object store, smaller than the data on purpose")
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU (one per worker)")
+    add_tag_argument(parser)
     args = parser.parse_args(argv)
 
     import ray
@@ -214,7 +222,8 @@ def main(argv: list[str]) -> int:
         write_train_split(small, data["rows_per_part"] * small_parts,
                           [f"train/part-{part:05d}.parquet" for part in range(small_parts)])
 
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=int(args.object_store_gb * 2**30))
+        ray.init(num_cpus=args.num_cpus, num_gpus=None if args.gpu else 0, include_dashboard=False,
+                 object_store_memory=int(args.object_store_gb * 2**30))
         try:
             for label, root in ((f"{args.small_gb:g} GB", small), (f"{gb:g} GB", f"{tmp}/big")):
                 print(f"training one epoch over {label} (streamed) ...", flush=True)
@@ -243,5 +252,5 @@ def main(argv: list[str]) -> int:
           f"worker RSS x{ratios['worker_peak_rss_mib_reported']}, "
           f"object store x{ratios['peak_object_store_mib']}")
     name = "stream" if args.gb == parser.get_default("gb") else f"stream-{args.gb:g}gb"
-    write_results(name, settings={**vars(args), "gb": gb}, data=data, runs=runs, ratios=ratios)
+    write_results(name, args.tag, settings={**vars(args), "gb": gb}, data=data, runs=runs, ratios=ratios)
     return 0

@@ -17,9 +17,9 @@ Shape suffixes: B batch, T padded time.
 
 from __future__ import annotations
 
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -79,20 +79,54 @@ def _cut(table: pa.Table, batch_size: int, rng: np.random.Generator) -> Iterator
 
 def collated_ahead(items: Iterable[T], collate: Callable[[T], Any],
                    ahead: int = BATCHES_AHEAD) -> Iterator[Any]:
-    """`collate(item)` for each item, in order, computed up to `ahead` items early in one
-    background thread (as Ray's iter_torch_batches does), so padding overlaps the training step."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recur-collate") as executor:
-        pending: deque[Future] = deque()
+    """`collate(item)` for each item, in order, up to `ahead` batches early.
+
+    One background thread draws the items as well as collating them: for bucketed batches that
+    is the whole pipeline (Ray Data's pools, the sort, the Arrow `take` of each batch, padding),
+    so the training thread only picks up finished batches. Before, only the padding ran ahead and
+    the training thread stalled at every pool boundary and on every batch's `take`.
+    An error in the thread is raised here, in order; closing this generator early stops the thread
+    after its current item and closes `items`.
+    """
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    source = iter(items)
+
+    def hand_over(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
         try:
-            for item in items:
-                pending.append(executor.submit(collate, item))
-                if len(pending) > ahead:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+            for item in source:
+                if not hand_over((True, collate(item))):
+                    return
+            hand_over((False, None))
+        except BaseException as error:  # handed to the consumer and raised there
+            hand_over((False, error))
+
+    thread = threading.Thread(target=produce, name="recur-collate", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_batch, value = ready.get()
+            if is_batch:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def bucketed_batches(shard: Any, collate: Callable[[pa.Table], Any], *, batch_size: int,

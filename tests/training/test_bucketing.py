@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import RecurConfig
-from pipeline.data.bucketing import bucket_tables, bucketed_batches, padding_fraction
+from pipeline.data.bucketing import bucket_tables, bucketed_batches, collated_ahead, padding_fraction
 from pipeline.data.contract import read_manifest
 from pipeline.data.loading import ray_dataset
 from pipeline.data.preprocess import Preprocessing
@@ -65,6 +65,53 @@ def test_rows_of_one_length_keep_their_order():
     pools = [_table([12] * 20), _table([12] * 7, start=20)]
     batches = list(bucket_tables(pools, batch_size=8, rng=np.random.default_rng(0)))
     assert [i for b in batches for i in b.column("id").to_pylist()] == [f"r{i}" for i in range(27)]
+
+
+def test_batches_are_drawn_and_collated_off_the_training_thread_in_order():
+    drawn_on, collated_on = set(), set()
+
+    def items():
+        for i in range(20):
+            drawn_on.add(threading.current_thread().name)
+            yield i
+
+    def collate(i):
+        collated_on.add(threading.current_thread().name)
+        return i * 10
+
+    assert list(collated_ahead(items(), collate, ahead=2)) == [i * 10 for i in range(20)]
+    assert drawn_on == collated_on == {"recur-collate"}
+
+
+def test_an_error_while_drawing_comes_after_the_batches_before_it():
+    def items():
+        yield from range(3)
+        raise ValueError("part-00001.parquet: bad row")
+
+    got = []
+    with pytest.raises(ValueError, match="part-00001.parquet: bad row"):
+        for batch in collated_ahead(items(), lambda i: i, ahead=2):
+            got.append(batch)
+    assert got == [0, 1, 2]
+
+
+def test_leaving_an_epoch_early_stops_the_thread_and_closes_the_source():
+    drawn, closed = [], threading.Event()
+
+    def items():
+        try:
+            for i in range(1000):
+                drawn.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    batches = collated_ahead(items(), lambda i: i, ahead=2)
+    assert [next(batches) for _ in range(3)] == [0, 1, 2]
+    batches.close()
+    assert closed.is_set()
+    assert len(drawn) <= 3 + 2 + 1  # taken, queued, one in hand: nothing read beyond that
+    assert not any(t.name == "recur-collate" for t in threading.enumerate())
 
 
 def test_every_row_comes_once_per_epoch_in_ceil_rows_over_batch_size_batches(ray_local, toy_dataset):
