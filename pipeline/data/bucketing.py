@@ -30,6 +30,7 @@ import torch
 T = TypeVar("T")
 POOLS_AHEAD = 1  # Ray Data prefetches this many pools (each bucket_batches batches) while we train
 BATCHES_AHEAD = 2  # batches collated ahead in a background thread
+STOP_TIMEOUT_S = 30.0  # how long leaving an epoch early waits for that thread's current item
 
 
 def row_lengths(table: pa.Table) -> np.ndarray | None:
@@ -83,10 +84,9 @@ def collated_ahead(items: Iterable[T], collate: Callable[[T], Any],
 
     One background thread draws the items as well as collating them: for bucketed batches that
     is the whole pipeline (Ray Data's pools, the sort, the Arrow `take` of each batch, padding),
-    so the training thread only picks up finished batches. Before, only the padding ran ahead and
-    the training thread stalled at every pool boundary and on every batch's `take`.
+    so the training thread only picks up finished batches (and never stalls at a pool boundary).
     An error in the thread is raised here, in order; closing this generator early stops the thread
-    after its current item and closes `items`.
+    after its current item (waiting at most STOP_TIMEOUT_S for it) and closes `items`.
     """
     ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
@@ -123,9 +123,11 @@ def collated_ahead(items: Iterable[T], collate: Callable[[T], Any],
                 raise value
     finally:
         stop.set()
-        thread.join()
+        # the thread stops after its current item; one stuck in Ray Data is left behind (a daemon)
+        # rather than hanging the epoch that is ending, and its source is then not closed
+        thread.join(timeout=STOP_TIMEOUT_S)
         close = getattr(source, "close", None)
-        if close is not None:
+        if close is not None and not thread.is_alive():
             close()
 
 
