@@ -26,8 +26,26 @@ def ray_local():
         # With the dashboard: Ray Train's PlacementGroupCleaner asks the State API (served by the
         # dashboard) whether a controller died, and frees its workers' placement group. Without
         # it, a Tune trial stopped by its scheduler would keep its workers' CPUs forever.
-        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=free_port(), log_to_driver=True)
+        # The cleaner finds "the" cluster from RAY_ADDRESS, else by looking for GCS processes,
+        # and gives up for good when it sees two (another Ray on the machine: a cluster test's,
+        # a developer's): its placement group is then never freed and the next trial waits
+        # forever for CPUs. So the GCS port is chosen here and every process Ray starts (they
+        # inherit this environment from the raylet) gets RAY_ADDRESS naming this cluster; the
+        # test process's own environment is left as it was.
+        port = free_port()
+        pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        saved = {key: os.environ.get(key) for key in pinned}
+        os.environ.update(pinned)
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                     dashboard_port=free_port(), log_to_driver=True)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        assert ray.get_runtime_context().gcs_address.endswith(f":{port}")
     yield ray
     ray.shutdown()
 
