@@ -21,7 +21,7 @@ of the whole process tree (shared pages counted once), and the peak use of the o
 `--num-cpus` sizes the local Ray (a bigger machine: the CPUs the workers leave go to read tasks);
 `--gpu` trains on the GPU (`resources.use_gpu`: one GPU per worker, so `--workers 1` on one GPU).
 
-Results: benchmarks/results/stream.json (stream-<GB>gb.json for another --gb).
+Results: benchmarks/results/stream.json (stream-<GB>gb.json for another --gb; -TAG.json added with --tag).
 """
 
 from __future__ import annotations
