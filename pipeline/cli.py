@@ -182,6 +182,14 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         print(f"  truncated {truncated} rows to their first {data.max_length} time steps (--max-length)")
     if manifest.task_params.get("gaps"):
         print(f"  kept {manifest.task_params['gaps']} gaps in the time column (--gaps keep)")
+    cells = manifest.task_params.get("filled") or {}  # csv: filled cells per value column
+    if any(cells.values()):
+        counts = ", ".join(f"{column} {n}" for column, n in cells.items() if n)
+        print(f"  filled {sum(cells.values())} blank/NaN cells (--missing "
+              f"{manifest.import_params['missing']}): {counts}")
+    if manifest.import_params.get("filled"):  # ucr: NaN values inside series
+        print(f"  filled {manifest.import_params['filled']} missing values (--missing "
+              f"{manifest.import_params['missing']})")
     if manifest.quarantined:
         total = sum(manifest.quarantined.values())
         print(f"  quarantined {total} rows with reasons: {Path(args.out) / 'quarantine'}")
@@ -203,7 +211,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    headers = ["version", "aliases", "metric", "score", "decision", "run_id", "data_hash"]
+    headers = ["version", "aliases", "metric", "score", "baseline", "decision", "run_id", "data_hash"]
     widths = {h: max(len(h), *(len(str(r[h])) for r in rows)) if rows else len(h) for h in headers}
     print("  ".join(h.ljust(widths[h]) for h in headers))
     for row in rows:

@@ -205,7 +205,8 @@ def test_run_refuses_an_imported_dataset_longer_than_max_length(capsys, tmp_path
 def test_max_length_does_not_apply_to_csv(capsys, tmp_path):
     path = csv_file(tmp_path / "s.csv", [f"{d},{i}" for i, d in enumerate(days(40))])
     code, _, err = import_csv(capsys, tmp_path, path, "--max-length", "3")
-    assert code == 2 and "data.max_length applies to ts and parquet sources (classify), not 'csv'" in err
+    assert code == 2
+    assert "data.max_length applies to ts and ucr and parquet sources (classify), not 'csv'" in err
 
 
 # ------------------------------------------------------------------------- ragged channel counts
@@ -423,6 +424,26 @@ def test_csv_gap_kept_when_asked_is_counted(capsys, tmp_path):
     assert code == 0 and "kept 1 gaps" in out
     manifest = read_manifest(str(tmp_path / "out"))
     assert manifest.task_params["gaps"] == 1 and manifest.import_params["gaps"] == "keep"
+
+
+def test_csv_blank_cells_filled_when_asked_are_counted_and_printed(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[7], rows[8] = "2024-01-08,", "2024-01-09,nan"  # lines 9 and 10
+    path = csv_file(tmp_path / "s.csv", rows)
+    code, out, err = import_csv(capsys, tmp_path, path, "--missing", "interpolate")
+    assert code == 0, err
+    assert "filled 2 blank/NaN cells (--missing interpolate): v 2" in out
+    assert read_manifest(str(tmp_path / "out")).task_params["filled"] == {"v": 2}
+
+
+def test_csv_missing_zero_is_refused_naming_the_key(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows), "--missing", "zero")
+    assert code == 2 and "data.source.missing: zero does not apply to format 'csv'" in err
+    code, _, err = run(capsys, tmp_path / "runs", config_file(tmp_path / "c.yaml", (
+        f"data:\n  task: forecast\n  source:\n    format: csv\n    paths: [{tmp_path / 's.csv'}]\n"
+        "    value_columns: [v]\n    missing: zero\n")))
+    assert code == 2 and "data.source.missing: zero does not apply to format 'csv'" in err
 
 
 # ------------------------------------------------------------------- an empty dataset or split

@@ -33,6 +33,16 @@ A blank, non-numeric, NaN or inf VALUE fails with every such cell listed (file, 
 text); with ``on_invalid="quarantine"`` the step stays in the series (a time step cannot be
 dropped without breaking its contiguity) and every window whose history or horizon touches it
 goes to ``<out>/quarantine/`` with the reasons.
+
+Missing values (``missing``): a blank or NaN cell is a missing value. ``"error"`` treats it as
+an invalid value (above). ``"ffill"`` fills it with the column's previous value (a leading blank
+takes the next value); ``"interpolate"`` fills it linearly in time between the nearest values
+before and after it (by the time column's values, else by step; a blank at either end holds the
+nearest value). A fill only reads values of the cell's own split segment and the segments before
+it, never a later one, so no val/test value leaks into train. Every filled cell is counted per
+column in ``task_params["filled"]``. Non-numeric text and inf stay invalid under every policy, and
+so does a blank in a column with no number at all up to the end of its segment. Missing ROWS (a
+gap in the time column) are not filled: see ``gaps``.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ class Series:
     sources: list[str]  # "file:line" per step
     columns: list[str]  # value columns, in channel order
     bad: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # step -> [(column, reason)]
+    missing: set[tuple[int, int]] = field(default_factory=set)  # (step, channel) of blank/NaN cells
     time_keys: list[tuple[str, Any]] = field(default_factory=list)  # _time_key per step (time column)
 
     def __len__(self) -> int:
@@ -85,17 +96,18 @@ def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     return None if np.isnat(value) else ("date", value)  # "" and "NaT" parse as NaT: no time
 
 
-def _value(text: str) -> tuple[float, str | None]:
-    """(value, None) for a finite number, else (NaN, why it is invalid)."""
+def _value(text: str) -> tuple[float, str | None, bool]:
+    """(value, None, False) for a finite number, else (NaN, why it is invalid, whether it is a
+    missing value: blank or NaN, which ``missing="ffill"|"interpolate"`` may fill)."""
     if not text:
-        return math.nan, "blank value (expected a number)"
+        return math.nan, "blank value (expected a number)", True
     try:
         value = float(text)
     except ValueError:
-        return math.nan, f"expected a number, got {text!r}"
+        return math.nan, f"expected a number, got {text!r}", False
     if not math.isfinite(value):
-        return math.nan, f"{text!r} is not a finite number (NaN and inf are not allowed)"
-    return value, None
+        return math.nan, f"{text!r} is not a finite number (NaN and inf are not allowed)", math.isnan(value)
+    return value, None, False
 
 
 def read_series(files: list[tuple[str, str]], *, time_column: str | None,
@@ -109,6 +121,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
     rows: list[list[float]] = []
     sources: list[str] = []
     bad: dict[int, list[tuple[str, str]]] = {}
+    missing: set[tuple[int, int]] = set()
     previous: tuple[str, Any, str] | None = None  # (kind, key, "file:line") of the last step
     keys: list[tuple[str, Any]] = []
     for index, (shown, local) in enumerate(files, start=1):
@@ -158,11 +171,13 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
                     times.append(text)
                     keys.append(key)
                 row = []
-                for column, at in zip(value_columns, value_at):
-                    value, why = _value(cells[at].strip())
+                for channel, (column, at) in enumerate(zip(value_columns, value_at)):
+                    value, why, blank = _value(cells[at].strip())
                     row.append(value)
                     if why is not None:
                         bad.setdefault(step, []).append((column, why))
+                    if blank:
+                        missing.add((step, channel))
                 rows.append(row)
                 sources.append(where)
         if header is None:
@@ -170,7 +185,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
         source_read(shown, len(rows) - before, index=index, files=len(files))
     values = np.array(rows, dtype=np.float64).reshape(len(rows), len(value_columns))
     return Series(times=times, values_NC=values, sources=sources, columns=list(value_columns), bad=bad,
-                  time_keys=keys)
+                  missing=missing, time_keys=keys)
 
 
 def _duration(seconds: float) -> str:
@@ -206,6 +221,59 @@ def find_gaps(series: Series) -> tuple[list[tuple[int, str]], str]:
     off = np.flatnonzero(~np.isclose(diffs, usual, rtol=1e-6, atol=0.0))
     gaps = [(int(i) + 1, show(diffs[i])) for i in off]
     return gaps, f"{show(usual)} ({counts.max()} of {len(diffs)} steps)"
+
+
+MISSING_POLICIES = ("error", "ffill", "interpolate")  # "zero" is refused: 0 is a real reading
+
+
+def _positions(series: Series) -> np.ndarray:
+    """(N,) where each step lies in time: the time column's units (calendar months for monthly
+    dates, else seconds, as in ``_spacing``) from the first step; the step index without one."""
+    if len(series.time_keys) < 2:
+        return np.arange(len(series), dtype=np.float64)
+    diffs, _ = _spacing(series.time_keys)
+    return np.concatenate([[0.0], np.cumsum(diffs)])
+
+
+def fill_missing_cells(series: Series, policy: str,
+                       bounds: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Fill the blank/NaN cells (``series.missing``) of ``series.values_NC`` in place and drop
+    their entries from ``series.bad``; return the number of filled cells per column.
+
+    ``"ffill"``: the column's last value at or before the step, else (a leading blank) its next
+    one. ``"interpolate"``: linear in time (``_positions``) between the nearest values before and
+    after, holding the nearest value at either end. A cell of segment [lo, hi) (``bounds``) only
+    reads values of steps < hi: a fill never sees a later split. A column with no value before hi
+    leaves its blanks as invalid cells. ``"error"`` fills nothing.
+    """
+    filled = {column: 0 for column in series.columns}
+    if policy == "error" or not series.missing:
+        return filled
+    values = series.values_NC
+    original = values.copy()  # fills read real values only, never an earlier fill
+    known = np.isfinite(original)
+    blank = np.zeros(values.shape, dtype=bool)
+    for step, channel in series.missing:
+        blank[step, channel] = True
+    positions = _positions(series) if policy == "interpolate" else None
+    for lo, hi in bounds.values():
+        for c in np.flatnonzero(blank[lo:hi].any(axis=0)):
+            have = np.flatnonzero(known[:hi, c])
+            if not len(have):
+                continue
+            targets = lo + np.flatnonzero(blank[lo:hi, c])
+            if positions is None:
+                source = np.maximum(np.searchsorted(have, targets, side="right") - 1, 0)
+                values[targets, c] = original[have[source], c]
+            else:
+                values[targets, c] = np.interp(positions[targets], positions[have], original[have, c])
+            column = series.columns[c]
+            filled[column] += len(targets)
+            for t in targets.tolist():
+                series.bad[t] = [(col, why) for col, why in series.bad[t] if col != column]
+                if not series.bad[t]:
+                    del series.bad[t]
+    return filled
 
 
 def segment_bounds(num_steps: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
@@ -262,13 +330,15 @@ def import_csv(
     stride: int = 1,
     seasonal_period: int = 1,
     gaps: Literal["error", "keep"] = "error",
+    missing: Literal["error", "ffill", "interpolate"] = "error",
 ) -> Manifest:
     """Import a CSV time series as a forecast dataset at ``out`` (see the module docstring).
 
     ``window``/``horizon``: history and forecast steps per row; ``stride``: steps between
     consecutive rows of a split; ``seasonal_period``: the season length m of the seasonal-naive
     baseline (stored in ``task_params``; m = 1 is the naive last-value forecast), at most
-    ``window`` so every history holds a full season. ``gaps``: see the module docstring.
+    ``window`` so every history holds a full season. ``gaps``, ``missing``: see the module
+    docstring.
     """
     value_columns = list(value_columns)
     if not value_columns:
@@ -288,6 +358,10 @@ def import_csv(
         raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
     if gaps not in ("error", "keep"):
         raise ValueError(f"gaps must be 'error' or 'keep', got {gaps!r}")
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)} for a csv series, got "
+                         f"{missing!r}" + (" (a 0 would read as a real value of the series)"
+                                           if missing == "zero" else ""))
     _check_fractions(val_fraction, test_fraction)
     if val_fraction <= 0 or test_fraction <= 0:
         raise ValueError(f"a forecast dataset needs val_fraction > 0 and test_fraction > 0 (the last "
@@ -304,13 +378,15 @@ def import_csv(
         raise DatasetError(
             f"column {time_column!r}: {len(irregular)} time step(s) break the series' usual spacing of "
             f"{usual}: {named}{more}. Every row is one time step, so a window across a gap mixes "
-            "spacings: add the missing rows (blank values then fail, or are quarantined with "
-            "on_invalid=quarantine), or keep the series as it is with data.source.gaps: keep (--gaps keep)"
+            "spacings: add the missing rows with blank values (filled by data.source.missing: ffill or "
+            "interpolate, else they fail or are quarantined with on_invalid=quarantine), or keep the "
+            "series as it is with data.source.gaps: keep (--gaps keep)"
         )
     bounds = segment_bounds(n, val_fraction, test_fraction)
     _check_sizes(bounds, n, window=window, horizon=horizon, val_fraction=val_fraction,
                  test_fraction=test_fraction)
     starts = window_starts(bounds, window=window, horizon=horizon, stride=stride)
+    filled = fill_missing_cells(series, missing, bounds)
     split_of_step = np.empty(n, dtype=object)
     for split, (lo, hi) in bounds.items():
         split_of_step[lo:hi] = split
@@ -323,7 +399,9 @@ def import_csv(
             problems,
             header=f"import into {out} stopped: {len(series.bad)} of {n} time steps hold invalid values "
                    f"({len(problems)} cells); nothing was written",
-            hint="fix the cells, or pass on_invalid='quarantine' to set aside every window that "
+            hint=("blank/NaN cells: data.source.missing ffill or interpolate (--missing) fills them\n"
+                  if missing == "error" and series.missing else "")
+                 + "fix the cells, or pass on_invalid='quarantine' to set aside every window that "
                  "touches them",
         )
 
@@ -380,6 +458,7 @@ def import_csv(
         "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
         "time_column": time_column, "value_columns": value_columns, "num_steps": n,
         "segments": segments, "gaps": len(irregular),
+        "filled": filled,  # blank/NaN cells filled per column (missing: ffill|interpolate)
         # val/test histories may start in the segment before (targets never do)
         "history_crosses_segments": True,
     }
@@ -389,7 +468,7 @@ def import_csv(
         import_params={
             "format": "csv", "time_column": time_column, "value_columns": value_columns,
             "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
-            "gaps": gaps, "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
-            "on_invalid": on_invalid,
+            "gaps": gaps, "missing": missing, "val_fraction": val_fraction, "test_fraction": test_fraction,
+            "seed": seed, "on_invalid": on_invalid,
         },
     )

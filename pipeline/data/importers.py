@@ -121,8 +121,9 @@ def shown_name(shown: str, local: str) -> str:
     return obj.uri if obj is not None else shown
 
 
-def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
-    """(display name, local file) for every source; folders give their ``*.ext`` files."""
+def _expand(paths: list[str] | str, ext: str | tuple[str, ...]) -> list[tuple[str, str]]:
+    """(display name, local file) for every source; folders give their ``*.ext`` files (any of
+    the extensions when ``ext`` is a tuple)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [os.fspath(paths)]
     if not paths:
@@ -132,9 +133,11 @@ def _expand(paths: list[str] | str, ext: str) -> list[tuple[str, str]]:
         p = os.fspath(p)
         local = resolve_source(p)
         if os.path.isdir(local):
-            found = sorted(glob.glob(os.path.join(local, "**", f"*.{ext}"), recursive=True))
+            exts = (ext,) if isinstance(ext, str) else ext
+            found = sorted(f for e in exts
+                           for f in glob.glob(os.path.join(local, "**", f"*.{e}"), recursive=True))
             if not found:
-                raise FileNotFoundError(f"no *.{ext} files in {p} ({local})")
+                raise FileNotFoundError(f"no {' or '.join(f'*.{e}' for e in exts)} files in {p} ({local})")
             for f in found:
                 rel = os.path.relpath(f, local).replace(os.sep, "/")
                 shown = f"{p.rstrip('/')}/{rel}" if p.startswith((BUILTIN_SCHEME, "s3://")) else f
@@ -394,6 +397,36 @@ def _finish(
     )
 
 
+def _add_cases(rows: _Rows, series: list[np.ndarray], labels: list[str], line_numbers: list[int], *,
+               file: str, shown: str, missing: str) -> int:
+    """Append one file's cases (float32 (T, C) arrays, NaN = missing value) to ``rows``.
+
+    Ids are ``"<file stem>:<0-based case index>"``, sources ``"<shown>:<line>"``, the split is the
+    file name's token. ``missing``: a ts_format policy; under ``"error"`` NaN stays in x, so the
+    contract check reports the row (fail or quarantine); a case the policy cannot fill (a
+    dimension with no value) is an invalid row with the reason. Returns the number of values
+    filled.
+    """
+    stem, split = _stem(file), split_of(file)
+    base = len(rows)
+    filled, count = [], 0
+    for k, (x, line) in enumerate(zip(series, line_numbers)):
+        try:
+            filled.append(fill_missing(x, "keep" if missing == "error" else missing))
+            if missing != "error":
+                count += int(np.isnan(x).sum())
+        except ValueError as e:
+            rows.pre.append((base + k, "x", str(e)))
+            filled.append(x)
+        rows.ids.append(f"{stem}:{k}")
+        rows.labels.append(labels[k])
+        rows.sources.append(f"{shown}:{line}")
+        rows.splits.append(split)
+    rows.x.append(x_array(filled))
+    rows.x_raw.append(x_array(series))
+    return count
+
+
 def _ordered(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Train files first (their label declarations win), then the rest, each in given order."""
     return sorted(files, key=lambda f: 0 if split_of(f[1]) == "train" else 1)
@@ -459,21 +492,8 @@ def import_ts(
         if declared is None and data.class_labels:
             declared = data.class_labels
         problem_name = problem_name or data.problem_name
-        stem, split = _stem(local), split_of(local)
-        base = len(rows)
-        filled = []
-        for k, (x, line) in enumerate(zip(data.series, data.line_numbers)):
-            try:
-                filled.append(fill_missing(x, "keep" if missing == "error" else missing))
-            except ValueError as e:
-                rows.pre.append((base + k, "x", str(e)))
-                filled.append(x)
-            rows.ids.append(f"{stem}:{k}")
-            rows.labels.append(data.labels[k])
-            rows.sources.append(f"{shown}:{line}")
-            rows.splits.append(split)
-        rows.x.append(x_array(filled))
-        rows.x_raw.append(x_array(data.series))
+        _add_cases(rows, data.series, data.labels, data.line_numbers, file=local, shown=shown,
+                   missing=missing)
 
     return _finish(
         rows, out,
@@ -617,6 +637,7 @@ def _channel_mode(xs: list[pa.Array]) -> int:
 # `pipeline.config.MAX_LENGTH_FORMATS` also take max_length and on_too_long.
 IMPORTERS: dict[str, str] = {
     "ts": "pipeline.data.importers:import_ts",
+    "ucr": "pipeline.data.ucr_format:import_ucr",
     "parquet": "pipeline.data.importers:import_parquet",
     "csv": "pipeline.data.csv_series:import_csv",
     "conll": "pipeline.data.conll:import_conll",

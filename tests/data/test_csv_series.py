@@ -195,3 +195,103 @@ def test_gaps_are_steps_off_the_usual_spacing(tmp_path, times, gaps):
     path = csv_file(tmp_path, [f"{t},1" for t in times], header="t,v")
     found, _ = find_gaps(read_series([(path, path)], time_column="t", value_columns=["v"]))
     assert found == gaps
+
+
+# ------------------------------------------------------------------ missing values (blank / NaN cells)
+
+
+def values_by_step(root: str, window: int, start: int = 2000) -> dict[int, list[float]]:
+    """Step -> [a, b] as stored in the windows' histories (ids are the first forecast year)."""
+    out: dict[int, list[float]] = {}
+    for split in ("train", "val", "test"):
+        for row_id, x, _ in zip(*windows_of(root, split)):
+            first = int(row_id) - start - window
+            for j, step_values in enumerate(x.tolist()):
+                out[first + j] = step_values
+    return out
+
+
+def gappy_ramp() -> list[str]:
+    """ramp(40) (a = i, b = 100 + 2i) with blank/NaN cells: a at steps 0 (leading), 5 and 6
+    (inner), 19 (the last train step: its next value lies in val) and 25; b at step 12 (NaN)."""
+    rows = ramp(40)
+    for step in (0, 5, 6, 19, 25):
+        rows[step] = f"{2000 + step},,{100 + 2 * step}"
+    rows[12] = "2012,12,NaN"
+    return rows
+
+
+@pytest.mark.parametrize("missing,a_expected,b12", [
+    # interpolate: linear in time; the leading blank takes the next value; step 19 holds the last
+    # train value (18): a fill never reads the next segment (val starts at step 20)
+    ("interpolate", {0: 1, 5: 5, 6: 6, 19: 18, 25: 25}, 124),
+    # ffill: the previous value; the leading blank takes the next one
+    ("ffill", {0: 1, 5: 4, 6: 4, 19: 18, 25: 24}, 122),
+])
+def test_blank_and_nan_cells_are_filled_and_counted(tmp_path, missing, a_expected, b12):
+    # Given a series with blank and NaN value cells
+    root = str(tmp_path / "ds")
+    m = import_csv(csv_file(tmp_path, gappy_ramp()), root, time_column="year", value_columns=["a", "b"],
+                   window=4, horizon=2, val_fraction=0.25, test_fraction=0.25, missing=missing)
+    # then every filled cell holds the policy's value and every other cell is as read
+    steps = values_by_step(root, window=4)
+    for step, (a, b) in steps.items():
+        assert a == a_expected.get(step, step), step
+        assert b == (b12 if step == 12 else 100 + 2 * step), step
+    assert {0, 5, 6, 12, 19, 25} <= set(steps)
+    # and the counts per column are in the manifest, nothing was quarantined
+    assert m.task_params["filled"] == {"a": 5, "b": 1}
+    assert m.import_params["missing"] == missing and not m.quarantined
+    assert {s: m.splits[s].rows for s in ("train", "val", "test")} == {"train": 15, "val": 9, "test": 9}
+    assert validate_dataset(root).ok
+
+
+def test_interpolate_is_linear_in_time_across_kept_gaps(tmp_path):
+    # Given times 0..9, 12, 13, ... (a kept gap) with v = time, and v blank at time 12
+    times = [*range(10), *range(12, 42)]
+    rows = [f"{t},{'' if t == 12 else t}" for t in times]
+    root = str(tmp_path / "ds")
+    m = import_csv(csv_file(tmp_path, rows, header="t,v"), root, time_column="t", value_columns=["v"],
+                   window=3, horizon=1, gaps="keep", missing="interpolate")
+    # then the fill lies on the line through (9, 9) and (13, 13), not halfway between the steps
+    ids, xs, _ = windows_of(root, "train")
+    history = xs[ids.index("13")][:, 0].tolist()  # the steps at times 8, 9, 12
+    assert history == [8.0, 9.0, 12.0]
+    assert m.task_params["filled"] == {"v": 1} and m.task_params["gaps"] == 1
+
+
+def test_blank_cells_fail_under_missing_error_with_a_hint(tmp_path):
+    with pytest.raises(DataValidationError) as err:
+        import_csv(csv_file(tmp_path, gappy_ramp()), str(tmp_path / "ds"), time_column="year",
+                   value_columns=["a", "b"], window=4, horizon=2)
+    assert len(err.value.problems) == 6
+    assert "data.source.missing ffill or interpolate (--missing) fills them" in str(err.value)
+
+
+def test_text_and_empty_columns_stay_invalid_when_filling(tmp_path):
+    # Given a non-numeric cell (not a missing value) and a column blank up to the end of train
+    rows = [f"{2000 + i},{i}," for i in range(30)]
+    rows[7] = "2007,n/a,"
+    rows[25] = "2025,25,1"
+    with pytest.raises(DataValidationError) as err:
+        import_csv(csv_file(tmp_path, rows), str(tmp_path / "ds"), time_column="year",
+                   value_columns=["a", "b"], window=3, horizon=2, missing="ffill")
+    found = {(p.row_id, p.column) for p in err.value.problems}
+    # then 'n/a' is still named, and b's blanks before its first number (step 25) cannot be filled
+    assert ("2007", "a") in found
+    assert {(str(2000 + s), "b") for s in range(24)} <= found  # train 0..17, val 18..23 have no b
+    assert ("2027", "b") not in found  # test steps after step 25 take its value
+
+
+def test_missing_zero_is_refused_for_csv(tmp_path):
+    from pipeline.config import SourceConfig, ValidationError
+
+    with pytest.raises(ValueError, match="missing must be one of error, ffill, interpolate for a csv series, "
+                                         "got 'zero'"):
+        import_csv(csv_file(tmp_path, ramp(30)), str(tmp_path / "ds"), value_columns=["a"], window=3,
+                   horizon=2, missing="zero")
+    with pytest.raises(ValidationError, match="data.source.missing: zero does not apply to format 'csv'"):
+        SourceConfig(format="csv", paths=["s.csv"], value_columns=["a"], missing="zero")
+    # ffill and interpolate reach the importer from a config
+    source = SourceConfig(format="csv", paths=["s.csv"], value_columns=["a"], missing="interpolate")
+    assert source.importer_options()["missing"] == "interpolate"
