@@ -207,9 +207,10 @@ def tag(prefix: str = "") -> str:
 def epoch_line(report: dict[str, Any], total_epochs: int, prefix: str = "") -> str:
     """One epoch's summary from rank 0's report: `[recur] epoch 3/20  train_loss ...  seq/s`."""
     vals = "".join(f"{k} {report[k]:.4f}  " for k in report if k.startswith("val_"))
+    chance = "  AT CHANCE (val no better than a trivial predictor)" if report.get("at_chance") else ""
     return (f"{tag(prefix)} epoch {int(report['epoch']) + 1}/{total_epochs}  "
             f"train_loss {report['train_loss']:.4f}  {vals}"
-            f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s")
+            f"grad_norm {report['grad_norm']:.2f}  {report['sequences_per_second']:.0f} seq/s{chance}")
 
 
 def step_line(update: dict[str, Any], total_epochs: int, prefix: str = "") -> str:

@@ -132,15 +132,54 @@ def collated_ahead(items: Iterable[T], collate: Callable[[T], Any],
 
 
 def bucketed_batches(shard: Any, collate: Callable[[pa.Table], Any], *, batch_size: int,
-                     bucket_batches: int, epoch: int, seed: int) -> Iterator[Any]:
+                     bucket_batches: int, epoch: int, seed: int, keep: list[pa.Table] | None = None,
+                     bucket: bool = True) -> Iterator[Any]:
     """One epoch of length-bucketed, collated batches from a Ray Data shard (a DataIterator or
-    Dataset): pools of `batch_size * bucket_batches` rows in Ray's locally shuffled order (seeded
-    with seed + epoch, as unbucketed batches are), batch order shuffled with (seed, epoch)."""
+    Dataset) or from an Arrow table kept from an earlier epoch: pools of `batch_size *
+    bucket_batches` rows in a locally shuffled order (seeded with seed + epoch), batch order
+    shuffled with (seed, epoch). `keep`: every pool read from the shard is appended to it (the
+    caller keeps a small split in memory). `bucket` False: batches in the shuffled order."""
     pool = batch_size * bucket_batches
-    pools = shard.iter_batches(batch_size=pool, batch_format="pyarrow", local_shuffle_buffer_size=pool,
-                               local_shuffle_seed=seed + epoch, prefetch_batches=POOLS_AHEAD)
+    if isinstance(shard, pa.Table):
+        pools: Iterable[pa.Table] = table_pools(shard, pool, epoch=epoch, seed=seed)
+    else:
+        pools = shard.iter_batches(batch_size=pool, batch_format="pyarrow", local_shuffle_buffer_size=pool,
+                                   local_shuffle_seed=seed + epoch, prefetch_batches=POOLS_AHEAD)
+        if keep is not None:
+            pools = _kept(pools, keep)
     rng = np.random.default_rng([seed, epoch])
+    if not bucket:
+        return collated_ahead((p.slice(i, batch_size) for p in _whole_batches(pools, batch_size)
+                               for i in range(0, p.num_rows, batch_size)), collate)
     return collated_ahead(bucket_tables(pools, batch_size=batch_size, rng=rng), collate)
+
+
+def table_pools(table: pa.Table, pool: int, *, epoch: int, seed: int) -> Iterator[pa.Table]:
+    """A kept split's rows in a new random order each epoch (seeded with seed, epoch), in pools of
+    `pool` rows: what Ray Data's local shuffle gives, without a Ray Data execution per epoch."""
+    order = np.random.default_rng([seed, epoch, 1]).permutation(table.num_rows)
+    shuffled = table.take(pa.array(order))
+    for start in range(0, table.num_rows, pool):
+        yield shuffled.slice(start, pool)
+
+
+def _kept(pools: Iterable[pa.Table], keep: list[pa.Table]) -> Iterator[pa.Table]:
+    for table in pools:
+        keep.append(table)
+        yield table
+
+
+def _whole_batches(pools: Iterable[pa.Table], batch_size: int) -> Iterator[pa.Table]:
+    """Pools re-cut so that every one but the last holds a multiple of `batch_size` rows."""
+    pending: pa.Table | None = None
+    for table in pools:
+        table = pa.concat_tables([pending, table]) if pending is not None else table
+        full = table.num_rows // batch_size * batch_size
+        if full:
+            yield table.slice(0, full)
+        pending = table.slice(full) if full < table.num_rows else None
+    if pending is not None and pending.num_rows:
+        yield pending
 
 
 def padding_fraction(lengths: Iterable[torch.Tensor | np.ndarray]) -> float:

@@ -218,3 +218,123 @@ def learning_rate(base_lr: float, epoch: int, *, total_epochs: int, schedule: An
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+# ---------------------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitState:
+    """What survives a restart besides weights: where the run is and its early-stopping state."""
+
+    next_epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the monitored metric last improved
+    plateau_decays: int = 0  # learning-rate decays made by the plateau schedule
+    steps_done: int = 0  # optimizer steps taken by this worker (equal on every rank)
+    chance_epochs: int = 0  # consecutive epochs whose val metrics were those of a trivial predictor
+
+    def improved(self, value: float, mode: str) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if mode == "max" else value < self.best_value
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """The budget and the rules of one run (from `train.*` of a resolved config)."""
+
+    epochs: int  # planned epochs (the schedule's length); more only while min_steps is not reached
+    lr: float
+    schedule: Any  # pipeline.config.ScheduleConfig
+    monitor: str  # a key of the epoch's metrics
+    monitor_mode: str  # max | min
+    patience: int = 0  # epochs without improvement before stopping; 0: never stop early
+    min_steps: int = 0  # optimizer steps before early stopping may end the run
+    chance_epochs: int = 3  # consecutive epochs at chance before the run says so
+
+    @classmethod
+    def from_config(cls, train: Any) -> FitPlan:
+        return cls(epochs=train.epochs, lr=train.lr, schedule=train.schedule, monitor=train.monitor,
+                   monitor_mode=train.monitor_mode, patience=train.early_stopping_patience,
+                   min_steps=train.min_steps)
+
+    def wants_epoch(self, state: FitState) -> bool:
+        """Another epoch: the planned ones, then more while fewer than min_steps steps were taken
+        (a split smaller than planned; the schedule holds its final learning rate there)."""
+        if state.next_epoch < self.epochs:
+            return True
+        return state.steps_done < self.min_steps and state.next_epoch < self.epochs + MAX_EXTRA_EPOCHS
+
+
+MAX_EXTRA_EPOCHS = 10_000  # a bound on epochs added for min_steps (an epoch of no steps never ends it)
+
+
+def end_epoch(plan: FitPlan, state: FitState, epoch: int, metrics: dict[str, float], *,
+              steps: int, at_chance: bool = False) -> bool:
+    """Book an epoch's outcome in `state`; returns whether to stop now (early stopping).
+
+    The monitored metric's best value and epoch, the plateau schedule's decays, the steps taken,
+    and the count of consecutive epochs at chance. Early stopping ends the run after `patience`
+    epochs without improvement, but never before `min_steps` steps.
+    """
+    state.steps_done += steps
+    value = metrics[plan.monitor]
+    if state.improved(value, plan.monitor_mode):
+        state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+    else:
+        state.bad_epochs += 1
+        if plan.schedule.name == "plateau" and state.bad_epochs % plan.schedule.patience == 0:
+            state.plateau_decays += 1
+    state.chance_epochs = state.chance_epochs + 1 if at_chance else 0
+    state.next_epoch = epoch + 1
+    return plan.patience > 0 and state.bad_epochs >= plan.patience and state.steps_done >= plan.min_steps
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: FitPlan, *,
+        train_batches: Any, validate: Any, report: Any, state: FitState | None = None,
+        device: torch.device | str = "cpu", grad_clip: float = 0.0, grad_clip_mode: str = "norm",
+        scaler: torch.amp.GradScaler | None = None, precision: Precision | None = None,
+        progress: Any = None, epoch_metrics: Any = None) -> FitState:
+    """Train epoch after epoch under `plan`: learning rate per epoch (warm-up, schedule, plateau),
+    at least `plan.min_steps` steps, early stopping, a note when validation stays at chance.
+
+    Plain PyTorch; what differs between one process and a Ray Train worker comes in as callables:
+    - `train_batches(epoch)`: the epoch's training batches;
+    - `validate(model)`: {"val_<metric>": value} for the epoch (and "at_chance": bool, when the
+      task can tell that the val metrics are those of a trivial predictor);
+    - `report(epoch, metrics, state, stop)`: after each epoch (a worker reports and checkpoints);
+    - `epoch_metrics(stats)`: the epoch's training metrics from its `EpochStats` (DDP: combined
+      over ranks); default: this process's.
+    `progress` is handed to `train_epoch`. Returns the final state; `state` continues a run.
+    """
+    state = state if state is not None else FitState()
+    if epoch_metrics is None:
+        epoch_metrics = _local_epoch_metrics
+    while plan.wants_epoch(state):
+        epoch = state.next_epoch
+        set_learning_rate(optimizer, learning_rate(plan.lr, epoch, total_epochs=plan.epochs,
+                                                   schedule=plan.schedule,
+                                                   plateau_decays=state.plateau_decays))
+        stats = train_epoch(model, train_batches(epoch), optimizer, task, device=device,
+                            grad_clip=grad_clip, grad_clip_mode=grad_clip_mode, scaler=scaler,
+                            precision=precision, progress=progress)
+        metrics = dict(epoch_metrics(stats))
+        val = dict(validate(model))
+        at_chance = bool(val.pop("at_chance", False))
+        metrics.update(val)
+        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
+        stop = end_epoch(plan, state, epoch, metrics, steps=stats.num_steps, at_chance=at_chance)
+        metrics.update(steps_done=state.steps_done, early_stopped=int(stop),
+                       at_chance=int(state.chance_epochs >= plan.chance_epochs))
+        report(epoch, metrics, state, stop)
+        if stop:
+            break
+    return state
+
+
+def _local_epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    return {"train_loss": stats.loss, "grad_norm": stats.grad_norm, "grad_norm_max": stats.grad_norm_max,
+            "epoch_seconds": stats.seconds, "sequences_per_second": stats.sequences_per_second,
+            "train_sequences": stats.num_sequences, "train_steps": stats.num_steps}

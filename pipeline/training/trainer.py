@@ -166,7 +166,10 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
 
     from pipeline.data.loading import ray_dataset
     from pipeline.tasks import task_class
+    from pipeline.training.budget import resolve
     from pipeline.training.worker import train_func
+
+    cfg = resolve(cfg, manifest).cfg  # a Tune trial's sampled config may hold "auto" values too
 
     # Train V2 hands this to its controller: a worker's report waits for the next poll, so Ray's
     # 2 s default would put a floor under every epoch of a small dataset.

@@ -11,7 +11,6 @@ import os
 import pickle
 import resource
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,35 +23,19 @@ from pipeline.models import model_from_args
 from pipeline.tasks import build_task
 from pipeline.training.loop import (
     EpochStats,
+    FitPlan,
+    FitState,
     Precision,
     evaluate,
-    learning_rate,
+    fit,
     make_optimizer,
-    set_learning_rate,
-    train_epoch,
 )
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-@dataclass
-class Progress:
-    """What survives a restart besides weights: where we are and the early-stopping state."""
-
-    next_epoch: int = 0
-    best_value: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0  # epochs since the monitored metric last improved
-    plateau_decays: int = 0  # learning-rate decays made by the plateau schedule
-
-    def improved(self, value: float, mode: str) -> bool:
-        if self.best_value is None:
-            return True
-        return value > self.best_value if mode == "max" else value < self.best_value
-
-
 def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Preprocessing,
-                    optimizer: torch.optim.Optimizer | None = None, progress: Progress | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, progress: FitState | None = None,
                     metrics: dict[str, float] | None = None, mlflow_run_id: str | None = None) -> str:
     """Write model arguments, weights and preprocessing (and training state) to one file.
 
@@ -192,7 +175,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
                                weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
                                device=device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
-    progress = Progress()
+    progress = FitState()
 
     # Ray Train's own checkpoint after a worker-group restart; else a checkpoint handed in by the
     # caller (a Tune trial restored or exploited by PBT), which continues from its progress.
@@ -206,7 +189,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
         model.load_state_dict(state["state_dict"])
         if state.get("optimizer"):
             optimizer.load_state_dict(state["optimizer"])
-        progress = Progress(**state["progress"])
+        progress = FitState(**state["progress"])
     elif loop_config.get("initial_weights") is not None:  # fine-tune: weights only, from epoch 0
         model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
@@ -224,51 +207,47 @@ def train_func(loop_config: dict[str, Any]) -> None:
         from pipeline.training.progress import StepPublisher
 
         publisher = StepPublisher(loop_config["progress_board"], world_size=context.get_world_size())
-    steps = loop_config.get("steps_per_epoch")  # expected; then what the last epoch ran
+    steps = [loop_config.get("steps_per_epoch")]  # expected; then what the last epoch ran
+    chance = [""]  # the task's word on the last validation: what a trivial predictor also scores
 
-    schedule = cfg.train.schedule
-    for epoch in range(progress.next_epoch, cfg.train.epochs):
-        set_learning_rate(optimizer, learning_rate(cfg.train.lr, epoch, total_epochs=cfg.train.epochs,
-                                                   schedule=schedule, plateau_decays=progress.plateau_decays))
-        train_batches = task.train_batches(train_shard, batch_size=batch_size, epoch=epoch,
-                                           seed=cfg.data.seed)
+    def train_batches(epoch: int) -> Any:
         if publisher is not None:
-            publisher.start_epoch(epoch, steps)
-        stats = train_epoch(model, train_batches, optimizer, task, device=device,
-                            grad_clip=cfg.train.grad_clip, grad_clip_mode=cfg.train.grad_clip_mode,
-                            scaler=scaler, precision=precision, progress=publisher)
-        steps = stats.num_steps
-        metrics = _global_epoch_metrics(stats, device)
+            publisher.start_epoch(epoch, steps[0])
+        return task.train_batches(train_shard, batch_size=batch_size, epoch=epoch, seed=cfg.data.seed)
 
+    def validate(module: torch.nn.Module) -> dict[str, Any]:
         # The val split is not sharded: every rank evaluates all of it and gets the same numbers.
-        val_state = evaluate(getattr(model, "module", model),
+        val_state = evaluate(getattr(module, "module", module),
                              task.eval_batches(val_iterator, batch_size=batch_size), task, device=device)
-        metrics.update({f"val_{k}": v for k, v in task.compute(val_state).items()})
-        metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], rank=rank, pid=os.getpid(),
+        chance[0] = task.at_chance(val_state)
+        return {**{f"val_{k}": v for k, v in task.compute(val_state).items()}, "at_chance": bool(chance[0])}
+
+    def epoch_metrics(stats: EpochStats) -> dict[str, float]:
+        steps[0] = stats.num_steps  # what the next epoch's progress expects
+        return _global_epoch_metrics(stats, device)
+
+    def report(epoch: int, metrics: dict[str, Any], state: FitState, stop: bool) -> None:
+        metrics.update(rank=rank, pid=os.getpid(),
                        # per-rank sum of the weights: lets tests and users see that DDP replicas agree
                        param_checksum=_param_checksum(model))
-
-        value = metrics[cfg.train.monitor]
-        if progress.improved(value, cfg.train.monitor_mode):
-            progress.best_value, progress.best_epoch, progress.bad_epochs = value, epoch, 0
-        else:
-            progress.bad_epochs += 1
-            if schedule.name == "plateau" and progress.bad_epochs % schedule.patience == 0:
-                progress.plateau_decays += 1
-        progress.next_epoch = epoch + 1
-        patience = cfg.train.early_stopping_patience
-        stop = patience > 0 and progress.bad_epochs >= patience
-        metrics["early_stopped"] = int(stop)
-
+        if metrics["at_chance"] and state.chance_epochs == plan.chance_epochs and rank == 0:
+            logging.getLogger("recur").warning(
+                "validation at chance after %d epochs (%d steps): %s. More steps (train.min_steps), a "
+                "smaller batch (data.batch_size: auto) or another encoder (model.frontend, model.patch) "
+                "may help", state.next_epoch, state.steps_done, chance[0])
         checkpoint = None
         if rank == 0:
             # Ray copies the folder to storage_path and then deletes it; in local mode
             # (num_workers=0) nothing is copied and the folder itself is the checkpoint.
             directory = tempfile.mkdtemp(prefix="recur-ckpt-")
             save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
-                            progress=progress, metrics=metrics,
+                            progress=state, metrics=metrics,
                             mlflow_run_id=loop_config.get("mlflow_run_id"))
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
-        if stop:
-            break
+
+    plan = FitPlan.from_config(cfg.train)
+    fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
+        state=progress, device=device, grad_clip=cfg.train.grad_clip,
+        grad_clip_mode=cfg.train.grad_clip_mode, scaler=scaler, precision=precision,
+        progress=publisher, epoch_metrics=epoch_metrics)

@@ -66,6 +66,7 @@ class Workflow:
         self.done: list[tuple[StepRecord, str]] = []  # (record, how: succeeded | skipped | failed)
         self.timings: dict[str, float] = {}
         self.tracker: RunTracker | None = None
+        self.budget: dict[str, Any] = {}  # budget.* params (pipeline.training.budget)
 
     # ---------------------------------------------------------------------------------- steps
 
@@ -138,6 +139,7 @@ class Workflow:
                               still_valid=lambda o: _dataset_is(cfg.data.root, o["data_hash"]))
         data_hash = ingested.outputs["data_hash"]
         manifest = contract.read_manifest(cfg.data.root)
+        self.cfg = cfg = self._resolve(cfg, manifest)
         self._step("validate", {"data": data_hash}, data_hash, lambda: _validated(cfg))
         if self.fine_tune is not None:
             from pipeline.workflow.retrain import check_fine_tune
@@ -195,10 +197,28 @@ class Workflow:
             timings=self.timings, steps=self.step_rows(), plots=self.plots(),
         )
 
+    def _resolve(self, cfg: RecurConfig, manifest: contract.Manifest) -> RecurConfig:
+        """The config with its "auto" values decided from the manifest (and epochs raised to reach
+        train.min_steps), said once; the MLflow run logs the resolved config and `budget.*`."""
+        from pipeline.progress import Display, tag
+        from pipeline.training.budget import budget_params, resolve
+
+        resolved = resolve(cfg, manifest)
+        self.budget = budget_params(resolved)
+        if resolved.decisions:
+            display = Display()
+            lengths = manifest.lengths.get("train")
+            if not display.quiet:
+                display.line(f"{tag()} from the dataset ({manifest.splits['train'].rows} train rows"
+                             + (f", mean length {lengths.mean:.0f}" if lengths else "") + "): "
+                             + ", ".join(resolved.lines()))
+        return resolved.cfg
+
     def _train(self, tracking_uri: str, experiment_id: str, manifest: contract.Manifest) -> dict[str, Any]:
         cfg = self.cfg
         self._connect()
         tracker = self._open_run(tracking_uri, experiment_id, None)
+        tracker.log_params(self.budget)
         tracker.log_dataset(manifest, cfg.data.root)
         name = f"{cfg.tracking.experiment}-{dt.datetime.now():%Y%m%d-%H%M%S}-{tracker.run_id[:8]}"
         with steps.timed("train", self.timings):

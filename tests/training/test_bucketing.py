@@ -181,3 +181,34 @@ def test_a_pool_of_wide_rows_is_held_to_bucket_pool_mib(toy_dataset):
         update={"bucket_pool_mib": limit})}), manifest) == 5
     assert bucket_pool_batches(cfg.model_copy(update={"data": cfg.data.model_copy(
         update={"bucket_pool_mib": 1e-6})}), manifest) == 1
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_a_small_train_shard_is_kept_after_the_first_epoch_and_reshuffled_every_epoch(
+        ray_local, toy_dataset, bucket):
+    # given a train split small enough for train.cache_train_mb
+    ds = ray_dataset(str(toy_dataset), "train")
+    task = _task(toy_dataset, bucket=bucket)
+    assert getattr(task, "_train_cache", None) is None
+    orders = []
+    for epoch in range(3):
+        # when the worker asks for an epoch's batches (epochs 1 and 2 from the kept rows)
+        batches = list(task.train_batches(ds.iterator(), batch_size=8, epoch=epoch, seed=0))
+        # then every row comes once, in ceil(rows / batch) batches, as from Ray Data
+        assert len(batches) == math.ceil(ROWS / 8) and sum(len(b["y"]) for b in batches) == ROWS
+        orders.append([b["lengths"].tolist() + b["y"].tolist() for b in batches])
+        assert getattr(task, "_train_cache", None) is not None and task._train_cache.num_rows == ROWS
+    assert orders[1] != orders[2]  # a new order each epoch
+    again = _task(toy_dataset, bucket=bucket)
+    again._train_cache = task._train_cache
+    assert [b["lengths"].tolist() + b["y"].tolist()
+            for b in again.train_batches(None, batch_size=8, epoch=2, seed=0)] == orders[2]  # same order
+
+
+def test_a_train_shard_over_the_limit_is_streamed_every_epoch(ray_local, toy_dataset):
+    ds = ray_dataset(str(toy_dataset), "train")
+    task = _task(toy_dataset, bucket=True)
+    tiny = task.cfg.train.model_copy(update={"cache_train_mb": 1e-6})
+    task.cfg = task.cfg.model_copy(update={"train": tiny})
+    assert len(list(task.train_batches(ds.iterator(), batch_size=8, epoch=0, seed=0))) == math.ceil(ROWS / 8)
+    assert getattr(task, "_train_cache", None) is None

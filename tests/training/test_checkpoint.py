@@ -10,8 +10,8 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
-from pipeline.training.loop import make_optimizer
-from pipeline.training.worker import Progress, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.training.loop import FitState, make_optimizer
+from pipeline.training.worker import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def test_checkpoint_round_trips_under_weights_only(tmp_path):
     model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=3)
     pre = Preprocessing(mean=[np.float32(0.5), np.float64(1.0)], std=[1.0, 2.0], labels=["a", "b", "c"],
                         task_params={"counts": np.array([1, 2])})
-    progress = Progress(next_epoch=3, best_value=np.float64(0.25), best_epoch=2)
+    progress = FitState(next_epoch=3, best_value=np.float64(0.25), best_epoch=2)
     # when it is saved and read back
     save_checkpoint(str(tmp_path), model=model, preprocessing=pre,
                     optimizer=make_optimizer("adam", model.parameters(), lr=1e-3), progress=progress,

@@ -1,0 +1,136 @@
+"""The training budget and the "auto" settings, resolved from what the manifest says.
+
+A config may leave some settings to the data (`data.batch_size: auto`, `model.frontend: auto`,
+`model.patch: auto`, `model.instance_norm: auto`) and ask for a minimum number of optimizer steps
+(`train.min_steps`). `resolve` turns them into concrete values from the dataset's manifest (rows,
+lengths, channels) by the rules below, the same for every dataset, so that small and long series
+train without hand tuning and a run's logged config says what actually ran:
+
+- **batch size** (auto): per worker, rows_per_worker / 16 rounded to the nearest power of two,
+  within [4, 32] (never more than the rows a worker has): a worker gets about 16 optimizer steps
+  per epoch (11 to 23) when it holds 64 rows or more, and large sets keep batches of 32.
+  Tasks that batch their own token streams (lm) take 32.
+- **epochs** (with `train.min_steps`): train.epochs, raised to ceil(min_steps / steps per epoch)
+  when that is more, so a small set trains for at least `min_steps` steps whatever its size;
+  early stopping never ends a run before `min_steps` either (`pipeline.training.loop.fit`).
+- **front-end** (auto, classify and forecast): `conv` (masked convolutions before the RNN, see
+  `pipeline.models.frontend`) for classification of sequences whose mean length is at least
+  `CONV_MIN_LENGTH` steps, where local shape matters more than a few steps' order; `none` for
+  short sequences and for forecasting (whose windows the recurrence reads directly).
+- **patch** (auto): the fewest steps merged into one so that the RNN sees at most
+  `RNN_STEPS` steps of a sequence of mean length: ceil(mean length / RNN_STEPS).
+- **instance_norm** (auto): on for forecast (each window normalized by its own level and
+  scale, so a trend or level shift between train and test years does not push inputs out of the
+  range training saw), off elsewhere.
+
+No Ray and no MLflow here: the driver and the trainer builder call it, the tests call it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import RecurConfig
+
+AUTO_BATCH_STEPS = 16  # steps per epoch per worker that data.batch_size auto aims for
+AUTO_BATCH_RANGE = (4, 32)  # smallest and largest batch it picks
+CONV_MIN_LENGTH = 48  # mean length from which model.frontend auto puts convolutions in front
+RNN_STEPS = 128  # most steps model.patch auto leaves for the recurrence
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config with its "auto" values decided, and what was decided (for the log and MLflow)."""
+
+    cfg: RecurConfig
+    decisions: dict[str, Any] = field(default_factory=dict)  # dotted key -> value chosen
+    steps_per_epoch: int | None = None  # per worker, when the rows say so
+
+    def lines(self) -> list[str]:
+        """One line per decision, as `recur run` prints them."""
+        return [f"{key} = {value}" for key, value in self.decisions.items()]
+
+
+def auto_batch_size(rows_per_worker: int) -> int:
+    """data.batch_size auto for a worker holding `rows_per_worker` train rows (see the module doc)."""
+    low, high = AUTO_BATCH_RANGE
+    target = rows_per_worker / AUTO_BATCH_STEPS
+    size = 2 ** round(math.log2(target)) if target >= 1 else 1
+    return max(1, min(max(size, low), high, max(rows_per_worker, 1)))
+
+
+def steps_per_epoch(task: str, train_rows: int, num_workers: int, batch_size: int) -> int | None:
+    """Optimizer steps each worker takes per epoch: ceil(its equal share of the train rows /
+    batch size). None for tasks that batch their own streams (lm)."""
+    from pipeline.tasks import task_class
+
+    if not task_class(task).split_train:
+        return None
+    rows = train_rows // max(num_workers, 1)
+    return max(math.ceil(rows / batch_size), 1)
+
+
+def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
+    """`cfg` with every "auto" decided and train.epochs raised to reach train.min_steps.
+
+    Idempotent: resolving a resolved config changes nothing, so the driver and the trainer
+    builder (each Tune trial's sampled config) may both call it.
+    """
+    data, model, train = cfg.data, cfg.model, cfg.train
+    task = data.task
+    decisions: dict[str, Any] = {}
+    train_rows = manifest.splits["train"].rows
+    workers = max(cfg.resources.num_workers, 1)
+
+    batch_size = data.batch_size
+    if batch_size == "auto":
+        from pipeline.tasks import task_class
+
+        split = task_class(task).split_train
+        batch_size = auto_batch_size(train_rows // workers) if split else AUTO_BATCH_RANGE[1]
+        decisions["data.batch_size"] = batch_size
+
+    model_updates: dict[str, Any] = {}
+    lengths = manifest.lengths.get("train")
+    mean_length = lengths.mean if lengths is not None else 0.0
+    float_inputs = manifest.feature.kind == "float"
+    if model.frontend == "auto":
+        conv = task == "classify" and float_inputs and mean_length >= CONV_MIN_LENGTH
+        model_updates["frontend"] = "conv" if conv else "none"
+    if model.patch == "auto":
+        long_inputs = task in ("classify", "forecast") and float_inputs
+        model_updates["patch"] = max(1, math.ceil(mean_length / RNN_STEPS)) if long_inputs else 1
+    if model.instance_norm == "auto":
+        model_updates["instance_norm"] = task == "forecast"
+    decisions.update({f"model.{k}": v for k, v in model_updates.items()})
+
+    steps = steps_per_epoch(task, train_rows, workers, batch_size)
+    epochs = train.epochs
+    if train.min_steps and steps:
+        needed = math.ceil(train.min_steps / steps)
+        if needed > epochs:
+            epochs = needed
+            decisions["train.epochs"] = epochs
+
+    if not decisions:
+        return Resolved(cfg, {}, steps)
+    resolved = cfg.model_copy(update={
+        "data": data.model_copy(update={"batch_size": batch_size}),
+        "model": model.model_copy(update=model_updates),
+        "train": train.model_copy(update={"epochs": epochs}),
+    })
+    # validated again: the decided values must pass every check an explicit one would
+    return Resolved(RecurConfig.model_validate(resolved.model_dump()), decisions, steps)
+
+
+def budget_params(resolved: Resolved) -> dict[str, Any]:
+    """What MLflow records about the budget beside the resolved config (`budget.*` params)."""
+    cfg = resolved.cfg
+    out: dict[str, Any] = {f"budget.auto.{k}": v for k, v in resolved.decisions.items()}
+    if resolved.steps_per_epoch is not None:
+        out["budget.steps_per_epoch"] = resolved.steps_per_epoch
+        out["budget.max_steps"] = resolved.steps_per_epoch * cfg.train.epochs
+    out["budget.min_steps"] = cfg.train.min_steps
+    return out

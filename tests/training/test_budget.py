@@ -1,0 +1,64 @@
+"""The budget and the "auto" settings, resolved from a real dataset's manifest."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_toy_dataset
+
+from pipeline.config import RecurConfig
+from pipeline.data.contract import read_manifest
+from pipeline.training.budget import auto_batch_size, budget_params, resolve
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    (1, 1), (3, 3), (11, 4), (63, 4), (64, 4), (108, 8), (128, 8), (300, 16), (512, 32), (40_000, 32),
+])
+def test_auto_batch_size_gives_every_worker_enough_steps(rows, expected):
+    assert auto_batch_size(rows) == expected
+
+
+def _manifest(tmp_path, n_train):
+    return read_manifest(str(make_toy_dataset(tmp_path / "d", n_train=n_train, n_val=8, n_test=8)))
+
+
+def test_resolve_decides_batch_size_and_raises_epochs_to_reach_min_steps(tmp_path):
+    # given 40 train rows on 2 workers: 20 each, batch auto -> 4, 5 steps per epoch
+    manifest = _manifest(tmp_path, 40)
+    cfg = RecurConfig(data={"batch_size": "auto"}, train={"epochs": 10, "min_steps": 300})
+    resolved = resolve(cfg, manifest)
+    assert resolved.cfg.data.batch_size == 4
+    assert resolved.steps_per_epoch == 5
+    assert resolved.cfg.train.epochs == 60  # 300 steps / 5 per epoch
+    assert resolved.decisions == {"data.batch_size": 4, "model.instance_norm": False, "train.epochs": 60}
+    assert budget_params(resolved)["budget.max_steps"] == 300
+    # and resolving again changes nothing
+    assert resolve(resolved.cfg, manifest).cfg == resolved.cfg
+
+
+def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
+    manifest = _manifest(tmp_path, 40)
+    cfg = RecurConfig(data={"batch_size": 16}, train={"epochs": 200, "min_steps": 100},
+                      model={"instance_norm": False})
+    resolved = resolve(cfg, manifest)
+    assert resolved.cfg == cfg and resolved.decisions == {}
+
+
+def test_resolve_picks_a_conv_front_end_and_patches_for_long_sequences(tmp_path):
+    from pipeline.config import RecurConfig as Cfg
+
+    manifest = _manifest(tmp_path, 16)  # lengths 4..14: short
+    short = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), manifest).cfg.model
+    assert (short.frontend, short.patch) == ("none", 1)
+    long = manifest.model_copy(update={"lengths": {
+        "train": manifest.lengths["train"].model_copy(update={"mean": 1000.0, "max": 1200})}})
+    model = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), long).cfg.model
+    assert (model.frontend, model.patch) == ("conv", 8)  # ceil(1000 / 128)
+
+
+def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
+    manifest = _manifest(tmp_path, 16)
+    forecast = manifest.model_copy(update={"task": "forecast"})
+    cfg = RecurConfig(data={"task": "forecast"}, model={"frontend": "auto", "patch": "auto"},
+                      registry={"metric": "mase"}, train={"monitor": "val_loss"})
+    model = resolve(cfg, forecast).cfg.model
+    assert (model.instance_norm, model.frontend, model.patch) == (True, "none", 1)

@@ -1,0 +1,106 @@
+"""`fit`: the budget, schedule and early stopping in plain PyTorch, no Ray."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.config import ModelConfig, RecurConfig, ScheduleConfig
+from pipeline.data.preprocess import Preprocessing
+from pipeline.models import build_model
+from pipeline.tasks.classify import ClassifyTask
+from pipeline.training.loop import FitPlan, FitState, evaluate, fit, make_optimizer
+
+
+def _twenty_rows(batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+    """20 sequences (class = sign of channel 0's mean), in batches of `batch_size`: 3 steps."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 9, (20,), generator=g)
+    x = torch.randn(20, int(lengths.max()), 2, generator=g)
+    x = x * (torch.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+    y = ((x[..., 0].sum(1) / lengths) > 0).long()
+    return [{"x": x[i : i + batch_size], "lengths": lengths[i : i + batch_size], "y": y[i : i + batch_size]}
+            for i in range(0, 20, batch_size)]
+
+
+def _run(plan: FitPlan, *, val_metric=None, state=None):
+    torch.manual_seed(0)
+    task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    optimizer = make_optimizer("adam", model.parameters(), lr=plan.lr)
+    batches = _twenty_rows()
+    reports: list[tuple[int, dict, bool]] = []
+
+    def validate(m):
+        if val_metric is not None:  # a metric that never improves after the first epoch
+            return {"val_loss": val_metric(len(reports))}
+        state_ = evaluate(m, batches, task)
+        return {f"val_{k}": v for k, v in task.compute(state_).items()}
+
+    final = fit(model, optimizer, task, plan, train_batches=lambda epoch: batches, validate=validate,
+                report=lambda epoch, metrics, st, stop: reports.append((epoch, dict(metrics), stop)),
+                state=state)
+    return final, reports, optimizer
+
+
+def test_fit_takes_at_least_min_steps_on_a_20_row_dataset_even_when_early_stopping_would_stop():
+    # given 20 rows in 3 batches, 2 planned epochs, patience 1 and a val loss that never improves
+    plan = FitPlan(epochs=2, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+                   patience=1, min_steps=30)
+    # when fitting
+    state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0)
+    # then it ran 10 epochs (30 steps), not the 2 planned nor the 2 early stopping allowed
+    assert state.steps_done == 30
+    assert [r[0] for r in reports] == list(range(10))
+    assert reports[-1][1]["steps_done"] == 30
+    assert [stop for *_, stop in reports] == [False] * 9 + [True]  # stops as soon as min_steps is met
+
+
+def test_fit_stops_early_after_min_steps_and_never_before():
+    plan = FitPlan(epochs=50, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+                   patience=2, min_steps=12)
+    state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0)
+    # epoch 0 sets the best; epochs 1 and 2 do not improve: patience is met at 9 steps, min_steps at 12
+    assert len(reports) == 4 and state.steps_done == 12 and reports[-1][2]
+
+
+def test_fit_follows_the_schedule_and_improves_the_model():
+    plan = FitPlan(epochs=12, lr=1e-2, schedule=ScheduleConfig(name="cosine", warmup_epochs=2),
+                   monitor="val_loss", monitor_mode="min", patience=0, min_steps=0)
+    state, reports, _ = _run(plan)
+    lrs = [m["lr"] for _, m, _ in reports]
+    assert lrs[0] < lrs[1] < lrs[2] and lrs[2] == max(lrs) and lrs[-1] < lrs[2] / 10  # warm-up, then decay
+    assert reports[-1][1]["val_loss"] < reports[0][1]["val_loss"]
+    assert state.best_epoch >= 0 and state.steps_done == 36
+
+
+def test_fit_continues_from_a_state():
+    plan = FitPlan(epochs=4, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min")
+    state, reports, _ = _run(plan, state=FitState(next_epoch=2, steps_done=6))
+    assert [r[0] for r in reports] == [2, 3] and state.steps_done == 12
+
+
+def test_fit_flags_validation_at_chance_after_consecutive_epochs():
+    # a constant-prediction task: val accuracy equals the majority share every epoch
+    plan = FitPlan(epochs=5, lr=1e-12, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+                   chance_epochs=3)
+    torch.manual_seed(0)
+    task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    with torch.no_grad():  # always predicts class 1
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 5.0]))
+    batches = [{**b, "y": torch.ones_like(b["y"])} for b in _twenty_rows()]
+    batches[0]["y"][:3] = 0  # 17 of 20 are class 1: the majority share is 0.85
+    optimizer = make_optimizer("sgd", model.parameters(), lr=plan.lr)
+    reports = []
+
+    def validate(m):
+        val_state = evaluate(m, batches, task)
+        return {**{f"val_{k}": v for k, v in task.compute(val_state).items()},
+                "at_chance": bool(task.at_chance(val_state))}
+
+    fit(model, optimizer, task, plan, train_batches=lambda e: batches, validate=validate,
+        report=lambda e, metrics, st, stop: reports.append(metrics))
+    assert [r["at_chance"] for r in reports] == [0, 0, 1, 1, 1]
+    assert all(abs(r["val_accuracy"] - 0.85) < 1e-9 for r in reports)
+    assert "most frequent class (0.8500)" in task.at_chance(evaluate(model, batches, task))
