@@ -28,16 +28,19 @@ class _Section(BaseModel):
 FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
     # Options that only mean something for some formats; anything else set is an error.
     "ts": ("missing",),
+    "ucr": ("missing",),
     "parquet": ("x_column", "y_column", "id_column", "split_column"),
-    "csv": ("time_column", "value_columns", "window", "horizon", "stride", "seasonal_period", "gaps"),
+    "csv": ("time_column", "value_columns", "window", "horizon", "stride", "seasonal_period", "gaps",
+            "missing"),
     "conll": ("token_column", "tag_column", "lowercase", "min_count", "max_vocab"),
     "text": ("level", "lowercase", "min_count", "max_vocab", "chunk_length"),
     "tsv": ("source_column", "target_column", "level", "lowercase", "min_count", "max_vocab"),
 }
 # Formats whose importer applies `data.max_length` (float sequences of a classify dataset).
-MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "parquet")
+MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "ucr", "parquet")
 FORMAT_TASKS: dict[str, tuple[str, ...]] = {
-    "ts": ("classify",), "parquet": ("classify",), "csv": ("forecast",), "conll": ("tag",),
+    "ts": ("classify",), "ucr": ("classify",), "parquet": ("classify",), "csv": ("forecast",),
+    "conll": ("tag",),
     "text": ("lm",), "tsv": ("seq2seq",),
 }
 
@@ -45,8 +48,9 @@ FORMAT_TASKS: dict[str, tuple[str, ...]] = {
 class SourceConfig(_Section):
     """Where raw data comes from; imported into the canonical dataset at `data.root`."""
 
-    format: Literal["ts", "parquet", "csv", "conll", "text", "tsv"] = Field(
-        description="importer: UCR/UEA .ts or Parquet (classify), csv time series (forecast), "
+    format: Literal["ts", "ucr", "parquet", "csv", "conll", "text", "tsv"] = Field(
+        description="importer: UCR/UEA .ts, the UCR archive's .tsv/.txt (ucr) or Parquet (classify), "
+        "csv time series (forecast), "
         "CoNLL columns (tag), plain text (lm), tab-separated pairs (seq2seq)"
     )
     paths: list[str] = Field(
@@ -55,7 +59,8 @@ class SourceConfig(_Section):
         "A file whose name ends in _TRAIN/_VAL/_TEST goes to that split.",
     )
     missing: Literal["error", "zero", "ffill", "interpolate"] = Field(
-        "error", description="what to do with `?` (missing) values in .ts files"
+        "error", description="missing values (`?` in .ts, NaN inside a ucr row, blank csv cells): error "
+        "names them; zero (ts/ucr), ffill or interpolate fill them, counted in the manifest"
     )
     x_column: str = Field("x", description="Parquet sources: the sequence column")
     y_column: str = Field("y", description="Parquet sources: the label column")
@@ -104,6 +109,9 @@ class SourceConfig(_Section):
             if self.time_column in columns:
                 raise ValueError(f"data.source.time_column {self.time_column!r} is also one of "
                                  "data.source.value_columns")
+            if self.missing == "zero":
+                raise ValueError("data.source.missing: zero does not apply to format 'csv' (a 0 would read "
+                                 "as a real value of the series); use ffill or interpolate")
             if self.seasonal_period > self.window:
                 raise ValueError(f"data.source.seasonal_period {self.seasonal_period} is longer than "
                                  f"data.source.window {self.window}: the seasonal-naive baseline repeats "
@@ -151,7 +159,10 @@ class DataConfig(_Section):
         "steps (counted in the manifest's import_params.truncated); reject makes it an invalid row "
         "(on_invalid: fail or quarantine)"
     )
-    batch_size: int = Field(32, ge=1, description="sequences per batch per worker")
+    batch_size: int | Literal["auto"] = Field(
+        32, description="sequences per batch per worker; auto: from the train split's rows so that "
+        "every worker gets enough optimizer steps per epoch (pipeline.training.budget)"
+    )
     bucket_by_length: bool = Field(
         True, description="training batches of similar lengths: pools of bucket_batches batches' worth "
         "of rows are sorted by length, cut into batches and the batches shuffled (less padding, the "
@@ -206,6 +217,24 @@ class ModelConfig(_Section):
         "additive", description="attention score for pooling: attention (Bahdanau, Luong dot/general)"
     )
     input_layer_norm: bool = Field(False, description="Linear + LayerNorm on each input step before the RNN")
+    frontend: Literal["none", "conv", "auto"] = Field(
+        "none", description="classify/forecast: conv puts masked 1-D convolutions in front of the RNN "
+        "(hybrid CNN-RNN in the spirit of LSTM-FCN) and adds their masked mean to the pooled state; "
+        "auto: conv for univariate or long sequences (pipeline.training.budget)"
+    )
+    frontend_channels: int = Field(64, ge=1, description="frontend: conv: channels of each conv block")
+    patch: int | Literal["auto"] = Field(
+        1, description="classify/forecast: steps merged into one before the RNN (temporal downsampling "
+        "by a strided conv; 1: none); auto: enough that the RNN sees at most about 128 steps"
+    )
+    instance_norm: bool | Literal["auto"] = Field(
+        "auto", description="forecast: normalize each history window by its own mean and std and "
+        "reverse it on the forecast (survives trend and level shift); auto: on for forecast"
+    )
+    difference: bool = Field(
+        False, description="forecast: the model sees first differences of the history and forecasts "
+        "differences, summed back onto the last value"
+    )
     embedding_size: int | None = Field(
         None, ge=1, description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
     )
@@ -226,6 +255,14 @@ class ModelConfig(_Section):
         return dict(hidden_size=self.hidden_size, num_layers=self.num_layers, cell=self.cell,
                     nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
                     dropout=self.dropout, input_layer_norm=self.input_layer_norm)
+
+    def frontend_args(self) -> dict[str, Any]:
+        """Keywords of the classify/forecast models' front-end (`frontend`, `frontend_channels`,
+        `patch`); "auto" values must be resolved first (`pipeline.training.budget.resolve`)."""
+        if "auto" in (self.frontend, self.patch):
+            raise ValueError("model.frontend/model.patch 'auto' is resolved from the dataset's manifest "
+                             "before a model is built (pipeline.training.budget.resolve)")
+        return dict(frontend=self.frontend, frontend_channels=self.frontend_channels, patch=self.patch)
 
 
 class ScheduleConfig(_Section):
@@ -254,6 +291,10 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification loss only")
     bptt: int = Field(128, ge=2, description="lm: tokens per truncated-backpropagation chunk")
     schedule: ScheduleConfig = ScheduleConfig()
+    min_steps: int = Field(
+        0, ge=0, description="train at least this many optimizer steps (per worker): epochs are added "
+        "beyond train.epochs until reached, and early stopping never ends a run before it"
+    )
     early_stopping_patience: int = Field(
         8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
     )
@@ -271,6 +312,11 @@ class TrainConfig(_Section):
     report_poll_s: float = Field(
         0.25, gt=0.0, le=60.0, description="how often Ray Train's controller collects workers' epoch "
         "reports (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, Ray's default 2 s): an epoch shorter than it waits",
+    )
+    cache_train_mb: float = Field(
+        256.0, ge=0.0, description="keep a worker's share of the train split in memory after the first "
+        "epoch when it fits in this many MB, and shuffle and batch it there every epoch instead of "
+        "running Ray Data again (about a second an epoch); 0 disables",
     )
     cache_val_mb: float = Field(
         256.0, ge=0.0, description="keep the val split's batches in each worker after the first epoch "
@@ -436,6 +482,20 @@ class RecurConfig(_Section):
         if source is not None and self.data.task not in FORMAT_TASKS[source.format]:
             raise ValueError(f"data.source.format {source.format!r} imports {FORMAT_TASKS[source.format][0]} "
                              f"data, but data.task is {self.data.task!r}")
+        model = self.model
+        if self.data.task not in ("classify", "forecast"):
+            defaults = (("frontend", "none"), ("patch", 1))
+            set_here = [k for k, default in defaults if getattr(model, k) != default]
+            if set_here:
+                raise ValueError(f"model.{set_here[0]} applies to classify and forecast models, not "
+                                 f"{self.data.task!r}")
+        if isinstance(model.patch, int) and model.patch < 1:
+            raise ValueError(f"model.patch must be >= 1 or auto; got {model.patch}")
+        if self.data.task != "forecast" and (model.instance_norm is True or model.difference):
+            raise ValueError("model.instance_norm and model.difference apply to forecast models, not "
+                             f"{self.data.task!r}")
+        if isinstance(self.data.batch_size, int) and self.data.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1 or auto; got {self.data.batch_size}")
         known = metric_names(self.data.task)
         if self.tune.metric is not None and self.tune.metric not in known:
             raise ValueError(f"tune.metric must be a metric that {self.data.task} runs log, one of "

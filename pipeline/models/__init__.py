@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.models.attention import Attention, lengths_to_mask
 from pipeline.models.classifier import SequenceClassifier, build_model
+from pipeline.models.frontend import FRONTENDS, Frontend, MaskedBatchNorm1d
 from pipeline.models.recurrent import CELLS, RecurrentEncoder
 
 MODELS: dict[str, str] = {
@@ -29,5 +30,5 @@ def model_from_args(model_args: dict[str, Any], model_class: str = "SequenceClas
     return getattr(importlib.import_module(MODELS[model_class]), model_class)(**model_args)
 
 
-__all__ = ["CELLS", "MODELS", "Attention", "RecurrentEncoder", "SequenceClassifier", "build_model",
-           "lengths_to_mask", "model_from_args"]
+__all__ = ["CELLS", "FRONTENDS", "MODELS", "Attention", "Frontend", "MaskedBatchNorm1d", "RecurrentEncoder",
+           "SequenceClassifier", "build_model", "lengths_to_mask", "model_from_args"]

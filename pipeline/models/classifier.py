@@ -1,7 +1,9 @@
-"""Sequence classification: a recurrent encoder, a pooling over its steps, and a linear head.
+"""Sequence classification: an optional conv/patch front-end, a recurrent encoder, a pooling over
+its steps, and a linear head.
 
-Shape suffixes: B batch, T time steps (padded), C input channels, H encoder output size
-(hidden * directions), K classes.
+Shape suffixes: B batch, T time steps (padded), C input channels, S encoder steps (T, or
+ceil(T / patch) with patching), H encoder output size (hidden * directions), F front-end channels,
+K classes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from pipeline.models.attention import KINDS as ATTENTION_KINDS
 from pipeline.models.attention import Attention, lengths_to_mask
+from pipeline.models.frontend import Frontend, check_frontend_args
 from pipeline.models.recurrent import RecurrentEncoder
 
 POOLINGS = ("last", "mean", "attention")
@@ -25,6 +28,15 @@ class SequenceClassifier(nn.Module):
         last: the top layer's final state (both directions when bidirectional).
         mean: the mean of the per-step outputs over valid steps.
         attention: attention over valid steps with a learned query (kind: `attention`).
+
+    front-end (`Frontend`; none by default, which is exactly the model without one):
+        frontend "conv": three masked conv blocks (kernels 8, 5, 3, `frontend_channels` each)
+            feed the encoder, LSTM-FCN style, and the masked mean of their features over valid
+            steps is concatenated to the pooled state before the head (H + F inputs).
+        patch p > 1: every p steps (after the conv blocks, or of the raw input) merge into one
+            by a strided conv, so the encoder runs ceil(T / p) steps; `last`, `mean` and
+            `attention` pool those steps, and attention weights are over them, not over input
+            steps (`encoder_lengths` maps input lengths to theirs).
 
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
     """
@@ -43,8 +55,12 @@ class SequenceClassifier(nn.Module):
         pooling: str = "last",
         attention: str = "additive",
         input_layer_norm: bool = False,
+        frontend: str = "none",
+        frontend_channels: int = 64,
+        patch: int = 1,
     ) -> None:
         super().__init__()
+        check_frontend_args(frontend, frontend_channels, patch)
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling: unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
         # Checked even when pooling is not attention, so a typo in the config never sits unnoticed.
@@ -58,8 +74,16 @@ class SequenceClassifier(nn.Module):
             input_layer_norm=input_layer_norm,
         )
         self.model_args = {**encoder_args, "num_classes": num_classes, "pooling": pooling,
-                           "attention": attention}
+                           "attention": attention, "frontend": frontend,
+                           "frontend_channels": frontend_channels, "patch": patch}
         self.pooling = pooling
+        self.patch = patch
+        # None (no module, no state-dict keys) keeps checkpoints saved before front-ends loading.
+        self.frontend: Frontend | None = None
+        if frontend != "none" or patch > 1:
+            self.frontend = Frontend(input_size=input_size, frontend=frontend, channels=frontend_channels,
+                                     patch=patch)
+            encoder_args["input_size"] = self.frontend.output_size
         self.encoder = RecurrentEncoder(**encoder_args)
         size = self.encoder.output_size
         self.attention: Attention | None = None
@@ -69,7 +93,12 @@ class SequenceClassifier(nn.Module):
             self.query_H = nn.Parameter(torch.randn(size) / size**0.5)
             self.attention = Attention(attention, query_size=size, key_size=size)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(size, num_classes)
+        summary_size = 0 if self.frontend is None else self.frontend.summary_size
+        self.head = nn.Linear(size + summary_size, num_classes)
+
+    def encoder_lengths(self, lengths_B: torch.Tensor) -> torch.Tensor:
+        """Steps the encoder (and attention pooling) sees per sequence: ceil(lengths_B / patch)."""
+        return lengths_B if self.frontend is None else self.frontend.output_lengths(lengths_B)
 
     def forward(
         self, x_BTC: torch.Tensor, lengths_B: torch.Tensor, return_attention: bool = False
@@ -82,10 +111,13 @@ class SequenceClassifier(nn.Module):
             return_attention: also return the pooling weights.
 
         Returns:
-            logits_BK, or (logits_BK, weights_BT) with `return_attention`: weights_BT are the
-            attention weights (0 beyond each length, rows sum to 1), None unless pooling is
-            attention.
+            logits_BK, or (logits_BK, weights_BS) with `return_attention`: weights_BS are the
+            attention weights over the encoder's steps (S = ceil(T / patch); 0 beyond each
+            sequence's `encoder_lengths`, rows sum to 1), None unless pooling is attention.
         """
+        summary_BF = None
+        if self.frontend is not None:
+            x_BTC, lengths_B, summary_BF = self.frontend(x_BTC, lengths_B)
         outputs_BTH, last_BH = self.encoder(x_BTC, lengths_B)
         weights_BT = None
         if self.pooling == "last":
@@ -100,6 +132,8 @@ class SequenceClassifier(nn.Module):
             else:
                 query_BH = self.query_H.unsqueeze(0).expand(outputs_BTH.shape[0], -1)
                 pooled_BH, weights_BT = self.attention(query_BH, outputs_BTH, mask_BT)
+        if summary_BF is not None:  # LSTM-FCN: the conv path's global average pool beside the RNN's
+            pooled_BH = torch.cat([pooled_BH, summary_BF.to(pooled_BH.dtype)], dim=1)
         logits_BK = self.head(self.dropout(pooled_BH))
         return (logits_BK, weights_BT) if return_attention else logits_BK
 
@@ -107,7 +141,8 @@ class SequenceClassifier(nn.Module):
 def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
     """Build from a `ModelConfig` and the dataset's shape."""
     return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.encoder_args(),
-                              pooling=model_cfg.pooling, attention=model_cfg.attention)
+                              pooling=model_cfg.pooling, attention=model_cfg.attention,
+                              **model_cfg.frontend_args())
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

@@ -1,5 +1,5 @@
 """Direct multi-step forecasting: a recurrent encoder over the history, one linear head that
-emits every horizon step at once.
+emits every horizon step at once, optionally wrapped in per-window normalization and differencing.
 
 Shape suffixes: B batch, T history steps (padded), C channels (the series' value columns, the
 same for inputs and forecasts), H horizon steps.
@@ -10,7 +10,77 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.attention import lengths_to_mask
 from pipeline.models.classifier import SequenceClassifier
+
+# Floor of a window's standard deviation, in the units the model sees (already divided by the
+# train split's global std, so 1e-3 is a thousandth of the series' typical spread): a flat
+# history is centred and left unscaled instead of being divided by ~0.
+INSTANCE_STD_FLOOR = 1e-3
+
+
+def window_statistics(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
+                      eps: float = INSTANCE_STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window and channel mean and (population) std over the valid steps only.
+
+    Args:
+        x_BTC: padded values (whatever sits in the pad steps is ignored).
+        lengths_B: valid steps per window (>= 1), any device.
+        eps: the std's floor (a history of one step, or a flat one, has std 0).
+
+    Returns:
+        mean_B1C, std_B1C: detached (as in RevIN: the statistics are data, not something to
+        learn through), std >= eps.
+    """
+    lengths_B = lengths_B.to(x_BTC.device)
+    valid_BT1 = lengths_to_mask(lengths_B, x_BTC.shape[1]).unsqueeze(-1)
+    count_B11 = lengths_B.view(-1, 1, 1).to(x_BTC.dtype)
+    x_BTC = x_BTC.detach()
+    mean_B1C = x_BTC.masked_fill(~valid_BT1, 0.0).sum(dim=1, keepdim=True) / count_B11
+    centred_BTC = (x_BTC - mean_B1C).masked_fill(~valid_BT1, 0.0)
+    var_B1C = (centred_BTC**2).sum(dim=1, keepdim=True) / count_B11
+    return mean_B1C, var_B1C.sqrt().clamp_min(eps)
+
+
+def instance_normalize(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
+                       eps: float = INSTANCE_STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RevIN's first half: each window and channel centred on its mean and divided by its std.
+
+    Returns:
+        z_BTC: (x - mean) / std on valid steps, exactly 0 on pad steps (as the body gets pads
+            without instance norm); mean_B1C, std_B1C: from `window_statistics`, for
+            `instance_denormalize`.
+    """
+    mean_B1C, std_B1C = window_statistics(x_BTC, lengths_B, eps)
+    valid_BT1 = lengths_to_mask(lengths_B.to(x_BTC.device), x_BTC.shape[1]).unsqueeze(-1)
+    return ((x_BTC - mean_B1C) / std_B1C).masked_fill(~valid_BT1, 0.0), mean_B1C, std_B1C
+
+
+def instance_denormalize(y_BHC: torch.Tensor, mean_B1C: torch.Tensor, std_B1C: torch.Tensor) -> torch.Tensor:
+    """RevIN's second half: a forecast on the window's scale back to the input's, y * std + mean."""
+    return y_BHC * std_B1C + mean_B1C
+
+
+def last_values(x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
+    """x_B1C: each window's last valid step."""
+    index_B11 = (lengths_B.to(x_BTC.device) - 1).view(-1, 1, 1).expand(-1, 1, x_BTC.shape[2])
+    return x_BTC.gather(1, index_B11)
+
+
+def first_differences(x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_BTC, lengths_B -> d_BT'C, lengths'_B: d_t = x_{t+1} - x_t over each window's valid steps.
+
+    A window of L steps has L - 1 differences; a window of one step gets one zero difference (it
+    says "no change seen"), so every length stays >= 1 and T' = max(T - 1, 1). Pad steps are 0.
+    The new lengths live on the device `lengths_B` came on (the encoder packs with them on the CPU).
+    """
+    batch, steps, channels = x_BTC.shape
+    d_lengths_B = (lengths_B - 1).clamp_min(1)
+    d_BTC = x_BTC.new_zeros(batch, max(steps - 1, 1), channels)
+    if steps > 1:
+        valid_BT1 = lengths_to_mask(lengths_B.to(x_BTC.device) - 1, steps - 1).unsqueeze(-1)
+        d_BTC[:, : steps - 1] = (x_BTC[:, 1:] - x_BTC[:, :-1]).masked_fill(~valid_BT1, 0.0)
+    return d_BTC, d_lengths_B
 
 
 class Forecaster(nn.Module):
@@ -18,10 +88,32 @@ class Forecaster(nn.Module):
 
     Direct rather than recursive: the head predicts all H x C values from one summary of the
     history, so errors do not compound step by step and training needs no decoding loop.
-    The encoder, the pooling (last | mean | attention) and the linear head are exactly those of
-    `SequenceClassifier`, whose K outputs are here the H * C forecast values.
+    The front-end (conv / patch), the encoder, the pooling (last | mean | attention) and the
+    linear head are exactly those of `SequenceClassifier`, whose K outputs are here the H * C
+    forecast values.
 
-    `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
+    Two optional wrappers around that body make it survive trend and level shift, where test
+    values lie outside anything the train split's global statistics saw:
+
+    instance_norm (RevIN, Kim et al. 2022): each window and channel is centred on its own mean
+        and divided by its own std (over the valid steps, floored at INSTANCE_STD_FLOOR) before
+        the body; the body's output is mapped back with y * std + mean. A body that outputs 0
+        forecasts the window's mean. The forecast is then exactly equivariant to adding a
+        constant to a history and to scaling it by a positive factor (while std > the floor).
+        Centred on the mean, not the last value, and without RevIN's learnable affine: on
+        trending and multiplicative-seasonal series neither variant beat the plain form.
+    difference: the body sees first differences (L - 1 steps; one zero difference for a
+        one-step history) and forecasts H differences; the forecast is the last valid value
+        plus their running sum. A body that outputs 0 forecasts the last value (naive).
+    both: differences first, then instance-normalized. Differencing removes the level; the
+        instance mean of the differences is the window's average slope, so a zero body output
+        forecasts "last value + average slope per step" (random walk with drift), and the
+        std puts steep and flat windows on one scale. The other order would be pointless: the
+        mean cancels in a difference, leaving only a division by the level's std.
+
+    `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model;
+    checkpoints written before the front-end or instance_norm/difference existed rebuild with
+    them off (no parameters are added by either wrapper, so old state dicts load unchanged).
     """
 
     def __init__(
@@ -38,6 +130,11 @@ class Forecaster(nn.Module):
         pooling: str = "last",
         attention: str = "additive",
         input_layer_norm: bool = False,
+        frontend: str = "none",
+        frontend_channels: int = 64,
+        patch: int = 1,
+        instance_norm: bool = False,
+        difference: bool = False,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -46,25 +143,43 @@ class Forecaster(nn.Module):
             input_size=input_size, horizon=horizon, hidden_size=hidden_size, num_layers=num_layers,
             cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional, dropout=dropout,
             pooling=pooling, attention=attention, input_layer_norm=input_layer_norm,
+            frontend=frontend, frontend_channels=frontend_channels, patch=patch,
+            instance_norm=instance_norm, difference=difference,
         )
         self.horizon = horizon
         self.num_channels = input_size
         self.pooling = pooling
+        self.instance_norm = bool(instance_norm)
+        self.difference = bool(difference)
         self.body = SequenceClassifier(
             input_size=input_size, num_classes=horizon * input_size, hidden_size=hidden_size,
             num_layers=num_layers, cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional,
             dropout=dropout, pooling=pooling, attention=attention, input_layer_norm=input_layer_norm,
+            frontend=frontend, frontend_channels=frontend_channels, patch=patch,
         )
 
     def forward(self, x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
         """Forecast a padded batch of histories.
 
         Args:
-            x_BTC: normalized histories, padded after each one's end.
+            x_BTC: normalized histories (the train split's per-channel statistics), padded after
+                each one's end.
             lengths_B: valid steps per history (>= 1), on any device.
 
         Returns:
-            y_BHC: the normalized forecast of the H steps after each history's last step.
+            y_BHC: the forecast of the H steps after each history's last step, on the same
+            (globally normalized) scale as x_BTC.
         """
-        flat_BK = self.body(x_BTC, lengths_B)
-        return flat_BK.view(x_BTC.shape[0], self.horizon, self.num_channels)
+        batch = x_BTC.shape[0]
+        z_BTC, z_lengths_B = x_BTC, lengths_B
+        if self.difference:
+            last_B1C = last_values(x_BTC, lengths_B)
+            z_BTC, z_lengths_B = first_differences(x_BTC, lengths_B)
+        if self.instance_norm:
+            z_BTC, mean_B1C, std_B1C = instance_normalize(z_BTC, z_lengths_B)
+        y_BHC = self.body(z_BTC, z_lengths_B).view(batch, self.horizon, self.num_channels)
+        if self.instance_norm:
+            y_BHC = instance_denormalize(y_BHC, mean_B1C, std_B1C)
+        if self.difference:
+            y_BHC = last_B1C + y_BHC.cumsum(dim=1)
+        return y_BHC

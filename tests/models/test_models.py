@@ -58,15 +58,23 @@ def test_model_args_rebuild_identical_model():
 @pytest.mark.parametrize("pooling,attention", [("last", "additive"), ("mean", "additive"),
                                                ("attention", "additive"), ("attention", "dot"),
                                                ("attention", "general")])
-def test_classifier_shapes_for_every_combination(cell, bidirectional, pooling, attention):
+@pytest.mark.parametrize("frontend,patch", [("none", 1), ("conv", 1), ("none", 4), ("conv", 4)])
+def test_classifier_shapes_for_every_combination(cell, bidirectional, pooling, attention, frontend, patch):
     model = build_model(ModelConfig(cell=cell, bidirectional=bidirectional, num_layers=2, hidden_size=6,
-                                    pooling=pooling, attention=attention), input_size=3, num_classes=5)
+                                    pooling=pooling, attention=attention, frontend=frontend,
+                                    frontend_channels=4, patch=patch), input_size=3, num_classes=5)
     x, lengths = padded([torch.randn(7, 3), torch.randn(2, 3), torch.randn(4, 3)])
     logits, weights = model(x, lengths, return_attention=True)
     assert logits.shape == (3, 5)
+    # the RNN's input is the front-end's width; the head also gets the conv summary with conv
+    assert model.encoder.rnn.input_size == (3 if (frontend, patch) == ("none", 1) else 4)
+    assert model.head.in_features == 6 * (2 if bidirectional else 1) + (4 if frontend == "conv" else 0)
     if pooling == "attention":
-        assert weights.shape == (3, 7)
-        assert torch.all(weights[1, 2:] == 0) and torch.allclose(weights.sum(1), torch.ones(3))
+        # over the encoder's steps: ceil(7 / patch) of them; the 2-step row has 1 step with patch 4
+        steps = 7 if patch == 1 else 2
+        assert weights.shape == (3, steps)
+        assert torch.all(weights[1, 2 if patch == 1 else 1:] == 0)
+        assert torch.allclose(weights.sum(1), torch.ones(3))
     else:
         assert weights is None
 

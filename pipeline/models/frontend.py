@@ -1,0 +1,172 @@
+"""Front-ends that run before the recurrent encoder: masked 1-D convolutions and temporal patching.
+
+A hybrid CNN-RNN in the spirit of FCN / LSTM-FCN (Wang et al. 2017; Karim et al. 2018): three
+convolution blocks find local shapes at full resolution, a strided convolution merges every
+`patch` steps into one (so the RNN sees about T / patch steps), and the masked mean of the conv
+features over each sequence's valid steps (the FCN's global average pooling) is handed to the
+head next to the pooled recurrent state.
+
+Everything here is masked, so pad steps never reach a valid step's output: the same sequence
+padded to any batch length gives the same features (exactly the same ones in eval mode; in train
+mode the batch statistics of the norm are taken over valid steps only).
+
+Shape suffixes: B batch, T time steps (padded), C input channels, F front-end channels
+(`frontend_channels`), S steps after patching (ceil(T / patch)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipeline.models.attention import lengths_to_mask
+
+FRONTENDS = ("none", "conv")
+# The FCN's kernel sizes (Wang et al. 2017), one conv block each; stride 1, "same" padding.
+KERNELS = (8, 5, 3)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """Batch norm over channels whose batch statistics use valid steps only.
+
+    In training the mean and variance of each channel are taken over every valid (b, t) of the
+    batch, so pad steps neither shift them nor count towards them; the running statistics
+    (used in eval mode, as in `nn.BatchNorm1d`) are updated from those same numbers. The buffers
+    and parameters are exactly `nn.BatchNorm1d`'s, so its state dict loads unchanged.
+    Statistics are computed in float32 even under autocast (sums over B*T steps overflow fp16).
+    """
+
+    def forward(self, x_BFT: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """Normalize x_BFT (float) per channel; `mask_BT` is True at valid steps (None: all valid).
+
+        Returns y_BFT in x's dtype; pad steps hold affine-shifted garbage the caller zeroes.
+        """
+        values_BFT = x_BFT.float()
+        if self.training or self.running_mean is None:
+            weight_B1T = (torch.ones_like(values_BFT[:, :1]) if mask_BT is None
+                          else mask_BT.unsqueeze(1).to(values_BFT.dtype))
+            count = weight_B1T.sum()
+            mean_F = (values_BFT * weight_B1T).sum(dim=(0, 2)) / count
+            centred_BFT = (values_BFT - mean_F.view(1, -1, 1)) * weight_B1T
+            var_F = centred_BFT.square().sum(dim=(0, 2)) / count  # biased, as batch norm normalizes
+            if self.training and self.running_mean is not None:
+                self._update_running(mean_F.detach(), var_F.detach(), count.detach())
+        else:
+            mean_F, var_F = self.running_mean, self.running_var
+        y_BFT = (values_BFT - mean_F.view(1, -1, 1)) * torch.rsqrt(var_F.view(1, -1, 1) + self.eps)
+        if self.affine:
+            y_BFT = y_BFT * self.weight.view(1, -1, 1) + self.bias.view(1, -1, 1)
+        return y_BFT.to(x_BFT.dtype)
+
+    @torch.no_grad()
+    def _update_running(self, mean_F: torch.Tensor, var_F: torch.Tensor, count: torch.Tensor) -> None:
+        """Exponential (or, with momentum None, cumulative) average, with the unbiased variance
+        like `nn.BatchNorm1d`; one valid step in the whole batch leaves the variance as it is."""
+        assert self.running_mean is not None and self.running_var is not None
+        self.num_batches_tracked += 1
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean_F, factor)
+        # count stays a tensor: reading it on the host would sync the GPU at every block
+        self.running_var.lerp_(var_F * count / (count - 1).clamp(min=1), factor)
+
+
+class ConvBlock(nn.Module):
+    """Masked Conv1d ("same" padding) -> masked batch norm -> ReLU; pad steps zero in and out."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        # No conv bias: the batch norm's shift that follows would cancel it.
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, bias=False)
+        # "same" padding, spelled out: for the even kernel torch's padding="same" pads the same
+        # (one step more on the right) but warns that it copies the input to do so.
+        self.same = ((kernel_size - 1) // 2, kernel_size // 2)
+        self.norm = MaskedBatchNorm1d(out_channels)
+
+    def forward(self, x_BCT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+        """x_BCT (pad steps any value) -> features_BFT with zeros at pad steps."""
+        pad_B1T = ~mask_BT.unsqueeze(1)
+        # Zeroed pads look exactly like the conv's own zero padding past a sequence's end, so a
+        # valid step near the end sees the same window however long the batch is.
+        features_BFT = self.conv(F.pad(x_BCT.masked_fill(pad_B1T, 0.0), self.same))
+        return F.relu(self.norm(features_BFT, mask_BT)).masked_fill(pad_B1T, 0.0)
+
+
+class Frontend(nn.Module):
+    """x_BTC, lengths_B -> the RNN's inputs_BSF, their lengths, and the conv summary.
+
+    frontend "conv": three `ConvBlock`s (kernels 8, 5, 3; `channels` each) at full resolution.
+    patch p > 1: the time axis (after the conv blocks, or the raw input with frontend "none") is
+    right-padded with zeros to a multiple of p and embedded by a Conv1d with kernel = stride = p
+    into `channels`; lengths become ceil(length / p). The last, partial patch of a sequence sees
+    zeros after its end, as it would alone.
+
+    `output_size` is the RNN's input size (`channels`, or C with neither); `summary_size` is the
+    width of the conv summary (0 without conv blocks).
+    """
+
+    def __init__(self, *, input_size: int, frontend: str = "none", channels: int = 64,
+                 patch: int = 1) -> None:
+        super().__init__()
+        check_frontend_args(frontend, channels, patch)
+        self.patch = patch
+        self.blocks = nn.ModuleList()
+        size = input_size
+        if frontend == "conv":
+            for kernel in KERNELS:
+                self.blocks.append(ConvBlock(size, channels, kernel))
+                size = channels
+        self.summary_size = size if self.blocks else 0
+        self.embed: nn.Conv1d | None = None
+        if patch > 1:
+            self.embed = nn.Conv1d(size, channels, kernel_size=patch, stride=patch)
+            size = channels
+        self.output_size = size
+
+    def output_lengths(self, lengths_B: torch.Tensor) -> torch.Tensor:
+        """Valid steps after patching: ceil(lengths_B / patch), same device and dtype."""
+        return torch.div(lengths_B + (self.patch - 1), self.patch, rounding_mode="floor")
+
+    def forward(self, x_BTC: torch.Tensor, lengths_B: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the front-end on a padded batch.
+
+        Args:
+            x_BTC: float inputs, padded after each sequence's end (pad values are ignored).
+            lengths_B: valid steps per sequence (>= 1), on any device.
+
+        Returns:
+            inputs_BSF: the RNN's inputs, zeros at pad steps (S = T without patching).
+            lengths_B: valid steps of inputs_BSF, on x's device.
+            summary_BF: masked mean of the last conv block's features over valid steps (the
+                FCN's global average pooling), or None without conv blocks.
+        """
+        lengths_B = lengths_B.to(x_BTC.device)
+        mask_BT = lengths_to_mask(lengths_B, x_BTC.shape[1])
+        x_BCT = x_BTC.transpose(1, 2).masked_fill(~mask_BT.unsqueeze(1), 0.0)
+        summary_BF = None
+        for block in self.blocks:
+            x_BCT = block(x_BCT, mask_BT)
+        if self.blocks:
+            summary_BF = x_BCT.sum(dim=2) / lengths_B.unsqueeze(1).to(x_BCT.dtype)
+        if self.embed is not None:
+            x_BCT = F.pad(x_BCT, (0, -x_BCT.shape[2] % self.patch))  # zeros, like the pads before
+            lengths_B = self.output_lengths(lengths_B)
+            mask_BT = lengths_to_mask(lengths_B, x_BCT.shape[2] // self.patch)
+            # The embedding's bias makes pad patches nonzero: zero them so the RNN gets what
+            # RecurrentEncoder promises for pad steps.
+            x_BCT = self.embed(x_BCT).masked_fill(~mask_BT.unsqueeze(1), 0.0)
+        return x_BCT.transpose(1, 2), lengths_B, summary_BF
+
+
+def check_frontend_args(frontend: str, channels: int, patch: int) -> None:
+    """Raise ValueError naming the config key unless the front-end keywords make a model."""
+    if frontend == "auto" or patch == "auto":
+        raise ValueError("model.frontend/model.patch 'auto' must be resolved from the dataset before a model "
+                         "is built (pipeline.training.budget.resolve)")
+    if frontend not in FRONTENDS:
+        raise ValueError(f"model.frontend: unknown front-end {frontend!r}; choose one of {list(FRONTENDS)}")
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise ValueError(f"model.patch: expected an integer >= 1, got {patch!r}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"model.frontend_channels: expected an integer >= 1, got {channels!r}")

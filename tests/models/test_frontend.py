@@ -1,0 +1,226 @@
+"""The conv/patch front-end: padding never leaks, the masked norm ignores pads, checkpoints rebuild it,
+and the hybrid learns a local shape in long series."""
+
+import math
+
+import pytest
+import torch
+from conftest import padded
+from torch.nn import functional as F
+
+from pipeline.models import MaskedBatchNorm1d, SequenceClassifier, model_from_args
+from pipeline.models.frontend import Frontend
+
+FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4)]
+
+
+def _model(frontend, patch, **extra):
+    args = dict(input_size=2, num_classes=3, hidden_size=8, cell="gru", frontend=frontend,
+                frontend_channels=6, patch=patch)
+    return SequenceClassifier(**{**args, **extra})
+
+
+def _trained_a_little(model, steps=3):
+    """A few train-mode forwards so the norms' running statistics are not their initial values."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            model(*padded([torch.randn(9, 2) * 3 + 1, torch.randn(4, 2)]))
+    return model.eval()
+
+
+@pytest.mark.parametrize("frontend,patch", FRONTENDS)
+@pytest.mark.parametrize("cell,bidirectional,pooling", [
+    ("gru", False, "last"), ("lstm", True, "last"), ("rnn", True, "mean"), ("gru", True, "attention"),
+])
+def test_eval_logits_do_not_depend_on_padding(frontend, patch, cell, bidirectional, pooling):
+    # given a model with a front-end, its norms' running statistics moved off their defaults
+    torch.manual_seed(0)
+    model = _trained_a_little(_model(frontend, patch, cell=cell, bidirectional=bidirectional,
+                                     pooling=pooling, num_layers=2))
+    short = torch.randn(7, 2)  # not a multiple of the patch: its last patch is partial
+    # when it is scored alone and in a batch that pads it by 14 steps of garbage
+    alone = model(*padded([short]))
+    x, lengths = padded([torch.randn(21, 2), short, torch.randn(10, 2)])
+    x[1, 7:] = 1e3
+    batched = model(x, lengths)
+    # then its logits are the same
+    torch.testing.assert_close(batched[1], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("frontend,patch", FRONTENDS)
+def test_train_mode_output_ignores_appended_pad_steps(frontend, patch):
+    # given a batch in train mode (batch statistics), once as it is and once with 11 more pad
+    # steps of garbage for every row
+    torch.manual_seed(0)
+    model = _model(frontend, patch).train()
+    x, lengths = padded([torch.randn(9, 2), torch.randn(5, 2), torch.randn(3, 2)])
+    longer = torch.cat([x, torch.full((3, 11, 2), -7e2)], dim=1)
+    # when both run
+    out, out_longer = model(x, lengths), model(longer, lengths)
+    # then the outputs are the same: the pads counted in no statistic
+    torch.testing.assert_close(out_longer, out, rtol=1e-5, atol=1e-5)
+
+
+def test_masked_batch_norm_matches_batch_norm_over_valid_steps_only():
+    # given a padded batch with garbage in its pad steps, and the same valid steps laid end to end
+    torch.manual_seed(0)
+    lengths = torch.tensor([6, 2, 4])
+    x_BFT = torch.randn(3, 5, 6) * 2 + 1
+    mask_BT = torch.arange(6) < lengths.unsqueeze(1)
+    x_BFT = x_BFT.masked_fill(~mask_BT.unsqueeze(1), 1e4)
+    valid_1FN = torch.cat([x_BFT[b, :, :n] for b, n in enumerate(lengths.tolist())], dim=1).unsqueeze(0)
+    masked, plain = MaskedBatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    with torch.no_grad():
+        masked.weight.uniform_(0.5, 2)
+        masked.bias.uniform_(-1, 1)
+    plain.load_state_dict(masked.state_dict())
+    # when both normalize in train mode twice (statistics and running statistics)
+    for _ in range(2):
+        y_BFT = masked(x_BFT, mask_BT)
+        y_1FN = plain(valid_1FN)
+    # then valid steps and running statistics agree with torch's batch norm over valid steps only
+    y_valid = torch.cat([y_BFT[b, :, :n] for b, n in enumerate(lengths.tolist())], dim=1).unsqueeze(0)
+    torch.testing.assert_close(y_valid, y_1FN, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(masked.running_mean, plain.running_mean)
+    torch.testing.assert_close(masked.running_var, plain.running_var)
+    assert int(masked.num_batches_tracked) == 2
+    # and in eval mode they use the running statistics the same way
+    masked.eval(), plain.eval()
+    torch.testing.assert_close(masked(x_BFT, mask_BT)[..., :2], plain(x_BFT)[..., :2], rtol=1e-5, atol=1e-5)
+
+
+def test_a_conv_block_ignores_what_its_pad_steps_hold():
+    # given one conv block (kernel 8, so a valid step near the end sees 4 steps past it) in eval mode
+    from pipeline.models.frontend import ConvBlock
+
+    torch.manual_seed(0)
+    block = ConvBlock(2, 3, kernel_size=8).eval()
+    mask_BT = torch.arange(10) < torch.tensor([[6], [10]])
+    x_BCT = torch.randn(2, 2, 10)
+    garbage_BCT = x_BCT.masked_fill(~mask_BT.unsqueeze(1), 5e2)
+    # when it sees zeros or garbage past a sequence's end
+    clean, dirty = block(x_BCT.masked_fill(~mask_BT.unsqueeze(1), 0.0), mask_BT), block(garbage_BCT, mask_BT)
+    # then its outputs are the same, and zero at pad steps
+    torch.testing.assert_close(dirty, clean)
+    assert torch.all(dirty[0, :, 6:] == 0)
+
+
+def test_patching_lengths_and_zeroed_pad_steps():
+    # given a patch-4 front-end after conv blocks
+    torch.manual_seed(0)
+    frontend = Frontend(input_size=2, frontend="conv", channels=6, patch=4).eval()
+    x, lengths = padded([torch.randn(9, 2), torch.randn(1, 2), torch.randn(4, 2)])
+    # when it runs
+    inputs_BSF, new_lengths, summary_BF = frontend(x, lengths)
+    # then lengths are ceil(length / 4), every step past them is zero, and the summary is the
+    # mean of the conv features (F wide)
+    assert new_lengths.tolist() == [3, 1, 1]
+    assert inputs_BSF.shape == (3, 3, 6) and summary_BF.shape == (3, 6)
+    assert torch.all(inputs_BSF[1, 1:] == 0) and torch.all(inputs_BSF[2, 1:] == 0)
+    assert torch.any(inputs_BSF[0, 2] != 0)
+
+
+def test_attention_weights_are_over_patched_steps():
+    # given attention pooling after patching by 4
+    model = _model("conv", 4, pooling="attention").eval()
+    x, lengths = padded([torch.randn(10, 2), torch.randn(3, 2)])
+    # when it returns its weights
+    _, weights = model(x, lengths, return_attention=True)
+    # then there is one per encoder step (ceil(10 / 4) = 3), zero past each encoder length
+    assert weights.shape == (2, 3)
+    assert model.encoder_lengths(lengths).tolist() == [3, 1]
+    assert torch.all(weights[1, 1:] == 0) and torch.allclose(weights.sum(1), torch.ones(2))
+
+
+@pytest.mark.parametrize("frontend,patch", FRONTENDS)
+def test_checkpoint_round_trip_gives_identical_outputs(frontend, patch):
+    # given a model whose running statistics moved, saved as model_args + state dict
+    torch.manual_seed(2)
+    model = _trained_a_little(_model(frontend, patch, pooling="attention", bidirectional=True))
+    args, state = dict(model.model_args), model.state_dict()
+    assert (args["frontend"], args["frontend_channels"], args["patch"]) == (frontend, 6, patch)
+    # when the model is rebuilt from them
+    clone = model_from_args(args, "SequenceClassifier")
+    clone.load_state_dict(state)
+    # then it gives the same outputs
+    x, lengths = padded([torch.randn(11, 2), torch.randn(5, 2)])
+    torch.testing.assert_close(clone.eval()(x, lengths), model(x, lengths), rtol=0, atol=0)
+
+
+def test_checkpoints_saved_before_front_ends_still_load():
+    # given a checkpoint from before front-ends: model_args without their keys, and its weights
+    torch.manual_seed(3)
+    model = SequenceClassifier(input_size=2, num_classes=3, hidden_size=8, pooling="mean")
+    new_keys = ("frontend", "frontend_channels", "patch")
+    old_args = {k: v for k, v in model.model_args.items() if k not in new_keys}
+    # when it is rebuilt
+    clone = model_from_args(old_args)
+    # then the weights load strictly (no new parameters or buffers) and the outputs agree
+    clone.load_state_dict(model.state_dict(), strict=True)
+    assert not any(key.startswith("frontend") for key in clone.state_dict())
+    x, lengths = padded([torch.randn(6, 2)])
+    torch.testing.assert_close(clone.eval()(x, lengths), model.eval()(x, lengths), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(frontend="auto"), "model.frontend/model.patch 'auto'"),
+    (dict(patch="auto"), "model.frontend/model.patch 'auto'"),
+    (dict(frontend="fft"), "model.frontend: unknown front-end 'fft'"),
+    (dict(patch=0), "model.patch: expected an integer >= 1, got 0"),
+    (dict(frontend="conv", frontend_channels=0), "model.frontend_channels: expected an integer >= 1"),
+])
+def test_bad_front_end_arguments_name_the_config_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceClassifier(input_size=1, num_classes=2, **kwargs)
+
+
+def _local_shape_set(n, length, seed, width=40):
+    """Univariate series of noise, lengths 2/3*length..length; class 0 hides a bump (half a sine),
+    class 1 a ramp of the same size, each at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(length * 2 // 3, length + 1, (n,), generator=g)
+    x = torch.randn(n, length, 1, generator=g)
+    y = torch.arange(n) % 2
+    t = torch.arange(width) / (width - 1)
+    shapes = [2 * torch.sin(math.pi * t), 2 * (2 * t - 1)]
+    for i in range(n):
+        start = int(torch.randint(0, int(lengths[i]) - width, (1,), generator=g))
+        x[i, start : start + width, 0] += shapes[int(y[i])]
+        x[i, lengths[i] :] = 0
+    return x, lengths, y
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls over hundreds of steps run fastest on one thread (more only contend)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_hybrid_with_patching_learns_a_local_shape_in_long_series(one_thread):
+    # given 64 univariate series of length 400..600 told apart only by a 40-step local shape
+    torch.manual_seed(0)
+    x, lengths, y = _local_shape_set(64, 600, seed=0)
+    # (seeds 0-5 reach it in 25-75 steps, about 2-4 s on one loaded CPU core)
+    model = SequenceClassifier(input_size=1, num_classes=2, hidden_size=16, cell="gru", pooling="mean",
+                               frontend="conv", frontend_channels=16, patch=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    # when it trains on batches of 16 (checked every 25 steps, at most 200 steps)
+    accuracy = 0.0
+    for step in range(200):
+        rows = torch.randperm(64, generator=g)[:16]
+        loss = F.cross_entropy(model.train()(x[rows], lengths[rows]), y[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 24:
+            with torch.no_grad():
+                accuracy = (model.eval()(x, lengths).argmax(1) == y).float().mean().item()
+            if accuracy > 0.9:
+                break
+    # then it fits the train set (eval mode, running statistics)
+    assert accuracy > 0.9, f"train accuracy {accuracy:.2f} after {step + 1} steps"
