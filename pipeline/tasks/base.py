@@ -79,21 +79,33 @@ class Task:
 
     def train_batches(self, shard: Any, *, batch_size: int, epoch: int, seed: int) -> Iterable[Batch]:
         """One epoch of training batches from this worker's Ray Data shard: ceil(rows / batch_size)
-        batches, bucketed by length when `data.bucket_by_length` (`pipeline.data.bucketing`)."""
+        batches, bucketed by length when `data.bucket_by_length` (`pipeline.data.bucketing`).
+
+        A shard that fits `train.cache_train_mb` is kept in memory after the first epoch and later
+        epochs shuffle and batch it here, without a Ray Data execution per epoch (about a second
+        each, which dominates the epochs of a small set). The worker keeps the same rows every
+        epoch (the split is equal, so step counts stay equal across ranks)."""
+        from pipeline.data.bucketing import bucketed_batches
         from pipeline.data.loading import TaskCollate  # pinned host memory when training on a GPU
 
-        if self.cfg.data.bucket_by_length:
-            from pipeline.data.bucketing import bucketed_batches
+        data = self.cfg.data
+        source = getattr(self, "_train_cache", None)
+        keep: list[Any] | None = None
+        if source is None:
+            source = shard
+            limit = int(self.cfg.train.cache_train_mb * 2**20)
+            keep = [] if limit > 0 else None
+        batches = bucketed_batches(source, TaskCollate(self), batch_size=batch_size,
+                                   bucket_batches=data.bucket_batches, epoch=epoch, seed=seed, keep=keep,
+                                   bucket=data.bucket_by_length)
+        return batches if keep is None else self._keeping_train(batches, keep, limit)
 
-            return bucketed_batches(shard, TaskCollate(self), batch_size=batch_size,
-                                    bucket_batches=self.cfg.data.bucket_batches, epoch=epoch, seed=seed)
-        return shard.iter_torch_batches(
-            batch_size=batch_size,
-            collate_fn=TaskCollate(self),
-            local_shuffle_buffer_size=batch_size * 8,
-            local_shuffle_seed=seed + epoch,  # a new order each epoch, reproducible
-            prefetch_batches=2,
-        )
+    def _keeping_train(self, batches: Iterable[Batch], keep: list[Any], limit: int) -> Iterator[Batch]:
+        import pyarrow as pa
+
+        yield from batches  # the epoch ran to its end: every pool of the shard is in `keep`
+        if keep and sum(t.nbytes for t in keep) <= limit:
+            self._train_cache = pa.concat_tables(keep)
 
     def eval_batches(self, iterator: Any, *, batch_size: int) -> Iterable[Batch]:
         """Validation batches from a (whole, unsplit) Ray Data iterator, in order.
@@ -150,6 +162,12 @@ class Task:
     def compute(self, state: MetricState) -> dict[str, float]:
         raise NotImplementedError
 
+    def at_chance(self, state: MetricState) -> str:
+        """Whether validation metrics (`state` from `evaluate`) are no better than a trivial
+        predictor's on the same rows: a sentence saying so, or "" (also when the task cannot tell).
+        The loop says so while it runs after a few such epochs in a row."""
+        return ""
+
     # ------------------------------------------------------------------ after training
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
         """Pictures, examples and extra metrics for the test split (`state` from `evaluate`)."""
@@ -181,4 +199,21 @@ class Task:
 
     def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
         """Gate metrics from `predict` outputs (names, not ids, so vocabularies may differ)."""
+        raise NotImplementedError
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """The trivial baseline's scores on the test split: the bar a model must beat to be promoted.
+
+        The baseline is fit on `train` only (majority class, most frequent tag per word, unigram
+        counts; none for the seasonal naive forecast and the copy of the source) and scored on
+        `test` under the SAME names and by the SAME code (`gate_data`, `score`) as the gate scores
+        a model, so the gate compares like for like: every name in `gate_metrics` is present.
+
+        A task may add reference scores that are not gate bars (a stronger, cheap model, e.g.
+        classify's 1-NN Euclidean accuracy) under names outside `gate_metrics`.
+        """
+        raise NotImplementedError
+
+    def baseline_name(self) -> str:
+        """The trivial baseline in a few words, for the gate's reason (e.g. "majority-class")."""
         raise NotImplementedError

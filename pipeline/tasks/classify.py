@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,8 +11,10 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.preprocess import collate_inputs, pad_steps, python_steps
+from pipeline.data.preprocess import arrow_steps, collate_inputs, pad_steps, python_steps
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+
+log = logging.getLogger(__name__)
 
 ATTENTION_EXAMPLES = 6  # test sequences drawn in the attention heatmap
 PREDICT_BATCH = 256  # sequences per forward pass in predict
@@ -38,7 +41,7 @@ class ClassifyTask(Task):
 
         return SequenceClassifier(input_size=self.pre.num_channels, num_classes=self.num_classes,
                                   **self.cfg.model.encoder_args(), pooling=self.cfg.model.pooling,
-                                  attention=self.cfg.model.attention)
+                                  attention=self.cfg.model.attention, **self.cfg.model.frontend_args())
 
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)
@@ -71,6 +74,20 @@ class ClassifyTask(Task):
         return {"loss": float(state["loss_sum"]) / max(int(state["count"]), 1),
                 **classification_scores(confusion)}
 
+    def at_chance(self, state: MetricState) -> str:
+        """Val accuracy at or below the share of the most frequent class (what predicting that class
+        for every row scores): the model has not learned to tell the classes apart."""
+        confusion = state["confusion"].detach().cpu().numpy()
+        total = int(confusion.sum())
+        if total == 0:
+            return ""
+        majority = float(confusion.sum(axis=1).max()) / total
+        accuracy = float(np.trace(confusion)) / total
+        if accuracy > majority + 1e-9:
+            return ""
+        return (f"val accuracy {accuracy:.4f} is no better than always predicting the most frequent "
+                f"class ({majority:.4f})")
+
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
         from pipeline.tracking.plots import attention_heatmap, confusion_matrix, f1_bars
 
@@ -91,8 +108,9 @@ class ClassifyTask(Task):
                 logits_BK, weights_BT = model(batch["x"], batch["lengths"], return_attention=True)
             predicted = logits_BK.argmax(dim=-1).tolist()
             weights, titles = [], []
-            for i, (row_id, length) in enumerate(zip(examples.column("id").to_pylist(),
-                                                     batch["lengths"].tolist())):
+            # with model.patch > 1 the weights are per patch of steps: ceil(length / patch) of them
+            steps_B = model.encoder_lengths(batch["lengths"])
+            for i, (row_id, length) in enumerate(zip(examples.column("id").to_pylist(), steps_B.tolist())):
                 weights.append(weights_BT[i, :length].numpy())
                 true, guess = labels[int(batch["y"][i])], labels[predicted[i]]
                 titles.append(f"{row_id}: true {true}, predicted {guess}")
@@ -129,6 +147,26 @@ class ClassifyTask(Task):
     def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
         return score_labels(truth, outputs["label"].tolist())
 
+    def baseline_name(self) -> str:
+        return "majority-class"
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """The train split's majority class predicted for every test row: accuracy and macro_f1
+        by `score_labels`, as the gate scores a model. Ties go to the class first in label order.
+
+        Also a reference that is NOT a gate bar, `nn1_euclidean_accuracy`: the test accuracy of
+        1-nearest-neighbour by Euclidean distance with train as the reference set, on the raw
+        (not normalized) sequences, each resampled to one common length (`nn1_accuracy`).
+        """
+        y_train = train.column("y").to_numpy().astype(np.int64)
+        if y_train.size == 0:
+            raise ValueError("classify baseline: the train split has no rows to take the majority class from")
+        majority = self.pre.labels[int(np.bincount(y_train, minlength=self.num_classes).argmax())]
+        _, truth = self.gate_data(test)
+        scores = score_labels(truth, [majority] * len(truth))
+        scores["nn1_euclidean_accuracy"] = nn1_accuracy(train, test)
+        return scores
+
 
 def score_labels(true_labels: list[str], predicted: list[str]) -> dict[str, float]:
     """Accuracy and macro-F1 over label NAMES, so models with different label maps compare fairly."""
@@ -163,3 +201,57 @@ def classification_scores(confusion_KK: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.trace(confusion_KK) / total) if total else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
     }
+
+
+NN1_MAX_ROWS = 2000  # rows of each split 1-NN compares at most (2,000 x 2,000 distances)
+
+
+def resample(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """Sequences (T_i, C) -> float64 (B, length, C): every channel linearly interpolated at `length`
+    evenly spaced points from its first step to its last. A sequence already `length` steps long
+    is unchanged; a one-step sequence is repeated."""
+    channels = sequences[0].shape[1] if sequences else 0
+    out_BLC = np.empty((len(sequences), length, channels), dtype=np.float64)
+    grid_L = np.linspace(0.0, 1.0, length)
+    for i, seq_TC in enumerate(sequences):
+        if len(seq_TC) == length:
+            out_BLC[i] = seq_TC
+            continue
+        steps_T = np.linspace(0.0, 1.0, len(seq_TC))
+        for c in range(channels):
+            out_BLC[i, :, c] = np.interp(grid_L, steps_T, seq_TC[:, c])
+    return out_BLC
+
+
+def nn1_accuracy(train: pa.Table, test: pa.Table, *, max_rows: int = NN1_MAX_ROWS, seed: int = 0) -> float:
+    """Test accuracy of 1-nearest-neighbour, Euclidean distance, train rows as the reference set.
+
+    Sequences are the raw `x` values (time x channels). Rows of unequal length are resampled by
+    linear interpolation to the longest length among the rows compared (equal-length data, like
+    most of the UCR archive, is compared as is: the archive's published 1-NN ED baseline). A split
+    with more than `max_rows` rows is subsampled to `max_rows` rows, uniformly without replacement
+    (seeded, so the figure is reproducible), which keeps the cost at most max_rows^2 distances.
+    Ties go to the train row first in split order.
+    """
+    rng = np.random.default_rng(seed)
+    picked = []
+    for name, table in (("train", train), ("test", test)):
+        if table.num_rows == 0:
+            raise ValueError(f"1-NN reference: the {name} split has no rows")
+        if table.num_rows > max_rows:
+            rows = np.sort(rng.choice(table.num_rows, max_rows, replace=False))
+            log.info("1-NN reference: %d of the %s split's %d rows, drawn at random (seed %d)",
+                     max_rows, name, table.num_rows, seed)
+            table = table.take(pa.array(rows))
+        steps_NC, lengths_B = arrow_steps(table.column("x"))
+        sequences = np.split(steps_NC.astype(np.float64), np.cumsum(lengths_B)[:-1])
+        picked.append((sequences, table.column("y").to_numpy().astype(np.int64)))
+    (train_seqs, y_train), (test_seqs, y_test) = picked
+    length = max(len(s) for s in (*train_seqs, *test_seqs))
+    train_BD = resample(train_seqs, length).reshape(len(train_seqs), -1)
+    test_BD = resample(test_seqs, length).reshape(len(test_seqs), -1)
+    # squared distances |a|^2 + |b|^2 - 2ab: one matrix product instead of a (test, train, D) array
+    distances = ((test_BD**2).sum(axis=1)[:, None] + (train_BD**2).sum(axis=1)[None, :]
+                 - 2.0 * test_BD @ train_BD.T)
+    nearest = distances.argmin(axis=1)
+    return float((y_train[nearest] == y_test).mean())

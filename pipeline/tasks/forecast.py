@@ -1,7 +1,10 @@
 """Multi-step forecasting: history window -> the next `horizon` values of every channel.
 
 The model sees and predicts NORMALIZED values (the train split's per-channel mean/std, from the
-manifest); the loss is the MSE on that scale. Every metric is in RAW units, de-normalized:
+manifest); the loss is the MSE on that scale. With `model.instance_norm` (on unless set off) the
+model also centres and scales each history window by its own statistics inside itself and undoes
+that on its forecast (`pipeline.models.forecaster`), so test windows far above the train split's
+level (a trending series) still look familiar to it. Every metric is in RAW units, de-normalized:
 
 * mae, rmse: over every forecast value (window x horizon step x channel);
 * smape: symmetric MAPE in percent, mean of 200 |f - a| / (|f| + |a|) (0 where both are 0);
@@ -120,9 +123,14 @@ class ForecastTask(Task):
     def build_model(self) -> torch.nn.Module:
         from pipeline.models.forecaster import Forecaster
 
+        model_cfg = self.cfg.model
+        # "auto" is normally resolved before a model is built; on its own it means on for
+        # forecasting (a trending series' test windows lie outside the train split's range).
+        instance_norm = model_cfg.instance_norm in (True, "auto")
         return Forecaster(input_size=self.pre.num_channels, horizon=self.horizon,
-                          **self.cfg.model.encoder_args(), pooling=self.cfg.model.pooling,
-                          attention=self.cfg.model.attention)
+                          **model_cfg.encoder_args(), pooling=model_cfg.pooling,
+                          attention=model_cfg.attention, instance_norm=instance_norm,
+                          difference=model_cfg.difference, **model_cfg.frontend_args())
 
     # ------------------------------------------------------------------ data
     def collate(self, table: pa.Table) -> Batch:
@@ -258,4 +266,17 @@ class ForecastTask(Task):
             raise ValueError(f"forecasts have shape {forecast_NHC.shape}, the targets {truth['y'].shape}")
         sums = error_sums(*(torch.from_numpy(a) for a in (forecast_NHC, truth["y"], truth["naive"])))
         scores = scores_from_sums(sums)
+        return {m: scores[m] for m in self.gate_metrics}
+
+    def baseline_name(self) -> str:
+        return f"seasonal-naive (m={self.period})"
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """The seasonal-naive forecasts of the test windows (`seasonal_naive`, the same forecasts
+        MASE divides by), scored as `score` scores a model: mae, rmse and smape of the naive
+        forecasts in raw units, and mase 1.0 (its own MAE over itself; 0.0 when the naive
+        forecasts are exact, which no model can then beat). Nothing is fit: `train` is unused."""
+        _, truth = self.gate_data(test)
+        naive_NHC = torch.from_numpy(truth["naive"])
+        scores = scores_from_sums(error_sums(naive_NHC, torch.from_numpy(truth["y"]), naive_NHC))
         return {m: scores[m] for m in self.gate_metrics}

@@ -367,8 +367,7 @@ class LanguageModelTask(Task):
             logits_1TV, state = model(x_1T, torch.tensor([steps]), state)
             y_T = ids[start + 1 : start + 1 + steps]
             nats += float(F.cross_entropy(logits_1TV[0].float(), y_T, reduction="sum"))
-        characters = len(join_tokens(pieces, self.level)) - len(pieces[0])
-        return nats, len(ids) - 1, characters
+        return nats, len(ids) - 1, predicted_characters(pieces, self.level)
 
     @torch.no_grad()
     def generate_text(self, model: torch.nn.Module, prompt: str, *, max_new_tokens: int,
@@ -436,3 +435,29 @@ class LanguageModelTask(Task):
         nats, tokens = float(outputs["nll"].sum()), int(outputs["tokens"].sum())
         return {"perplexity": perplexity(nats / max(tokens, 1)),
                 "bits_per_char": bits_per_char(nats, float(outputs["characters"].sum()))}
+
+    def baseline_name(self) -> str:
+        return "unigram (add-one)"
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """A unigram model of the train stream's token counts with add-one smoothing over the
+        whole vocabulary (the model's output space, specials included): p(t) = (count(t) + 1) /
+        (train tokens + vocabulary size). It scores the gate's test pieces as `score_text` scores
+        a model's (every token after a piece's first), and `score` turns that into perplexity and
+        bits_per_char."""
+        counts_V = np.bincount(stream_from_rows(train), minlength=len(self.vocab)).astype(np.float64)
+        log_p_V = np.log(counts_V + 1.0) - math.log(counts_V.sum() + len(counts_V))
+        inputs, truth = self.gate_data(test)
+        nll, tokens, characters = [], [], []
+        for text in inputs["text"].tolist():
+            pieces = self._encode_text(text)
+            ids = encode(pieces, self.index).astype(np.int64)
+            nll.append(-float(log_p_V[ids[1:]].sum()) if len(ids) > 1 else 0.0)
+            tokens.append(max(len(ids) - 1, 0))
+            characters.append(predicted_characters(pieces, self.level) if len(ids) > 1 else 0)
+        return self.score(pd.DataFrame({"nll": nll, "tokens": tokens, "characters": characters}), truth)
+
+
+def predicted_characters(pieces: list[str], level: str) -> int:
+    """Characters of the text of `pieces` that the predicted tokens (all but the first) cover."""
+    return len(join_tokens(pieces, level)) - len(pieces[0])

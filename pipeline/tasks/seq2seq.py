@@ -204,6 +204,15 @@ class Seq2SeqTask(Task):
     def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
         return text_scores(outputs["target"].tolist(), list(truth), level=self.level)
 
+    def baseline_name(self) -> str:
+        return "copy-the-source"
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """Every test source, as the gate gives it to a model, returned unchanged as the output;
+        scored by `score` (exact_match, bleu, chrf). Nothing is fit: `train` is unused."""
+        inputs, truth = self.gate_data(test)
+        return self.score(pd.DataFrame({"target": inputs["source"].tolist()}), truth)
+
 
 def token_hits(logits_BTV: torch.Tensor, y_out_BT: torch.Tensor) -> tuple[int, int]:
     """(argmax predictions equal to the target, target tokens), skipping IGNORE padding."""

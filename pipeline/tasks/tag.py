@@ -205,6 +205,34 @@ class TagTask(Task):
     def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
         return tag_scores(truth, [list(t) for t in outputs["tags"].tolist()])
 
+    def baseline_name(self) -> str:
+        return "most-frequent-tag-per-word"
+
+    def baseline(self, train: pa.Table, test: pa.Table) -> dict[str, float]:
+        """Each test word gets the tag it carries most often in train; a word never seen in train
+        (or seen only as <unk>) gets the most frequent tag overall. Ties go to the tag first in
+        the tag map. Words are read as the model reads them: the gate's raw test tokens encoded
+        by `encode` (lowercased when the dataset is). Scored by `score` on the test split."""
+        words_N, _ = arrow_lists(train.column("x"))
+        tags_N, _ = arrow_lists(train.column("y"))
+        if len(tags_N) == 0:
+            raise ValueError("tag baseline: the train split has no tagged words to count")
+        words_N, tags_N = words_N.astype(np.int64), tags_N.astype(np.int64)
+        overall = int(np.bincount(tags_N, minlength=self.num_tags).argmax())
+        # (word, tag) pair counts; per word the most frequent tag, ties to the lower tag id
+        pairs, counts = np.unique(words_N * self.num_tags + tags_N, return_counts=True)
+        word_P, tag_P = pairs // self.num_tags, pairs % self.num_tags
+        order = np.lexsort((tag_P, -counts, word_P))
+        words, first = np.unique(word_P[order], return_index=True)
+        best_V = np.full(max(len(self.pre.vocab), int(words_N.max()) + 1), overall, dtype=np.int64)
+        best_V[words] = tag_P[order][first]
+        best_V[UNK_ID] = overall  # <unk> stands for many rare words, none of them known
+        inputs, truth = self.gate_data(test)
+        fold = str.lower if self.lowercase else str
+        predicted = [[self.pre.labels[best_V[self.word_index.get(fold(t), UNK_ID)]] for t in sentence]
+                     for sentence in inputs["tokens"].tolist()]
+        return self.score(pd.DataFrame({"tags": predicted}), truth)
+
 
 def _as_tokens(value: Any, row: int) -> list[str]:
     if isinstance(value, str):

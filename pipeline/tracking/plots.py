@@ -201,24 +201,42 @@ def perplexity_curves(per_epoch: dict[str, Sequence[tuple[int, float]]]) -> Figu
 
 def gate_comparison(*, metric: str, higher_is_better: bool, candidate_version: str, candidate_score: float,
                     champion_version: str | None, champion_score: float | None, min_improvement: float,
-                    promoted: bool, reason: str = "") -> Figure:
-    """The registry gate's decision: the champion's and the challenger's test `metric` (bars, the
-    score written on each) and the line the challenger had to pass, champion + min_improvement
-    (champion - min_improvement when lower is better), with the decision in the title.
+                    promoted: bool, reason: str = "", baseline_name: str | None = None,
+                    baseline_score: float | None = None, references: dict[str, float] | None = None,
+                    rejected: bool = False) -> Figure:
+    """The registry gate's decision: the test `metric` of the trivial baseline, of any reference
+    models, of the champion and of the challenger (bars, the score written on each), the line the
+    challenger had to pass to replace the champion, champion + min_improvement (champion -
+    min_improvement when lower is better), and the decision in the title.
 
-    Without a champion (or when the candidate already is it) only the candidate's bar is drawn.
-    The axes' bars are in order champion, challenger; the margin line is the axes' only line.
+    `baseline_score` (the trivial baseline, named `baseline_name`) is the bar the challenger must
+    beat to be promoted at all; `references` (label -> score, e.g. {"1-NN Euclidean": 0.81}) are
+    drawn for comparison only. `rejected`: the challenger did not beat the baseline.
+    Without a champion (or when the candidate already is it) no champion bar is drawn. The axes'
+    bars are in order baseline, references, champion, challenger; the margin line is the axes'
+    only line.
     """
     again = champion_version == str(candidate_version)  # gated again: it already is @champion
     alone = champion_score is None or again
     names, scores = [f"{'champion' if again else 'challenger'} v{candidate_version}"], [candidate_score]
+    colors = ["tab:red" if rejected else "tab:blue"]
+    hatches = [""]
     if not alone:
         names, scores = [f"champion v{champion_version}", *names], [champion_score, *scores]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+        colors, hatches = ["0.6", *colors], ["", *hatches]
+    extra = [(label, score, "0.8", "..") for label, score in (references or {}).items()]
+    if baseline_score is not None:
+        extra.insert(0, (f"{baseline_name or 'trivial'}\nbaseline", baseline_score, "0.9", "//"))
+    names = [e[0] for e in extra] + names
+    scores = [e[1] for e in extra] + scores
+    colors = [e[2] for e in extra] + colors
+    hatches = [e[3] for e in extra] + hatches
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 4.5))
     heights = [float(s) for s in scores]
-    bars = ax.bar(names, np.nan_to_num(heights, nan=0.0, posinf=0.0, neginf=0.0),
-                  color=["0.6", "tab:blue"][-len(names):], width=0.5)
-    for bar, score in zip(bars, heights):
+    bars = ax.bar(names, np.nan_to_num(heights, nan=0.0, posinf=0.0, neginf=0.0), color=colors,
+                  edgecolor="0.3", width=0.5)
+    for bar, score, hatch in zip(bars, heights, hatches):
+        bar.set_hatch(hatch)
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{score:.4f}", ha="center",
                 va="bottom", fontsize=9)
     shown = [h for h in heights if math.isfinite(h)]
@@ -235,7 +253,10 @@ def gate_comparison(*, metric: str, higher_is_better: bool, candidate_version: s
     better = "higher" if higher_is_better else "lower"
     ax.set_ylabel(f"test {metric} ({better} is better)")
     verdict = "promoted to @champion" if promoted else "kept as @challenger"
-    if champion_score is None:  # the reason would only repeat it
+    if rejected:
+        headline = (f"version {candidate_version} NOT promoted: does not beat the "
+                    f"{baseline_name or 'trivial'} baseline")
+    elif champion_score is None:  # the reason would only repeat it
         headline, reason = f"no champion yet: version {candidate_version} {verdict}", ""
     elif again:
         headline, reason = f"version {candidate_version} is already @champion", ""

@@ -3,6 +3,11 @@
 A new version becomes `@champion` only if it beats the current champion on the SAME test data
 (this run's test split, both models loaded from the registry and scored by the same code) by more
 than `registry.min_improvement`; otherwise it becomes `@challenger`.
+
+Before that, the version must beat its task's trivial baseline (`Task.baseline`: majority class,
+seasonal naive, ...) on the gate metric, strictly. One that does not is never made `@champion`,
+not even when there is no champion yet: it stays registered with no alias, decision "rejected",
+and its tags say why (`recur.reason`, `recur.baseline_<metric>`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from pipeline.tracking.redact import redact_params
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
 
 
 @dataclass
 class Decision:
     model_name: str
     version: str
-    alias: str  # champion | challenger
+    alias: str | None  # champion | challenger; None when rejected
+    decision: str  # champion | challenger | rejected (did not beat the trivial baseline)
     promoted: bool
     metric: str
     candidate_score: float
@@ -40,6 +46,11 @@ class Decision:
     run_id: str
     data_hash: str
     decided_at: str
+    baseline_name: str  # e.g. "majority-class"
+    baseline_score: float  # the trivial baseline's `metric` on the same test data
+    # every score `Task.baseline` returned: the trivial baseline's gate metrics and references
+    # that are no gate bar (classify's nn1_euclidean_accuracy)
+    baselines: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,19 +87,38 @@ def decide(candidate: float, champion: float | None, min_improvement: float,
     return False, f"does not beat the champion by more than {min_improvement:.4f} (margin {margin:+.4f})"
 
 
+def beats_baseline(candidate: float, baseline: float, higher_is_better: bool = True, *,
+                   metric: str = "score", baseline_name: str = "trivial") -> tuple[bool, str]:
+    """Whether the candidate is strictly better than the trivial baseline (no margin: a tie
+    learned nothing the baseline did not know); the reason names both scores."""
+    better = "higher" if higher_is_better else "lower"
+    versus = f"test {metric} {candidate:.4f} vs the {baseline_name} baseline {baseline:.4f}"
+    if not np.isfinite(candidate):
+        return False, f"{versus}: the candidate's score is not a finite number"
+    beats = candidate > baseline if higher_is_better else candidate < baseline
+    if beats:
+        return True, f"{versus}: beats it ({better} is better)"
+    return False, (f"test {metric} {candidate:.4f} does not beat the {baseline_name} baseline "
+                   f"{baseline:.4f} ({better} is better)")
+
+
 def register_and_gate(*, tracking_uri: str, model_name: str, model_uri: str, run_id: str,
                       metric: str, higher_is_better: bool, min_improvement: float, inputs: Any,
-                      score: Callable[[Any], dict[str, float]], data_hash: str) -> Decision:
+                      score: Callable[[Any], dict[str, float]], data_hash: str,
+                      baseline: dict[str, float], baseline_name: str) -> Decision:
     """Register `model_uri` as a new version, score it and the champion on the same data, set an alias.
 
     `inputs` are raw test inputs both models' `predict` takes; `score` turns a model's outputs into
-    gate metrics (by names, not ids, so models with different vocabularies compare fairly).
-    Call inside `store.use_tracking_uri(tracking_uri)`: registering and loading use the fluent API.
+    gate metrics (by names, not ids, so models with different vocabularies compare fairly);
+    `baseline` the trivial baseline's scores on the same data (`Task.baseline`), named
+    `baseline_name`. Call inside `store.use_tracking_uri(tracking_uri)`: registering and loading
+    use the fluent API.
     """
     version = register_version(model_uri, model_name, run_id=run_id)
     return gate(tracking_uri=tracking_uri, model_name=model_name, version=version, run_id=run_id,
                 metric=metric, higher_is_better=higher_is_better, min_improvement=min_improvement,
-                inputs=inputs, score=score, data_hash=data_hash)
+                inputs=inputs, score=score, data_hash=data_hash, baseline=baseline,
+                baseline_name=baseline_name)
 
 
 LINEAGE_ARTIFACT = "data/manifest.json"  # what RunTracker.log_dataset writes on every run
@@ -154,17 +184,35 @@ def lineage(tracking_uri: str, model_uri: str) -> dict[str, Any]:
 
 def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metric: str,
          higher_is_better: bool, min_improvement: float, inputs: Any,
-         score: Callable[[Any], dict[str, float]], data_hash: str) -> Decision:
+         score: Callable[[Any], dict[str, float]], data_hash: str,
+         baseline: dict[str, float], baseline_name: str) -> Decision:
     """Score version `version` and the current champion on the same inputs; set @champion or
-    @challenger. Call inside `store.use_tracking_uri(tracking_uri)`.
+    @challenger, or no alias when the version does not beat its trivial baseline. Call inside
+    `store.use_tracking_uri(tracking_uri)`.
+
+    `baseline` holds the trivial baseline's scores on the same inputs (`Task.baseline`), `metric`
+    among them; the version must be strictly better than `baseline[metric]` to be compared with
+    the champion at all. A rejected version keeps no alias (the champion, if any, is still scored
+    for the record), even when there is no champion: a model that learned nothing never serves.
 
     Another gate may set @champion while this one scores (two runs finishing together). So the
     champion is scored by its version number, and right before setting the alias the gate reads
     @champion again: if it moved, the new champion is scored and compared instead. The version
     replaced is recorded on the winner (`recur.replaced_champion`).
     """
+    if metric not in baseline:
+        raise ValueError(f"the gate metric {metric!r} (registry.metric) has no baseline score; the "
+                         f"task's baseline gave {sorted(baseline)}")
+    baseline_score = float(baseline[metric])
     client = MlflowClient(tracking_uri)
     candidate_score = score_model(f"models:/{model_name}/{version}", inputs, score, metric)
+    beats, baseline_reason = beats_baseline(candidate_score, baseline_score, higher_is_better,
+                                            metric=metric, baseline_name=baseline_name)
+    if not beats:
+        return _reject(client, model_name=model_name, version=str(version), run_id=run_id, metric=metric,
+                       candidate_score=candidate_score, min_improvement=min_improvement, inputs=inputs,
+                       score=score, data_hash=data_hash, reason=baseline_reason,
+                       baseline_name=baseline_name, baseline=baseline)
     scores: dict[str, float] = {}  # champion version -> its score on these inputs
     champion = current_champion(client, model_name)
     for _ in range(MAX_RECHECKS):
@@ -193,24 +241,58 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
 
     replaced = _version_of(champion) if promoted and _version_of(champion) != str(version) else None
     decision = Decision(
-        model_name=model_name, version=str(version), alias=alias, promoted=promoted, metric=metric,
-        candidate_score=candidate_score, champion_version=_version_of(champion),
+        model_name=model_name, version=str(version), alias=alias, decision=alias, promoted=promoted,
+        metric=metric, candidate_score=candidate_score, champion_version=_version_of(champion),
         champion_score=champion_score, min_improvement=min_improvement, reason=reason,
         run_id=run_id, data_hash=data_hash,
         decided_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        baseline_name=baseline_name, baseline_score=baseline_score,
+        baselines={k: float(v) for k, v in baseline.items()},
     )
+    _tag_decision(client, decision, replaced=replaced)
+    return decision
+
+
+def _reject(client: MlflowClient, *, model_name: str, version: str, run_id: str, metric: str,
+            candidate_score: float, min_improvement: float, inputs: Any,
+            score: Callable[[Any], dict[str, float]], data_hash: str, reason: str, baseline_name: str,
+            baseline: dict[str, float]) -> Decision:
+    """The decision for a version that does not beat its trivial baseline: no alias is set (nor
+    taken away: a version promoted by hand keeps @champion), the champion is scored for the
+    record only, and the version's tags say why."""
+    champion = current_champion(client, model_name)
+    champion_score = None
+    if champion is not None:
+        champion_score = (candidate_score if champion.version == version else
+                          score_model(f"models:/{model_name}/{champion.version}", inputs, score, metric))
+    decision = Decision(
+        model_name=model_name, version=version, alias=None, decision=REJECTED, promoted=False,
+        metric=metric, candidate_score=candidate_score, champion_version=_version_of(champion),
+        champion_score=champion_score, min_improvement=min_improvement, reason=reason, run_id=run_id,
+        data_hash=data_hash, decided_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        baseline_name=baseline_name, baseline_score=float(baseline[metric]),
+        baselines={k: float(v) for k, v in baseline.items()},
+    )
+    log.warning("%s version %s is not promoted: %s", model_name, version, reason)
+    _tag_decision(client, decision, replaced=None)
+    return decision
+
+
+def _tag_decision(client: MlflowClient, d: Decision, *, replaced: str | None) -> None:
+    """The decision on the version itself: what `recur models list` and the MLflow UI show."""
     tags = {
-        "recur.data_hash": data_hash,
-        "recur.metric": metric,
-        f"recur.test_{metric}": f"{candidate_score:.6f}",
-        "recur.decision": alias,
-        "recur.reason": reason,
+        "recur.data_hash": d.data_hash,
+        "recur.metric": d.metric,
+        f"recur.test_{d.metric}": f"{d.candidate_score:.6f}",
+        "recur.decision": d.decision,
+        "recur.reason": d.reason,
+        "recur.baseline": d.baseline_name,
+        **{f"recur.baseline_{name}": f"{value:.6f}" for name, value in d.baselines.items()},
     }
     if replaced is not None:
         tags["recur.replaced_champion"] = replaced
     for key, value in redact_params(tags).items():
-        client.set_model_version_tag(model_name, str(version), key, value)
-    return decision
+        client.set_model_version_tag(d.model_name, d.version, key, str(value)[:TAG_LIMIT])
 
 
 MAX_RECHECKS = 5  # how often a gate compares again when @champion moves under it
@@ -248,6 +330,7 @@ def list_versions(tracking_uri: str, model_name: str) -> list[dict[str, Any]]:
             "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
             "metric": metric,
             "score": mv.tags.get(f"recur.test_{metric}", ""),
+            "baseline": mv.tags.get(f"recur.baseline_{metric}", ""),
             "decision": mv.tags.get("recur.decision", ""),
             "run_id": mv.run_id or mv.tags.get("recur.run_id", ""),
             "data_hash": mv.tags.get("recur.data_hash", "")[:12],

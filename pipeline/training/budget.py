@@ -102,9 +102,11 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     if model.patch == "auto":
         long_inputs = task in ("classify", "forecast") and float_inputs
         model_updates["patch"] = max(1, math.ceil(mean_length / RNN_STEPS)) if long_inputs else 1
-    if model.instance_norm == "auto":
-        model_updates["instance_norm"] = task == "forecast"
     decisions.update({f"model.{k}": v for k, v in model_updates.items()})
+    if model.instance_norm == "auto":  # said only where it means something
+        model_updates["instance_norm"] = task == "forecast"
+        if task == "forecast":
+            decisions["model.instance_norm"] = True
 
     steps = steps_per_epoch(task, train_rows, workers, batch_size)
     epochs = train.epochs
@@ -114,7 +116,7 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
             epochs = needed
             decisions["train.epochs"] = epochs
 
-    if not decisions:
+    if not decisions and not model_updates:
         return Resolved(cfg, {}, steps)
     resolved = cfg.model_copy(update={
         "data": data.model_copy(update={"batch_size": batch_size}),

@@ -52,16 +52,38 @@ class RunSummary:
             lines.append(f"  plots           {plot_names(self.plots)}")
         d = self.decision
         if d is not None:
-            verdict = "became @champion" if d["promoted"] else "kept as @challenger"
-            lines.append(f"  model           {d['model_name']} version {d['version']}: {verdict}")
-            champion = "none" if d["champion_score"] is None else (
-                f"v{d['champion_version']} {d['champion_score']:.4f}")
-            lines.append(f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion "
-                         f"{champion}: {d['reason']}")
+            lines += decision_lines(d)
         if self.steps:
             lines.append(steps_line(self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
+        if d is not None and (alert := not_promoted_line(d)):
+            lines.append(alert)  # last, where the eye lands
         return "\n".join(lines)
+
+
+def decision_lines(d: dict[str, Any]) -> list[str]:
+    """The summary's lines of a gate decision (`registry.Decision.to_dict()`): the verdict, and
+    the candidate's test score beside the champion's and the trivial baseline's. Decisions
+    recorded before the baseline gate (no `decision` key) read as before."""
+    if d.get("decision") == "rejected":
+        verdict = "NOT promoted (registered without an alias)"
+    else:
+        verdict = "became @champion" if d["promoted"] else "kept as @challenger"
+    champion = "none" if d["champion_score"] is None else (
+        f"v{d['champion_version']} {d['champion_score']:.4f}")
+    baseline = ("" if d.get("baseline_score") is None
+                else f", {d['baseline_name']} baseline {d['baseline_score']:.4f}")
+    return [f"  model           {d['model_name']} version {d['version']}: {verdict}",
+            f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion {champion}"
+            f"{baseline}: {d['reason']}"]
+
+
+def not_promoted_line(d: dict[str, Any]) -> str | None:
+    """One line no reader misses when the version did not beat its trivial baseline; else None."""
+    if d.get("decision") != "rejected":
+        return None
+    return (f"  !! NOT PROMOTED  {d['reason']}: {d['model_name']} version {d['version']} has no alias "
+            "(a model that does not beat the trivial baseline never becomes @champion)")
 
 
 def steps_line(rows: list[dict[str, Any]]) -> str:
@@ -124,25 +146,50 @@ def register(cfg: RecurConfig, tracker: RunTracker, model_uri: str, timings: dic
 
 def promote(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str, version: str, data_hash: str,
             timings: dict[str, float]) -> dict[str, Any]:
-    """The registry gate: the new version against @champion on the test split; sets the alias.
-    Logs the decision and its picture (`plots/gate.png`) to the tracker's run."""
+    """The registry gate: the new version against its task's trivial baseline and @champion on
+    the test split; sets the alias (none when the baseline is not beaten). Logs the baseline's
+    scores (`test_baseline_<name>`), the decision (`registry/decision.json`) and its picture
+    (`plots/gate.png`) to the tracker's run."""
+    from pipeline.data import contract
     from pipeline.tracking import plots
     from pipeline.tracking.registry import gate
 
     with steps.timed("promote", timings):
         task, inputs, truth = steps.gate_data(cfg, checkpoint_dir)
+        # the baseline is fit on train and scored on test exactly as the gate scores a model
+        baseline = task.baseline(contract.read_split(cfg.data.root, "train"),
+                                 contract.read_split(cfg.data.root, "test"))
+        metric = cfg.gate_metric
         result = gate(tracking_uri=tracker.tracking_uri, model_name=cfg.registry.model_name,
-                      version=version, run_id=tracker.run_id, metric=cfg.gate_metric,
-                      higher_is_better=task.higher_is_better[cfg.gate_metric],
+                      version=version, run_id=tracker.run_id, metric=metric,
+                      higher_is_better=task.higher_is_better[metric],
                       min_improvement=cfg.registry.min_improvement, inputs=inputs,
-                      score=lambda outputs: task.score(outputs, truth), data_hash=data_hash)
+                      score=lambda outputs: task.score(outputs, truth), data_hash=data_hash,
+                      baseline=baseline, baseline_name=task.baseline_name())
         decision = result.to_dict()
         tracker.log_dict(decision, "registry/decision.json")
-        tracker.log_metrics({"gate_candidate_score": result.candidate_score})
+        # forecast's evaluation already logs test_baseline_mae/rmse/smape: the same forecasts on
+        # the same windows, so the same values
+        tracker.log_metrics({"gate_candidate_score": result.candidate_score,
+                             "gate_baseline_score": result.baseline_score,
+                             **{f"test_baseline_{name}": value for name, value in baseline.items()}})
         tracker.log_figure(plots.gate_comparison(
             metric=result.metric, higher_is_better=task.higher_is_better[result.metric],
             candidate_version=result.version, candidate_score=result.candidate_score,
             champion_version=result.champion_version, champion_score=result.champion_score,
-            min_improvement=result.min_improvement, promoted=result.promoted, reason=result.reason),
+            min_improvement=result.min_improvement, promoted=result.promoted, reason=result.reason,
+            baseline_name=result.baseline_name, baseline_score=result.baseline_score,
+            references=reference_scores(baseline, metric, task.gate_metrics),
+            rejected=result.decision == "rejected"),
             "plots/gate.png")
     return decision
+
+
+def reference_scores(baseline: dict[str, float], metric: str,
+                     gate_metrics: tuple[str, ...]) -> dict[str, float]:
+    """The reference models among a task's baseline scores that measure `metric`, by label: names
+    outside the gate metrics ending in `_<metric>` (nn1_euclidean_accuracy -> "nn1 euclidean
+    reference")."""
+    return {name.removesuffix(f"_{metric}").replace("_", " ") + "\nreference": value
+            for name, value in baseline.items()
+            if name not in gate_metrics and name.endswith(f"_{metric}")}

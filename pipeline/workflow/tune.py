@@ -24,7 +24,7 @@ from pipeline.config import RecurConfig
 from pipeline.tracking.run import STUDY_TAG, RunTracker
 from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
-from pipeline.workflow.pipeline import plot_names, steps_line
+from pipeline.workflow.pipeline import decision_lines, not_promoted_line, plot_names, steps_line
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ class StudySummary:
         lines += [f"  {name.replace('_', ' '):<15} {value:.4f}" for name, value in self.test_metrics.items()]
         d = self.decision
         if d is not None:
-            verdict = "became @champion" if d["promoted"] else "kept as @challenger"
-            lines.append(f"  model           {d['model_name']} version {d['version']}: {verdict}")
+            lines += decision_lines(d)
         lines.append(f"  MLflow run      {self.parent_run_id} (one child run per trial)")
         if self.plots:
             lines.append(f"  plots           {plot_names(self.plots)}")
@@ -65,6 +64,8 @@ class StudySummary:
         if self.steps:
             lines.append(steps_line(self.steps))
         lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
+        if d is not None and (alert := not_promoted_line(d)):
+            lines.append(alert)
         return "\n".join(lines)
 
 

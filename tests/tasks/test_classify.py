@@ -9,13 +9,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
-from pipeline.tasks.classify import ClassifyTask, classification_scores, per_class_f1
+from pipeline.tasks.classify import (
+    ClassifyTask,
+    classification_scores,
+    nn1_accuracy,
+    per_class_f1,
+    resample,
+)
 from pipeline.tracking import plots
 
 LABELS = ["neg", "pos", "rare"]
@@ -62,3 +69,48 @@ def test_report_draws_one_bar_per_class_at_its_f1_with_its_support():
 def test_f1_bars_refuse_mismatched_inputs():
     with pytest.raises(ValueError, match="one F1 and support per name"):
         plots.f1_bars(["a", "b"], [0.5], [1, 2])
+
+
+# ------------------------------------------------------------------------------------ baseline
+
+
+def _classify_table(xs: list[list[float]], ys: list[int]) -> pa.Table:
+    return pa.table({"id": [f"r{i}" for i in range(len(ys))],
+                     "x": pa.array(xs, pa.list_(pa.float32())), "y": pa.array(ys, pa.int64())})
+
+
+def test_baseline_is_the_train_majority_class_scored_like_the_gate_with_a_1nn_reference():
+    # Given train labels a, b, b, c (majority b) and test labels b, a, c, b
+    train = _classify_table([[0.0, 0.0], [10.0, 10.0, 10.0], [5.0], [0.0, 10.0]], [0, 1, 1, 2])
+    test = _classify_table([[9.0, 9.0], [1.0, 1.0, 1.0], [0.0, 5.0, 10.0], [6.0]], [1, 0, 2, 1])
+    task = ClassifyTask(Preprocessing(mean=[0.0], std=[1.0], labels=["a", "b", "c"]))
+
+    scores = task.baseline(train, test)
+
+    # then "b" for every row: 2 of 4 right; F1 a 0, b 2*2/(2 true + 4 predicted), c 0
+    assert scores["accuracy"] == 0.5
+    assert scores["macro_f1"] == pytest.approx((0 + 4 / 6 + 0) / 3)
+    assert scores == {**task.score(pd.DataFrame({"label": ["b"] * 4}), task.gate_data(test)[1]),
+                      "nn1_euclidean_accuracy": scores["nn1_euclidean_accuracy"]}
+    # and 1-NN on sequences resampled to 3 steps gets all four: [0, 5, 10] is [0, 10] resampled
+    # (distance 0, class c), [6] repeated is nearest to [5] repeated (class b)
+    assert scores["nn1_euclidean_accuracy"] == 1.0
+    assert "nn1_euclidean_accuracy" not in task.gate_metrics
+
+
+def test_resample_interpolates_every_channel_linearly_and_keeps_full_length_rows():
+    out = resample([np.array([[0.0, 1.0], [4.0, 1.0]]), np.array([[2.0, 3.0]]),
+                    np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])], 3)
+    assert out[0].tolist() == [[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]]
+    assert out[1].tolist() == [[2.0, 3.0]] * 3
+    assert out[2].tolist() == [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]
+
+
+def test_1nn_compares_a_seeded_subsample_of_a_split_larger_than_max_rows():
+    # Given 9 test rows, 5 next to their class and 4 next to the other one
+    train = _classify_table([[0.0], [10.0]], [0, 1])
+    test = _classify_table([[1.0]] * 5 + [[9.0]] * 4, [0] * 9)
+    assert nn1_accuracy(train, test) == pytest.approx(5 / 9)
+    # when at most 4 rows are compared, then the accuracy is over 4 rows, the same every time
+    capped = nn1_accuracy(train, test, max_rows=4)
+    assert (capped * 4).is_integer() and capped == nn1_accuracy(train, test, max_rows=4)

@@ -319,3 +319,23 @@ def test_model_refuses_bidirectional_and_ties_weights():
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in tied.parameters())
     logits, state = rebuilt(torch.tensor([[4, 5, 6]]), torch.tensor([3]))
     assert logits.shape == (1, 3, len(VOCAB)) and state.shape == (1, 1, 16)
+
+
+# ------------------------------------------------------------------------------------ baseline
+
+
+def test_baseline_is_an_add_one_unigram_of_train_scored_like_the_gate():
+    task = _task()
+    # Given train "aaab": a 3, b 1 of 4 tokens, and V = 13 (4 specials, 9 characters)
+    train = _pattern_table("aaab")
+    assert len(VOCAB) == 13
+    # and a test text of 8 tokens, which the gate scores as 4 pieces "aa" "bb" "aa" "bb"
+    test = _pattern_table("aabbaabb", "test")
+    assert task.gate_data(test)[0]["text"].tolist() == ["aa", "bb", "aa", "bb"]
+
+    scores = task.baseline(train, test)
+
+    # then p(a) = 4/17, p(b) = 2/17; each piece predicts its second token: a, b, a, b
+    nats = -2 * math.log(4 / 17) - 2 * math.log(2 / 17)
+    assert scores["perplexity"] == pytest.approx(math.exp(nats / 4))  # 17 / sqrt(8)
+    assert scores["bits_per_char"] == pytest.approx(nats / 4 / math.log(2))

@@ -187,3 +187,29 @@ def test_shipped_config_is_a_seq2seq_run():
     assert cfg.model.bidirectional and cfg.model.cell == "gru" and cfg.model.attention == "additive"
     assert cfg.model.beam_size == 3 and cfg.gate_metric == "exact_match"
     assert np.isclose(cfg.model.teacher_forcing, 0.9)
+
+
+# --------------------------------------------------------------------------------------------
+# baseline
+
+
+def test_baseline_copies_the_source_and_scores_it_like_the_gate():
+    from pipeline.data.contract import SPECIALS
+
+    chars = list("abc")
+    pre = Preprocessing(mean=[], std=[], task="seq2seq", feature_kind="token", vocab=[*SPECIALS, *chars],
+                        target_vocab=[*SPECIALS, *chars], task_params={"level": "char"})
+    task = Seq2SeqTask(pre, RecurConfig(data={"task": "seq2seq"}))
+    ids = {c: i for i, c in enumerate(pre.vocab)}
+    # Given sources "abcabc", "abcab" with references "abcabc", "abcba"
+    sources, references = ["abcabc", "abcab"], ["abcabc", "abcba"]
+    test = pa.table({"id": ["p0", "p1"],
+                     "x": pa.array([[ids[c] for c in s] for s in sources], pa.list_(pa.int32())),
+                     "y": pa.array([[ids[c] for c in r] for r in references], pa.list_(pa.int32()))})
+
+    scores = task.baseline(test.slice(0, 0), test)  # nothing is fit: train is never read
+
+    # then the copies match one reference of two exactly, and BLEU/chrF are those of the copies
+    assert scores["exact_match"] == 0.5
+    assert scores == text_scores(sources, references, level="char")
+    assert 0 < scores["bleu"] < 100 and 0 < scores["chrf"] < 100

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from torch.nn import functional as F
@@ -221,3 +222,48 @@ def test_report_has_entity_table_examples_and_plot(dataset):
     assert "# toy_TEST.txt:0" in text and "Peter" in text and "B-PER" in text
     assert report.figures["plots/entity_f1.png"].axes[0].get_xlabel() == "F1 (entity level)"
     assert math.isfinite(task.compute(state)["loss"])
+
+
+# ---------------------------------------------------------------------------- baseline
+
+BASE_WORDS = ["the", "bank", "paris", "rome", "acme", "zurich"]
+BASE_TAGS = ["O", "B-LOC", "B-ORG"]
+
+
+def _tag_table(sentences: list[list[tuple[str, str]]]) -> pa.Table:
+    from pipeline.data.contract import SPECIALS
+
+    vocab = [*SPECIALS, *BASE_WORDS]
+    return pa.table({
+        "id": [f"s{i}" for i in range(len(sentences))],
+        "x": pa.array([[vocab.index(w) for w, _ in s] for s in sentences], pa.list_(pa.int32())),
+        "y": pa.array([[BASE_TAGS.index(t) for _, t in s] for s in sentences], pa.list_(pa.int64())),
+    })
+
+
+def test_baseline_tags_each_word_with_its_most_frequent_train_tag():
+    from pipeline.data.contract import SPECIALS
+
+    pre = Preprocessing(mean=[], std=[], labels=BASE_TAGS, task="tag", feature_kind="token",
+                        vocab=[*SPECIALS, *BASE_WORDS])
+    task = build_task(RecurConfig(data={"task": "tag"}), pre)
+    # Given train counts: B-LOC 4, B-ORG 3, O 3 (overall B-LOC); bank B-ORG 2 : O 1;
+    # acme O 1 : B-ORG 1 (a tie: the tag first in the tag map, O)
+    train = _tag_table([[("paris", "B-LOC"), ("rome", "B-LOC"), ("bank", "B-ORG")],
+                        [("bank", "B-ORG"), ("bank", "O"), ("the", "O")],
+                        [("rome", "B-LOC")],
+                        [("acme", "O"), ("acme", "B-ORG")],
+                        [("rome", "B-LOC")]])
+    # and test words: <unk> and zurich (in the vocabulary, never in train) are unknown
+    test = _tag_table([[("the", "O"), ("bank", "B-ORG"), ("acme", "B-ORG"), ("<unk>", "O")],
+                       [("zurich", "B-LOC"), ("paris", "B-LOC")]])
+
+    scores = task.baseline(train, test)
+
+    # then the tags O B-ORG O B-LOC | B-LOC B-LOC: 4 of 6 words right; entities ORG@1 LOC@3 |
+    # LOC@0 LOC@1 predicted, ORG@1 ORG@2 | LOC@0 LOC@1 true: 3 of 4 right each way
+    assert scores["token_accuracy"] == pytest.approx(4 / 6)
+    assert scores["precision"] == pytest.approx(0.75) and scores["recall"] == pytest.approx(0.75)
+    assert scores["f1"] == pytest.approx(0.75)
+    predicted = pd.DataFrame({"tags": [["O", "B-ORG", "O", "B-LOC"], ["B-LOC", "B-LOC"]]})
+    assert scores == task.score(predicted, task.gate_data(test)[1])

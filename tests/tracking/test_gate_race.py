@@ -78,7 +78,8 @@ def test_the_later_gate_compares_again_and_one_champion_remains(two_versions, mo
                 decisions[version] = registry.gate(
                     tracking_uri=uri, model_name=NAME, version=version, run_id="r", metric="accuracy",
                     higher_is_better=True, min_improvement=0.0, inputs=pd.DataFrame({"x": [0, 1]}),
-                    score=lambda outputs: {"accuracy": float(outputs[0])}, data_hash="0" * 64)
+                    score=lambda outputs: {"accuracy": float(outputs[0])}, data_hash="0" * 64,
+                    baseline={"accuracy": 0.5}, baseline_name="majority-class")  # both beat it
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
