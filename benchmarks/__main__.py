@@ -15,6 +15,9 @@ BENCHMARKS = {
     "bucketing": ("benchmarks.bucketing", "length-bucketed against random batches: padding and sequences/s"),
     "stream": ("benchmarks.stream", "10 GB streamed through one epoch against 1 GB: memory stays bounded"),
     "load": ("benchmarks.load", "a 32-trial study and batch prediction over 1M sequences: peak memory"),
+    "ucr": ("benchmarks.ucr", "configs/classify.yaml on UCR/UEA folders against 1-NN DTW and Euclidean"),
+    "forecast-panel": ("benchmarks.forecast_panel", "configs/forecast.yaml on CSV series: MASE against "
+                       "seasonal naive"),
 }
 
 

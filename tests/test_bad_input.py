@@ -404,8 +404,8 @@ def test_unparseable_csv_time_fails_naming_file_line_and_column(capsys, tmp_path
     rows[10] = f"{time},10"  # line 12
     code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
     assert code == 2
-    assert (f"{tmp_path / 's.csv'}:12: column 'day': expected a number or an ISO-8601 date as the time, "
-            f"got {time!r}") in err
+    assert (f"{tmp_path / 's.csv'}:12: column 'day': expected a number, an ISO-8601 date or a quarter "
+            f"(1970 Q1) as the time, got {time!r}") in err
 
 
 def test_csv_gap_fails_naming_file_line_and_the_usual_spacing(capsys, tmp_path):

@@ -1,8 +1,8 @@
 """CSV time series -> forecast dataset: history/horizon windows, split by time.
 
 A CSV file holds one (multichannel) time series: a header row, then one row per time step, with
-an optional time column (numbers or ISO-8601 dates, strictly increasing) and one column per
-channel (``value_columns``). Several files are read in the given order as one series.
+an optional time column (numbers, ISO-8601 dates or quarters like `1970 Q1`, strictly increasing)
+and one column per channel (``value_columns``). Several files are read in the given order as one series.
 
 How the windows are built (``import_csv``):
 
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,14 +82,23 @@ class Series:
         return len(self.times)
 
 
+_QUARTER = re.compile(r"^\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*$")  # 1970 Q1, 1970-Q1, 1970Q1
+
+
 def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
-    """("number", value) or ("date", datetime64) for a time cell; None when it is neither."""
+    """("number", value) or ("date", datetime64) for a time cell; None when it is neither.
+    Dates are ISO 8601 (2020-03-01, 2020-03, 2020-03-01T12:00) or quarters (`1970 Q1`, `1970-Q1`,
+    `1970Q1`: the quarter's first day, so quarterly series are regular in calendar months)."""
     try:
         value = float(text)
     except ValueError:
         pass
     else:
         return ("number", value) if math.isfinite(value) else None
+    quarter = _QUARTER.match(text)
+    if quarter is not None:
+        year, q = int(quarter.group(1)), int(quarter.group(2))
+        return "date", np.datetime64(f"{year:04d}-{3 * q - 2:02d}-01", "ns")
     try:
         value = np.datetime64(text, "ns")
     except ValueError:
@@ -156,8 +166,8 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
                     text = cells[time_at].strip()
                     key = _time_key(text)
                     if key is None:
-                        raise DatasetError(f"{where}: column {time_column!r}: expected a number or an "
-                                           f"ISO-8601 date as the time, got {text!r}")
+                        raise DatasetError(f"{where}: column {time_column!r}: expected a number, an "
+                                           f"ISO-8601 date or a quarter (1970 Q1) as the time, got {text!r}")
                     if previous is not None and key[0] != previous[0]:
                         raise DatasetError(f"{where}: column {time_column!r}: time {text!r} is a {key[0]}, "
                                            f"but the time at {previous[2]} is a {previous[0]}")

@@ -215,26 +215,44 @@ def _stratified(
 ) -> list[np.ndarray]:
     """Split row indices ``idx`` per label into len(fractions)+1 parts: one per fraction, then
     the rest. Per class, counts are round(n * fraction); at least one row stays in the rest, so
-    a single-row class stays where it was. Deterministic for a given seed."""
+    a single-row class stays where it was. When that rounding leaves a part empty although its
+    fraction asks for rows (many classes of 2-3 rows: round(2 * 0.2) is 0 for every class), the
+    part gets round(total * fraction) rows instead, one each from the classes drawn by the seed
+    among those that can spare one. Deterministic for a given seed."""
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[int]] = {}
     for i in idx.tolist():
         by_label.setdefault(labels[i] if labels[i] is not None else "", []).append(i)
+    classes = sorted(by_label, key=label_sort_key)
+    sizes = [len(by_label[label]) for label in classes]
+    counts = [[int(np.floor(n * f + 0.5)) for f in fractions] for n in sizes]
+    for n, per_class in zip(sizes, counts):
+        _keep_one(per_class, n)
+    for k, fraction in enumerate(fractions):
+        want = int(np.floor(sum(sizes) * fraction + 0.5))
+        if fraction > 0 and want > 0 and not any(c[k] for c in counts):
+            for j in rng.permutation(len(classes)).tolist():
+                if want == 0:
+                    break
+                if sizes[j] - sum(counts[j]) > 1:  # the class keeps a row in the rest
+                    counts[j][k] += 1
+                    want -= 1
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for label in sorted(by_label, key=label_sort_key):
-        rows = np.array(by_label[label])
-        n = len(rows)
-        counts = [int(np.floor(n * f + 0.5)) for f in fractions]
-        while sum(counts) > n - 1:  # keep at least one row in the rest (train)
-            k = max(range(len(counts)), key=lambda j: (counts[j], -j))
-            counts[k] -= 1
-        perm = rows[rng.permutation(n)]
+    for label, n, per_class in zip(classes, sizes, counts):
+        perm = np.array(by_label[label])[rng.permutation(n)]
         start = 0
-        for k, c in enumerate(counts):
+        for k, c in enumerate(per_class):
             parts[k].extend(perm[start : start + c].tolist())
             start += c
         parts[-1].extend(perm[start:].tolist())
     return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def _keep_one(counts: list[int], n: int) -> None:
+    """Lower the largest of `counts` until at least one of `n` rows is left for the rest."""
+    while sum(counts) > n - 1:
+        k = max(range(len(counts)), key=lambda j: (counts[j], -j))
+        counts[k] -= 1
 
 
 def _assign_splits(rows: _Rows, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:

@@ -295,3 +295,18 @@ def test_missing_zero_is_refused_for_csv(tmp_path):
     # ffill and interpolate reach the importer from a config
     source = SourceConfig(format="csv", paths=["s.csv"], value_columns=["a"], missing="interpolate")
     assert source.importer_options()["missing"] == "interpolate"
+
+
+def test_a_quarterly_time_column_like_1970_q1_is_a_regular_series(tmp_path):
+    # given quarters written as "1970 Q1" (as in published macro series), one missing quarter later
+    from pipeline.data.csv_series import _time_key, find_gaps, read_series
+
+    rows = [f"{1970 + q // 4} Q{q % 4 + 1},{q}" for q in range(12)]
+    path = tmp_path / "q.csv"
+    path.write_text("quarter,v\n" + "\n".join(rows) + "\n")
+    series = read_series([(str(path), str(path))], time_column="quarter", value_columns=["v"])
+    # then every quarter is a date on its first day, three calendar months apart: no gaps
+    assert series.time_keys[1] == _time_key("1970-04-01")
+    assert find_gaps(series) == ([], "3 month(s) (11 of 11 steps)")
+    assert _time_key("1970-Q3") == _time_key("1970Q3") == _time_key("1970-07-01")
+    assert _time_key("1970 Q5") is None

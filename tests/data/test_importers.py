@@ -365,3 +365,17 @@ def test_unknown_format_and_bad_params(tmp_path):
         import_ts(JV, str(tmp_path / "b"), val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ValueError, match="missing must be one of"):
         import_ts(JV, str(tmp_path / "c"), missing="mean")
+
+
+def test_stratified_val_from_many_two_row_classes_is_not_empty():
+    # given 52 classes of 2 rows (PigCVP's shape): rounding 2 x 0.2 per class gives 0 everywhere
+    from pipeline.data.importers import _stratified
+
+    labels = [str(i // 2) for i in range(104)]
+    val, train = _stratified(np.arange(104), labels, [0.2], seed=0)
+    # then val still gets round(104 x 0.2) rows, one from each of 21 classes, and every class keeps one
+    assert len(val) == 21 and len(train) == 83
+    assert len({labels[i] for i in val}) == 21
+    assert {labels[i] for i in train} == set(labels)
+    again, _ = _stratified(np.arange(104), labels, [0.2], seed=0)
+    assert again.tolist() == val.tolist()  # deterministic for a seed

@@ -1,0 +1,137 @@
+"""What the panel benchmarks (`ucr`, `forecast-panel`) share: `recur` run as its own process,
+exactly as a user types it, and the finished run read back from MLflow.
+
+Each dataset gets a fresh runs folder (`tracking.runs_dir`), so its registry starts empty and the
+gate's decision is `champion` (beat the trivial baseline) or `rejected` (did not), never a
+comparison with an earlier benchmark run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TAIL_CHARS = 3000  # of a failed command's stdout and stderr kept in its error
+
+
+class CommandFailed(RuntimeError):
+    """A `recur` command exited non-zero; the message holds the command and its output's tail."""
+
+    def __init__(self, command: list[str], finished: Finished) -> None:
+        self.stdout, self.stderr = finished.stdout, finished.stderr
+        super().__init__(f"`{' '.join(command)}` failed (exit {finished.returncode}):\n"
+                         f"{finished.stdout[-TAIL_CHARS:]}\n{finished.stderr[-TAIL_CHARS:]}")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A command that ran: its exit status, output, and wall seconds from start to exit."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def recur(args: list[str], *, cwd: Path, check: bool = True) -> Finished:
+    """Run `recur ARGS` (the console script of this interpreter's environment) in `cwd`."""
+    command = [str(Path(sys.executable).parent / "recur"), *args]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    finished = Finished(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
+    if check and done.returncode != 0:
+        raise CommandFailed(command, finished)
+    return finished
+
+
+def train(configs: list[Path], overrides: list[str], *, cwd: Path) -> tuple[str, Finished]:
+    """`recur -q run CONFIG... --set ...`; returns the MLflow run id (from its summary) and the run."""
+    args = ["-q", "run", *map(str, configs)]
+    for item in overrides:
+        args += ["--set", item]
+    finished = recur(args, cwd=cwd)
+    run_id = next((line.split()[-1] for line in finished.stdout.splitlines()
+                   if line.strip().startswith("MLflow run")), None)
+    if run_id is None:
+        raise RuntimeError(f"`recur run` printed no 'MLflow run <id>' line:\n{finished.stdout[-TAIL_CHARS:]}")
+    return run_id, finished
+
+
+def read_run(configs: list[Path], overrides: list[str], run_id: str) -> dict[str, Any]:
+    """A finished run as the benchmarks report it: its latest metric values (`metrics`), the
+    resolved budget (`budget`: the `budget.*` params without the prefix), the split row counts
+    (`rows`: `data.rows.*`), the train step's seconds, and the gate's decision
+    (`registry/decision.json`, None when the run registered nothing)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.config import load_config
+    from pipeline.tracking.store import resolve_tracking_uri
+
+    # the same files and overrides as the run, so the tracking URI resolves as it did there
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one small JSON: no bar in the output
+    client = MlflowClient(resolve_tracking_uri(load_config(configs, overrides)))
+    run = client.get_run(run_id)
+    params = run.data.params
+    with tempfile.TemporaryDirectory(prefix="recur-bench-") as tmp:
+        try:
+            decision = json.loads(Path(client.download_artifacts(run_id, "registry/decision.json", tmp))
+                                  .read_text())
+        except (MlflowException, OSError):
+            decision = None
+    train_s = run.data.tags.get("recur.step.train.seconds")
+    return {
+        "metrics": dict(run.data.metrics),
+        "budget": {k.removeprefix("budget."): v for k, v in params.items() if k.startswith("budget.")},
+        "rows": {k.removeprefix("data.rows."): int(v) for k, v in params.items()
+                 if k.startswith("data.rows.")},
+        "train_s": float(train_s) if train_s else None,
+        "decision": decision,
+    }
+
+
+def versions(*packages: str) -> dict[str, Any]:
+    """Python, the listed packages' installed versions (None when absent) and the git commit of
+    the checkout (with `dirty` when it holds uncommitted changes): what a result was measured with."""
+    out: dict[str, Any] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        out["git"] = commit + (" dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        out["git"] = None
+    return out
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: a float with `digits` decimals, None as a dash, anything else as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub markdown table of `rows` (cells through `fmt`, so floats get 3 decimals unless
+    already formatted as text)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
