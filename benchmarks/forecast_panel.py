@@ -41,13 +41,21 @@ import argparse
 import csv
 import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks import add_tag_argument, write_results
-from benchmarks.panel import REPO, CommandFailed, fmt, markdown_table, read_run, recur, train, versions
+from benchmarks.panel import (
+    REPO,
+    CommandFailed,
+    fmt,
+    markdown_table,
+    read_run,
+    recur,
+    run_each,
+    train,
+    versions,
+)
 
 VAL_FRACTION = 0.2  # the importer's defaults, passed explicitly so the rule and the import agree
 TEST_FRACTION = 0.2
@@ -243,15 +251,7 @@ def main(argv: list[str]) -> int:
     if len({p["name"] for p in plans}) < len(plans):
         parser.error(f"two series have the same file name: {[p['name'] for p in plans]}")
 
-    work = args.work_dir.resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="recur-forecast-"))
-    work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    try:
-        for plan in plans:
-            rows.append(run_series(plan, args, work))
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    rows = run_each(plans, lambda item, work: run_series(item, args, work), args.work_dir, "recur-forecast-")
     print()
     print(table(rows))
     mases = [r["test_mase"] for r in rows if r.get("test_mase") is not None]

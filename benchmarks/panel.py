@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,3 +136,16 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_each(items: list[Any], run_one: Any, work_dir: Path | None, prefix: str) -> list[dict[str, Any]]:
+    """`run_one(item, work)` for every item, one at a time, in `work_dir` (kept) or a temporary
+    folder named `prefix...` (removed afterwards, whatever happened)."""
+    work = work_dir.resolve() if work_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return [run_one(item, work) for item in items]
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+

@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -51,7 +49,17 @@ from typing import Any
 import numpy as np
 
 from benchmarks import add_tag_argument, write_results
-from benchmarks.panel import REPO, CommandFailed, fmt, markdown_table, read_run, recur, train, versions
+from benchmarks.panel import (
+    REPO,
+    CommandFailed,
+    fmt,
+    markdown_table,
+    read_run,
+    recur,
+    run_each,
+    train,
+    versions,
+)
 
 FORMATS = {".ts": "ts", ".tsv": "ucr", ".txt": "ucr"}  # file extension -> `recur data import --format`
 
@@ -308,15 +316,7 @@ def main(argv: list[str]) -> int:
     if len({s.name for s in sets}) < len(sets):
         parser.error(f"two folders hold the same dataset name: {[s.name for s in sets]}")
 
-    work = args.work_dir.resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="recur-ucr-"))
-    work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    try:
-        for found in sets:
-            rows.append(run_set(found, args, work))
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    rows = run_each(sets, lambda item, work: run_set(item, args, work), args.work_dir, "recur-ucr-")
     print()
     print(table(rows))
     settings = {"configs": [str(c) for c in args.configs], "overrides": args.overrides,

@@ -163,8 +163,10 @@ class DataConfig(_Section):
         32, description="sequences per batch per worker; auto: from the train split's rows so that "
         "every worker gets enough optimizer steps per epoch (pipeline.training.budget)"
     )
-    bucket_by_length: bool = Field(
-        True, description="training batches of similar lengths: pools of bucket_batches batches' worth "
+    bucket_by_length: bool | Literal["auto"] = Field(
+        "auto", description="auto: on, except under a model.frontend conv, whose batch norm would learn "
+        "the statistics of length-sorted batches rather than the data's (pipeline.training.budget). "
+        "On: training batches of similar lengths: pools of bucket_batches batches' worth "
         "of rows are sorted by length, cut into batches and the batches shuffled (less padding, the "
         "same number of steps); rows of one length (forecast windows) keep their shuffled order; lm "
         "batches its own token streams"
@@ -229,7 +231,9 @@ class ModelConfig(_Section):
     )
     instance_norm: bool | Literal["auto"] = Field(
         "auto", description="forecast: normalize each history window by its own mean and std and "
-        "reverse it on the forecast (survives trend and level shift); auto: on for forecast"
+        "reverse it on the forecast (survives trend and level shift); classify: each sequence on its "
+        "own scale, its mean and log std given to the head; auto: on for forecast, and for classify "
+        "when the train rows' own scales differ tenfold or more (pipeline.training.budget)"
     )
     difference: bool = Field(
         False, description="forecast: the model sees first differences of the history and forecasts "
@@ -491,9 +495,11 @@ class RecurConfig(_Section):
                                  f"{self.data.task!r}")
         if isinstance(model.patch, int) and model.patch < 1:
             raise ValueError(f"model.patch must be >= 1 or auto; got {model.patch}")
-        if self.data.task != "forecast" and (model.instance_norm is True or model.difference):
-            raise ValueError("model.instance_norm and model.difference apply to forecast models, not "
+        if self.data.task not in ("classify", "forecast") and model.instance_norm is True:
+            raise ValueError(f"model.instance_norm applies to classify and forecast models, not "
                              f"{self.data.task!r}")
+        if self.data.task != "forecast" and model.difference:
+            raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
         if isinstance(self.data.batch_size, int) and self.data.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1 or auto; got {self.data.batch_size}")
         known = metric_names(self.data.task)

@@ -140,6 +140,10 @@ class Normalization(_Frozen):
 
     mean: list[float]
     std: list[float]
+    # How much the rows' own scale varies: per channel, the 10th and 90th percentile over train
+    # rows of each row's std (its finite steps). None in manifests written before recur kept them.
+    row_std_p10: list[float] | None = None
+    row_std_p90: list[float] | None = None
 
     @model_validator(mode="after")
     def _same_length(self) -> Normalization:
@@ -715,7 +719,41 @@ def fit_normalization(train_table: pa.Table) -> Normalization:
         sq += v.sum(axis=0) if all_finite else np.where(np.isfinite(v), v, 0.0).sum(axis=0)
     var = np.divide(sq, count, out=np.ones(c), where=count > 0)
     std = np.maximum(np.sqrt(var), STD_FLOOR)
-    return Normalization(mean=[float(m) for m in mean], std=[float(s) for s in std])
+    p10, p90 = row_std_quantiles(vals, parts.row_steps)
+    return Normalization(mean=[float(m) for m in mean], std=[float(s) for s in std],
+                         row_std_p10=p10, row_std_p90=p90)
+
+
+def row_std_quantiles(vals_NC: np.ndarray, row_steps: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per channel, the 10th and 90th percentile over rows of each row's own std (population,
+    over its steps; rows with a non-finite value or no step are left out). Rows are taken in
+    blocks of about 2**18 steps, so no float64 copy of the whole split is made."""
+    c = vals_NC.shape[1]
+    ends = np.cumsum(row_steps)
+    starts = ends - row_steps
+    stds: list[np.ndarray] = []
+    block, first = 1 << 18, 0
+    while first < len(row_steps):
+        last = int(np.searchsorted(ends, starts[first] + block, side="right"))
+        last = max(last, first + 1)
+        rows = slice(first, last)
+        keep = row_steps[rows] > 0
+        lo, hi = int(starts[first]), int(ends[last - 1])
+        seg = vals_NC[lo:hi].astype(np.float64)
+        local = (starts[rows] - lo)[keep]
+        if len(local):
+            n = row_steps[rows][keep][:, None].astype(np.float64)
+            finite = np.add.reduceat(np.isfinite(seg).all(axis=1).astype(np.int64), local)[:, None] == n
+            seg = np.where(np.isfinite(seg), seg, 0.0)
+            mean = np.add.reduceat(seg, local, axis=0) / n
+            var = np.maximum(np.add.reduceat(seg * seg, local, axis=0) / n - mean * mean, 0.0)
+            stds.append(np.sqrt(var)[finite[:, 0]])
+        first = last
+    every = np.concatenate(stds) if stds else np.zeros((0, c))
+    if not len(every):
+        return [1.0] * c, [1.0] * c
+    p10, p90 = np.quantile(every, [0.1, 0.9], axis=0)
+    return [float(v) for v in p10], [float(v) for v in p90]
 
 
 def length_stats(table: pa.Table) -> LengthStats:

@@ -16,6 +16,7 @@ from torch import nn
 from pipeline.models.attention import KINDS as ATTENTION_KINDS
 from pipeline.models.attention import Attention, lengths_to_mask
 from pipeline.models.frontend import Frontend, check_frontend_args
+from pipeline.models.instance import instance_normalize
 from pipeline.models.recurrent import RecurrentEncoder
 
 POOLINGS = ("last", "mean", "attention")
@@ -38,6 +39,11 @@ class SequenceClassifier(nn.Module):
             `attention` pool those steps, and attention weights are over them, not over input
             steps (`encoder_lengths` maps input lengths to theirs).
 
+    instance_norm: each sequence is first centred and scaled per channel by its own mean and std
+        over its valid steps (`pipeline.models.instance`), so rows whose scales differ by orders
+        of magnitude all reach the encoder on one scale; the scale itself is not lost: each
+        channel's mean and log std join the head's inputs (H (+ F) + 2C).
+
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
     """
 
@@ -58,6 +64,7 @@ class SequenceClassifier(nn.Module):
         frontend: str = "none",
         frontend_channels: int = 64,
         patch: int = 1,
+        instance_norm: bool = False,
     ) -> None:
         super().__init__()
         check_frontend_args(frontend, frontend_channels, patch)
@@ -75,7 +82,8 @@ class SequenceClassifier(nn.Module):
         )
         self.model_args = {**encoder_args, "num_classes": num_classes, "pooling": pooling,
                            "attention": attention, "frontend": frontend,
-                           "frontend_channels": frontend_channels, "patch": patch}
+                           "frontend_channels": frontend_channels, "patch": patch,
+                           "instance_norm": instance_norm}
         self.pooling = pooling
         self.patch = patch
         # None (no module, no state-dict keys) keeps checkpoints saved before front-ends loading.
@@ -94,7 +102,9 @@ class SequenceClassifier(nn.Module):
             self.attention = Attention(attention, query_size=size, key_size=size)
         self.dropout = nn.Dropout(dropout)
         summary_size = 0 if self.frontend is None else self.frontend.summary_size
-        self.head = nn.Linear(size + summary_size, num_classes)
+        self.instance_norm = instance_norm
+        scale_size = 2 * input_size if instance_norm else 0
+        self.head = nn.Linear(size + summary_size + scale_size, num_classes)
 
     def encoder_lengths(self, lengths_B: torch.Tensor) -> torch.Tensor:
         """Steps the encoder (and attention pooling) sees per sequence: ceil(lengths_B / patch)."""
@@ -115,7 +125,10 @@ class SequenceClassifier(nn.Module):
             attention weights over the encoder's steps (S = ceil(T / patch); 0 beyond each
             sequence's `encoder_lengths`, rows sum to 1), None unless pooling is attention.
         """
-        summary_BF = None
+        summary_BF = scale_BS = None
+        if self.instance_norm:
+            x_BTC, mean_B1C, std_B1C = instance_normalize(x_BTC, lengths_B)
+            scale_BS = torch.cat([mean_B1C[:, 0], std_B1C[:, 0].log()], dim=1)
         if self.frontend is not None:
             x_BTC, lengths_B, summary_BF = self.frontend(x_BTC, lengths_B)
         outputs_BTH, last_BH = self.encoder(x_BTC, lengths_B)
@@ -134,6 +147,8 @@ class SequenceClassifier(nn.Module):
                 pooled_BH, weights_BT = self.attention(query_BH, outputs_BTH, mask_BT)
         if summary_BF is not None:  # LSTM-FCN: the conv path's global average pool beside the RNN's
             pooled_BH = torch.cat([pooled_BH, summary_BF.to(pooled_BH.dtype)], dim=1)
+        if scale_BS is not None:  # what the instance normalization took away: level and log scale
+            pooled_BH = torch.cat([pooled_BH, scale_BS.to(pooled_BH.dtype)], dim=1)
         logits_BK = self.head(self.dropout(pooled_BH))
         return (logits_BK, weights_BT) if return_attention else logits_BK
 
@@ -142,7 +157,7 @@ def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> Sequenc
     """Build from a `ModelConfig` and the dataset's shape."""
     return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.encoder_args(),
                               pooling=model_cfg.pooling, attention=model_cfg.attention,
-                              **model_cfg.frontend_args())
+                              **model_cfg.frontend_args(), instance_norm=model_cfg.instance_norm is True)
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

@@ -97,7 +97,7 @@ class Task:
             keep = [] if limit > 0 else None
         batches = bucketed_batches(source, TaskCollate(self), batch_size=batch_size,
                                    bucket_batches=data.bucket_batches, epoch=epoch, seed=seed, keep=keep,
-                                   bucket=data.bucket_by_length)
+                                   bucket=data.bucket_by_length in (True, "auto"))
         return batches if keep is None else self._keeping_train(batches, keep, limit)
 
     def _keeping_train(self, batches: Iterable[Batch], keep: list[Any], limit: int) -> Iterator[Batch]:

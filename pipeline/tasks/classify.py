@@ -41,7 +41,8 @@ class ClassifyTask(Task):
 
         return SequenceClassifier(input_size=self.pre.num_channels, num_classes=self.num_classes,
                                   **self.cfg.model.encoder_args(), pooling=self.cfg.model.pooling,
-                                  attention=self.cfg.model.attention, **self.cfg.model.frontend_args())
+                                  attention=self.cfg.model.attention, **self.cfg.model.frontend_args(),
+                                  instance_norm=self.cfg.model.instance_norm is True)
 
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)

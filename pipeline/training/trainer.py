@@ -180,7 +180,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
     pool = bucket_pool_batches(cfg, manifest)
-    if cfg.data.bucket_by_length and pool < cfg.data.bucket_batches:
+    if cfg.data.bucket_by_length is True and pool < cfg.data.bucket_batches:
         log.info("data.bucket_batches %d -> %d: a pool of %d rows of this data would hold more than "
                  "data.bucket_pool_mib=%g MiB", cfg.data.bucket_batches, pool,
                  cfg.data.bucket_batches * cfg.data.batch_size, cfg.data.bucket_pool_mib)

@@ -241,3 +241,25 @@ def test_sources_for_size_and_sha256(tmp_path):
     (src,) = sources_for([str(p)])
     assert src.size == 3
     assert src.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_fit_normalization_keeps_how_far_apart_the_rows_own_scales_are():
+    # given 10 rows per scale: std 0.01, 1 and 100 in channel 0; channel 1 always std 1
+    rng = np.random.default_rng(0)
+    xs = []
+    for scale in (0.01, 1.0, 100.0):
+        for _ in range(10):
+            z = rng.normal(size=(50, 2))
+            z = (z - z.mean(axis=0)) / z.std(axis=0)
+            z[:, 0] *= scale
+            xs.append(z.astype(np.float32))
+    norm = fit_normalization(make_table([str(i) for i in range(30)], xs, [0] * 30))
+    # then the 10th and 90th percentile of the rows' own std are kept per channel
+    assert norm.row_std_p10[0] == pytest.approx(0.01, rel=1e-3)
+    assert norm.row_std_p90[0] == pytest.approx(100.0, rel=1e-3)
+    assert norm.row_std_p10[1] == pytest.approx(1.0, rel=1e-3) == norm.row_std_p90[1]
+    # and a row holding NaN (unvalidated data) is left out rather than poisoning them
+    xs[0][3, 0] = np.nan
+    again = fit_normalization(make_table([str(i) for i in range(30)], xs, [0] * 30))
+    assert again.row_std_p90 == pytest.approx(norm.row_std_p90, rel=1e-6)
+    assert all(np.isfinite(again.row_std_p10 + again.row_std_p90))

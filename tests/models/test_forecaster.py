@@ -10,15 +10,8 @@ import torch
 
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import model_from_args
-from pipeline.models.forecaster import (
-    INSTANCE_STD_FLOOR,
-    Forecaster,
-    first_differences,
-    instance_denormalize,
-    instance_normalize,
-    last_values,
-    window_statistics,
-)
+from pipeline.models.forecaster import Forecaster, first_differences, instance_denormalize, last_values
+from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, window_statistics
 from pipeline.tasks import build_task
 
 

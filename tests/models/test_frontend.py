@@ -224,3 +224,37 @@ def test_hybrid_with_patching_learns_a_local_shape_in_long_series(one_thread):
                 break
     # then it fits the train set (eval mode, running statistics)
     assert accuracy > 0.9, f"train accuracy {accuracy:.2f} after {step + 1} steps"
+
+
+def test_instance_norm_classifier_sees_each_row_on_its_own_scale_and_keeps_the_scale_as_features():
+    # given one sequence, and the same sequence x1000 and shifted: same shape, another scale
+    torch.manual_seed(0)
+    model = SequenceClassifier(input_size=2, num_classes=3, hidden_size=8, cell="gru", pooling="mean",
+                               frontend="conv", frontend_channels=4, patch=2, instance_norm=True).eval()
+    x = torch.randn(1, 9, 2)
+    lengths = torch.tensor([9])
+    # the head sees H + F + 2C inputs: pooled state, conv mean, then each channel's mean and log std
+    assert model.head.in_features == 8 + 4 + 2 * 2
+    with torch.no_grad():
+        features = {}
+        model.head.register_forward_hook(lambda m, args, out: features.setdefault(len(features), args[0]))
+        model(x, lengths)
+        model(x * 1000 + 7, lengths)
+    shape_a, shape_b = features[0][:, :-4], features[1][:, :-4]
+    # then what the encoder makes of the shape is the same, and only the scale features differ
+    assert torch.allclose(shape_a, shape_b, atol=1e-4)
+    log_scale = torch.full((1, 2), math.log(1000.0))
+    assert torch.allclose(features[1][:, -2:] - features[0][:, -2:], log_scale, atol=1e-4)
+
+
+def test_instance_norm_classifier_ignores_padding_and_round_trips_its_arguments():
+    torch.manual_seed(0)
+    model = SequenceClassifier(input_size=1, num_classes=2, hidden_size=8, instance_norm=True).eval()
+    x = torch.randn(1, 6, 1)
+    padded = torch.cat([x, torch.full((1, 5, 1), 1e3)], dim=1)
+    with torch.no_grad():
+        alone = model(x, torch.tensor([6]))
+        assert torch.allclose(alone, model(padded, torch.tensor([6])), atol=1e-5)
+        rebuilt = model_from_args(model.model_args, "SequenceClassifier")
+        rebuilt.load_state_dict(model.state_dict())
+        assert torch.equal(rebuilt.eval()(x, torch.tensor([6])), alone)

@@ -38,7 +38,8 @@ def test_resolve_decides_batch_size_and_raises_epochs_to_reach_min_steps(tmp_pat
 
 def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
     manifest = _manifest(tmp_path, 40)
-    cfg = RecurConfig(data={"batch_size": 16}, train={"epochs": 200, "min_steps": 100},
+    cfg = RecurConfig(data={"batch_size": 16, "bucket_by_length": True},
+                      train={"epochs": 200, "min_steps": 100},
                       model={"instance_norm": False})
     resolved = resolve(cfg, manifest)
     assert resolved.cfg == cfg and resolved.decisions == {}
@@ -52,8 +53,12 @@ def test_resolve_picks_a_conv_front_end_and_patches_for_long_sequences(tmp_path)
     assert (short.frontend, short.patch) == ("none", 1)
     long = manifest.model_copy(update={"lengths": {
         "train": manifest.lengths["train"].model_copy(update={"mean": 1000.0, "max": 1200})}})
-    model = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), long).cfg.model
-    assert (model.frontend, model.patch) == ("conv", 8)  # ceil(1000 / 128)
+    resolved = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), long)
+    assert (resolved.cfg.model.frontend, resolved.cfg.model.patch) == ("conv", 8)  # ceil(1000 / 128)
+    # and the conv front-end's batch norm trains on random batches, not length-sorted ones
+    assert resolved.cfg.data.bucket_by_length is False
+    assert resolved.decisions["data.bucket_by_length"] is False
+    assert resolve(Cfg(), long).cfg.data.bucket_by_length is True
 
 
 def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
@@ -63,3 +68,17 @@ def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
                       registry={"metric": "mase"}, train={"monitor": "val_loss"})
     model = resolve(cfg, forecast).cfg.model
     assert (model.instance_norm, model.frontend, model.patch) == (True, "none", 1)
+
+
+def test_classify_normalizes_each_row_when_the_rows_own_scales_are_far_apart(tmp_path):
+    manifest = _manifest(tmp_path, 16)
+    # the toy rows share one scale: one global scaling serves them
+    assert resolve(RecurConfig(), manifest).cfg.model.instance_norm is False
+    spread = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
+        update={"row_std_p10": [0.01, 1.0, 1.0], "row_std_p90": [5.0, 1.0, 1.0]})})
+    resolved = resolve(RecurConfig(), spread)
+    assert resolved.cfg.model.instance_norm is True and resolved.decisions["model.instance_norm"] is True
+    # a manifest written before the row scales were kept says nothing: off
+    old = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
+        update={"row_std_p10": None, "row_std_p90": None})})
+    assert resolve(RecurConfig(), old).cfg.model.instance_norm is False

@@ -1,0 +1,54 @@
+"""Per-sequence (instance) statistics and normalization over valid steps, shared by the
+forecaster (RevIN: reversed on the forecast) and the classifier (each series on its own scale,
+its scale kept as features).
+
+Shape suffixes: B batch, T time steps (padded), C channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.models.attention import lengths_to_mask
+
+# Floor of a window's standard deviation, in the units the model sees (already divided by the
+# train split's global std, so 1e-3 is a thousandth of the series' typical spread): a flat
+# history is centred and left unscaled instead of being divided by ~0.
+INSTANCE_STD_FLOOR = 1e-3
+
+
+def window_statistics(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
+                      eps: float = INSTANCE_STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window and channel mean and (population) std over the valid steps only.
+
+    Args:
+        x_BTC: padded values (whatever sits in the pad steps is ignored).
+        lengths_B: valid steps per window (>= 1), any device.
+        eps: the std's floor (a history of one step, or a flat one, has std 0).
+
+    Returns:
+        mean_B1C, std_B1C: detached (as in RevIN: the statistics are data, not something to
+        learn through), std >= eps.
+    """
+    lengths_B = lengths_B.to(x_BTC.device)
+    valid_BT1 = lengths_to_mask(lengths_B, x_BTC.shape[1]).unsqueeze(-1)
+    count_B11 = lengths_B.view(-1, 1, 1).to(x_BTC.dtype)
+    x_BTC = x_BTC.detach()
+    mean_B1C = x_BTC.masked_fill(~valid_BT1, 0.0).sum(dim=1, keepdim=True) / count_B11
+    centred_BTC = (x_BTC - mean_B1C).masked_fill(~valid_BT1, 0.0)
+    var_B1C = (centred_BTC**2).sum(dim=1, keepdim=True) / count_B11
+    return mean_B1C, var_B1C.sqrt().clamp_min(eps)
+
+
+def instance_normalize(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
+                       eps: float = INSTANCE_STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RevIN's first half: each window and channel centred on its mean and divided by its std.
+
+    Returns:
+        z_BTC: (x - mean) / std on valid steps, exactly 0 on pad steps (as the body gets pads
+            without instance norm); mean_B1C, std_B1C: from `window_statistics`, for
+            `instance_denormalize`.
+    """
+    mean_B1C, std_B1C = window_statistics(x_BTC, lengths_B, eps)
+    valid_BT1 = lengths_to_mask(lengths_B.to(x_BTC.device), x_BTC.shape[1]).unsqueeze(-1)
+    return ((x_BTC - mean_B1C) / std_B1C).masked_fill(~valid_BT1, 0.0), mean_B1C, std_B1C
