@@ -296,7 +296,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
         train_batches: Any, validate: Any, report: Any, state: FitState | None = None,
         device: torch.device | str = "cpu", grad_clip: float = 0.0, grad_clip_mode: str = "norm",
         scaler: torch.amp.GradScaler | None = None, precision: Precision | None = None,
-        progress: Any = None, epoch_metrics: Any = None) -> FitState:
+        progress: Any = None, epoch_metrics: Any = None, agree: Any = None) -> FitState:
     """Train epoch after epoch under `plan`: learning rate per epoch (warm-up, schedule, plateau),
     at least `plan.min_steps` steps, early stopping, a note when validation stays at chance.
 
@@ -306,7 +306,9 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
       task can tell that the val metrics are those of a trivial predictor);
     - `report(epoch, metrics, state, stop)`: after each epoch (a worker reports and checkpoints);
     - `epoch_metrics(stats)`: the epoch's training metrics from its `EpochStats` (DDP: combined
-      over ranks); default: this process's.
+      over ranks); default: this process's;
+    - `agree(stop)`: the stop decision every process takes (DDP: rank 0's, so that no rank leaves
+      the loop alone); default: this process's own.
     `progress` is handed to `train_epoch`. Returns the final state; `state` continues a run.
     """
     state = state if state is not None else FitState()
@@ -326,6 +328,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
         metrics.update(val)
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
         stop = end_epoch(plan, state, epoch, metrics, steps=stats.num_steps, at_chance=at_chance)
+        if agree is not None:
+            stop = agree(stop)
         metrics.update(steps_done=state.steps_done, early_stopped=int(stop),
                        at_chance=int(state.chance_epochs >= plan.chance_epochs))
         report(epoch, metrics, state, stop)

@@ -138,6 +138,26 @@ def _global_epoch_metrics(stats: EpochStats, device: torch.device) -> dict[str, 
     }
 
 
+def _broadcast_buffers(module: torch.nn.Module) -> None:
+    """Every rank takes rank 0's buffers (batch-norm running statistics), as DDP does before each
+    training forward; nothing to do in one process."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def _rank_0_decides(stop: bool) -> bool:
+    """Rank 0's early-stopping decision on every rank: a rank that left the loop alone would
+    leave the others waiting in DDP's next collective forever."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return stop
+    flag = torch.tensor([int(stop)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _param_checksum(model: torch.nn.Module) -> float:
     with torch.no_grad():
         return float(sum(p.double().sum() for p in model.parameters()))
@@ -216,7 +236,11 @@ def train_func(loop_config: dict[str, Any]) -> None:
         return task.train_batches(train_shard, batch_size=batch_size, epoch=epoch, seed=cfg.data.seed)
 
     def validate(module: torch.nn.Module) -> dict[str, Any]:
-        # The val split is not sharded: every rank evaluates all of it and gets the same numbers.
+        # The val split is not sharded: every rank evaluates all of it and gets the same numbers,
+        # once the ranks hold the same buffers. DDP hands rank 0's buffers to the others before each
+        # training forward, but each rank then updates its batch-norm running statistics with its
+        # own batch: unsynced, the ranks' val metrics (and early-stopping decisions) would differ.
+        _broadcast_buffers(getattr(module, "module", module))
         val_state = evaluate(getattr(module, "module", module),
                              task.eval_batches(val_iterator, batch_size=batch_size), task, device=device)
         chance[0] = task.at_chance(val_state)
@@ -248,6 +272,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
 
     plan = FitPlan.from_config(cfg.train)
     fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
+        agree=_rank_0_decides,
         state=progress, device=device, grad_clip=cfg.train.grad_clip,
         grad_clip_mode=cfg.train.grad_clip_mode, scaler=scaler, precision=precision,
         progress=publisher, epoch_metrics=epoch_metrics)
