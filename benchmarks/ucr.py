@@ -60,6 +60,7 @@ from benchmarks.panel import (
     train,
     versions,
 )
+from pipeline.tasks.classify import resample
 
 FORMATS = {".ts": "ts", ".tsv": "ucr", ".txt": "ucr"}  # file extension -> `recur data import --format`
 
@@ -157,17 +158,6 @@ def write_subset(source: Path, target: Path, fmt: str, lines: set[int]) -> None:
     target.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
-def resample(x_TC: np.ndarray, length: int) -> np.ndarray:
-    """(T, C) -> (length, C) by linear interpolation per channel over the same relative positions."""
-    if x_TC.shape[0] == length:
-        return x_TC
-    if x_TC.shape[0] == 1:
-        return np.repeat(x_TC, length, axis=0)
-    old = np.linspace(0.0, 1.0, x_TC.shape[0])
-    new = np.linspace(0.0, 1.0, length)
-    return np.stack([np.interp(new, old, x_TC[:, c]) for c in range(x_TC.shape[1])], axis=1)
-
-
 def nn1(train: Cases, test: Cases, metric: str, jobs: int) -> tuple[float, float]:
     """(test accuracy, seconds of fit + predict) of tslearn's 1-NN with `metric` (dtw|euclidean)."""
     with warnings.catch_warnings():  # tslearn warns at import that h5py (unused here) is absent
@@ -198,8 +188,8 @@ def baselines(train: Cases, test: Cases, jobs: int) -> dict[str, Any]:
     lengths = {x.shape[0] for x in train.series + test.series}
     ed_length = max(lengths)
     if len(lengths) > 1:
-        train = Cases([resample(x, ed_length) for x in train.series], train.labels, train.lines)
-        test = Cases([resample(x, ed_length) for x in test.series], test.labels, test.lines)
+        train = Cases(list(resample(train.series, ed_length)), train.labels, train.lines)
+        test = Cases(list(resample(test.series, ed_length)), test.labels, test.lines)
     ed_acc, ed_s = nn1(train, test, "euclidean", jobs)
     return {"dtw_accuracy": dtw_acc, "dtw_s": round(dtw_s, 2), "ed_accuracy": ed_acc, "ed_s": round(ed_s, 2),
             "ed_length": ed_length, "ed_resampled": len(lengths) > 1}

@@ -55,9 +55,10 @@ def bucket_slices(lengths_B: np.ndarray | None, batch_size: int,
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def bucket_tables(pools: Iterable[pa.Table], *, batch_size: int,
-                  rng: np.random.Generator) -> Iterator[pa.Table]:
-    """Batches of rows from `pools` (Arrow tables of any row counts), bucketed per pool.
+def bucket_tables(pools: Iterable[pa.Table], *, batch_size: int, rng: np.random.Generator,
+                  sort: bool = True) -> Iterator[pa.Table]:
+    """Batches of rows from `pools` (Arrow tables of any row counts), bucketed per pool (`sort`
+    False: in the pools' order).
 
     Every pool but the last hands the rows beyond a multiple of `batch_size` on to the next, so
     only the final batch of all can be short: ceil(total rows / batch_size) batches.
@@ -66,14 +67,18 @@ def bucket_tables(pools: Iterable[pa.Table], *, batch_size: int,
     for pool in pools:
         if pending is not None:
             full = pending.num_rows // batch_size * batch_size
-            yield from _cut(pending.slice(0, full), batch_size, rng)
+            yield from _cut(pending.slice(0, full), batch_size, rng, sort)
             pool = pa.concat_tables([pending.slice(full), pool]) if full < pending.num_rows else pool
         pending = pool
     if pending is not None and pending.num_rows:
-        yield from _cut(pending, batch_size, rng)
+        yield from _cut(pending, batch_size, rng, sort)
 
 
-def _cut(table: pa.Table, batch_size: int, rng: np.random.Generator) -> Iterator[pa.Table]:
+def _cut(table: pa.Table, batch_size: int, rng: np.random.Generator, sort: bool) -> Iterator[pa.Table]:
+    if not sort:
+        for start in range(0, table.num_rows, batch_size):
+            yield table.slice(start, batch_size)
+        return
     for rows in bucket_slices(row_lengths(table), batch_size, rng):
         yield table.take(pa.array(rows))
 
@@ -148,10 +153,7 @@ def bucketed_batches(shard: Any, collate: Callable[[pa.Table], Any], *, batch_si
         if keep is not None:
             pools = _kept(pools, keep)
     rng = np.random.default_rng([seed, epoch])
-    if not bucket:
-        return collated_ahead((p.slice(i, batch_size) for p in _whole_batches(pools, batch_size)
-                               for i in range(0, p.num_rows, batch_size)), collate)
-    return collated_ahead(bucket_tables(pools, batch_size=batch_size, rng=rng), collate)
+    return collated_ahead(bucket_tables(pools, batch_size=batch_size, rng=rng, sort=bucket), collate)
 
 
 def table_pools(table: pa.Table, pool: int, *, epoch: int, seed: int) -> Iterator[pa.Table]:
@@ -167,19 +169,6 @@ def _kept(pools: Iterable[pa.Table], keep: list[pa.Table]) -> Iterator[pa.Table]
     for table in pools:
         keep.append(table)
         yield table
-
-
-def _whole_batches(pools: Iterable[pa.Table], batch_size: int) -> Iterator[pa.Table]:
-    """Pools re-cut so that every one but the last holds a multiple of `batch_size` rows."""
-    pending: pa.Table | None = None
-    for table in pools:
-        table = pa.concat_tables([pending, table]) if pending is not None else table
-        full = table.num_rows // batch_size * batch_size
-        if full:
-            yield table.slice(0, full)
-        pending = table.slice(full) if full < table.num_rows else None
-    if pending is not None and pending.num_rows:
-        yield pending
 
 
 def padding_fraction(lengths: Iterable[torch.Tensor | np.ndarray]) -> float:

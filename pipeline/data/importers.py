@@ -445,6 +445,23 @@ def _add_cases(rows: _Rows, series: list[np.ndarray], labels: list[str], line_nu
     return count
 
 
+def _case_files(paths: list[str] | str, ext: str | tuple[str, ...], *, missing: str, val_fraction: float,
+                test_fraction: float) -> list[tuple[str, str]]:
+    """The checks every importer of labelled cases (`_add_cases`) makes before reading: the
+    missing-value policy, the split fractions, and file stems unique (they make the row ids).
+    Returns the (display name, local file) pairs of `_expand`."""
+    if missing not in MISSING_POLICIES or missing == "keep":
+        raise ValueError(
+            f"missing must be one of 'error', 'zero', 'ffill', 'interpolate', got {missing!r}"
+        )
+    _check_fractions(val_fraction, test_fraction)
+    files = _expand(paths, ext)
+    clash = [s for s, k in Counter(_stem(f) for _, f in files).items() if k > 1]
+    if clash:
+        raise DatasetError(f"two source files share the stem(s) {clash}; row ids would collide")
+    return files
+
+
 def _ordered(files: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Train files first (their label declarations win), then the rest, each in given order."""
     return sorted(files, key=lambda f: 0 if split_of(f[1]) == "train" else 1)
@@ -475,16 +492,7 @@ def import_ts(
     ``on_invalid``) rather than a parse error, so every such row is reported at once.
     Format errors (bad numbers, wrong dimension count, ...) raise TsFormatError.
     """
-    if missing not in MISSING_POLICIES or missing == "keep":
-        raise ValueError(
-            f"missing must be one of 'error', 'zero', 'ffill', 'interpolate', got {missing!r}"
-        )
-    _check_fractions(val_fraction, test_fraction)
-    files = _expand(paths, "ts")
-    stems = Counter(_stem(f) for _, f in files)
-    clash = [s for s, k in stems.items() if k > 1]
-    if clash:
-        raise DatasetError(f"two source files share the stem(s) {clash}; row ids would collide")
+    files = _case_files(paths, "ts", missing=missing, val_fraction=val_fraction, test_fraction=test_fraction)
 
     rows = _Rows()
     declared: list[str] | None = None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,15 +37,12 @@ from pipeline.data.contract import DatasetError, Manifest
 from pipeline.data.importers import (
     _add_cases,
     _base_name,
-    _check_fractions,
-    _expand,
+    _case_files,
     _finish,
     _ordered,
     _Rows,
-    _stem,
 )
 from pipeline.data.text_corpus import read_text
-from pipeline.data.ts_format import MISSING_POLICIES
 from pipeline.progress import source_read
 
 EXTENSIONS = ("tsv", "txt")  # what a folder source contributes; a file given by name may have any
@@ -148,13 +144,8 @@ def import_ucr(
     Row ids are ``"<file stem>:<0-based case index>"``; ``missing`` is the ts_format policy for
     NaN inside a series (see the module docstring); the other keywords are ``import_ts``'s.
     """
-    if missing not in MISSING_POLICIES or missing == "keep":
-        raise ValueError(f"missing must be one of 'error', 'zero', 'ffill', 'interpolate', got {missing!r}")
-    _check_fractions(val_fraction, test_fraction)
-    files = _expand(paths, EXTENSIONS)
-    clash = [s for s, k in Counter(_stem(f) for _, f in files).items() if k > 1]
-    if clash:
-        raise DatasetError(f"two source files share the stem(s) {clash}; row ids would collide")
+    files = _case_files(paths, EXTENSIONS, missing=missing, val_fraction=val_fraction,
+                        test_fraction=test_fraction)
 
     rows = _Rows()
     filled = 0

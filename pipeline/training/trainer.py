@@ -132,17 +132,6 @@ def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
     return max(1, min(cfg.data.bucket_batches, fits))
 
 
-def expected_steps(cfg: RecurConfig, manifest: Any) -> int | None:
-    """Steps per epoch on each rank, when the rows say so: an equal share of the train split in
-    batches of data.batch_size. None for tasks whose batches come otherwise (lm: streams)."""
-    from pipeline.tasks import task_class
-
-    if not task_class(cfg.data.task).split_train:
-        return None
-    rows = manifest.splits["train"].rows // max(cfg.resources.num_workers, 1)
-    return max(math.ceil(rows / cfg.data.batch_size), 1)
-
-
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
                   initial_checkpoint: str | None = None, initial_weights: Any = None,
@@ -169,7 +158,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     from pipeline.training.budget import resolve
     from pipeline.training.worker import train_func
 
-    cfg = resolve(cfg, manifest).cfg  # a Tune trial's sampled config may hold "auto" values too
+    resolved = resolve(cfg, manifest)  # a Tune trial's sampled config may hold "auto" values too
+    cfg = resolved.cfg
 
     # Train V2 hands this to its controller: a worker's report waits for the next poll, so Ray's
     # 2 s default would put a floor under every epoch of a small dataset.
@@ -195,7 +185,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
                                       initial_checkpoint=initial_checkpoint, initial_weights=initial_weights,
                                       progress_board=progress_board,
-                                      steps_per_epoch=expected_steps(cfg, manifest)),
+                                      steps_per_epoch=resolved.steps_per_epoch),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,
             use_gpu=cfg.resources.use_gpu,
