@@ -322,6 +322,10 @@ class TrainConfig(_Section):
         "epoch when it fits in this many MB, and shuffle and batch it there every epoch instead of "
         "running Ray Data again (about a second an epoch); 0 disables",
     )
+    sync_batch_norm: bool = Field(
+        True, description="with 2+ workers, the conv front-end's batch norm takes its statistics over "
+        "every worker's batch (like one process with the global batch) instead of each worker's own",
+    )
     cache_val_mb: float = Field(
         256.0, ge=0.0, description="keep the val split's batches in each worker after the first epoch "
         "when they fit in this many MB, instead of streaming them from Ray Data every epoch; 0 disables",

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import model_from_args
+from pipeline.models.frontend import sync_batch_statistics
 from pipeline.tasks import build_task
 from pipeline.training.loop import (
     EpochStats,
@@ -214,6 +215,10 @@ def train_func(loop_config: dict[str, Any]) -> None:
         model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
     model = ray.train.torch.prepare_model(model)
+    # the conv front-end's masked batch norm takes its statistics over every rank's batch: with
+    # per-rank statistics 2 workers of batch 16 trained like batch 16, not 32 (frontend.py)
+    if cfg.train.sync_batch_norm:
+        sync_batch_statistics(model)
     precision = Precision.resolve(cfg.train.precision, device)
     scaler = precision.scaler(device)
     train_shard = ray.train.get_dataset_shard("train")

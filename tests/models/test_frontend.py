@@ -90,6 +90,67 @@ def test_masked_batch_norm_matches_batch_norm_over_valid_steps_only():
     torch.testing.assert_close(masked(x_BFT, mask_BT)[..., :2], plain(x_BFT)[..., :2], rtol=1e-5, atol=1e-5)
 
 
+def _synced_rank(rank, world, port, x_BFT, mask_BT, out_dir):
+    """One rank (a forked process) of `test_synced_batch_norm_matches_one_process_over_the_global_batch`."""
+    import torch.distributed as dist
+
+    from pipeline.models.frontend import sync_batch_statistics
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        norm = MaskedBatchNorm1d(5)
+        assert sync_batch_statistics(norm) == 1
+        rows = slice(rank * 2, rank * 2 + 2)  # rank 0 takes rows 0-1, rank 1 rows 2-3
+        x = x_BFT[rows].clone().requires_grad_(True)
+        y = norm(x, mask_BT[rows])
+        # the global loss is the mean over ranks of each rank's loss, as DDP averages gradients
+        ((y * torch.arange(5.0).view(1, 5, 1)).masked_fill(~mask_BT[rows].unsqueeze(1), 0).square().sum()
+         / world).backward()
+        torch.save((y.detach(), x.grad, norm.running_mean, norm.running_var), out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synced_batch_norm_matches_one_process_over_the_global_batch(tmp_path):
+    # given 4 padded rows, and 2 gloo ranks (processes) that each hold 2 of them, with different
+    # numbers of valid steps per rank
+    import multiprocessing
+
+    from conftest import free_port
+
+    torch.manual_seed(1)
+    lengths = torch.tensor([7, 3, 5, 2])
+    mask_BT = torch.arange(7) < lengths.unsqueeze(1)
+    x_BFT = (torch.randn(4, 5, 7) * 3 + 2).masked_fill(~mask_BT.unsqueeze(1), 1e4)
+    port = free_port()
+    # when each rank normalizes its rows with synced statistics and backpropagates its share
+    ranks = [multiprocessing.get_context("fork").Process(
+        target=_synced_rank, args=(r, 2, port, x_BFT, mask_BT, tmp_path)) for r in range(2)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+    assert [p.exitcode for p in ranks] == [0, 0]
+    out = {r: torch.load(tmp_path / f"rank{r}.pt") for r in range(2)}
+    # then outputs, input gradients and running statistics equal one process over all 4 rows
+    norm = MaskedBatchNorm1d(5)
+    x = x_BFT.clone().requires_grad_(True)
+    y = norm(x, mask_BT)
+    (y * torch.arange(5.0).view(1, 5, 1)).masked_fill(~mask_BT.unsqueeze(1), 0).square().sum().backward()
+    valid = mask_BT.unsqueeze(1)
+    torch.testing.assert_close(torch.cat([out[0][0], out[1][0]]).masked_fill(~valid, 0),
+                               y.detach().masked_fill(~valid, 0), rtol=1e-5, atol=1e-5)
+    # the global loss is the rank mean, so each rank's input gradient is half the one-process one
+    torch.testing.assert_close(torch.cat([out[0][1], out[1][1]]) * 2, x.grad, rtol=1e-4, atol=1e-4)
+    for rank in (0, 1):
+        torch.testing.assert_close(out[rank][2], norm.running_mean)
+        torch.testing.assert_close(out[rank][3], norm.running_var)
+
+
 def test_a_conv_block_ignores_what_its_pad_steps_hold():
     # given one conv block (kernel 8, so a valid step near the end sees 4 steps past it) in eval mode
     from pipeline.models.frontend import ConvBlock
