@@ -18,6 +18,8 @@ BENCHMARKS = {
     "ucr": ("benchmarks.ucr", "configs/classify.yaml on UCR/UEA folders against 1-NN DTW and Euclidean"),
     "forecast-panel": ("benchmarks.forecast_panel", "configs/forecast.yaml on CSV series: MASE against "
                        "seasonal naive"),
+    "peers": ("benchmarks.peers", "configs/forecast.yaml against neuralforecast's LSTM/AutoLSTM and Darts' "
+              "RNNModel: MASE, fit/predict time, memory"),
 }
 
 

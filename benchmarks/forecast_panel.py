@@ -192,7 +192,8 @@ def run_series(plan: dict[str, Any], args: argparse.Namespace, work: Path) -> di
         "steps_done": int(metrics["steps_done"]) if "steps_done" in metrics else None,
         "epochs": int(metrics["epochs_run"]) if "epochs_run" in metrics else None,
         "budget": run["budget"], "wall_s": round(finished.seconds, 1),
-        "train_s": round(run["train_s"], 1) if run["train_s"] else None,
+        "train_s": round(run["train_s"], 1) if run["train_s"] else None, "steps_s": run["steps_s"],
+        "peak_mib": finished.peak_mib,  # the run's process tree, Ray's processes included
         "gate_decision": decision.get("decision"), "gate_reason": decision.get("reason"),
     })
     return row
@@ -223,10 +224,9 @@ def _value_columns(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks forecast-panel",
-        description="recur's generic forecaster: test MASE against seasonal naive")
+def add_series_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of every benchmark that runs recur on CSV series (this one, `peers`): the
+    series, their value columns, recur's config overlays and overrides, the work folder, the tag."""
     parser.add_argument("series", nargs="+", metavar="CSV[:SEASON]",
                         help="CSV series, first column the time; SEASON the seasonal period (default 1)")
     parser.add_argument("--value-columns", action="append", default=[], metavar="NAME=A,B",
@@ -239,10 +239,13 @@ def main(argv: list[str]) -> int:
                         help="keep the imported datasets and runs here (default: a temporary folder, "
                              "removed)")
     add_tag_argument(parser)
-    args = parser.parse_args(argv)
+
+
+def plan_all(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every series planned (`plan_series`), checked before anything trains; resolves
+    `args.configs` and `args.value_columns` on the way."""
     args.configs = [c.resolve() for c in (args.configs or [REPO / "configs" / "forecast.yaml"])]
     args.value_columns = _value_columns(args.value_columns)
-
     plans = [plan_series(text, args.value_columns) for text in args.series]
     unknown = set(args.value_columns) - {p["name"] for p in plans}
     if unknown:
@@ -250,13 +253,30 @@ def main(argv: list[str]) -> int:
                      f"{[p['name'] for p in plans]}")
     if len({p["name"] for p in plans}) < len(plans):
         parser.error(f"two series have the same file name: {[p['name'] for p in plans]}")
+    return plans
+
+
+def geometric_mean(mases: list[float]) -> float | None:
+    """MASE is a ratio, so one series' 2.0 and another's 0.5 average to 1.0; None when there is
+    none (or one is 0)."""
+    if not mases or min(mases) <= 0:
+        return None
+    return math.exp(sum(math.log(m) for m in mases) / len(mases))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks forecast-panel",
+        description="recur's generic forecaster: test MASE against seasonal naive")
+    add_series_arguments(parser)
+    args = parser.parse_args(argv)
+    plans = plan_all(parser, args)
 
     rows = run_each(plans, lambda item, work: run_series(item, args, work), args.work_dir, "recur-forecast-")
     print()
     print(table(rows))
     mases = [r["test_mase"] for r in rows if r.get("test_mase") is not None]
-    # geometric mean: MASE is a ratio, so one series' 2.0 and another's 0.5 average to 1.0
-    geo = math.exp(sum(math.log(m) for m in mases) / len(mases)) if mases else None
+    geo = geometric_mean(mases)
     if geo is not None:
         print(f"\ngeometric mean MASE over {len(mases)} series: {geo:.3f} (< 1: better than seasonal naive)")
     settings = {"configs": [str(c) for c in args.configs], "overrides": args.overrides,

@@ -119,7 +119,7 @@ def study(tmp: str, trials: int, epochs: int) -> tuple[dict, str]:
     from pipeline.workflow.tune import run_study
 
     model = "load-bench"
-    cfg = load_config([REPO / "configs" / "quickstart.yaml", REPO / "configs" / "tune-quickstart.yaml"], [
+    cfg = load_config([REPO / "configs" / "quickstart.yaml", REPO / "benchmarks" / "tune-space.yaml"], [
         f"tracking.runs_dir={tmp}/runs", f"data.root={tmp}/jv", f"train.epochs={epochs}",
         f"tune.num_samples={trials}", "tune.scheduler.name=fifo", "tune.seed=0", "tune.name=load",
         "resources.num_workers=1", f"registry.model_name={model}", "train.ray_log_level=ERROR"])

@@ -36,21 +36,87 @@ class CommandFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Finished:
-    """A command that ran: its exit status, output, and wall seconds from start to exit."""
+    """A command that ran: its exit status, output, wall seconds from start to exit, and the peak
+    memory of its process tree in MiB (`tree_memory_mib`, sampled; None where /proc is absent)."""
 
     returncode: int
     stdout: str
     stderr: str
     seconds: float
+    peak_mib: float | None = None
+
+
+MEMORY_SAMPLE_S = 0.2  # between two samples of a command's process tree memory
+
+
+def tree_memory_mib(root: int) -> float | None:
+    """Memory of process `root` and all its descendants now, in MiB: the sum of their PSS
+    (proportional set size: a page shared by k processes counts 1/k in each, so Ray's workers,
+    which share libraries and the object store, are not counted twice), or of their RSS where the
+    kernel gives no PSS. None without Linux's /proc."""
+    proc = Path("/proc")
+    if not (proc / str(root)).exists():
+        return None
+    children: dict[int, list[int]] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while the tree was read
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    total_kib, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        for name, field in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+            try:
+                lines = (proc / str(pid) / name).read_text().splitlines()
+            except OSError:
+                continue
+            kib = [int(line.split()[1]) for line in lines if line.startswith(field)]
+            if kib:
+                total_kib += kib[0]
+                break
+    return total_kib / 1024
+
+
+def run_measured(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Finished:
+    """Run `command` in `cwd` (with `env`, default this process's), sampling its process tree's
+    memory every MEMORY_SAMPLE_S seconds while it runs: the peak goes into `Finished.peak_mib`.
+    Output is captured through files, so a chatty command cannot fill a pipe and stall."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        peak: float | None = None
+        while process.poll() is None:
+            now = tree_memory_mib(process.pid)
+            if now is not None:
+                peak = now if peak is None else max(peak, now)
+            time.sleep(MEMORY_SAMPLE_S)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        return Finished(process.returncode, out.read(), err.read(), seconds,
+                        round(peak, 1) if peak is not None else None)
+
+
+RAY_START_TRIES = 3  # a command whose local Ray missed Ray's fixed 30 s start-up wait runs again
+RAY_NOT_STARTED = "could not start a local Ray"  # recur's message for it
 
 
 def recur(args: list[str], *, cwd: Path, check: bool = True) -> Finished:
-    """Run `recur ARGS` (the console script of this interpreter's environment) in `cwd`."""
+    """Run `recur ARGS` (the console script of this interpreter's environment) in `cwd`; again,
+    up to RAY_START_TRIES times, when a machine busy with other work kept its local Ray from
+    starting (the figures are those of the attempt that ran)."""
     command = [str(Path(sys.executable).parent / "recur"), *args]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    finished = Finished(done.returncode, done.stdout, done.stderr, time.perf_counter() - start)
-    if check and done.returncode != 0:
+    for attempt in range(1, RAY_START_TRIES + 1):
+        finished = run_measured(command, cwd=cwd)
+        if finished.returncode == 0 or RAY_NOT_STARTED not in finished.stderr or attempt == RAY_START_TRIES:
+            break
+        print(f"`recur {' '.join(args[:2])} ...`: {RAY_NOT_STARTED} on a busy machine; again "
+              f"({attempt + 1} of {RAY_START_TRIES})", flush=True)
+    if check and finished.returncode != 0:
         raise CommandFailed(command, finished)
     return finished
 
@@ -71,8 +137,8 @@ def train(configs: list[Path], overrides: list[str], *, cwd: Path) -> tuple[str,
 def read_run(configs: list[Path], overrides: list[str], run_id: str) -> dict[str, Any]:
     """A finished run as the benchmarks report it: its latest metric values (`metrics`), the
     resolved budget (`budget`: the `budget.*` params without the prefix), the split row counts
-    (`rows`: `data.rows.*`), the train step's seconds, and the gate's decision
-    (`registry/decision.json`, None when the run registered nothing)."""
+    (`rows`: `data.rows.*`), the train step's seconds (`train_s`; every step's in `steps_s`), and
+    the gate's decision (`registry/decision.json`, None when the run registered nothing)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -91,12 +157,15 @@ def read_run(configs: list[Path], overrides: list[str], run_id: str) -> dict[str
         except (MlflowException, OSError):
             decision = None
     train_s = run.data.tags.get("recur.step.train.seconds")
+    steps_s = {k.removeprefix("recur.step.").removesuffix(".seconds"): float(v)
+               for k, v in run.data.tags.items() if k.startswith("recur.step.") and k.endswith(".seconds")}
     return {
         "metrics": dict(run.data.metrics),
         "budget": {k.removeprefix("budget."): v for k, v in params.items() if k.startswith("budget.")},
         "rows": {k.removeprefix("data.rows."): int(v) for k, v in params.items()
                  if k.startswith("data.rows.")},
         "train_s": float(train_s) if train_s else None,
+        "steps_s": steps_s,
         "decision": decision,
     }
 

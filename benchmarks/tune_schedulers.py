@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
             f"tune.scheduler.grace_period={args.grace}", f"tune.scheduler.reduction_factor={args.reduction}",
             "train.ray_log_level=ERROR",
         ]
-        configs = [REPO / "configs" / "quickstart.yaml", REPO / "configs" / "tune-quickstart.yaml"]
+        configs = [REPO / "configs" / "quickstart.yaml", REPO / "benchmarks" / "tune-space.yaml"]
         connected = False
         for scheduler in ("fifo", "asha"):
             cfg = load_config(configs, [*overrides, f"tune.scheduler.name={scheduler}",

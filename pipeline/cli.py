@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key, e.g. --set train.lr=0.003 (repeatable)")
 
 
+def _add_where_args(p: argparse.ArgumentParser) -> None:
+    """run, retrain, tune: which Ray and which MLflow."""
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, as --set tracking.tracking_uri=URI "
+                                          "(default: the config's, else MLFLOW_TRACKING_URI, else sqlite "
+                                          "under tracking.runs_dir)")
+
+
 def _add_step_args(p: argparse.ArgumentParser) -> None:
     from pipeline.workflow.records import STEPS
 
@@ -28,8 +35,15 @@ def _add_step_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="re-run every step, even those with records")
 
 
-def _load(args: argparse.Namespace) -> config_mod.RecurConfig:
-    return config_mod.load_config(args.configs, args.overrides)
+def _load(args: argparse.Namespace, *, as_given: bool = False) -> config_mod.RecurConfig:
+    """The config of CONFIG... and --set; its relative paths (data.root, tracking.runs_dir, ...)
+    made absolute against the directory recur runs from, unless `as_given`: Ray runs Tune trials
+    and jobs in directories of their own, where a relative path names nothing."""
+    overrides = list(args.overrides)
+    if getattr(args, "tracking_uri", None):  # run, retrain, tune --tracking-uri
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    cfg = config_mod.load_config(args.configs, overrides)
+    return cfg if as_given else config_mod.with_absolute_paths(cfg)
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
@@ -47,10 +61,12 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.workflow.pipeline import run_pipeline
-    from pipeline.workflow.session import connect_ray
+    cfg = _load(args)  # before Ray, MLflow and torch are imported: a bad config is refused at once
+    from pipeline.workflow.session import connect_ray, refuse_dashboard_address
 
-    cfg = _load(args)
+    refuse_dashboard_address(cfg, args.address)  # before any work, too
+    from pipeline.workflow.pipeline import run_pipeline
+
     if cfg.tune.enabled:  # the search replaces the single training; its best trial is registered
         return _tune(cfg, args, resume=False)
     summary = run_pipeline(cfg, config_sources=list(args.configs),
@@ -61,12 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    cfg = _load(args)  # first, as in cmd_run
     from pipeline.tracking.store import check_reachable, resolve_tracking_uri
     from pipeline.workflow.pipeline import run_pipeline
     from pipeline.workflow.retrain import champion_to_fine_tune
     from pipeline.workflow.session import connect_ray
 
-    cfg = _load(args)
     fine_tune = None
     if not args.from_scratch:
         uri = resolve_tracking_uri(cfg)
@@ -137,7 +153,7 @@ def _tune(cfg: config_mod.RecurConfig, args: argparse.Namespace, *, resume: bool
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    print(config_mod.dump_yaml(_load(args)), end="")
+    print(config_mod.dump_yaml(_load(args, as_given=True)), end="")
     return 0
 
 
@@ -205,9 +221,12 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
+    uri = _tracking_uri(args)
     from pipeline.tracking.registry import list_versions
+    from pipeline.tracking.store import check_reachable
 
-    rows = list_versions(_tracking_uri(args), args.name)
+    check_reachable(uri)  # seconds, not MLflow's minutes of retries
+    rows = list_versions(uri, args.name)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -220,9 +239,17 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from pipeline.tracking.registry import promote
+    from pipeline.commands import CommandError
 
-    previous = promote(_tracking_uri(args), args.name, args.version)
+    if not args.version.isdigit():
+        raise CommandError(f"recur models promote {args.name} {args.version}: VERSION is a version number "
+                           f"(see `recur models list {args.name}`)")
+    uri = _tracking_uri(args)
+    from pipeline.tracking.registry import promote
+    from pipeline.tracking.store import check_reachable
+
+    check_reachable(uri)
+    previous = promote(uri, args.name, args.version)
     replaced = f" (replaced version {previous})" if previous and previous != str(args.version) else ""
     print(f"{args.name} version {args.version} is now @champion{replaced}")
     return 0
@@ -232,22 +259,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
+    from pipeline.inference.model import ModelSpec, resolve_version
+    from pipeline.tracking.registry import download_verified, model_dir
     from pipeline.tracking.store import use_tracking_uri
 
     uri = _tracking_uri(args)
-    # NAME@alias, NAME/version, or NAME alone (its @champion)
-    if "@" in args.model or "/" in args.model:
-        model_uri = f"models:/{args.model}"
-    else:
-        model_uri = f"models:/{args.model}@champion"
     if args.length < 1 or args.temperature <= 0 or args.top_k < 0:
         raise config_mod.ConfigError("recur generate: --length must be >= 1, --temperature > 0 and "
                                      "--top-k >= 0")
+    # NAME@alias, NAME/version, or NAME alone (its @champion); its files checked before loading
+    spec = ModelSpec.parse(args.model)
+    version, _ = resolve_version(spec, uri)
     with use_tracking_uri(uri):
-        try:
-            model = mlflow.pyfunc.load_model(model_uri)
-        except mlflow.exceptions.MlflowException as exc:
-            raise FileNotFoundError(f"no registered model {model_uri} at {uri}: {exc.message}") from None
+        model = mlflow.pyfunc.load_model(download_verified(spec.name, version, model_dir()))
     params = {"max_new_tokens": args.length, "temperature": args.temperature, "top_k": args.top_k,
               "seed": args.seed}
     out = model.predict(pd.DataFrame({"text": [args.prompt]}), params=params)
@@ -256,20 +280,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from pipeline.tracking.store import server_command
+
     uri = _tracking_uri(args)
-    runs_dir = Path(args.runs_dir or "recur-runs").resolve()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port),
-               "--workers", "1"]  # one local user; MLflow's default 4 take ~30 s to start on 2 cores
-    if uri.startswith("sqlite:"):
-        command += ["--default-artifact-root", (runs_dir / "artifacts").as_uri()]
+    # the store URI (with a database password) goes in the server's environment, not its argv (ps)
+    command, env = server_command(uri, port=args.port, runs_dir=Path(args.runs_dir or "recur-runs").resolve())
     from pipeline.tracking.redact import redact_text
 
     print(f"MLflow UI on http://127.0.0.1:{args.port} over {redact_text(uri)} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    from pipeline.children import run_until_stopped
+
+    # the server and its workers stop with recur (Ctrl-C, kill PID), by their process group
+    return run_until_stopped(command, env=env)
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -282,17 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     loudness.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="no progress: errors, warnings and the final summary only")
+    parser.add_argument("--debug", action="store_true",
+                        help="a traceback with every error (also RECUR_DEBUG=1)")
+    parser.add_argument("--version", action="version", version=f"recur {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="ingest, validate, train, evaluate, register and promote")
     _add_config_args(p)
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    _add_where_args(p)
     _add_step_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("retrain", help="fine-tune the @champion on the newest data, then the usual gate")
     _add_config_args(p)
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    _add_where_args(p)
     p.add_argument("--from-scratch", action="store_true", help="train a new model instead of fine-tuning")
     p.set_defaults(func=cmd_retrain)
 
@@ -308,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="hyperparameter search (tune.space); the best trial is registered")
     _add_config_args(p)
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    _add_where_args(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the newest interrupted study of this config (same parent MLflow run)")
     _add_step_args(p)
@@ -377,6 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (a source checkout without metadata: unknown)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recur")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _add_format_options(p: argparse.ArgumentParser) -> None:
     """One flag per importer option (`data.source` keys), documented from the config model."""
     fields = config_mod.SourceConfig.model_fields
@@ -416,48 +451,56 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if mode != "live":  # MLflow's download bars are \r-rewritten lines
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # quiet: INFO is off also where a handler was set up before (MLflow's own, a test's), until
-    # this command returns; MLflow sets its level when it is first imported, from this variable
-    loggers = [logging.getLogger(name) for name in (None, "mlflow", "ray", "ray.data")] if args.quiet else []
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    # recur's summary names the run page; MLflow's own "View run ... at:" lines would repeat it
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # quiet: errors, recur's own warnings and the summary. Until this command returns, recur's
+    # loggers stay at WARNING and the libraries' at ERROR, also where a handler was set up before
+    # (MLflow's own, a test's); MLflow sets its level when first imported, from the variable.
+    levels = {None: logging.WARNING, "mlflow": logging.ERROR, "ray": logging.ERROR,
+              "ray.data": logging.ERROR, "ray.train": logging.ERROR, "ray.tune": logging.ERROR}
+    loggers = [(logging.getLogger(name), level) for name, level in levels.items()] if args.quiet else []
+    before = [logger.level for logger, _ in loggers]
+    for logger, level in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), level))
     mlflow_level = args.quiet and "MLFLOW_LOGGING_LEVEL" not in os.environ
     if mlflow_level:
-        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "ERROR"
+    import warnings
+
     try:
-        return _dispatch(args)
+        with warnings.catch_warnings():
+            if args.quiet:  # the libraries' Python warnings (deprecations, hints) too; recur's stay
+                warnings.filterwarnings("ignore")
+                warnings.filterwarnings("default", module=r"pipeline(\.|$)")
+            return _dispatch(args)
     finally:
-        for logger, previous in zip(loggers, levels):
+        for (logger, _), previous in zip(loggers, before):
             logger.setLevel(previous)
         if mlflow_level:
             os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    """Run the command; recur's own errors become one line on stderr and an exit code."""
+    """Run the command; how an error ends it is `pipeline.errors`'s rule: a user error is one line
+    and exit 2, a failure one line and exit 1, Ctrl-C exit 130, a bug its traceback. `--debug`
+    (or RECUR_DEBUG=1) prints the traceback before the line."""
+    from pipeline import errors
     from pipeline.tracking.redact import install_log_redaction, redact_text, redacting_excepthook
 
     install_log_redaction()  # secret env values and URL passwords never reach the log
     sys.excepthook = redacting_excepthook
-    from pipeline.commands import CommandError
-    from pipeline.data.contract import DatasetError
-    from pipeline.data.ts_format import TsFormatError
-    from pipeline.data.validate import DataValidationError
-    from pipeline.storage import StorageError
-    from pipeline.tracking.store import TrackingUnavailable
-    from pipeline.training.trainer import ResourceError, TrainingFailed
-    from pipeline.tuning.space import SpaceError
-
     try:
         return args.func(args)
-    except (config_mod.ConfigError, DatasetError, DataValidationError, TsFormatError, ResourceError,
-            TrackingUnavailable, FileNotFoundError, SpaceError, CommandError, StorageError) as exc:
-        print(f"recur: error: {redact_text(str(exc))}", file=sys.stderr)
-        return 2
-    except TrainingFailed as exc:
-        print(f"recur: {redact_text(str(exc))}", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        code = errors.exit_code(exc)
+        if code is None:
+            raise  # a bug: the (redacted) traceback
+        if errors.debug_enabled(args.debug):
+            import traceback
+
+            print(redact_text("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+        print(redact_text(errors.one_line(exc)), file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":

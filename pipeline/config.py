@@ -14,15 +14,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from pipeline.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid; the message names the key and where it came from."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and inf are refused in every float key: `train.lr: .inf` would train on NaN weights
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -36,6 +47,14 @@ FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
     "text": ("level", "lowercase", "min_count", "max_vocab", "chunk_length"),
     "tsv": ("source_column", "target_column", "level", "lowercase", "min_count", "max_vocab"),
 }
+# Upper bounds of size keys: far above anything that trains, low enough that a typo (an extra
+# zero or three) is refused with the key instead of allocating tens of GB.
+MAX_WIDTH = 16_384  # hidden, embedding and channel widths
+MAX_LENGTH_LIMIT = 10_000_000  # time steps or tokens of one sequence, window or chunk
+MAX_BATCH = 65_536  # sequences per batch per worker
+# data.max_length when none is set (ts, ucr, parquet: classify): a longer row is refused, naming
+# it and the key. One 200,000-step row took about 10 GB to train; 20,000 steps fit in about 1 GB.
+DEFAULT_MAX_LENGTH = 20_000
 # Formats whose importer applies `data.max_length` (float sequences of a classify dataset).
 MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "ucr", "parquet")
 FORMAT_TASKS: dict[str, tuple[str, ...]] = {
@@ -69,10 +88,11 @@ class SourceConfig(_Section):
     # csv (forecast)
     time_column: str | None = Field(None, description="csv: column that orders the rows (kept as row ids)")
     value_columns: list[str] = Field(default_factory=list, description="csv: the series' value columns")
-    window: int = Field(64, ge=1, description="csv: history steps per example")
-    horizon: int = Field(12, ge=1, description="csv: steps to forecast per example")
-    stride: int = Field(1, ge=1, description="csv: steps between consecutive windows")
-    seasonal_period: int = Field(1, ge=1, description="csv: season length of the seasonal-naive baseline")
+    window: int = Field(64, ge=1, le=MAX_LENGTH_LIMIT, description="csv: history steps per example")
+    horizon: int = Field(12, ge=1, le=MAX_LENGTH_LIMIT, description="csv: steps to forecast per example")
+    stride: int = Field(1, ge=1, le=MAX_LENGTH_LIMIT, description="csv: steps between consecutive windows")
+    seasonal_period: int = Field(1, ge=1, le=MAX_LENGTH_LIMIT,
+        description="csv: season length of the seasonal-naive baseline")
     gaps: Literal["error", "keep"] = Field(
         "error", description="csv: time steps further apart than the series' usual spacing (missing "
         "rows): error names them; keep windows the series as it is (e.g. business days), counted in "
@@ -86,7 +106,8 @@ class SourceConfig(_Section):
     lowercase: bool = Field(False, description="conll/text/tsv: lowercase tokens before the vocabulary")
     min_count: int = Field(1, ge=1, description="vocabulary: tokens seen fewer times in train become <unk>")
     max_vocab: int | None = Field(None, ge=5, description="vocabulary: keep at most this many tokens")
-    chunk_length: int = Field(1024, ge=2, description="text: tokens per stored row of the stream")
+    chunk_length: int = Field(1024, ge=2, le=MAX_LENGTH_LIMIT,
+        description="text: tokens per stored row of the stream")
     source_column: int = Field(0, description="tsv: column index of the source text")
     target_column: int = Field(1, description="tsv: column index of the target text")
 
@@ -152,7 +173,9 @@ class DataConfig(_Section):
         "fail", description="rows breaking the contract: fail listing them, or quarantine with reasons"
     )
     max_length: int | None = Field(
-        None, ge=1, description="ts/parquet sources: longest sequence in time steps (None: no limit)"
+        None, ge=1, le=MAX_LENGTH_LIMIT,
+        description=f"ts/ucr/parquet sources: longest sequence in time steps (None: a row longer than "
+        f"{DEFAULT_MAX_LENGTH} is refused, naming it; set a limit to keep longer rows or to cut them)"
     )
     on_too_long: Literal["truncate", "reject"] = Field(
         "truncate", description="a sequence longer than max_length: truncate keeps its first max_length "
@@ -172,7 +195,8 @@ class DataConfig(_Section):
         "batches its own token streams"
     )
     bucket_batches: int = Field(
-        64, ge=1, description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
+        64, ge=1, le=100_000,
+        description="data.bucket_by_length: batches' worth of rows pooled and sorted at a "
         "time (more: less padding, batches less random; 64 brings a long-tailed set under 10%)"
     )
     bucket_pool_mib: float = Field(
@@ -208,8 +232,8 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     cell: Literal["lstm", "gru", "rnn"] = "lstm"
     nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="only for cell: rnn")
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1)
+    hidden_size: int = Field(64, ge=1, le=MAX_WIDTH)
+    num_layers: int = Field(1, ge=1, le=64)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between stacked layers and before the head")
     pooling: Literal["last", "mean", "attention"] = Field(
@@ -224,7 +248,8 @@ class ModelConfig(_Section):
         "(hybrid CNN-RNN in the spirit of LSTM-FCN) and adds their masked mean to the pooled state; "
         "auto: conv for univariate or long sequences (pipeline.training.budget)"
     )
-    frontend_channels: int = Field(64, ge=1, description="frontend: conv: channels of each conv block")
+    frontend_channels: int = Field(64, ge=1, le=MAX_WIDTH,
+        description="frontend: conv: channels of each conv block")
     patch: int | Literal["auto"] = Field(
         1, description="classify/forecast: steps merged into one before the RNN (temporal downsampling "
         "by a strided conv; 1: none); auto: enough that the RNN sees at most about 128 steps"
@@ -240,19 +265,22 @@ class ModelConfig(_Section):
         "differences, summed back onto the last value"
     )
     embedding_size: int | None = Field(
-        None, ge=1, description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
+        None, ge=1, le=MAX_WIDTH,
+        description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
     )
     tie_weights: bool = Field(
         False, description="lm: the output layer shares the embedding matrix (needs embedding_size == "
         "hidden_size)"
     )
     char_features: bool = Field(False, description="tag: add a character-level encoding of each word")
-    char_embedding_size: int = Field(16, ge=1, description="tag: character embedding and encoder width")
+    char_embedding_size: int = Field(16, ge=1, le=MAX_WIDTH,
+        description="tag: character embedding and encoder width")
     teacher_forcing: float = Field(
         1.0, ge=0.0, le=1.0, description="seq2seq: probability of feeding the true previous token in training"
     )
-    beam_size: int = Field(1, ge=1, description="seq2seq: beam width when decoding (1 = greedy)")
-    max_decode_length: int = Field(64, ge=1, description="seq2seq: longest output decoded")
+    beam_size: int = Field(1, ge=1, le=1024, description="seq2seq: beam width when decoding (1 = greedy)")
+    max_decode_length: int = Field(64, ge=1, le=MAX_LENGTH_LIMIT,
+        description="seq2seq: longest output decoded")
 
     def encoder_args(self) -> dict[str, Any]:
         """Keywords of `RecurrentEncoder` (every model's encoder) from this section."""
@@ -281,11 +309,11 @@ class ScheduleConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, le=100_000)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    lr: float = Field(3e-3, gt=0.0, description="learning rate")
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.9, ge=0.0, description="sgd and rmsprop only")
+    lr: float = Field(3e-3, gt=0.0, le=10.0, description="learning rate (finite, at most 10)")
+    weight_decay: float = Field(0.0, ge=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, le=1.0, description="sgd and rmsprop only")
     grad_clip: float = Field(
         1.0, ge=0.0, description="clip gradients at this value (see grad_clip_mode); 0 disables"
     )
@@ -293,10 +321,12 @@ class TrainConfig(_Section):
         "norm", description="norm: scale by the global L2 norm; value: clamp each element"
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification loss only")
-    bptt: int = Field(128, ge=2, description="lm: tokens per truncated-backpropagation chunk")
+    bptt: int = Field(128, ge=2, le=MAX_LENGTH_LIMIT,
+        description="lm: tokens per truncated-backpropagation chunk")
     schedule: ScheduleConfig = ScheduleConfig()
     min_steps: int = Field(
-        0, ge=0, description="train at least this many optimizer steps (per worker): epochs are added "
+        0, ge=0, le=100_000_000,
+        description="train at least this many optimizer steps (per worker): epochs are added "
         "beyond train.epochs until reached, and early stopping never ends a run before it"
     )
     early_stopping_patience: int = Field(
@@ -350,6 +380,17 @@ class TrackingConfig(_Section):
                     "s3://bucket/prefix (needed on a multi-node cluster); default <runs_dir>/ray",
     )
     ui_port: int = Field(5000, ge=1, le=65535)
+    # One policy for every MLflow request of a run (pipeline.tracking.policy): MLflow's own default
+    # (7 retries with backoff, 120 s timeouts) holds a finished run for minutes per call when the
+    # server is gone.
+    retries: int = Field(2, ge=0, le=10, description="MLflow calls: tries after the first (backoff "
+                         "0.5-1-2 s), then the call fails (epoch metrics are kept on disk)")
+    request_timeout_s: float = Field(10.0, gt=0.0, le=600.0,
+                                     description="MLflow calls: the longest wait for one answer")
+    deadline_s: float = Field(60.0, ge=1.0, le=3600.0,
+                              description="MLflow calls: the longest one call takes, every try and "
+                              "backoff together; after training a dead server ends the run in about "
+                              "this long, with the checkpoint kept and `recur runs sync` to finish")
 
 
 class GenerateConfig(_Section):
@@ -373,7 +414,8 @@ class SchedulerConfig(_Section):
     grace_period: int = Field(1, ge=1, description="asha: epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1.0, description="asha/hyperband: keep 1/factor at each rung")
     max_t: int | None = Field(None, ge=1, description="asha/hyperband: epochs of the longest trial "
-                              "(default train.epochs)")
+                              "(default: the most any trial of the space trains, train.epochs raised "
+                              "by train.min_steps for its batch size)")
     perturbation_interval: int = Field(2, ge=1, description="pbt: epochs between exploit/explore steps")
     quantile_fraction: float = Field(
         0.25, ge=0.0, le=0.5, description="pbt: the bottom fraction of trials copies the top fraction",
@@ -395,7 +437,14 @@ class TuneConfig(_Section):
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="default: as many as fit the cluster (each trial: num_workers workers)"
     )
-    time_budget_s: float | None = Field(None, gt=0, description="stop starting and running trials after this")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="seconds: after this the study stops its running trials and starts no more"
+    )
+    allow_partial: bool = Field(
+        False, description="a study in which some trials failed or never started (the time budget "
+        "ran out first) still registers its best trial and exits 0; false: it fails (exit 1), "
+        "naming them, and `recur tune --resume` runs what is left"
+    )
     search: Literal["random", "grid", "optuna"] = Field(
         "random", description="random or grid (Tune's variant generator), optuna (TPE)"
     )
@@ -408,7 +457,22 @@ class TuneConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    model_name: str = "recur-model"
+    model_name: str = Field(
+        "recur-model", min_length=1, max_length=256,
+        description="registered model name: no '/' or ':' (MLflow refuses them) nor '@' (recur's "
+        "NAME@alias), no '..', no leading or trailing spaces",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable(cls, name: str) -> str:
+        # checked here, before Ray starts, not at registration after training
+        bad = [c for c in "/:@" if c in name]
+        if bad or name != name.strip() or ".." in name:
+            what = f"contains {' and '.join(repr(c) for c in bad)}" if bad else "has '..' or outer spaces"
+            raise ValueError(f"{name!r} {what}; MLflow model names cannot contain '/' or ':', and recur "
+                             "reads NAME@alias and NAME/version, so use letters, digits, '-', '_' or '.'")
+        return name
     metric: str | None = Field(
         None,
         description="test metric the gate compares (default per task: accuracy, mase, f1, "
@@ -436,7 +500,8 @@ class ResourcesConfig(_Section):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (default: all cores)")
     reserve_cpus_for_data: float = Field(
-        0.5, ge=0.0, description="CPUs left free for Ray Data read tasks; checked before training"
+        0.5, ge=0.0, description="CPUs left free for Ray Data's tasks, at least 1 (its file listing asks "
+        "for a whole CPU); each read task asks for this, at most 1. Checked before training and tuning"
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="where Ray places the Train workers on a multi-node cluster: PACK on as few "
@@ -466,23 +531,24 @@ class RecurConfig(_Section):
         metric = self.tune.metric or self.train.monitor
         if self.tune.mode is not None:
             return metric, self.tune.mode
-        from pipeline.tasks import task_class
+        from pipeline.tasks.metrics import task_metrics  # not the task class: no torch import
 
         name = metric.removeprefix("val_")
-        return metric, "max" if task_class(self.data.task).higher_is_better.get(name, False) else "min"
+        return metric, "max" if task_metrics(self.data.task).higher_is_better.get(name, False) else "min"
 
     @property
     def gate_metric(self) -> str:
         """The registry gate's metric: `registry.metric`, else the task's default."""
-        from pipeline.tasks import task_class
+        from pipeline.tasks.metrics import task_metrics
 
-        return self.registry.metric or task_class(self.data.task).default_gate_metric
+        return self.registry.metric or task_metrics(self.data.task).default_gate_metric
 
     @model_validator(mode="after")
     def _check_monitor(self) -> RecurConfig:
-        from pipeline.tasks import metric_names, task_class
+        # the tasks' metric names, without importing a task (and torch): a bad config is refused at once
+        from pipeline.tasks import metric_names, task_metrics
 
-        task = task_class(self.data.task)
+        task = task_metrics(self.data.task)
         if self.registry.metric is not None and self.registry.metric not in task.gate_metrics:
             raise ValueError(f"registry.metric must be one of {list(task.gate_metrics)} for task "
                              f"{self.data.task}; got {self.registry.metric!r}")
@@ -497,15 +563,15 @@ class RecurConfig(_Section):
             if set_here:
                 raise ValueError(f"model.{set_here[0]} applies to classify and forecast models, not "
                                  f"{self.data.task!r}")
-        if isinstance(model.patch, int) and model.patch < 1:
-            raise ValueError(f"model.patch must be >= 1 or auto; got {model.patch}")
+        if isinstance(model.patch, int) and not 1 <= model.patch <= MAX_WIDTH:
+            raise ValueError(f"model.patch must be 1..{MAX_WIDTH} or auto; got {model.patch}")
         if self.data.task not in ("classify", "forecast") and model.instance_norm is True:
             raise ValueError(f"model.instance_norm applies to classify and forecast models, not "
                              f"{self.data.task!r}")
         if self.data.task != "forecast" and model.difference:
             raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
-        if isinstance(self.data.batch_size, int) and self.data.batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1 or auto; got {self.data.batch_size}")
+        if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:
+            raise ValueError(f"data.batch_size must be 1..{MAX_BATCH} or auto; got {self.data.batch_size}")
         known = metric_names(self.data.task)
         if self.tune.metric is not None and self.tune.metric not in known:
             raise ValueError(f"tune.metric must be a metric that {self.data.task} runs log, one of "
@@ -557,18 +623,51 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else None
+    return key.split("."), _load_yaml(raw, f"--set {text!r}") if raw.strip() else None
+
+
+MAX_YAML_VALUES = 100_000  # values in a config after expanding its aliases (a big one holds ~1,000)
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """YAML text (a config file, a --set value) as Python; ConfigError in one line naming `where`
+    and the line and column when it is not valid YAML, or when its aliases expand to more than
+    MAX_YAML_VALUES values (a few hundred bytes of nested aliases can expand to billions)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+    count, stack = 0, [data]
+    while stack:  # every value as often as aliases repeat it, stopping at the bound
+        node = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_YAML_VALUES} values once its aliases (*name) are "
+                              "expanded; a config needs far fewer: expand the aliases by hand or use "
+                              "fewer of them")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return data
 
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); save the config as UTF-8") from None
+    data = _load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -624,7 +723,7 @@ def _format_errors(exc: ValidationError, origin: dict[str, str]) -> str:
             known = _known_keys(parent)
             what = f"unknown key; known keys{' in ' + parent if parent else ''}: {', '.join(known)}"
         else:
-            what = f"{err['msg']} (got {err.get('input')!r})"
+            what = f"{err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
         lines.append(f"  {key or '<root>'}: {what}{f'  [from {where}]' if where else ''}")
     return "\n".join(lines)
 
@@ -671,3 +770,69 @@ def flatten(cfg: RecurConfig) -> dict[str, Any]:
 
     walk(cfg.model_dump(mode="json"), "")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+
+BUILTIN_SCHEME = "builtin://"  # data shipped with recur (pipeline/data/builtin)
+
+
+def absolute_store_uri(uri: str, base: Path) -> str | None:
+    """A local MLflow store URI (`sqlite:///rel`, `file:rel`, a plain path) with its path made
+    absolute against `base`; None when it already is absolute or is no local path (a server,
+    sqlite in memory)."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        return None if not path or path.startswith("/") else f"sqlite:///{(base / path).resolve()}"
+    if uri.startswith("file://"):
+        return None  # file:///abs
+    if uri.startswith("file:"):
+        return (base / uri.removeprefix("file:")).resolve().as_uri()
+    if "://" not in uri and not os.path.isabs(os.path.expanduser(uri)):
+        return str((base / uri).resolve())
+    return None
+
+
+def relative_paths(cfg: RecurConfig, base: Path, environ: dict[str, str] | None = None
+                   ) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value as configured, value made absolute against `base`) for every local
+    path of `cfg` that is relative: data.root, data.source.paths (not builtin:// or URLs),
+    tracking.runs_dir, tracking.storage_path, and tracking.tracking_uri or, when that is unset,
+    a local store in MLFLOW_TRACKING_URI (it goes in as tracking.tracking_uri, which wins)."""
+    environ = os.environ if environ is None else environ
+    found: list[tuple[str, Any, Any]] = []
+
+    def local(path: str) -> str | None:
+        expanded = os.path.expanduser(path)
+        return None if os.path.isabs(expanded) else str((base / expanded).resolve())
+
+    for key, value in (("data.root", cfg.data.root), ("tracking.runs_dir", cfg.tracking.runs_dir),
+                       ("tracking.storage_path", cfg.tracking.storage_path)):
+        if value and "://" not in value and (absolute := local(value)) is not None:
+            found.append((key, value, absolute))
+    uri = cfg.tracking.tracking_uri or environ.get("MLFLOW_TRACKING_URI")
+    if uri and (absolute := absolute_store_uri(uri, base)) is not None:
+        found.append(("tracking.tracking_uri", uri, absolute))
+    if cfg.data.source is not None:
+        paths = list(cfg.data.source.paths)
+        resolved = [p if p.startswith(BUILTIN_SCHEME) or ("://" in p and not p.startswith("file://"))
+                    else local(p.removeprefix("file://")) or p for p in paths]
+        if resolved != paths:
+            found.append(("data.source.paths", paths, resolved))
+    return found
+
+
+def with_absolute_paths(cfg: RecurConfig, base: Path | None = None,
+                        environ: dict[str, str] | None = None) -> RecurConfig:
+    """`cfg` with its relative paths (`relative_paths`) made absolute against `base`, by default
+    the directory recur was run from. Done before anything is handed to Ray: a Tune trial runs
+    in a working directory of its own, where `recur-runs/datasets/...` names nothing."""
+    tree = cfg.model_dump(mode="json")
+    for key, _, value in relative_paths(cfg, (base or Path.cwd()).resolve(), environ):
+        *sections, name = key.split(".")
+        node = tree
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    return RecurConfig.model_validate(tree)

@@ -313,7 +313,12 @@ def wait_message(*, num_workers: int, per_worker: dict[str, float], available: d
 # ---------------------------------------------------------------------------------- tuning
 
 
-TRIAL_STATUSES = ("pending", "running", "paused", "completed", "stopped early", "failed")
+# How a trial ended, from what Tune did to it (pipeline.tuning.tuner.trial_status): it trained
+# every epoch or stopped early by itself; its scheduler (ASHA, HyperBand) stopped it; it raised;
+# the study's time budget or a Ctrl-C ended it while it ran; it never ran.
+TRIAL_ENDS = ("completed", "stopped by scheduler", "failed", "stopped by time budget", "interrupted",
+              "never started")
+TRIAL_STATUSES = ("pending", "running", "paused", *TRIAL_ENDS)
 
 
 @dataclass

@@ -18,10 +18,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
+from pipeline.errors import UserError
+
 S3_SCHEME = "s3://"
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """An object store refused or could not do an operation; the message names the bucket."""
 
 

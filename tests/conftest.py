@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +24,16 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
+        from pipeline.workflow.session import start_local_ray
+
         # With the dashboard: Ray Train's PlacementGroupCleaner asks the State API (served by the
         # dashboard) whether a controller died, and frees its workers' placement group. Without
-        # it, a Tune trial stopped by its scheduler would keep its workers' CPUs forever.
-        # The cleaner finds "the" cluster from RAY_ADDRESS, else by looking for GCS processes,
-        # and gives up for good when it sees two (another Ray on the machine: a cluster test's,
-        # a developer's): its placement group is then never freed and the next trial waits
-        # forever for CPUs. So the GCS port is chosen here and every process Ray starts (they
-        # inherit this environment from the raylet) gets RAY_ADDRESS naming this cluster; the
-        # test process's own environment is left as it was.
-        port = free_port()
-        pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
-        saved = {key: os.environ.get(key) for key in pinned}
-        os.environ.update(pinned)
-        try:
-            ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                     dashboard_port=free_port(), log_to_driver=True)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        assert ray.get_runtime_context().gcs_address.endswith(f":{port}")
+        # it, a Tune trial stopped by its scheduler would keep its workers' CPUs forever. The
+        # cleaner finds this cluster by the RAY_ADDRESS that `start_local_ray` (recur's own way to
+        # start a local Ray) gives every process Ray starts.
+        address = start_local_ray(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                                  dashboard_port=free_port(), log_to_driver=True)
+        assert ray.get_runtime_context().gcs_address.endswith(address.rpartition(":")[2])
     yield ray
     ray.shutdown()
 
@@ -151,6 +139,50 @@ def mlflow_server(tmp_path_factory):
     uri, process = start_mlflow_server(root, str(root / "artifacts"))
     yield uri
     stop(process)
+
+
+CHAMPION_MODEL = "predict-toy"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A model trained once per session by `recur run` and registered as @champion."""
+
+    tracking_uri: str  # the shared `mlflow_server`
+    dataset: Path  # the toy dataset it was trained on
+    config: Path  # the config `recur run` ran
+    runs_dir: Path  # its step records, checkpoints
+    model: str = CHAMPION_MODEL
+
+    def run_args(self, *overrides: str) -> list[str]:
+        """`recur run` arguments that ran it (every step recorded), plus `--set` overrides."""
+        sets = [f"data.root={self.dataset}", f"tracking.tracking_uri={self.tracking_uri}",
+                f"tracking.runs_dir={self.runs_dir}", *overrides]
+        return ["run", str(self.config), *[a for s in sets for a in ("--set", s)]]
+
+
+@pytest.fixture(scope="session")
+def champion(ray_local, mlflow_server, tmp_path_factory) -> Champion:
+    """Version 1 of `predict-toy`, @champion on the shared `mlflow_server`: a tiny GRU trained one
+    epoch on the toy data by the real pipeline. Share it instead of training another model;
+    a test that changes its registry or records copies what it needs."""
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("champion")
+    dataset = make_toy_dataset(root / "toy")
+    config = root / "champion.yaml"
+    config.write_text(
+        "model: {cell: gru, hidden_size: 8}\n"
+        "train: {epochs: 1, lr: 0.01, early_stopping_patience: 0}\n"
+        # Ray Train local mode: the model is all these tests need, without a worker group start
+        "resources: {num_workers: 0}\n"
+        "data: {batch_size: 16}\n"
+        f"registry: {{model_name: {CHAMPION_MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
+        "tracking: {experiment: predict}\n"
+    )
+    found = Champion(tracking_uri=mlflow_server, dataset=dataset, config=config, runs_dir=root / "runs")
+    assert main(found.run_args()) == 0
+    return found
 
 
 # A real S3 endpoint on loopback (moto's server mode); any key pair is accepted by it.

@@ -534,3 +534,279 @@ def test_nonexistent_source_path_fails_before_ray(capsys, tmp_path, runs):
 def test_nonexistent_dataset_root_fails_before_ray(capsys, tmp_path, runs):
     code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={tmp_path / 'none'}")
     assert code == 2 and f"no manifest.json in {tmp_path / 'none'}" in err
+
+
+# --------------------------------------------------- finite or nothing: numbers a run cannot train on
+
+
+def step_records(runs: Path) -> set[Path]:
+    return set((runs / "steps").glob("*.json"))
+
+
+def nothing_registered(runs: Path) -> bool:
+    """The shared store holds no registered model (every `recur run` here fails before Ray)."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.store import default_tracking_uri
+
+    return MlflowClient(default_tracking_uri(str(runs))).search_registered_models() == []
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("train.lr", ".inf", "train.lr: Input should be a finite number (got inf)"),
+    ("train.lr", ".nan", "train.lr: Input should be a finite number (got nan)"),
+    ("train.lr", "1e30", "train.lr: Input should be less than or equal to 10"),
+    ("train.epochs", "10000000", "train.epochs: Input should be less than or equal to 100000"),
+    ("model.hidden_size", "1000000", "model.hidden_size: Input should be less than or equal to 16384"),
+    ("data.batch_size", "10000000", "data.batch_size must be 1..65536 or auto; got 10000000"),
+    ("train.grad_clip", ".inf", "train.grad_clip: Input should be a finite number (got inf)"),
+], ids=["inf-lr", "nan-lr", "huge-lr", "huge-epochs", "huge-hidden", "huge-batch", "inf-clip"])
+def test_non_finite_or_absurd_numbers_fail_before_ray_naming_the_key(capsys, tmp_path, runs, key, value,
+                                                                       needle):
+    config = config_file(tmp_path / "bad.yaml", f"data:\n  root: {make_toy_dataset(tmp_path / 'toy')}\n")
+    records = step_records(runs)
+    code, _, err = run(capsys, runs, config, f"{key}={value}")
+    assert code == 2 and needle in err
+    assert nothing_registered(runs) and step_records(runs) == records
+
+
+# ------------------------------------------------------------ values read wrong without a word
+
+
+def test_csv_value_beyond_float32_fails_naming_file_line_and_column(capsys, tmp_path):
+    # float64 holds 1e39; float32, as recur stores it, would make it inf in every window
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[9] = "2024-01-10,1e39"  # line 11
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2
+    assert f"row '2024-01-10' ({tmp_path / 's.csv'}:11) v: '1e39' is beyond the range of float32" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_number_with_an_underscore_fails_naming_the_cell(capsys, tmp_path):
+    # Python reads 1_303 as 1303; in a CSV or .ts file it is a typo or a thousands separator
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows[3] = "2024-01-04,1_303"  # line 5
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
+    assert code == 2 and f"row '2024-01-04' ({tmp_path / 's.csv'}:5) v: expected a number, got '1_303'" in err
+    code, _, err = import_ts(capsys, tmp_path, [*TS_CASES, "1,1_303,3:a"])
+    assert code == 2 and f"{tmp_path / 'x_TRAIN.ts'}:15: dimension 1 value 2 is '1_303'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_blank_csv_line_between_steps_fails_naming_file_and_line(capsys, tmp_path):
+    rows = [f"{d},{i}" for i, d in enumerate(days(40))]
+    rows.insert(5, "")  # line 7: blank, between two time steps
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows + ["", ""]))
+    assert code == 2 and f"{tmp_path / 's.csv'}:7: blank line between time steps" in err
+    assert not (tmp_path / "out").exists()
+    # blank lines at the end of a file are not steps between others: allowed
+    del rows[5]
+    code, _, _ = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows + ["", ""]))
+    assert code == 0
+
+
+def test_duplicate_csv_header_fails_naming_the_column(capsys, tmp_path):
+    rows = [f"{d},{i},{-i}" for i, d in enumerate(days(40))]
+    code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows, header="day,v,v"))
+    assert code == 2 and f"{tmp_path / 's.csv'}:1: the header names column(s) ['v'] more than once" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_label_in_parquet_fails_naming_the_row(capsys, tmp_path):
+    # a float label column with a NaN: a missing label, not a class named "nan"
+    ys = [float(i % 2) for i in range(20)]
+    ys[6] = float("nan")
+    code, _, err = import_parquet(capsys, tmp_path, parquet_file(tmp_path / "t.parquet", steps(), ys))
+    assert code == 2 and "row 'r6'" in err and "y: label is null or NaN (expected a class label)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tsv_line_with_extra_columns_fails_naming_file_and_line(capsys, tmp_path):
+    lines = [f"source {i}\ttarget {i}" for i in range(30)]
+    lines[11] = "source 11\ttarget\t11"  # line 12: a tab inside the target cuts it short
+    path = tmp_path / "pairs.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    code, _, err = recur(capsys, "data", "import", "--format", "tsv", path, "--out", tmp_path / "out")
+    assert code == 2 and f"({path}:12) x: 3 tab-separated columns, but line 1 has 2" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("missing", ["error", "zero", "interpolate"])
+def test_ts_dimension_one_value_short_fails_under_every_missing_policy(capsys, tmp_path, missing):
+    header = "@problemName p\n@univariate false\n@dimensions 2\n@classLabel true a b\n@data\n"
+    cases = [f"{i},{i + 1},{i + 2}:{i},{i},{i}:{'ab'[i % 2]}" for i in range(10)]
+    train = ts_file(tmp_path / "x_TRAIN.ts", [*cases, "1,2,3:4,5:a"], header=header)  # line 16
+    test = ts_file(tmp_path / "x_TEST.ts", cases, header=header)
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", train, test, "--out", tmp_path / "out",
+                         "--missing", missing)
+    assert code == 2
+    assert f"{train}:16: dimension 2 has 2 values but dimension 1 has 3; expected every dimension" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_naming_files_outside_its_folder_is_refused(capsys, tmp_path, runs):
+    import json
+
+    root = make_toy_dataset(tmp_path / "toy")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["splits"]["train"]["files"] = ["../../etc/part-00000.parquet"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = recur(capsys, "data", "validate", root)
+    assert code == 2 and "file '../../etc/part-00000.parquet' is outside the dataset folder" in err
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={root}")
+    assert code == 2 and f"invalid manifest {root / 'manifest.json'}" in err and "outside the dataset" in err
+    assert nothing_registered(runs)
+
+
+def test_flipped_bytes_in_a_dataset_part_fail_its_page_checksum(capsys, tmp_path, runs):
+    # recur writes a CRC32 per Parquet page and checks it on every read: 64 flipped bytes in a
+    # stored split are an unreadable file, never changed values trained on
+    root = make_toy_dataset(tmp_path / "toy")
+    part = root / "train" / "part-00000.parquet"
+    data = bytearray(part.read_bytes())
+    data[200:264] = bytes(b ^ 0xFF for b in data[200:264])
+    part.write_bytes(bytes(data))
+    code, out, _ = recur(capsys, "data", "validate", root)
+    assert code == 1 and f"{part}: not a readable Parquet file" in out and "CRC checksum" in out
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={root}")
+    assert code == 2 and f"{part}: not a readable Parquet file" in err
+    assert nothing_registered(runs)
+
+
+# ----------------------------------------------------------- one line, exit 2, never a traceback
+
+
+def test_files_that_are_not_utf8_fail_in_one_line_naming_file_and_line(capsys, tmp_path):
+    ts = tmp_path / "x_TRAIN.ts"
+    ts.write_bytes((TS_HEADER + "\n".join(TS_CASES) + "\n1,2,3:caf\xe9\n").encode("latin-1"))
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", ts, "--out", tmp_path / "out")
+    assert code == 2 and f"{ts}: not valid UTF-8 at byte offset" in err and "(line 15," in err
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_bytes(("day,v\n" + "".join(f"{d},{i}\n" for i, d in enumerate(days(40)))
+                          + "2024-02-10,caf\xe9\n").encode("latin-1"))
+    code, _, err = import_csv(capsys, tmp_path, csv_path)
+    assert code == 2 and f"{csv_path}: not valid UTF-8 at byte offset" in err and "(line 42," in err
+    config = tmp_path / "c.yaml"
+    config.write_bytes("train:\n  lr: 0.01  # caf\xe9\n".encode("latin-1"))
+    code, _, err = recur(capsys, "config", "show", config)
+    assert code == 2
+    assert err.strip() == (f"recur: error: {config}:2: not UTF-8 text (byte 0xe9 at offset 24); "
+                           "save the config as UTF-8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_set_value_that_is_not_yaml_fails_in_one_line(capsys, tmp_path, runs):
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), "train.lr=[0.1, 0.2")
+    assert code == 2
+    assert err.strip() == ("recur: error: --set 'train.lr=[0.1, 0.2': not valid YAML at line 1, column 10: "
+                           "expected ',' or ']', but got '<stream end>'")
+
+
+def test_out_pointing_at_a_file_fails_naming_it(capsys, tmp_path):
+    out = tmp_path / "notes.txt"
+    out.write_text("keep me\n")
+    files = [ts_file(tmp_path / "x_TRAIN.ts", TS_CASES), ts_file(tmp_path / "x_TEST.ts", TS_CASES)]
+    code, _, err = recur(capsys, "data", "import", "--format", "ts", *files, "--out", out)
+    assert code == 2 and f"{out}: is a file, not a folder" in err
+    assert out.read_text() == "keep me\n"
+
+
+# ------------------------------------------------------------------- size guards
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(capsys, tmp_path):
+    # nine levels of nine aliases: 342 bytes that expand to 387 million values
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    config = config_file(tmp_path / "bomb.yaml", "\n".join(levels) + "\n")
+    code, _, err = recur(capsys, "config", "show", config)
+    assert code == 2 and f"{config}: more than 100000 values once its aliases (*name) are expanded" in err
+
+
+def test_a_row_longer_than_the_default_max_length_is_refused_naming_it_and_the_key(capsys, tmp_path):
+    from pipeline.config import DEFAULT_MAX_LENGTH
+
+    long_case = ",".join(["1"] * (DEFAULT_MAX_LENGTH + 1)) + ":a"
+    code, _, err = import_ts(capsys, tmp_path, [*TS_CASES, long_case])
+    assert code == 2
+    assert (f"row 'x_TRAIN:10' ({tmp_path / 'x_TRAIN.ts'}:15) has {DEFAULT_MAX_LENGTH + 1} time steps, more "
+            f"than data.max_length's default {DEFAULT_MAX_LENGTH}") in err and "--max-length" in err
+    assert not (tmp_path / "out").exists()
+    # a limit set by the user keeps (or cuts) them, as asked
+    code, _, _ = import_ts(capsys, tmp_path, [*TS_CASES, long_case], TS_CASES,
+                           "--max-length", str(DEFAULT_MAX_LENGTH + 1))
+    assert code == 0
+
+
+# -------------------------------------------------- checked before Ray: names, buckets, predict
+
+
+@pytest.mark.parametrize("name", ["team/model", "model:v2", "model@best"])
+def test_model_name_mlflow_refuses_fails_before_ray(capsys, tmp_path, runs, name):
+    root = make_toy_dataset(tmp_path / "toy")
+    records = step_records(runs)
+    code, _, err = run(capsys, runs, config_file(tmp_path / "c.yaml", ""), f"data.root={root}",
+                       f"registry.model_name={name}")
+    assert code == 2 and f"registry.model_name: {name!r} contains" in err
+    assert nothing_registered(runs) and step_records(runs) == records
+
+
+def test_predict_arguments_and_column_types_fail_before_ray_and_before_an_mlflow_run(capsys, tmp_path):
+    import ray
+    from mlflow import MlflowClient
+
+    root = make_toy_dataset(tmp_path / "toy")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--data", root, "--out", tmp_path / "out", "--tracking-uri", uri,
+              "--runs-dir", tmp_path / "runs"]
+    code, _, err = recur(capsys, "predict", "toy", *common, "--concurrency", "-1")
+    assert code == 2 and "--concurrency must be >= 1 (model replicas), got -1" in err
+    code, _, err = recur(capsys, "predict", "toy", *common, "--batch-size", "0")
+    assert code == 2 and "--batch-size must be >= 1, got 0" in err
+    part = root / "test" / "part-00000.parquet"
+    table = pq.read_table(part)
+    strings = pa.array([[str(v) for step in row for v in step] for row in table.column("x").to_pylist()])
+    pq.write_table(table.set_column(1, "x", strings), part)
+    code, _, err = recur(capsys, "predict", "toy", *common, "--split", "test")
+    assert code == 2
+    assert f"{part}: column 'x' has type list<element: string>; expected list<list<float32>>" in err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    assert MlflowClient(uri).search_experiments(filter_string="name != 'Default'") == []
+
+
+# ------------------------------------------------------ data changed in place after it was checked
+
+
+def test_data_changed_in_place_is_validated_again_before_training(tmp_path, runs):
+    from pipeline.config import load_config
+    from pipeline.data.validate import DataValidationError
+    from pipeline.tracking.store import default_tracking_uri
+    from pipeline.workflow.pipeline import run_pipeline
+
+    class RayWouldStart(Exception):
+        pass
+
+    def connect() -> str:  # the steps before training are what this test is about
+        raise RayWouldStart
+
+    root = make_toy_dataset(tmp_path / "toy")
+    cfg = load_config([], [f"data.root={root}", f"tracking.runs_dir={tmp_path / 'runs'}",
+                           f"tracking.tracking_uri={default_tracking_uri(str(runs))}"])
+    validations = lambda: sorted((tmp_path / "runs" / "steps").glob("validate-*.json"))  # noqa: E731
+    # given a dataset that was ingested and validated, and the same data again: validate is skipped
+    for _ in range(2):
+        with pytest.raises(RayWouldStart):
+            run_pipeline(cfg, connect=connect)
+        assert len(validations()) == 1
+    # when one value of the train split is rewritten as NaN in place (the manifest untouched)
+    part = root / "train" / "part-00000.parquet"
+    table = pq.read_table(part)
+    xs = table.column("x").to_pylist()
+    xs[3][1][0] = float("nan")
+    pq.write_table(table.set_column(1, "x", pa.array(xs, table.schema.field("x").type)), part)
+    # then validation runs again and stops the run naming the row, before Ray would start
+    with pytest.raises(DataValidationError, match=r"train row 'train:3' .*x: NaN in x at step 1, channel 0"):
+        run_pipeline(cfg, connect=connect)
+    assert len(validations()) == 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from pipeline.cli import main
@@ -93,8 +96,10 @@ def test_ts_import_errors_name_file_and_line(tmp_path, capsys):
     assert "bad_TRAIN.ts:6" in err
 
 
-def test_ui_serves_the_local_store_on_loopback(tmp_path):
-    import os
+def test_ui_serves_the_local_store_on_loopback_and_stops_with_recur(tmp_path):
+    """`recur ui` serves the store; `kill <its PID>` (recur's process only, not its group) stops
+    the MLflow server and its workers too: the port is free within 10 s (before: the server
+    and its nine children kept serving)."""
     import signal
     import time
     import urllib.request
@@ -102,26 +107,60 @@ def test_ui_serves_the_local_store_on_loopback(tmp_path):
     from conftest import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port),
-                             "--runs-dir", str(tmp_path / "runs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    log = tmp_path / "ui.log"  # a file, not a pipe nobody reads: the server's request lines would fill it
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ui", "--port", str(port),
+                                 "--runs-dir", str(tmp_path / "runs")],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 180  # MLflow server start: ~10 s idle, minutes on a busy machine
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     assert r.status == 200
                     break
             except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
+                assert proc.poll() is None, log.read_text()[-3000:]
                 assert time.time() < deadline, "MLflow UI did not answer"
                 time.sleep(0.5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
             assert b"MLflow" in r.read()
         assert (tmp_path / "runs" / "mlflow.db").exists()  # the sqlite store under --runs-dir
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        os.kill(proc.pid, signal.SIGTERM)  # recur alone, as `kill PID` does
+        killed = time.monotonic()
+        while _answers(port) and time.monotonic() - killed < 10:
+            time.sleep(0.2)
+        freed = time.monotonic() - killed
+        assert not _answers(port), "the MLflow server still serves after recur was killed"
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # after stopping the whole group
+        print(f"recur ui killed: port {port} free after {freed:.1f} s")
+    finally:  # whatever failed: recur stops its server's group; by its id if recur could not
+        server_groups = _children(proc.pid)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        for group in server_groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_job_entry_point_forwards_config_and_overrides(tmp_path, capsys):
@@ -137,3 +176,117 @@ def test_job_entry_point_forwards_config_and_overrides(tmp_path, capsys):
     uri = f"http://127.0.0.1:{free_port()}"
     assert job.main(["--config", QUICKSTART, "--set", f"tracking.tracking_uri={uri}"]) == 2
     assert uri in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- errors: one line, exit 2
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"recur {version('recur')}"
+
+
+FAST_REFUSAL = """
+import json, sys, time
+started = time.perf_counter()
+from pipeline.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "seconds": time.perf_counter() - started,
+                  "heavy": sorted(m for m in ("torch", "ray", "mlflow") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("content,says", [
+    ("train:\n  learning_rate: 0.1\n", "train.learning_rate: unknown key"),
+    ("registry: {metric: bleu}\n", "registry.metric must be one of ['accuracy', 'macro_f1']"),  # the task's
+    (None, "cannot read config file"),
+])
+def test_a_bad_or_missing_config_is_refused_before_ray_mlflow_or_torch_load(tmp_path, content, says):
+    # given a config with an unknown key, a metric its task does not have, or no file at all
+    config = tmp_path / "bad.yaml"
+    if content is not None:
+        config.write_text(content)
+    # when `recur run` gets it
+    proc = subprocess.run([sys.executable, "-c", FAST_REFUSAL, "run", str(config)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # then it is refused in one line naming the key or the file, before the heavy imports
+    assert result["code"] == 2 and result["heavy"] == [], result
+    assert proc.stderr.count("\n") <= 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in proc.stderr and (content is not None or "bad.yaml" in proc.stderr)
+    # about 0.5 s of CPU (before: about 7 s, imports of Ray, MLflow and torch first); the wall-time
+    # bound is generous for a busy CI machine (3.5 s measured with 30 processes on 2 cores)
+    assert result["seconds"] < 10, result
+
+
+def test_debug_adds_the_traceback_to_the_one_line(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {learning_rate: 0.1}\n")
+    assert main(["config", "show", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("recur: error: invalid config")
+    for argv, env in ((["--debug", "config", "show", str(bad)], None), (["config", "show", str(bad)], "1")):
+        if env:
+            monkeypatch.setenv("RECUR_DEBUG", env)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and "ConfigError" in err
+        assert "\nrecur: error: invalid config:\n  train.learning_rate: unknown key" in err
+
+
+def test_models_list_and_promote_name_what_the_registry_lacks(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.store import default_tracking_uri
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    client = MlflowClient(default_tracking_uri(str(runs)))
+    client.create_registered_model("vowels")
+    client.create_model_version("vowels", source=(tmp_path / "model").as_uri())
+    store = ["--runs-dir", str(runs)]
+    capsys.readouterr()  # MLflow's own lines about creating the store
+    # an unknown model: before, MLflow's traceback ("Registered Model with name=nosuch not found")
+    assert main(["models", "list", "nosuch", *store]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no registered model 'nosuch'" in err
+    assert "registered models there: vowels" in err
+    # an unknown version, and a version that is no number
+    assert main(["models", "promote", "vowels", "7", *store]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vowels has no version 7" in err and "(versions: 1)" in err
+    assert main(["models", "promote", "vowels", "seven", *store]) == 2
+    assert "VERSION is a version number" in capsys.readouterr().err
+    assert main(["models", "promote", "vowels", "1", *store]) == 0
+    assert "vowels version 1 is now @champion" in capsys.readouterr().out
+
+
+def test_run_with_a_dashboard_address_says_which_address_recur_run_takes(tmp_path):
+    # given RAY_ADDRESS in the form the README exports for `recur submit` (a dashboard URL)
+    from conftest import make_toy_dataset
+
+    dataset = make_toy_dataset(tmp_path / "toy")
+    env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:8265"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    sets = ["data.source=null", f"data.root={dataset}", f"tracking.runs_dir={tmp_path / 'runs'}"]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", QUICKSTART,
+                           *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    # then one line and exit 2 (before: Ray's ValueError as a traceback)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("recur: error: RAY_ADDRESS=http://127.0.0.1:8265 is a Ray dashboard")
+    assert "`recur submit CONFIG`" in last and "Traceback" not in proc.stderr
+
+
+def test_run_takes_the_tracking_uri_as_an_option(tmp_path, capsys):
+    from conftest import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = main(["run", QUICKSTART, "--tracking-uri", uri, "--set", f"tracking.runs_dir={tmp_path / 'runs'}",
+                 "--set", f"data.root={tmp_path / 'd'}"])
+    assert code == 2 and f"MLflow tracking server {uri} is not reachable" in capsys.readouterr().err

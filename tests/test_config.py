@@ -123,3 +123,23 @@ def test_gate_metric_defaults_per_task_and_is_checked():
     assert load_config([], ["registry.metric=macro_f1"]).gate_metric == "macro_f1"
     with pytest.raises(ConfigError, match=r"registry.metric must be one of \['accuracy', 'macro_f1'\]"):
         load_config([], ["registry.metric=bleu"])
+
+
+def test_relative_paths_mean_the_directory_recur_runs_from(tmp_path):
+    """Ray runs Tune trials and jobs in directories of their own: every local path of a config is
+    made absolute against the run's directory first; URIs and absolute paths are kept."""
+    from pipeline.config import with_absolute_paths
+
+    cfg = load_config([], ["data.root=recur-runs/datasets/jv", "tracking.runs_dir=runs",
+                           "tracking.storage_path=ckpt", "data.source={format: ts, paths: "
+                           "[builtin://JapaneseVowels/JapaneseVowels_TRAIN.ts, raw/a_TEST.ts]}"])
+    out = with_absolute_paths(cfg, tmp_path, environ={"MLFLOW_TRACKING_URI": "sqlite:///m.db"})
+    assert out.data.root == str(tmp_path / "recur-runs/datasets/jv")
+    assert out.tracking.runs_dir == str(tmp_path / "runs")
+    assert out.tracking.storage_path == str(tmp_path / "ckpt")
+    assert out.tracking.tracking_uri == f"sqlite:///{tmp_path}/m.db"  # the variable's store, absolute
+    assert out.data.source.paths == ["builtin://JapaneseVowels/JapaneseVowels_TRAIN.ts",
+                                     str(tmp_path / "raw/a_TEST.ts")]
+    remote = load_config([], ["data.root=s3://bucket/jv", "tracking.storage_path=s3://bucket/ckpt",
+                              f"tracking.runs_dir={tmp_path}", "tracking.tracking_uri=http://mlflow:5000"])
+    assert with_absolute_paths(remote, tmp_path, environ={}) == remote

@@ -318,3 +318,21 @@ def test_a_job_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
         print(f"token auth: /api/jobs/ without a token -> HTTP 401/403, another token -> refused; "
               f"recur jobs list with a wrong token -> exit {refused.returncode}: "
               f"{refused.stderr.strip().splitlines()[-1][:160]}")
+
+    # `recur run` joining the cluster by its GCS address, as a user's shell would (the cluster's
+    # token in a file, no RAY_AUTH_MODE): refused in seconds with what to do (before: 20 s of
+    # authentication errors from Ray's core, then a traceback)
+    env = _clean_env(MLFLOW_TRACKING_URI=mlflow_server, RAY_AUTH_TOKEN_PATH=str(cluster.token_file),
+                     RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}")
+    started = time.monotonic()
+    joined = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(CONFIG), "--set",
+                             "data.root=toy", "--set", f"registry.model_name={model}"], cwd=dataset.parent,
+                            env=env, capture_output=True, text=True, timeout=300)
+    last = joined.stderr.strip().splitlines()[-1]
+    assert joined.returncode == 2 and "Traceback" not in joined.stderr, joined.stderr[-3000:]
+    where = f"127.0.0.1:{cluster.gcs_port} (RAY_ADDRESS)"
+    assert last.startswith(f"recur: error: the Ray cluster at {where} uses token authentication and "
+                           "Ray sends no token unless RAY_AUTH_MODE=token"), last
+    with capsys.disabled():
+        print(f"recur run against the token cluster without RAY_AUTH_MODE: exit {joined.returncode} in "
+              f"{time.monotonic() - started:.1f} s: {last[:160]}")

@@ -2,20 +2,22 @@
 `mlflow server`), then batch inference with Ray Data over a dataset, checked against the same
 model loaded in-process with `mlflow.pyfunc`.
 
-One model is trained once for the module (a tiny GRU, 1 epoch) and shared by the tests.
+One model (a tiny GRU, 1 epoch) is trained once per session (conftest `champion`) and shared.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_toy_dataset
+from conftest import CHAMPION_MODEL
 from mlflow import MlflowClient
 
 from pipeline.cli import main
@@ -24,29 +26,15 @@ from pipeline.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
 
-MODEL = "predict-toy"
+MODEL = CHAMPION_MODEL
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def registered(ray_local, mlflow_server, tmp_path_factory):
-    """(tracking uri, dataset folder): version 1 of MODEL, @champion, trained on the toy data."""
-    root = tmp_path_factory.mktemp("predict")
-    dataset = make_toy_dataset(root / "toy")
-    config = root / "predict.yaml"
-    config.write_text(
-        "model: {cell: gru, hidden_size: 8}\n"
-        "train: {epochs: 1, lr: 0.01, early_stopping_patience: 0}\n"
-        # Ray Train local mode: the model is all these tests need, without a worker group start
-        "resources: {num_workers: 0}\n"
-        "data: {batch_size: 16}\n"
-        f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
-        "tracking: {experiment: predict}\n"
-    )
-    assert main(["run", str(config), "--set", f"data.root={dataset}",
-                 "--set", f"tracking.tracking_uri={mlflow_server}",
-                 "--set", f"tracking.runs_dir={root / 'runs'}"]) == 0
-    return mlflow_server, dataset
+def registered(champion):
+    """(tracking uri, dataset folder): version 1 of MODEL, @champion, trained on the toy data
+    (the session's shared `champion`)."""
+    return champion.tracking_uri, champion.dataset
 
 
 def _in_process(uri: str, x: list, **params) -> pd.DataFrame:
@@ -217,3 +205,37 @@ def test_predict_refuses_a_model_that_does_not_fit_the_data(registered, tmp_path
     assert "probabilities (default False)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert not (tmp_path / "runs" / "steps").exists()  # refused before its step or MLflow run began
+
+
+def test_predict_runs_again_when_its_input_changed_in_place(registered, tmp_path, capsys):
+    # given a copy of the data, predicted once
+    uri, dataset = registered
+    data = Path(shutil.copytree(dataset, tmp_path / "data"))
+    args = ["--data", str(data), "--out", str(tmp_path / "out"), "--tracking-uri", uri,
+            "--runs-dir", str(tmp_path / "runs"), "--split", "test", "--overwrite"]
+    assert main(["predict", MODEL, *args]) == 0
+    capsys.readouterr()
+    assert main(["predict", MODEL, *args]) == 0
+    assert "recur predict: skipped" in capsys.readouterr().out  # nothing changed
+    # when one value of the test split is rewritten in place (its manifest still names the old hash)
+    part = data / "test" / "part-00000.parquet"
+    table = pq.read_table(part)
+    xs = table.column("x").to_pylist()
+    xs[0][0][0] += 1.0
+    pq.write_table(table.set_column(1, "x", pa.array(xs, table.schema.field("x").type)), part)
+    # then the prediction runs again rather than keeping the stale output
+    assert main(["predict", MODEL, *args]) == 0
+    assert "recur predict: skipped" not in capsys.readouterr().out
+
+
+def test_the_model_is_looked_up_in_mlflow_registry_uri_when_it_is_set(registered, tmp_path, monkeypatch):
+    # given a tracking store that has no registered model, and MLFLOW_REGISTRY_URI naming the
+    # registry that has the champion (before: recur predict looked in the tracking store only)
+    from pipeline.inference.model import ModelSpec, resolve_version
+    from pipeline.tracking.store import default_tracking_uri
+
+    uri, _ = registered
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    local = default_tracking_uri(str(tmp_path / "runs"))
+    version, run_id = resolve_version(ModelSpec.parse(MODEL), local)
+    assert version == "1" and run_id == MlflowClient(uri).get_model_version(MODEL, "1").run_id

@@ -270,16 +270,16 @@ def test_plain_trial_table_prints_status_changes_and_a_periodic_summary():
     table.update(_rows())  # results, no change, 5 s: nothing
     clock.t += 30
     table.update(_rows())  # 35 s since the last line: the summary
-    table.update(_rows(a="stopped early"))
+    table.update(_rows(a="stopped by scheduler"))
     table.update([TrialRow("t_00001", "failed", {}, epochs=1, last=float("nan"), best=None)])
     table.close()
     assert out.getvalue().splitlines() == [
         "[recur] trial t_00000 running  model.cell=gru  train.lr=0.003162",
         "[recur] trial t_00001 pending  model.cell=lstm  train.lr=1.2e-05",
         "[recur] trials: pending 1, running 1; best t_00000 val_loss 0.39",
-        "[recur] trial t_00000 stopped early after 2 epoch(s): val_loss last 0.41 best 0.39",
+        "[recur] trial t_00000 stopped by scheduler after 2 epoch(s): val_loss last 0.41 best 0.39",
         "[recur] trial t_00001 failed after 1 epoch(s): val_loss last nan best None",
-        "[recur] trials: stopped early 1, failed 1; best t_00000 val_loss 0.39",
+        "[recur] trials: stopped by scheduler 1, failed 1; best t_00000 val_loss 0.39",
     ]
     assert not _controls(out.getvalue())
 
@@ -292,33 +292,53 @@ def test_quiet_trial_table_prints_nothing():
     assert out.getvalue() == ""
 
 
-def test_study_progress_reads_tune_trials_and_survives_pickling():
+def test_study_progress_says_what_tune_did_to_each_trial_and_survives_pickling(tmp_path):
+    """Given Tune's trials as its callbacks see them, the statuses are what happened: completed (all
+    planned epochs, early stopping, or the function returned), stopped by the scheduler (a result
+    Tune marked done), cut short by the study's end, never started; and they are kept on disk."""
     import pickle
 
-    from pipeline.tuning.tuner import StudyProgress
+    from pipeline.tuning.tuner import StudyProgress, read_outcomes
 
     out = io.StringIO()
-    callback = StudyProgress(metric="val_accuracy", mode="max", total_epochs=4)
+    callback = StudyProgress(metric="val_accuracy", mode="max", total_epochs=4, record_dir=str(tmp_path),
+                             time_budget_s=60.0)
     callback._table = TrialTable(Display("plain", out), metric="val_accuracy", mode="max")
 
     def trial(trial_id, status, result, best=None):
         return SimpleNamespace(trial_id=trial_id, status=status, config={"train.lr": 0.01},
-                               last_result=result,
+                               last_result=result, path=str(tmp_path / f"trial_{trial_id}"),
                                metric_analysis={"val_accuracy": {"max": best}} if best else {})
 
-    done = trial("a", "TERMINATED", {"epoch": 3, "training_iteration": 4, "val_accuracy": 0.8}, 0.9)
-    stopped = trial("b", "TERMINATED", {"epoch": 0, "training_iteration": 1, "val_accuracy": 0.5}, 0.5)
+    # 6 epochs planned (train.min_steps raised train.epochs 4): the 4th is not the end
+    done = trial("a", "RUNNING", {"epoch": 5, "epochs_planned": 6, "training_iteration": 6,
+                                  "val_accuracy": 0.8}, 0.9)
+    stopped = trial("b", "RUNNING", {"epoch": 3, "epochs_planned": 6, "training_iteration": 4,
+                                     "val_accuracy": 0.5}, 0.5)
     early = trial("c", "TERMINATED", {"epoch": 1, "training_iteration": 2, "early_stopped": 1,
                                       "val_accuracy": 0.7}, 0.7)
-    assert [callback.row(t).status for t in (done, stopped, early)] == ["completed", "stopped early",
-                                                                         "completed"]
-    assert callback.row(trial("d", "PENDING", {})) == TrialRow("d", "pending", {"train.lr": 0.01})
-    callback.on_trial_complete(1, [done, stopped], done)
-    callback.on_experiment_end([done, stopped])
-    last = out.getvalue().splitlines()[-1]
-    assert last == "[recur] trials: completed 1, stopped early 1; best a val_accuracy 0.9"
+    cut = trial("d", "RUNNING", {"epoch": 0, "epochs_planned": 6, "training_iteration": 1,
+                                 "val_accuracy": 0.6}, 0.6)
+    waiting = trial("e", "PENDING", {})
+    trials = [done, stopped, early, cut, waiting]
+    assert callback.row(waiting) == TrialRow("e", "pending", {"train.lr": 0.01})
+    for t in (done, stopped, cut):
+        callback.on_trial_start(0, trials, t)
+    callback.on_trial_result(1, trials, stopped, {**stopped.last_result, "done": True})  # ASHA: stop
+    callback.on_trial_result(1, trials, done, {**done.last_result, "done": True})  # max_t on its last
+    for t in (done, stopped):
+        callback.on_trial_complete(2, trials, t)
+        t.status = "TERMINATED"
+    for t in (cut, waiting):  # the time budget: Tune stops the rest, telling no callback
+        t.status = "TERMINATED"
     again = pickle.loads(pickle.dumps(callback))  # Tune keeps its callbacks with the study
-    assert again._table is None and again.metric == "val_accuracy"
+    assert again._table is None and again._seen is None and again.metric == "val_accuracy"
+    callback.on_experiment_end(trials)
+    expected = ["completed", "stopped by scheduler", "completed", "stopped by time budget", "never started"]
+    assert [o["status"] for o in read_outcomes(tmp_path).values()] == expected
+    assert out.getvalue().splitlines()[-1] == ("[recur] trials: completed 2, stopped by scheduler 1, stopped "
+                                               "by time budget 1, never started 1; best a val_accuracy 0.9")
+    assert [again.status(t) for t in trials[:3]] == expected[:3]  # what was seen, read back from disk
 
 
 # ----------------------------------------------------------------------------------- import

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 MODEL = "tune-toy"
 
 
-def _config(tmp_path, dataset, uri, extra=""):
+def _config(tmp_path, dataset, uri, space="    model.cell: {choice: [gru, lstm]}\n"):
     config = tmp_path / "tune.yaml"
     config.write_text(
         "model: {cell: gru, hidden_size: 8}\n"
@@ -31,8 +31,7 @@ def _config(tmp_path, dataset, uri, extra=""):
         "  num_samples: 3\n"
         "  scheduler: {name: asha, grace_period: 1, reduction_factor: 2}\n"
         "  space:\n"
-        "    train.lr: {loguniform: [1.0e-3, 3.0e-2]}\n"
-        "    model.cell: {choice: [gru, lstm]}\n" + extra
+        "    train.lr: {loguniform: [1.0e-3, 3.0e-2]}\n" + space
     )
     return ["tune", str(config), "--set", f"data.root={dataset}", "--set", f"tracking.tracking_uri={uri}",
             "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]
@@ -50,7 +49,8 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     running = [line for line in shown if line.startswith("[recur] trial ") and " running  " in line]
     assert len(running) == 3 and all("model.cell=" in line and "train.lr=" in line for line in running)
     ended = [line for line in shown if " after " in line and "val_accuracy last " in line]
-    assert len(ended) == 3 and all(" completed " in line or " stopped early " in line for line in ended)
+    assert len(ended) == 3
+    assert all(" completed " in line or " stopped by scheduler " in line for line in ended), ended
     assert shown[-1].startswith("[recur] trials: completed ") and " best " in shown[-1], shown
 
     client = MlflowClient(mlflow_server)
@@ -60,7 +60,7 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 3 and len(runs) == 4
     for child in children:
-        assert child.data.tags["recur.trial_status"] in ("completed", "stopped early")
+        assert child.data.tags["recur.trial_status"] in ("completed", "stopped by scheduler")
         assert child.info.status == "FINISHED"
         assert "sampled.train.lr" in child.data.params and child.data.params["sampled.model.cell"] in (
             "gru", "lstm")
@@ -101,15 +101,70 @@ def test_a_trial_that_cannot_fit_fails_before_the_study(ray_local, mlflow_server
                                                              "--set", "resources.cpus_per_worker=1"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "one trial needs 4.01 CPUs" in err and "resources.num_workers=4" in err
+    assert "one trial needs 4 CPUs" in err and "resources.num_workers=4" in err
+
+
+def test_a_trial_that_cannot_get_resources_fails_the_study_within_the_timeout(
+        ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
+    """Given a placement group that holds 1.5 of the cluster's 2 CPUs (as one a crashed run leaves
+    behind), when a study's trial needs a whole free CPU to read its data, then the trial fails
+    after resources.start_timeout_s saying what is free and what holds the rest, the study exits 1
+    naming the failed trial, and nothing is registered; it does not wait forever."""
+    import time
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from pipeline.tuning.tuner import read_outcomes
+
+    held = placement_group([{"CPU": 1.5}])
+    ray.get(held.ready(), timeout=60)
+    try:
+        started = time.monotonic()
+        code = main(_config(tmp_path, toy_dataset, mlflow_server, space="") + [
+            "--set", "tune.num_samples=1", "--set", "resources.start_timeout_s=3",
+            "--set", "tracking.experiment=tune-starved"])
+        seconds = time.monotonic() - started
+    finally:
+        remove_placement_group(held)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert seconds < 120, seconds  # the trial's own start, 3 s of waiting, the study's records
+    line = next(line for line in err.splitlines() if line.startswith("recur: study "))
+    assert "did not run every trial to its end (1 failed)" in line and "Nothing was registered" in line
+    assert ("ResourceError: reading " in line and "needs 1 CPU free" in line
+            and "only 0.5 of the cluster's 2 CPUs were free for resources.start_timeout_s = 3 s" in line
+            and "1 placement group(s) hold 1.5 CPUs" in line), line
+    (study,) = (tmp_path / "runs" / "tune").iterdir()
+    assert [o["status"] for o in read_outcomes(study).values()] == ["failed"]
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("tune-starved").experiment_id])
+    (child,) = [r for r in runs if "recur.trial_id" in r.data.tags]
+    assert child.data.tags["recur.trial_status"] == "failed" and child.info.status == "FAILED"
+    (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
+    assert parent.info.status == "FAILED" and parent.data.tags["recur.step.tune"] == "failed"
+
+
+def test_pbt_over_architecture_keys_is_refused_before_any_trial(mlflow_server, toy_dataset, tmp_path, capsys):
+    """PBT copies a checkpoint into a trial and then resamples its values: with model.cell in the
+    space an LSTM's weights would be loaded into a GRU. The study is refused, exit 2, before Ray,
+    MLflow or any trial."""
+    args = _config(tmp_path, toy_dataset, mlflow_server) + [
+        "--set", "tune.scheduler.name=pbt", "--set", "tracking.experiment=tune-pbt-refused"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "recur: error: tune.space.model.cell: tune.scheduler pbt copies one trial's checkpoint" in err
+    assert not (tmp_path / "runs").exists()
+    assert MlflowClient(mlflow_server).get_experiment_by_name("tune-pbt-refused") is None
 
 
 def test_pbt_copies_the_better_trial_and_perturbs(ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
     """Synchronous PBT with two trials: at epoch 2 both wait, then the worse one restarts from the
-    better one's checkpoint with perturbed values; Tune's exploit log goes to the parent run. (The
-    asynchronous default exploits only when the better trial happens to reach an interval first,
-    so a short test of it would depend on timing.)"""
-    args = _config(tmp_path, toy_dataset, mlflow_server) + [
+    better one's checkpoint with perturbed values; Tune's exploit log goes to the parent run, and
+    no trial ends in error. (The asynchronous default exploits only when the better trial happens
+    to reach an interval first, so a short test of it would depend on timing.)"""
+    dropout = "    model.dropout: {uniform: [0.0, 0.3]}\n"  # PBT may change it: the weights still fit
+    args = _config(tmp_path, toy_dataset, mlflow_server, space=dropout) + [
         "--set", "tune.num_samples=2", "--set", "train.epochs=3", "--set", "train.monitor=val_loss",
         "--set", "train.monitor_mode=min", "--set", "resources.num_workers=1",
         "--set", "tune.scheduler.name=pbt", "--set", "tune.scheduler.perturbation_interval=2",
@@ -127,6 +182,7 @@ def test_pbt_copies_the_better_trial_and_perturbs(ray_local, mlflow_server, toy_
     exploits = pd.read_csv(client.download_artifacts(parent.info.run_id, "tune/pbt_exploits.csv",
                                                      str(tmp_path)))
     assert len(exploits) >= 1, "synchronous PBT copies a checkpoint at every interval"
+    assert {c.data.tags["recur.trial_status"] for c in children} == {"completed"}  # none failed
     by_trial = {c.data.tags["recur.trial_id"]: c for c in children}
     for row in exploits.itertuples():
         assert row.trial_id in by_trial and row.source_trial_id in by_trial

@@ -24,7 +24,13 @@ from typing import Any
 
 from pipeline.cluster.client import WORKING_DIR_EXCLUDES, is_local_address
 from pipeline.commands import CommandError
-from pipeline.config import RecurConfig, load_config, parse_override
+from pipeline.config import (
+    RecurConfig,
+    absolute_store_uri,
+    load_config,
+    parse_override,
+    relative_paths,
+)
 
 # `recur submit --entry X` runs this script of the working dir.
 ENTRIES = {
@@ -34,7 +40,6 @@ ENTRIES = {
     "retrain": "jobs/retrain.py",
     "predict": "jobs/predict.py",
 }
-BUILTIN_SCHEME = "builtin://"
 # `recur predict` takes the MLflow store as options; the configs' values become these
 PREDICT_STORE_FLAGS = {"tracking.runs_dir": "--runs-dir", "tracking.tracking_uri": "--tracking-uri"}
 
@@ -66,49 +71,10 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def _absolute_store_uri(uri: str, base: Path) -> str | None:
-    """`uri` with its path made absolute against `base`, or None when it already is absolute
-    (or is no local path: a server, or sqlite in memory)."""
-    if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///")
-        return None if not path or path.startswith("/") else f"sqlite:///{(base / path).resolve()}"
-    if uri.startswith("file://"):
-        return None  # file:///abs
-    if uri.startswith("file:"):
-        return (base / uri.removeprefix("file:")).resolve().as_uri()
-    if "://" not in uri and not os.path.isabs(os.path.expanduser(uri)):
-        return str((base / uri).resolve())
-    return None
-
-
 def localize_paths(cfg: RecurConfig, *, base: Path, environ: dict[str, str] | None = None
                    ) -> list[LocalizedPath]:
     """Relative paths of `cfg` (and of a local MLFLOW_TRACKING_URI) made absolute against `base`."""
-    environ = os.environ if environ is None else environ
-    found: list[LocalizedPath] = []
-
-    def local(path: str) -> str | None:
-        expanded = os.path.expanduser(path)
-        return None if os.path.isabs(expanded) else str((base / expanded).resolve())
-
-    for key, value in (("data.root", cfg.data.root), ("tracking.runs_dir", cfg.tracking.runs_dir)):
-        if (absolute := local(value)) is not None:
-            found.append(LocalizedPath(key, value, absolute))
-    uri = cfg.tracking.tracking_uri or environ.get("MLFLOW_TRACKING_URI")
-    if uri and (absolute := _absolute_store_uri(uri, base)) is not None:
-        # an env var's relative store also goes in as tracking.tracking_uri, which wins over it
-        found.append(LocalizedPath("tracking.tracking_uri", uri, absolute))
-    if cfg.data.source is not None:
-        paths = list(cfg.data.source.paths)
-        resolved = []
-        for p in paths:
-            if p.startswith(BUILTIN_SCHEME) or ("://" in p and not p.startswith("file://")):
-                resolved.append(p)  # shipped with recur (uploaded), or not a local path
-            else:
-                resolved.append(local(p.removeprefix("file://")) or p)
-        if resolved != paths:
-            found.append(LocalizedPath("data.source.paths", paths, resolved))
-    return found
+    return [LocalizedPath(key, given, value) for key, given, value in relative_paths(cfg, base, environ)]
 
 
 def _upload_filter(root: Path):
@@ -281,7 +247,7 @@ def _predict_args(args: list[str], *, base: Path
                 continue
             value = out[i + 1]
         if flag == "--tracking-uri":
-            absolute = _absolute_store_uri(value, base)
+            absolute = absolute_store_uri(value, base)
         elif "://" in value or os.path.isabs(os.path.expanduser(value)):
             absolute = None  # a URI (--out s3://...) or already absolute
         else:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from pipeline.errors import UserError
+
 COMMAND_MODULES: list[str] = [
     "pipeline.commands.schedule",
     "pipeline.commands.predict",
@@ -19,7 +21,7 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A problem the user can fix; printed without a traceback."""
 
 

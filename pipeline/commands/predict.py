@@ -8,7 +8,9 @@ summary. `jobs/predict.py` forwards to it for `ray job submit`.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from pipeline.commands import CommandError
@@ -76,7 +78,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = config_mod.load_config(args.config) if args.config else config_mod.RecurConfig()
     if args.runs_dir:
         cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"runs_dir": args.runs_dir})})
-    uri = args.tracking_uri or resolve_tracking_uri(cfg)
+    # relative paths mean the directory recur runs from, wherever Ray runs the work
+    cfg = config_mod.with_absolute_paths(cfg)
+    args.data, args.out = (p if "://" in p else os.path.abspath(os.path.expanduser(p))
+                           for p in (args.data, args.out))
+    given = args.tracking_uri
+    uri = (config_mod.absolute_store_uri(given, Path.cwd()) or given) if given else resolve_tracking_uri(cfg)
     params = parse_params(args.params)
     try:
         from pipeline.workflow.predict import run_predict

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from pipeline import storage
+from pipeline.errors import UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUARANTINE = "quarantine"
@@ -97,7 +98,7 @@ def schema_for(task: str, kind: str = "float", extra: Iterable[str] = ()) -> pa.
     return pa.schema(fields)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder is missing, incomplete or does not follow the contract."""
 
 
@@ -129,6 +130,18 @@ class SplitInfo(_Frozen):
 
     rows: int
     files: list[str]
+
+    @field_validator("files")
+    @classmethod
+    def _inside_the_dataset(cls, files: list[str]) -> list[str]:
+        # A manifest names files in its own folder only: `../..` or an absolute path would make
+        # a dataset read (or a copy of it trust) files elsewhere on the machine or the bucket.
+        for f in files:
+            parts = f.replace("\\", "/").split("/")
+            if f.startswith(("/", "\\")) or "://" in f or ".." in parts or re.match(r"^[A-Za-z]:", f):
+                raise ValueError(f"file {f!r} is outside the dataset folder; expected a path like "
+                                 f"'train/{PART_FILE}' relative to the folder holding manifest.json")
+        return files
 
 
 class Normalization(_Frozen):
@@ -250,6 +263,12 @@ class Manifest(_Frozen):
 # Storage: the one place that knows how dataset paths map to files.
 
 
+# How recur writes its Parquet: zstd (compact, fast to decode), one row group (a deterministic
+# layout), and a CRC32 checksum per page, which every read verifies (`page_checksum_verification`):
+# flipped bytes in a stored dataset fail the read instead of training on changed values.
+PARQUET_WRITE: dict[str, Any] = {"compression": "zstd", "write_page_checksum": True}
+
+
 class _LocalStore:
     """Local-filesystem access for one dataset root."""
 
@@ -290,11 +309,11 @@ class _LocalStore:
 
     def write_parquet(self, table: pa.Table, rel: str) -> None:
         # zstd: compact and fast to decode; one row group keeps the file layout deterministic.
-        pq.write_table(table, self.path(rel), compression="zstd", row_group_size=max(1, len(table)))
+        pq.write_table(table, self.path(rel), row_group_size=max(1, len(table)), **PARQUET_WRITE)
 
     def read_parquet(self, rel: str) -> pa.Table:
         try:
-            return pq.read_table(self.path(rel))
+            return pq.read_table(self.path(rel), page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
             raise DatasetError(f"{self.path(rel)}: not a readable Parquet file, truncated or corrupt "
                                f"({exc}); import the dataset again") from None
@@ -375,14 +394,14 @@ class _S3Store:
 
     def write_parquet(self, table: pa.Table, rel: str) -> None:
         try:
-            pq.write_table(table, self._key(rel), filesystem=self.fs, compression="zstd",
-                           row_group_size=max(1, len(table)))
+            pq.write_table(table, self._key(rel), filesystem=self.fs, row_group_size=max(1, len(table)),
+                           **PARQUET_WRITE)
         except OSError as exc:
             raise self._wrap(exc, "write", rel) from exc
 
     def read_parquet(self, rel: str) -> pa.Table:
         try:
-            return pq.read_table(self._key(rel), filesystem=self.fs)
+            return pq.read_table(self._key(rel), filesystem=self.fs, page_checksum_verification=True)
         except OSError as exc:
             raise self._wrap(exc, "read", rel) from exc
 
@@ -777,6 +796,23 @@ def _num_channels(table: pa.Table) -> int:
     return int(widths[0])
 
 
+def read_text_file(path: str, shown: str | None = None) -> str:
+    """A source file's text as strict UTF-8 (a leading byte-order mark dropped); DatasetError naming
+    the file (`shown`, default the path), line and byte offset of the first undecodable byte."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(
+            f"{shown or path}: not valid UTF-8 at byte offset {e.start} (line {line}, byte {column} of "
+            f"the line): {e.reason} (byte 0x{data[e.start]:02x}); convert the file to UTF-8, e.g. "
+            "`iconv -f latin1 -t utf-8`"
+        ) from None
+
+
 def sources_for(paths: Iterable[str]) -> list[SourceFile]:
     """Size (bytes) and sha256 of each local source file, in the given order; a file downloaded
     from S3 (`storage.download`) is named by its URI and carries its ETag and version id."""
@@ -906,6 +942,43 @@ def read_manifest(root: str) -> Manifest:
         return Manifest.model_validate_json(store.read_text(MANIFEST_FILE))
     except ValidationError as e:
         raise DatasetError(f"invalid manifest {path}: {e}") from e
+
+
+FULL_HASH_BYTES = 64 * 2**20  # datasets up to this size are fingerprinted by their whole content
+FOOTER_BYTES = 64 * 2**10  # else by each file's size, mtime and last bytes (the Parquet footer)
+
+
+def files_fingerprint(root: str) -> str:
+    """A cheap fingerprint of what is on disk now: manifest.json and every split's part files.
+
+    A recorded step is skipped only while it matches (`pipeline.workflow`): a dataset changed in
+    place after its import (one value rewritten, a file replaced) no longer matches even though
+    its manifest still names the old data hash. Small datasets (up to FULL_HASH_BYTES) hash
+    their whole content; larger ones each file's size, modification time and last FOOTER_BYTES
+    (the Parquet footer: row counts, column statistics and page offsets). On S3: sizes and
+    modification times (listing only)."""
+    store = _store(root)
+    rels = [MANIFEST_FILE, *(rel for split in SPLITS for rel in store.parts(split))]
+    h = hashlib.sha256(b"recur-files-v1\0")
+    if isinstance(store, _S3Store):
+        for rel in rels:
+            info = store.fs.get_file_info(store._key(rel))
+            h.update(f"{rel}\0{info.size}\0{info.mtime_ns}\0".encode())
+        return h.hexdigest()[:32]
+    found = [(rel, store.path(rel)) for rel in rels if store.exists(rel)]
+    whole = sum(os.path.getsize(path) for _, path in found) <= FULL_HASH_BYTES
+    for rel, path in found:
+        stat = os.stat(path)
+        h.update(f"{rel}\0{stat.st_size}\0".encode())
+        with open(path, "rb") as fh:
+            if whole:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                h.update(f"{stat.st_mtime_ns}\0".encode())
+                fh.seek(max(0, stat.st_size - FOOTER_BYTES))
+                h.update(fh.read())
+    return h.hexdigest()[:32]
 
 
 def split_files(root: str, split: str) -> list[str]:

@@ -22,13 +22,16 @@ How the windows are built (``import_csv``):
 4. ``contract.write_dataset`` fits the normalization on the train rows' ``x``, which covers
    train time only, so no val/test value leaks into the scaling.
 
-Bad input: a missing column (the columns found are named), a time value that is blank, not a
-number/date or not after the previous one, and a line with the wrong number of fields always
-fail (the series' order and spacing would be unknown). A gap - a step further from (or closer to)
-the previous one than the series' usual spacing, e.g. a missing day - fails naming every such
-step (``gaps="error"``), or is kept and counted in ``task_params["gaps"]`` (``gaps="keep"``, for
-series that are irregular by nature such as business days). Dates on one day of the month (or
-all month ends) are spaced in calendar months, so monthly and yearly series are regular.
+Bad input: a missing column (the columns found are named), a time or value column named twice in
+the header, a blank line between time steps, a file that is not UTF-8, a time value that is blank,
+not a number/date or not after the previous one, and a line with the wrong number of fields
+always fail (the series' order and spacing would be unknown). Numbers are read strictly: `1_303`
+is not 1303, and a value beyond float32's range (`1e39`, stored as float32) is invalid like inf.
+A gap - a step further from (or closer to) the previous one than the series' usual spacing, e.g.
+a missing day - fails naming every such step (``gaps="error"``), or is kept and counted in
+``task_params["gaps"]`` (``gaps="keep"``, for series that are irregular by nature such as
+business days). Dates on one day of the month (or all month ends) are spaced in calendar months,
+so monthly and yearly series are regular.
 A blank, non-numeric, NaN or inf VALUE fails with every such cell listed (file, line, column,
 text); with ``on_invalid="quarantine"`` the step stays in the series (a time step cannot be
 dropped without breaking its contiguity) and every window whose history or horizon touches it
@@ -48,6 +51,7 @@ gap in the time column) are not filled: see ``gaps``.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Callable
@@ -57,7 +61,15 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data.contract import SPLITS, DatasetError, Manifest, sources_for, write_dataset, x_array
+from pipeline.data.contract import (
+    SPLITS,
+    DatasetError,
+    Manifest,
+    read_text_file,
+    sources_for,
+    write_dataset,
+    x_array,
+)
 from pipeline.data.importers import _base_name, _check_fractions, _expand
 from pipeline.data.validate import DataValidationError, Problem
 from pipeline.progress import source_read
@@ -90,6 +102,8 @@ def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     Dates are ISO 8601 (2020-03-01, 2020-03, 2020-03-01T12:00) or quarters (`1970 Q1`, `1970-Q1`,
     `1970Q1`: the quarter's first day, so quarterly series are regular in calendar months)."""
     try:
+        if "_" in text:  # float() reads 1_303 as 1303
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         pass
@@ -106,17 +120,25 @@ def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     return None if np.isnat(value) else ("date", value)  # "" and "NaT" parse as NaT: no time
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32
+
+
 def _value(text: str) -> tuple[float, str | None, bool]:
     """(value, None, False) for a finite number, else (NaN, why it is invalid, whether it is a
     missing value: blank or NaN, which ``missing="ffill"|"interpolate"`` may fill)."""
     if not text:
         return math.nan, "blank value (expected a number)", True
     try:
+        if "_" in text:  # Python reads 1_303 as 1303; in a data file it is a typo or a separator
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         return math.nan, f"expected a number, got {text!r}", False
     if not math.isfinite(value):
         return math.nan, f"{text!r} is not a finite number (NaN and inf are not allowed)", math.isnan(value)
+    if abs(value) > FLOAT32_MAX:
+        return math.nan, (f"{text!r} is beyond the range of float32, which recur stores (+-3.4e38): it "
+                          "would become inf"), False
     return value, None, False
 
 
@@ -136,60 +158,73 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
     keys: list[tuple[str, Any]] = []
     for index, (shown, local) in enumerate(files, start=1):
         before = len(rows)
-        with open(local, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header: list[str] | None = None
-            for cells in reader:
-                line = reader.line_num
-                if not any(c.strip() for c in cells):
-                    continue  # a blank line is not a time step
-                if header is None:
-                    header = [c.strip() for c in cells]
-                    wanted = ([time_column] if time_column else []) + list(value_columns)
-                    absent = [c for c in wanted if c not in header]
-                    if absent:
-                        raise DatasetError(
-                            f"{shown}:{line}: no column(s) {absent}; the header has {header} "
-                            "(choose them with time_column / value_columns)"
-                        )
-                    time_at = header.index(time_column) if time_column else None
-                    value_at = [header.index(c) for c in value_columns]
-                    continue
-                where = f"{shown}:{line}"
-                if len(cells) != len(header):
-                    raise DatasetError(f"{where}: {len(cells)} fields, but the header has {len(header)} "
-                                       f"({header})")
-                step = len(times)
-                if time_at is None:
-                    times.append(f"t={step}")
-                else:
-                    text = cells[time_at].strip()
-                    key = _time_key(text)
-                    if key is None:
-                        raise DatasetError(f"{where}: column {time_column!r}: expected a number, an "
-                                           f"ISO-8601 date or a quarter (1970 Q1) as the time, got {text!r}")
-                    if previous is not None and key[0] != previous[0]:
-                        raise DatasetError(f"{where}: column {time_column!r}: time {text!r} is a {key[0]}, "
-                                           f"but the time at {previous[2]} is a {previous[0]}")
-                    if previous is not None and not key[1] > previous[1]:
-                        raise DatasetError(
-                            f"{where}: column {time_column!r}: time {text!r} is not after the previous "
-                            f"step's time {times[-1]!r} ({previous[2]}); rows must be in strictly "
-                            "increasing time order"
-                        )
-                    previous = (key[0], key[1], where)
-                    times.append(text)
-                    keys.append(key)
-                row = []
-                for channel, (column, at) in enumerate(zip(value_columns, value_at)):
-                    value, why, blank = _value(cells[at].strip())
-                    row.append(value)
-                    if why is not None:
-                        bad.setdefault(step, []).append((column, why))
-                    if blank:
-                        missing.add((step, channel))
-                rows.append(row)
-                sources.append(where)
+        # strict UTF-8, a bad byte named with its line; csv reads the text (series fit in memory)
+        reader = csv.reader(io.StringIO(read_text_file(local, shown), newline=""))
+        header: list[str] | None = None
+        blank_line: int | None = None  # a blank line after the header, until a row follows it
+        for cells in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                if header is not None and blank_line is None:
+                    blank_line = line
+                continue  # blank lines at the end of a file are allowed
+            if blank_line is not None:
+                raise DatasetError(
+                    f"{shown}:{blank_line}: blank line between time steps; every line after the "
+                    "header is one time step: delete it, or give its time with blank values "
+                    "(--missing ffill or interpolate fills blank values)")
+            if header is None:
+                header = [c.strip() for c in cells]
+                wanted = ([time_column] if time_column else []) + list(value_columns)
+                twice = [c for c in wanted if header.count(c) > 1]
+                if twice:
+                    raise DatasetError(
+                        f"{shown}:{line}: the header names column(s) {twice} more than once "
+                        f"({header}); rename one so it is clear which to read")
+                absent = [c for c in wanted if c not in header]
+                if absent:
+                    raise DatasetError(
+                        f"{shown}:{line}: no column(s) {absent}; the header has {header} "
+                        "(choose them with time_column / value_columns)"
+                    )
+                time_at = header.index(time_column) if time_column else None
+                value_at = [header.index(c) for c in value_columns]
+                continue
+            where = f"{shown}:{line}"
+            if len(cells) != len(header):
+                raise DatasetError(f"{where}: {len(cells)} fields, but the header has {len(header)} "
+                                   f"({header})")
+            step = len(times)
+            if time_at is None:
+                times.append(f"t={step}")
+            else:
+                text = cells[time_at].strip()
+                key = _time_key(text)
+                if key is None:
+                    raise DatasetError(f"{where}: column {time_column!r}: expected a number, an "
+                                       f"ISO-8601 date or a quarter (1970 Q1) as the time, got {text!r}")
+                if previous is not None and key[0] != previous[0]:
+                    raise DatasetError(f"{where}: column {time_column!r}: time {text!r} is a {key[0]}, "
+                                       f"but the time at {previous[2]} is a {previous[0]}")
+                if previous is not None and not key[1] > previous[1]:
+                    raise DatasetError(
+                        f"{where}: column {time_column!r}: time {text!r} is not after the previous "
+                        f"step's time {times[-1]!r} ({previous[2]}); rows must be in strictly "
+                        "increasing time order"
+                    )
+                previous = (key[0], key[1], where)
+                times.append(text)
+                keys.append(key)
+            row = []
+            for channel, (column, at) in enumerate(zip(value_columns, value_at)):
+                value, why, blank = _value(cells[at].strip())
+                row.append(value)
+                if why is not None:
+                    bad.setdefault(step, []).append((column, why))
+                if blank:
+                    missing.add((step, channel))
+            rows.append(row)
+            sources.append(where)
         if header is None:
             raise DatasetError(f"{shown}: empty file (expected a header row, then one row per time step)")
         source_read(shown, len(rows) - before, index=index, files=len(files))

@@ -28,6 +28,7 @@ Same inputs and parameters give byte-identical Parquet files and the same data h
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from collections import Counter
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.config import BUILTIN_SCHEME, DEFAULT_MAX_LENGTH
 from pipeline.data.contract import (
     ARROW_SCHEMA,
     SPLITS,
@@ -55,7 +57,6 @@ from pipeline.data.ts_format import MISSING_POLICIES, fill_missing, parse_ts
 from pipeline.data.validate import DataValidationError, Problem, find_row_problems
 from pipeline.progress import source_read
 
-BUILTIN_SCHEME = "builtin://"
 _SPLIT_TOKEN = re.compile(r"(?:^|[_\-.])(train|test|val|valid|validation)$", re.IGNORECASE)
 _SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val",
                 "validation": "val"}
@@ -310,6 +311,17 @@ def _finish(
     found: list[tuple[int, str, str]] = list(rows.pre)
 
     too_long = np.zeros(n, dtype=bool)
+    if max_length is None:  # no limit asked for: the default one refuses, never truncates
+        steps = pc.fill_null(pc.list_value_length(x), 0).to_numpy(zero_copy_only=False)
+        if len(steps) and steps.max() > DEFAULT_MAX_LENGTH:
+            r = int(np.argmax(steps))
+            over = int((steps > DEFAULT_MAX_LENGTH).sum())
+            raise DatasetError(
+                f"row {rows.ids[r]!r} ({rows.sources[r]}) has {steps[r]} time steps, more than "
+                f"data.max_length's default {DEFAULT_MAX_LENGTH} ({over} row(s) are): a sequence that "
+                "long needs gigabytes to train. Set data.max_length (--max-length) to at least "
+                f"{steps[r]} to keep such rows whole, or lower with data.on_too_long truncate or "
+                "reject (--on-too-long)")
     if max_length is not None:
         steps = pc.fill_null(pc.list_value_length(x), 0).to_numpy(zero_copy_only=False)
         too_long = steps > max_length
@@ -345,7 +357,7 @@ def _finish(
     y = np.full(n, -1, dtype=np.int64)
     for i, label in enumerate(rows.labels):
         if label is None:
-            found.append((i, "y", "label is null"))
+            found.append((i, "y", "label is null or NaN (expected a class label)"))
         elif label not in index:
             found.append((i, "y", f"unknown label {label!r} (known: {known})"))
         else:
@@ -606,7 +618,9 @@ def import_parquet(
                 or pa.types.is_boolean(yv.type) or pa.types.is_dictionary(yv.type)):
             raise DatasetError(f"{shown}: column {y_column!r} has type {yv.type}; expected class "
                              "labels as strings or integers")
-        rows.labels.extend(None if v is None else str(v) for v in yv.to_pylist())
+        # a float NaN label is a missing label (null), not a class named "nan"
+        rows.labels.extend(None if v is None or (isinstance(v, float) and not math.isfinite(v))
+                           else str(v) for v in yv.to_pylist())
         if split_column:
             values = table.column(split_column).to_pylist()
             bad = sorted({str(v) for v in values
@@ -672,12 +686,29 @@ IMPORTERS: dict[str, str] = {
 }
 
 
+def check_output_folder(out: str) -> None:
+    """A local dataset folder (`--out`, `data.root`) must be a folder or not exist yet, and its
+    parent a folder: DatasetError naming the path before anything is read."""
+    if "://" in out:
+        return
+    path = os.path.abspath(os.path.expanduser(out))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DatasetError(f"{out}: is a file, not a folder; the dataset is written as a folder "
+                           "(manifest.json and train/val/test): choose another --out / data.root")
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise DatasetError(f"{out}: {parent} is a file, not a folder; choose another --out / data.root")
+
+
 def import_dataset(fmt: str, paths: list[str] | str, out: str, **kwargs: Any) -> Manifest:
     """Import `paths` in format `fmt` (a key of IMPORTERS) into the dataset folder `out`."""
     import importlib
 
     if fmt not in IMPORTERS:
         raise ValueError(f"unknown import format {fmt!r}; expected one of {sorted(IMPORTERS)}")
+    check_output_folder(out)
     from pipeline.progress import importing
 
     module, _, attr = IMPORTERS[fmt].partition(":")

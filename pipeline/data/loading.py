@@ -18,6 +18,16 @@ from pipeline.data.contract import filesystem, split_dir
 T = TypeVar("T")
 FOOTERS_PER_READER = 10  # Ray's RAY_DATA_PARQUET_FOOTER_BATCH_SIZE: footers one reader call reads
 MAX_FOOTER_READERS = 32  # Ray's own default pool size
+# Ray Data 2.60 lists a read's files in a task of its own that asks for one whole CPU: its
+# planner sets no num_cpus there, and read_parquet's num_cpus reaches the read tasks only.
+LISTING_CPUS = 1.0
+
+
+def cpus_kept_for_data(reserve_cpus: float) -> float:
+    """CPUs to keep free beside training or inference for Ray Data's tasks:
+    `resources.reserve_cpus_for_data`, and at least the whole CPU its file listing asks for (with
+    less free, a read next to workers that hold the rest waits for it forever)."""
+    return max(LISTING_CPUS, reserve_cpus)
 
 
 def footer_readers(num_files: int) -> int:
@@ -42,6 +52,15 @@ def with_footer_readers(num_files: int, read: Callable[[], T]) -> T:
         return read()
     finally:
         os.environ.pop(name, None)
+
+
+def verified_scan() -> Any:
+    """Ray Data's own Parquet scan options (buffered 8 MiB reads), plus the check of every page's
+    CRC32 that recur writes (`contract.PARQUET_WRITE`): flipped bytes fail the read."""
+    import pyarrow.dataset as pds
+
+    return pds.ParquetFragmentScanOptions(use_buffered_stream=True, buffer_size=8 * 2**20,
+                                          page_checksum_verification=True)
 
 
 def count_parquet_files(fs: pafs.FileSystem, path: str) -> int:
@@ -86,7 +105,8 @@ def ray_dataset(root: str, split: str, *, materialize: bool = True,
     context.execution_options.preserve_order = True  # blocks in file order on every run: reproducible
     try:
         ds = with_footer_readers(count_parquet_files(fs, path),
-                                 lambda: ray.data.read_parquet(path, filesystem=fs, num_cpus=read_cpus))
+                                 lambda: ray.data.read_parquet(path, filesystem=fs, num_cpus=read_cpus,
+                                                               fragment_scan_options=verified_scan()))
         return ds.materialize() if materialize else ds
     finally:
         context.execution_options.preserve_order = saved

@@ -16,8 +16,9 @@ code-point order). Tokens seen fewer than ``min_count`` times in train, beyond `
 (total size, specials included), or absent from train become ``<unk>``.
 
 Contract: ``x`` = source token ids, ``y`` = target token ids WITHOUT <bos>/<eos> (the task adds
-them). Row ids are ``<file stem>:<line number>``. A malformed line (too few columns, an empty
-source or target, bytes that are not UTF-8) fails the import naming file, line and what was
+them). Row ids are ``<file stem>:<line number>``. A malformed line (too few columns, or another
+number of columns than the file's first line, as a tab inside a text gives; an empty source or
+target; bytes that are not UTF-8) fails the import naming file, line and what was
 expected, or, with ``on_invalid="quarantine"``, is written to ``<out>/quarantine/`` with its
 reason and raw text. Same inputs and parameters give byte-identical Parquet and the same hash.
 """
@@ -209,6 +210,7 @@ def _read_rows(files: list[tuple[str, str]], *, source_column: int, target_colum
     for index, (shown, local) in enumerate(files, start=1):
         before = len(rows.ids)
         stem, file_split = _stem(local), split_of(local)
+        width: tuple[int, int] | None = None  # (columns, line) of the file's first pair
         with open(local, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 reasons: list[tuple[str, str]] = []
@@ -222,7 +224,13 @@ def _read_rows(files: list[tuple[str, str]], *, source_column: int, target_colum
                 columns = line.split("\t")
                 source_tokens: list[str] = []
                 target_tokens: list[str] = []
-                if len(columns) < need:
+                width = width or (len(columns), number)
+                if len(columns) != width[0] and len(columns) >= need:
+                    # a tab inside a text (or a column lost): reading on would cut a text short
+                    reasons.append(("x", f"{len(columns)} tab-separated columns, but line {width[1]} has "
+                                         f"{width[0]}; every line of a file needs the same columns "
+                                         "(a tab inside a text?)"))
+                elif len(columns) < need:
                     reasons.append(("x", f"{len(columns)} tab-separated column(s); expected at least "
                                          f"{need} (source in column {source_column}, target in "
                                          f"column {target_column})"))

@@ -33,6 +33,7 @@ from pipeline.data.contract import (
     UNK_ID,
     DatasetError,
     Manifest,
+    read_text_file,
     sources_for,
     write_dataset,
 )
@@ -71,20 +72,9 @@ def join_tokens(tokens: list[str], level: str, *, after: str = "") -> str:
 
 
 def read_text(path: str, shown: str) -> str:
-    """A file's text as strict UTF-8; DatasetError naming the file, line and byte offset of the
-    first undecodable byte."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DatasetError(
-            f"{shown}: not valid UTF-8 at byte offset {e.start} (line {line}, byte {column} of the "
-            f"line): {e.reason} (byte 0x{data[e.start]:02x}); convert the file to UTF-8, e.g. "
-            "`iconv -f latin1 -t utf-8`"
-        ) from None
+    """A file's text as strict UTF-8 (`contract.read_text_file`: a bad byte is named with its file,
+    line and byte offset)."""
+    return read_text_file(path, shown)
 
 
 def encode(tokens: list[str], index: dict[str, int]) -> np.ndarray:

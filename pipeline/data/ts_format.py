@@ -16,11 +16,9 @@ Supported: univariate and multivariate, equal and unequal length, ``?`` as a mis
 ``:``), case-insensitive tags, ``#`` comments. Not supported: ``@timeStamps true`` (the
 ``(t,v)`` tuple form), which raises TsFormatError.
 
-Unequal dimensions within one case: some files in the wild give the dimensions of a single case
-different lengths. Each case becomes one array of shape (T, C) with T the length of its longest
-dimension; shorter dimensions are padded at the END with missing values (NaN), and then the
-missing-value policy applies to them like to any ``?``. Under ``missing="error"`` such a case is
-reported as an error naming the short dimension.
+Unequal dimensions within one case (a value lost from one dimension) are an error naming the
+line and both dimensions, whatever the missing-value policy: padding the short one and filling
+it would invent values. A missing value is written ``?``.
 
 Missing values (``?``, and the literal ``nan`` which is read the same way) are handled per case,
 per dimension, by the ``missing`` policy:
@@ -44,7 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.contract import DatasetError, read_text_file
+from pipeline.errors import UserError
+
 MISSING_POLICIES = ("error", "zero", "ffill", "interpolate", "keep")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32
 
 # Tag spellings as the format documents them; lookups are case-insensitive.
 _BOOL_TAGS = {
@@ -57,7 +59,7 @@ _BOOL_TAGS = {
 _INT_TAGS = {"dimensions": "dimensions", "dimension": "dimensions", "serieslength": "seriesLength"}
 
 
-class TsFormatError(ValueError):
+class TsFormatError(UserError, ValueError):
     """A ``.ts`` file does not follow the format; the message starts with ``<file>:<line>:``."""
 
 
@@ -147,12 +149,15 @@ def _parse_numbers(text: str, where: str, dim: int) -> np.ndarray:
         return np.zeros(0, np.float32)
     tokens = text.split(",")
     try:
+        if "_" in text:  # numpy and float() read 1_303 as 1303
+            raise ValueError
         # numpy converts the whole token list in one call; "?" is read as "nan" first.
         values = np.array(text.replace("?", "nan").split(","), dtype=np.float64)
-        return values.astype(np.float32)
     except ValueError:
         for i, tok in enumerate(tokens):
             try:
+                if "_" in tok:
+                    raise ValueError(tok)
                 float(tok)
             except ValueError:
                 if tok.strip() == "?":
@@ -168,6 +173,12 @@ def _parse_numbers(text: str, where: str, dim: int) -> np.ndarray:
                     "or '?' for a missing value"
                 ) from None
         raise  # pragma: no cover - numpy and float() disagree
+    huge = np.flatnonzero(np.isfinite(values) & (np.abs(values) > FLOAT32_MAX))
+    if len(huge):  # stored as float32, it would become inf
+        raise TsFormatError(f"{where}: dimension {dim} value {huge[0] + 1} is {tokens[huge[0]].strip()!r}, "
+                            "beyond the range of float32 (+-3.4e38) that recur stores; expected a "
+                            "smaller number (rescale the data)")
+    return values.astype(np.float32)
 
 
 def parse_ts(path: str, *, missing: str = "error", check_labels: bool = True) -> TsData:
@@ -180,8 +191,10 @@ def parse_ts(path: str, *, missing: str = "error", check_labels: bool = True) ->
     if missing not in MISSING_POLICIES:
         raise ValueError(f"unknown missing policy {missing!r}; expected one of {MISSING_POLICIES}")
     path = os.fspath(path)
-    with open(path, encoding="utf-8-sig") as fh:
-        lines = fh.read().splitlines()
+    try:
+        lines = read_text_file(path).splitlines()
+    except DatasetError as exc:  # not UTF-8: named with its line and byte offset
+        raise TsFormatError(str(exc)) from None
 
     header: dict[str, Any] = {}
     class_labels: list[str] | None = None
@@ -293,13 +306,12 @@ def parse_ts(path: str, *, missing: str = "error", check_labels: bool = True) ->
         x = np.full((t, num_dims), np.nan, dtype=np.float32)
         for d, v in enumerate(dims):
             x[: len(v), d] = v
-        if missing == "error" and min(lengths) < t:
+        if min(lengths) < t:  # a value lost (or one too many): never padded and filled silently
             d = int(np.argmin(lengths))
             raise TsFormatError(
-                f"{where}: dimension {d + 1} has {lengths[d]} values but the longest dimension of "
-                f"this case has {t}; expected equal lengths within a case (shorter dimensions are "
-                "padded at the end with missing values: use missing='zero', 'ffill' or "
-                "'interpolate')"
+                f"{where}: dimension {d + 1} has {lengths[d]} values but dimension "
+                f"{int(np.argmax(lengths)) + 1} has {t}; expected every dimension of a case to have "
+                "the same length (write a missing value as '?', which --missing fills)"
             )
         try:
             x = fill_missing(x, missing)

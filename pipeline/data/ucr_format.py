@@ -83,10 +83,14 @@ def _fields(line: str) -> list[str]:
 def _numbers(tokens: list[str], where: str) -> np.ndarray:
     """The values of one line as float64 (T,); DatasetError naming the first bad one."""
     try:
+        if any("_" in t for t in tokens):  # numpy and float() read 1_303 as 1303
+            raise ValueError
         return np.array(tokens, dtype=np.float64)
     except ValueError:
         for i, token in enumerate(tokens, start=1):
             try:
+                if "_" in token:
+                    raise ValueError(token)
                 float(token)
             except ValueError:
                 got = "blank" if not token else f"{token!r}"

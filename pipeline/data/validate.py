@@ -27,6 +27,7 @@ from pipeline.data.contract import (
     read_split,
     split_files,
 )
+from pipeline.errors import UserError
 
 _COLUMN_ORDER = {"id": 0, "x": 1, "y": 2}
 
@@ -58,7 +59,7 @@ def _format_problems(problems: list[Problem], limit: int) -> list[str]:
     return lines
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """Rows break the dataset contract. ``.problems`` lists every one of them."""
 
     def __init__(self, problems: list[Problem], header: str | None = None, hint: str | None = None):

@@ -68,6 +68,39 @@ class ActorPlan:
         return f"{self.concurrency} actor{plural} ({self.num_cpus:g} CPU{gpus} each)"
 
 
+def check_options(*, batch_size: int, concurrency: int | None) -> None:
+    """`--batch-size` and `--concurrency`, refused before the model, Ray or an MLflow run."""
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    if concurrency is not None and concurrency < 1:
+        raise PredictError(f"--concurrency must be >= 1 (model replicas), got {concurrency}")
+
+
+def check_input_types(files: dict[str, list[str]], feature_kind: str, filesystem: Any = None) -> None:
+    """Every part file's `id` and `x` columns have the contract's types (read from the Parquet
+    footers only): a column of strings is refused naming the file before Ray starts, instead of
+    every row failing in the job."""
+    for paths in files.values():
+        for path in paths:
+            schema = pq.read_schema(path, filesystem=filesystem)
+            if "x" not in schema.names:
+                raise PredictError(f"{path}: no column 'x'; the file has {schema.names}")
+            t, depth = schema.field("x").type, 0
+            while pa.types.is_list(t) or pa.types.is_large_list(t):
+                t, depth = t.value_type, depth + 1
+            numeric = pa.types.is_integer(t) if feature_kind == "token" else (
+                pa.types.is_floating(t) or pa.types.is_integer(t))
+            want = ("list<int32> token ids" if feature_kind == "token"
+                    else "list<list<float32>> (time x channels)")
+            if not numeric or depth < 1 or (feature_kind == "token" and depth != 1):
+                raise PredictError(f"{path}: column 'x' has type {schema.field('x').type}; expected {want}, "
+                                   "as recur data import writes it")
+            if ID_COLUMN in schema.names and not (pa.types.is_string(schema.field(ID_COLUMN).type)
+                                                   or pa.types.is_large_string(schema.field(ID_COLUMN).type)):
+                raise PredictError(f"{path}: column {ID_COLUMN!r} has type {schema.field(ID_COLUMN).type}; "
+                                   "expected strings (row ids)")
+
+
 def plan_actors(cluster_cpus: float, cluster_gpus: float, *, concurrency: int | None = None,
                 gpu: bool | None = None, cuda_available: bool = False,
                 reserve_cpus: float = 0.5) -> ActorPlan:
@@ -80,12 +113,14 @@ def plan_actors(cluster_cpus: float, cluster_gpus: float, *, concurrency: int | 
     CUDA here: one GPU per actor, one actor per GPU by default. On CPUs the default is one actor
     per whole CPU left; asking for more actors than fit gives each a fraction of a CPU.
     """
-    if concurrency is not None and concurrency < 1:
-        raise PredictError(f"--concurrency must be >= 1, got {concurrency}")
-    usable = cluster_cpus - max(1.0, reserve_cpus)
+    check_options(batch_size=1, concurrency=concurrency)
+    from pipeline.data.loading import cpus_kept_for_data
+
+    kept = cpus_kept_for_data(reserve_cpus)
+    usable = cluster_cpus - kept
     if usable <= 0:
         raise PredictError(f"the Ray cluster has {cluster_cpus:g} CPUs: none left for model replicas "
-                           f"after {max(1.0, reserve_cpus):g} kept free for Ray Data's read and write "
+                           f"after {kept:g} kept free for Ray Data's read and write "
                            "tasks (at least 1; resources.reserve_cpus_for_data)")
     use_gpu = gpu if gpu is not None else (cluster_gpus >= 1 and cuda_available)
     if use_gpu:
@@ -333,11 +368,10 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
 
     from pipeline.data.contract import SPLITS, read_manifest
     from pipeline.data.contract import filesystem as contract_filesystem
-    from pipeline.data.loading import with_footer_readers
+    from pipeline.data.loading import verified_scan, with_footer_readers
 
     started_at = time.perf_counter() if started_at is None else started_at
-    if batch_size < 1:
-        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    check_options(batch_size=batch_size, concurrency=concurrency)
     manifest = read_manifest(data)
     splits = list(dict.fromkeys(splits or [s for s in SPLITS if s in manifest.splits]))
     unknown = [s for s in splits if s not in SPLITS]
@@ -346,6 +380,7 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     check_compatible(model, manifest)
     files = split_files(data, splits)
     data_fs, _ = contract_filesystem(data)
+    check_input_types(files, manifest.feature.kind, data_fs)
     rows_in = {s: sum(pq.ParquetFile(f, filesystem=data_fs).metadata.num_rows for f in files[s])
                for s in splits}
     spec = InputSpec.from_manifest(manifest, num_channels=model.python_model.pre.num_channels)
@@ -374,7 +409,8 @@ def predict_dataset(model: RegisteredModel, data: str, out: str, *, splits: list
     try:
         data_args = {"num_cpus": plan.data_cpus}
         parts = [with_footer_readers(len(files[s]), lambda s=s: ray.data.read_parquet(
-                     files[s], filesystem=data_fs, **data_args)).select_columns(columns)
+                     files[s], filesystem=data_fs, fragment_scan_options=verified_scan(), **data_args))
+                 .select_columns(columns)
                  .map_batches(add_split, fn_kwargs={"split": s}, batch_format="pyarrow", batch_size=None,
                               **data_args)
                  for s in splits]

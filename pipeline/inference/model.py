@@ -11,14 +11,15 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.errors import UserError
 
 DEFAULT_ALIAS = "champion"
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """A problem with what batch inference was asked to do (model, data, output, resources)."""
 
 
@@ -85,30 +86,31 @@ def resolve_version(spec: ModelSpec, tracking_uri: str) -> tuple[str, str | None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    from pipeline.tracking.redact import redact_text
+
+    client = MlflowClient(tracking_uri)  # the registry: MLFLOW_REGISTRY_URI, else the tracking URI
     try:
         if spec.alias is not None:
             mv = client.get_model_version_by_alias(spec.name, spec.alias)
         else:
             mv = client.get_model_version(spec.name, spec.version)
     except MlflowException as exc:
-        raise PredictError(f"no registered model {spec} at {tracking_uri}: {exc.message}") from None
+        raise PredictError(f"no registered model {spec} at {redact_text(client._registry_uri)}: "
+                           f"{exc.message}") from None
     return str(mv.version), mv.run_id
 
 
 def load_registered(spec: ModelSpec, tracking_uri: str) -> RegisteredModel:
     """Resolve `spec`, download that version, load it, and keep its folder as bytes."""
-    import mlflow
-
+    from pipeline.tracking.registry import download_verified, model_dir
     from pipeline.tracking.store import use_tracking_uri
 
     version, run_id = resolve_version(spec, tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="recur-model-") as tmp:
-        with use_tracking_uri(tracking_uri):
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{spec.name}/{version}",
-                                                       dst_path=tmp)
-        pyfunc = _load(local)
-        blob = pack_dir(local)
+    tmp = model_dir()
+    with use_tracking_uri(tracking_uri):  # the files checked against the registered digest first
+        local = download_verified(spec.name, version, tmp)
+    pyfunc = _load(local)
+    blob = pack_dir(local)
     python_model = pyfunc.unwrap_python_model()
     if not (hasattr(python_model, "pre") and hasattr(python_model, "task")):
         raise PredictError(f"{spec} (version {version}) is not a recur model "
@@ -137,15 +139,10 @@ def unpack_dir(blob: bytes, target: str) -> str:
 
 
 def load_from_blob(blob: bytes) -> Any:
-    """Load the pyfunc from `pack_dir` bytes (in a worker). Everything the model needs is read
-    at load time, so the unpacked folder is removed again."""
-    import shutil
+    """Load the pyfunc from `pack_dir` bytes (in a worker)."""
+    from pipeline.tracking.registry import model_dir
 
-    tmp = tempfile.mkdtemp(prefix="recur-model-")
-    try:
-        return _load(unpack_dir(blob, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return _load(unpack_dir(blob, model_dir()))
 
 
 def _load(path: str) -> Any:

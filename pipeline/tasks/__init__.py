@@ -4,9 +4,12 @@ branch on it. Each task lives in its own module, imported when first used."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS, task_metrics
+
+if TYPE_CHECKING:
+    from pipeline.tasks.base import Batch, MetricState, Report, Task
 
 TASKS: dict[str, str] = {
     "classify": "pipeline.tasks.classify:ClassifyTask",
@@ -32,8 +35,18 @@ def build_task(cfg: Any, preprocessing: Any) -> Task:
 
 def metric_names(task_name: str) -> set[str]:
     """Every per-epoch metric a run of this task logs (what train.monitor may name)."""
-    task = task_class(task_name)
-    return {"train_loss"} | {f"val_{m}" for m in task.metrics}
+    return {"train_loss"} | {f"val_{m}" for m in task_metrics(task_name).metrics}
 
 
-__all__ = ["TASKS", "Batch", "MetricState", "Report", "Task", "build_task", "metric_names", "task_class"]
+def __getattr__(name: str) -> Any:
+    # the base classes (and torch) only when used: config validation imports this package for
+    # the metric names alone
+    if name in ("Batch", "MetricState", "Report", "Task"):
+        from pipeline.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["TASKS", "TASK_METRICS", "Batch", "MetricState", "Report", "Task", "build_task", "metric_names",
+           "task_class", "task_metrics"]

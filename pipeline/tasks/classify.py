@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from pipeline.data.preprocess import arrow_steps, collate_inputs, pad_steps, python_steps
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,11 @@ PREDICT_BATCH = 256  # sequences per forward pass in predict
 
 class ClassifyTask(Task):
     name = "classify"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "macro_f1")
-    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True, "macro_f1": True}
-    gate_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
-    default_gate_metric = "accuracy"
+    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["classify"].metrics
+    higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["classify"].higher_is_better
+    gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["classify"].gate_metrics
+    default_gate_metric = TASK_METRICS["classify"].default_gate_metric
     # probabilities: also return one `prob_<label>` column per class (batch inference asks for it).
     predict_params: ClassVar[dict[str, Any]] = {"probabilities": False}
     batch_predict_params: ClassVar[dict[str, Any]] = {"probabilities": True}

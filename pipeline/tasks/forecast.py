@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from pipeline.data.preprocess import arrow_steps, pad_steps, python_steps
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS
 
 PREDICT_BATCH = 256  # histories per forward pass in predict
 PLOT_EXAMPLES = 4  # test windows drawn in the forecast-vs-actual plot
@@ -104,10 +105,11 @@ def _array_NHC(values: list[Any]) -> np.ndarray:
 
 class ForecastTask(Task):
     name = "forecast"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "mae", "rmse", "smape", "mase")
-    higher_is_better: ClassVar[dict[str, bool]] = {m: False for m in metrics}
-    gate_metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "smape", "mase")
-    default_gate_metric = "mase"
+    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["forecast"].metrics
+    higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["forecast"].higher_is_better
+    gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["forecast"].gate_metrics
+    default_gate_metric = TASK_METRICS["forecast"].default_gate_metric
 
     def __init__(self, pre: Any, cfg: Any = None) -> None:
         super().__init__(pre, cfg)

@@ -39,6 +39,7 @@ from pipeline.data.text_corpus import (
     tokenize,
 )
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,11 @@ def sample_next(logits_V: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 
 class LanguageModelTask(Task):
     name = "lm"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "perplexity", "bits_per_char")
-    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "perplexity": False,
-                                                   "bits_per_char": False}
-    gate_metrics: ClassVar[tuple[str, ...]] = ("perplexity", "bits_per_char")
-    # perplexity compares models of the same vocabulary on any level; bits_per_char also compares
-    # char and word models (set registry.metric: bits_per_char for that).
-    default_gate_metric = "perplexity"
+    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["lm"].metrics
+    higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["lm"].higher_is_better
+    gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["lm"].gate_metrics
+    default_gate_metric = TASK_METRICS["lm"].default_gate_metric
     split_train = False
     predict_params: ClassVar[dict[str, Any]] = {"max_new_tokens": 0, "temperature": 1.0, "top_k": 0,
                                                 "seed": 0}

@@ -23,6 +23,7 @@ from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID
 from pipeline.data.pairs import detokenize, encode, tokenize
 from pipeline.data.preprocess import arrow_lists, collate_inputs, pad_token_lists
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS
 
 IGNORE = -100  # y_out padding: F.cross_entropy's ignore_index
 EXAMPLES = 20  # test rows written to eval/translations.txt
@@ -32,15 +33,11 @@ PREDICT_BATCH = 256  # sources per decoding batch in predict
 
 class Seq2SeqTask(Task):
     name = "seq2seq"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "token_accuracy", "exact_match", "bleu", "chrf")
-    higher_is_better: ClassVar[dict[str, bool]] = {
-        "loss": False, "token_accuracy": True, "exact_match": True, "bleu": True, "chrf": True,
-    }
-    gate_metrics: ClassVar[tuple[str, ...]] = ("bleu", "chrf", "exact_match")
-    # BLEU: the usual yardstick of seq2seq, and it credits partly right outputs, so it still tells
-    # two models apart when neither gets many sequences exactly right. Tasks where only a perfect
-    # output counts (dates) set registry.metric: exact_match.
-    default_gate_metric = "bleu"
+    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["seq2seq"].metrics
+    higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["seq2seq"].higher_is_better
+    gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["seq2seq"].gate_metrics
+    default_gate_metric = TASK_METRICS["seq2seq"].default_gate_metric
     # 0 = the trained model's own setting (model.beam_size, model.max_decode_length).
     predict_params: ClassVar[dict[str, Any]] = {"beam_size": 0, "max_length": 0}
 

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from pipeline.data.contract import UNK_ID
 from pipeline.data.preprocess import arrow_lists, collate_inputs, pad_token_lists
 from pipeline.tasks.base import Batch, MetricState, Report, Task
+from pipeline.tasks.metrics import TASK_METRICS
 
 IGNORE = -100  # target of pad steps: cross_entropy's ignore_index
 MAX_WORD_CHARS = 24  # characters per word the char encoder reads (longer words: the first 24)
@@ -33,11 +34,11 @@ PREDICT_BATCH = 256  # sentences per forward pass in predict
 
 class TagTask(Task):
     name = "tag"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "token_accuracy", "precision", "recall", "f1")
-    higher_is_better: ClassVar[dict[str, bool]] = {
-        "loss": False, "token_accuracy": True, "precision": True, "recall": True, "f1": True}
-    gate_metrics: ClassVar[tuple[str, ...]] = ("f1", "token_accuracy")
-    default_gate_metric = "f1"
+    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["tag"].metrics
+    higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["tag"].higher_is_better
+    gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["tag"].gate_metrics
+    default_gate_metric = TASK_METRICS["tag"].default_gate_metric
 
     def __init__(self, pre: Any, cfg: Any = None) -> None:
         super().__init__(pre, cfg)

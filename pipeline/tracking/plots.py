@@ -28,7 +28,8 @@ def learning_curves(history: dict[str, Sequence[tuple[int, float]]], *, metric: 
             epochs, values = zip(*history[name])
             ax_loss.plot(epochs, values, style, label=name, markersize=3)
     ax_loss.set(xlabel="epoch", ylabel="training objective (task loss)", title="loss")
-    ax_loss.legend()
+    if ax_loss.get_legend_handles_labels()[0]:  # no curve, no legend (matplotlib warns otherwise)
+        ax_loss.legend()
     if history.get(metric):
         epochs, values = zip(*history[metric])
         ax_metric.plot(epochs, values, "-o", color="tab:green", markersize=3)
@@ -162,7 +163,11 @@ def f1_bars(names: Sequence[str], f1: Sequence[float], support: Sequence[int], *
                          f"{len(names)} names, {len(f1)} F1 values and {len(support)} supports")
     widths = np.nan_to_num(np.asarray(f1, dtype=float), nan=0.0)
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
-    bars = ax.barh([str(n) for n in names], widths, color="tab:blue")
+    # at positions with the names as tick labels: class names like "1".."9" as categories make
+    # matplotlib log "Using categorical units ..." for every picture
+    rows = np.arange(len(names))
+    bars = ax.barh(rows, widths, color="tab:blue")
+    ax.set_yticks(rows, [str(n) for n in names])
     for bar, n in zip(bars, support):
         ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"n={int(n)}", va="center",
                 fontsize=8)
@@ -233,8 +238,10 @@ def gate_comparison(*, metric: str, higher_is_better: bool, candidate_version: s
     hatches = [e[3] for e in extra] + hatches
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names)), 4.5))
     heights = [float(s) for s in scores]
-    bars = ax.bar(names, np.nan_to_num(heights, nan=0.0, posinf=0.0, neginf=0.0), color=colors,
+    columns = np.arange(len(names))  # positions, names as tick labels (see f1_bars)
+    bars = ax.bar(columns, np.nan_to_num(heights, nan=0.0, posinf=0.0, neginf=0.0), color=colors,
                   edgecolor="0.3", width=0.5)
+    ax.set_xticks(columns, names)
     for bar, score, hatch in zip(bars, heights, hatches):
         bar.set_hatch(hatch)
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{score:.4f}", ha="center",

@@ -40,6 +40,9 @@ SECRET_PAIRS = frozenset({
     ("access", "token"), ("session", "token"), ("refresh", "token"), ("id", "token"), ("auth", "token"),
     ("client", "secret"), ("connection", "string"),
 })
+# ... or ends in one of these after another word: DB_PASS, SMTP_PWD, GITHUB_PAT (a personal
+# access token); alone they are something else (PWD is the shell's working directory) ...
+SECRET_SUFFIXES = frozenset({"pass", "pwd", "pat", "pw"})
 # ... or ends in "token" (GITHUB_TOKEN, token), unless the token is a unit of text: max_token,
 # pad_token. `tokens`, `tokenizer` and `token_column` are never secrets.
 TEXT_TOKEN_QUALIFIERS = frozenset({
@@ -58,8 +61,11 @@ _MIN_SECRET_LENGTH = 4
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
-# scheme://user:password@host -> scheme://user:***@host
-_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):(?P<pw>[^/?#@\s]+)@")
+# scheme://user:password@host -> scheme://user:***@host. The password runs to the last `@` before
+# the host, so one holding `/`, `#`, `?` or `@` unencoded is masked whole; a port and a path
+# (`http://host:5000/x@y`) are not a password.
+_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):(?!\d{1,5}[/?#])"
+                           r"(?P<pw>[^\s]+)@(?=[A-Za-z0-9\[][^@\s]*(?:\s|$))")
 # name=value (query strings, env dumps, `--set`): masked when the name is a secret
 _ASSIGNMENT = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>\"[^\"]*\"|'[^']*'|[^\s&,;\"']+)")
 # an HTTP bearer token (a word with a digit or punctuation, so "Bearer authentication" stays)
@@ -88,6 +94,10 @@ def is_secret_name(name: str) -> bool:
     if not words or words[-1] in SETTING_SUFFIXES:
         return False
     if any(w in SECRET_WORDS for w in words) or any(pair in SECRET_PAIRS for pair in zip(words, words[1:])):
+        return True
+    if any(w.endswith(("password", "passwd")) for w in words):  # PGPASSWORD, DBPASSWORD
+        return True
+    if len(words) > 1 and words[-1] in SECRET_SUFFIXES:  # DB_PASS, SMTP_PWD, GITHUB_PAT (not PWD)
         return True
     return words[-1] == "token" and (len(words) == 1 or words[-2] not in TEXT_TOKEN_QUALIFIERS)
 

@@ -23,11 +23,114 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipeline.tracking.redact import redact_params
+from pipeline.errors import UserError
+from pipeline.tracking.redact import redact_params, redact_text
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, REJECTED = "champion", "challenger", "rejected"
+
+
+class ModelNotFound(UserError, LookupError):
+    """The registry has no such model or version; the message lists what it has."""
+
+
+class ModelTampered(UserError, ValueError):
+    """A registered version's files are not the ones recur registered (its content digest differs):
+    it is not loaded, since loading runs the code it carries."""
+
+
+# A registered model carries code (models from code) and weights that loading runs and unpickles.
+# register_version records a digest of every file of the model in the registry (the tracking
+# database, not the artifact store); every load of a version by recur checks the files against it
+# before MLflow imports anything, so write access to the artifact store alone cannot plant code.
+CONTENT_TAG = "recur.model_sha256"
+
+
+def model_digest(path: str) -> str:
+    """sha256 over every file under `path` (its relative path, then its bytes), in sorted order;
+    not the `registered_model_meta` file MLflow writes beside a registered version it downloads
+    (the name and version, on the client: not from the store)."""
+    import hashlib
+    from pathlib import Path
+
+    from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()
+                       and p.relative_to(root).as_posix() != REGISTERED_MODEL_META_FILE_NAME):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def model_dir() -> str:
+    """A folder for one loaded model, kept until the process exits: the model's bundled code
+    (`recur_model_<hash>`, pipeline.tracking.pyfunc) imports some of its modules only when it
+    first predicts, from the folder the first model of that code was loaded from."""
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="recur-model-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
+def download_verified(model_name: str, version: str, dst: str, *, tracking_uri: str | None = None) -> str:
+    """Version `version` of `model_name` downloaded into `dst` and checked against the digest its
+    registration recorded (`CONTENT_TAG`); returns the local model folder, to load from.
+
+    `tracking_uri`: the store (default: MLflow's current one); the registry is MLFLOW_REGISTRY_URI,
+    else that store. ModelTampered when the files differ. A version registered without a digest
+    (by an older recur, or by hand) is loaded with a warning."""
+    from contextlib import nullcontext
+
+    from pipeline.tracking.store import resolve_registry_uri, use_tracking_uri
+
+    # models:/ downloads ask MLflow's current registry, whatever tracking_uri says: point it there
+    with use_tracking_uri(tracking_uri) if tracking_uri else nullcontext():
+        uri = mlflow.get_tracking_uri()
+        found = MlflowClient(uri, registry_uri=resolve_registry_uri(uri)).get_model_version(
+            model_name, str(version))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                    dst_path=dst)
+    recorded = (found.tags or {}).get(CONTENT_TAG)
+    if recorded is None:
+        log.warning("%s version %s has no %s tag (registered without recur's content digest): its "
+                    "files cannot be checked before loading", model_name, version, CONTENT_TAG)
+        return local
+    actual = model_digest(local)
+    if actual != recorded:
+        raise ModelTampered(
+            f"{model_name} version {version}: its files in the artifact store ({found.source}) are not "
+            f"the ones registered (sha256 {actual[:16]}... instead of {recorded[:16]}...): not loaded, "
+            "since loading runs the code a model carries. Someone with write access to the artifact "
+            "store changed them; register the model again from a trusted run")
+    return local
+
+
+def _missing(exc: MlflowException) -> bool:
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _not_found(client: MlflowClient, tracking_uri: str, model_name: str, version: str | None = None
+               ) -> ModelNotFound:
+    """`recur models ...` named a model (or a version of it) the registry at `tracking_uri` lacks."""
+    where = redact_text(client._registry_uri or tracking_uri)
+    if version is None:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        known = f"registered models there: {', '.join(names)}" if names else "it has no registered model yet"
+        return ModelNotFound(f"no registered model {model_name!r} at {where} ({known}); check the name, "
+                             "or --tracking-uri / MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI")
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{model_name}'"))
+    return ModelNotFound(f"{model_name} has no version {version} at {where} (versions: "
+                         f"{', '.join(map(str, versions)) or 'none'}); `recur models list {model_name}` "
+                         "shows them with their aliases")
 
 
 @dataclass
@@ -56,10 +159,12 @@ class Decision:
         return asdict(self)
 
 
-def score_model(model_uri: str, inputs: Any, score: Callable[[Any], dict[str, float]],
-                metric: str) -> float:
-    """Load a registered model as MLflow serves it, predict on `inputs`, and score the outputs."""
-    model = mlflow.pyfunc.load_model(model_uri)
+def score_model(model_name: str, version: str, inputs: Any, score: Callable[[Any], dict[str, float]],
+                metric: str, *, tracking_uri: str | None = None) -> float:
+    """Load a registered version as MLflow serves it (its files checked first, `download_verified`),
+    predict on `inputs`, and score the outputs."""
+    model = mlflow.pyfunc.load_model(download_verified(model_name, version, model_dir(),
+                                                       tracking_uri=tracking_uri))
     return float(score(model.predict(inputs))[metric])
 
 
@@ -132,9 +237,13 @@ def register_version(model_uri: str, model_name: str, *, run_id: str) -> str:
     own manifest artifact: the data hash and the source files (URI, size, sha256, and for S3
     objects the ETag and version id).
     """
+    import tempfile
+
     from pipeline.progress import dropping
 
-    tags = {"recur.run_id": run_id, **lineage_tags(run_id)}
+    with tempfile.TemporaryDirectory(prefix="recur-register-") as tmp:  # the files as logged
+        digest = model_digest(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+    tags = {"recur.run_id": run_id, **lineage_tags(run_id), CONTENT_TAG: digest}
     # MLflow prints these (not logs them): quiet mode leaves them out
     with dropping("Successfully registered model", "Registered model ", "Created version "):
         return str(mlflow.register_model(model_uri, model_name, tags=redact_params(tags)).version)
@@ -205,11 +314,13 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
                          f"task's baseline gave {sorted(baseline)}")
     baseline_score = float(baseline[metric])
     client = MlflowClient(tracking_uri)
-    candidate_score = score_model(f"models:/{model_name}/{version}", inputs, score, metric)
+    candidate_score = score_model(model_name, str(version), inputs, score, metric,
+                                  tracking_uri=tracking_uri)
     beats, baseline_reason = beats_baseline(candidate_score, baseline_score, higher_is_better,
                                             metric=metric, baseline_name=baseline_name)
     if not beats:
-        return _reject(client, model_name=model_name, version=str(version), run_id=run_id, metric=metric,
+        return _reject(client, tracking_uri=tracking_uri, model_name=model_name, version=str(version),
+                       run_id=run_id, metric=metric,
                        candidate_score=candidate_score, min_improvement=min_improvement, inputs=inputs,
                        score=score, data_hash=data_hash, reason=baseline_reason,
                        baseline_name=baseline_name, baseline=baseline)
@@ -219,8 +330,8 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
         champion_score = None
         if champion is not None and champion.version != str(version):
             if champion.version not in scores:
-                scores[champion.version] = score_model(f"models:/{model_name}/{champion.version}",
-                                                       inputs, score, metric)
+                scores[champion.version] = score_model(model_name, champion.version, inputs, score,
+                                                       metric, tracking_uri=tracking_uri)
             champion_score = scores[champion.version]
         if _version_of(champion) == str(version):  # gated again (`recur run --from promote`)
             champion_score, promoted, reason = candidate_score, True, "already @champion"
@@ -253,7 +364,8 @@ def gate(*, tracking_uri: str, model_name: str, version: str, run_id: str, metri
     return decision
 
 
-def _reject(client: MlflowClient, *, model_name: str, version: str, run_id: str, metric: str,
+def _reject(client: MlflowClient, *, tracking_uri: str, model_name: str, version: str, run_id: str,
+            metric: str,
             candidate_score: float, min_improvement: float, inputs: Any,
             score: Callable[[Any], dict[str, float]], data_hash: str, reason: str, baseline_name: str,
             baseline: dict[str, float]) -> Decision:
@@ -264,7 +376,8 @@ def _reject(client: MlflowClient, *, model_name: str, version: str, run_id: str,
     champion_score = None
     if champion is not None:
         champion_score = (candidate_score if champion.version == version else
-                          score_model(f"models:/{model_name}/{champion.version}", inputs, score, metric))
+                          score_model(model_name, champion.version, inputs, score, metric,
+                                      tracking_uri=tracking_uri))
     decision = Decision(
         model_name=model_name, version=version, alias=None, decision=REJECTED, promoted=False,
         metric=metric, candidate_score=candidate_score, champion_version=_version_of(champion),
@@ -305,7 +418,14 @@ def _version_of(model_version: Any) -> str | None:
 def promote(tracking_uri: str, model_name: str, version: str) -> str | None:
     """Set `@champion` by hand (rollback); returns the version it replaced."""
     client = MlflowClient(tracking_uri)
-    client.get_model_version(model_name, str(version))  # fails clearly if it does not exist
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as exc:
+        raise _not_found(client, tracking_uri, model_name) if _missing(exc) else exc from None
+    try:
+        client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise _not_found(client, tracking_uri, model_name, str(version)) if _missing(exc) else exc from None
     previous = current_champion(client, model_name)
     client.set_registered_model_alias(model_name, CHAMPION, str(version))
     client.set_model_version_tag(model_name, str(version), "recur.decision", CHAMPION)
@@ -318,7 +438,10 @@ def promote(tracking_uri: str, model_name: str, version: str) -> str | None:
 def list_versions(tracking_uri: str, model_name: str) -> list[dict[str, Any]]:
     """Versions (newest first) with aliases, gate metric and run id."""
     client = MlflowClient(tracking_uri)
-    registered = client.get_registered_model(model_name)
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        raise _not_found(client, tracking_uri, model_name) if _missing(exc) else exc from None
     aliases: dict[str, list[str]] = {}
     for alias, version in (registered.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)

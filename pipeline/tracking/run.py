@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -23,6 +24,8 @@ from ray.train import UserCallback
 from pipeline.config import RecurConfig, dump_yaml, flatten
 from pipeline.progress import epoch_line
 from pipeline.tracking import plots
+from pipeline.tracking.policy import DEFAULT as DEFAULT_POLICY
+from pipeline.tracking.policy import CallPolicy
 from pipeline.tracking.redact import redact_mapping, redact_params, redact_text
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,10 @@ class EpochLogger(UserCallback):
     """
 
     def __init__(self, tracking_uri: str, run_id: str, total_epochs: int, prefix: str = "",
-                 spool: str | None = None, board: Any = None, echo: bool = True) -> None:
+                 spool: str | None = None, board: Any = None, echo: bool = True,
+                 policy: CallPolicy = DEFAULT_POLICY) -> None:
         self.tracking_uri = tracking_uri
+        self.policy = policy  # the run's MLflow call policy, also in this (the controller's) process
         self.run_id = run_id
         self.total_epochs = total_epochs
         self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
@@ -98,8 +103,7 @@ class EpochLogger(UserCallback):
                 self._logged_through = epoch
 
         try:
-            with spool.quick_requests():
-                spool.with_retries(write, f"logging epoch {epoch} to MLflow at {self.tracking_uri}")
+            self.policy.call(write, f"logging epoch {epoch} to MLflow at {self.tracking_uri}")
         except Exception as exc:  # a tracking outage must not kill hours of training
             if path is None:
                 log.warning("could not log epoch %d metrics to MLflow: %s", epoch, exc)
@@ -157,7 +161,7 @@ class RunTracker:
     def epoch_logger(self, board: Any = None, echo: bool = True) -> EpochLogger:
         assert self.run_id is not None
         return EpochLogger(self.tracking_uri, self.run_id, self.cfg.train.epochs, spool=str(self.spool_path),
-                           board=board, echo=echo)
+                           board=board, echo=echo, policy=CallPolicy.from_config(self.cfg.tracking))
 
     @property
     def spool_path(self) -> Path:
@@ -174,7 +178,7 @@ class RunTracker:
         if not self.spool_path.exists():
             return
         try:
-            with spool.quick_requests():
+            with CallPolicy.from_config(self.cfg.tracking).applied(retries=0):  # one try: kept anyway
                 uploaded, _ = spool.flush(self.tracking_uri, self.run_id, self.spool_path)
             log.info("wrote %d kept metric batch(es) to MLflow", uploaded)
         except Exception as exc:
@@ -190,9 +194,9 @@ class RunTracker:
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         try:
             client = MlflowClient(self.tracking_uri)
-            with spool.quick_requests():
-                spool.with_retries(lambda: client.log_batch(self.run_id, metrics=batch),
-                                   f"logging {', '.join(metrics)} to MLflow")
+            policy = CallPolicy.from_config(self.cfg.tracking)
+            policy.call(lambda: client.log_batch(self.run_id, metrics=batch),
+                        f"logging {', '.join(metrics)} to MLflow")
         except Exception:
             spool.append(self.spool_path, None, batch)
 
@@ -264,9 +268,18 @@ class RunTracker:
         for path, data in report.dicts.items():
             self.log_dict(data, path)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        if mlflow.active_run() is not None:
+    def finish(self, status: str = "FINISHED", *, tell_server: bool = True) -> None:
+        """End the run; `tell_server=False` only leaves it in this process (the server is gone:
+        `recur runs sync` sets the status later from the spool)."""
+        if mlflow.active_run() is None:
+            return
+        if tell_server:
             mlflow.end_run(status=status)
+            return
+        from mlflow.tracking import fluent
+
+        fluent._active_run_stack.get().pop()  # end_run's own bookkeeping, without its request
+        os.environ.pop("MLFLOW_RUN_ID", None)
 
 
 # ------------------------------------------------------------------------------ tuning studies
@@ -311,11 +324,12 @@ def find_trial_runs(tracking_uri: str, experiment_id: str, study: str) -> dict[s
 
 
 def close_trial_run(tracking_uri: str, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
-    """Final status of a trial run: completed, stopped early (by the scheduler) or failed."""
+    """Final status of a trial run (pipeline.progress.TRIAL_ENDS: completed, stopped by scheduler,
+    failed, ...); MLflow's run status says FAILED for failed, KILLED for interrupted."""
     client = MlflowClient(tracking_uri)
     client.set_tag(run_id, TRIAL_STATUS_TAG, status)
     metrics = [Metric(k, float(v), int(time.time() * 1000), 0) for k, v in summary.items()
                if isinstance(v, (int, float)) and v is not None]
     if metrics:
         client.log_batch(run_id, metrics=metrics)
-    client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED")
+    client.set_terminated(run_id, {"failed": "FAILED", "interrupted": "KILLED"}.get(status, "FINISHED"))

@@ -31,6 +31,7 @@ class EpochStats:
     grad_norm_max: float
     seconds: float
     data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the next batch
+    nonfinite_steps: int = 0  # steps whose gradient norm was NaN or inf (fp16: skipped by the scaler)
 
     @property
     def sequences_per_second(self) -> float:
@@ -156,6 +157,7 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
                              sequences=num_sequences, seconds=time.perf_counter() - start)
     loss_sum, norm_sum, finite_steps, norm_max = sums.tolist()
     return EpochStats(
+        nonfinite_steps=num_steps - int(finite_steps),
         loss=loss_sum / max(num_units, 1),
         num_units=num_units,
         num_sequences=num_sequences,
@@ -310,6 +312,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
     - `agree(stop)`: the stop decision every process takes (DDP: rank 0's, so that no rank leaves
       the loop alone); default: this process's own.
     `progress` is handed to `train_epoch`. Returns the final state; `state` continues a run.
+
+    An epoch whose loss, gradients, weights or monitored metric are NaN or inf ends the run: it
+    is reported once more with `diverged` (the reason) and stop, and `TrainingDiverged` names
+    the epoch and what to change.
     """
     state = state if state is not None else FitState()
     if epoch_metrics is None:
@@ -327,6 +333,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
         at_chance = bool(val.pop("at_chance", False))
         metrics.update(val)
         metrics.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"])
+        why = non_finite(model, metrics, stats, monitor=plan.monitor, scaled=scaler is not None)
+        if (agree(why is not None) if agree is not None else why is not None):
+            # Told once, without a checkpoint of these weights; no rank goes on alone (DDP: every
+            # rank sees the same combined loss and gradients, and takes rank 0's word)
+            why = why or "another rank saw NaN or inf"
+            metrics.update(steps_done=state.steps_done + stats.num_steps, early_stopped=1, at_chance=0,
+                           diverged=why)
+            report(epoch, metrics, state, True)
+            raise TrainingDiverged(epoch, why, lr=plan.lr, grad_clip=grad_clip)
         stop = end_epoch(plan, state, epoch, metrics, steps=stats.num_steps, at_chance=at_chance)
         if agree is not None:
             stop = agree(stop)
@@ -336,6 +351,49 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
         if stop:
             break
     return state
+
+
+class TrainingDiverged(ArithmeticError):
+    """An epoch ended with NaN or inf in its loss, gradients, weights or monitored metric: the
+    model is garbage from here on, and more epochs cannot mend it."""
+
+    def __init__(self, epoch: int, why: str, *, lr: float, grad_clip: float) -> None:
+        self.epoch, self.why = epoch, why
+        clip = f"train.grad_clip (now {grad_clip:g})" if grad_clip > 0 else "train.grad_clip (now off)"
+        super().__init__(
+            f"training diverged in epoch {epoch + 1}: {why}. Lower train.lr (now {lr:g}), keep "
+            f"{clip} on, or check the data for extreme values (recur data validate)")
+
+    def __reduce__(self):  # crosses process boundaries (Ray) with its message
+        return (_diverged, (self.epoch, self.why, str(self)))
+
+
+def _diverged(epoch: int, why: str, message: str) -> TrainingDiverged:
+    exc = TrainingDiverged.__new__(TrainingDiverged)
+    ArithmeticError.__init__(exc, message)
+    exc.epoch, exc.why = epoch, why
+    return exc
+
+
+def non_finite(model: nn.Module, metrics: Mapping[str, Any], stats: EpochStats, *, monitor: str,
+               scaled: bool = False) -> str | None:
+    """Why an epoch's outcome is not finite (None when it is): its training loss, the monitored
+    metric, a gradient (unless a gradient scaler skipped those steps, as fp16 training does), or
+    a weight. One device sync for the weights."""
+    loss = float(metrics.get("train_loss", stats.loss))
+    if not math.isfinite(loss):
+        return f"train_loss is {loss}"
+    if stats.nonfinite_steps and not scaled:
+        return f"gradients were NaN or inf in {stats.nonfinite_steps} of {stats.num_steps} step(s)"
+    value = metrics.get(monitor)
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+        return f"{monitor} is {value}"
+    module = getattr(model, "module", model)  # DDP
+    flags = [torch.isfinite(p).all() for p in module.parameters()]
+    if flags and not bool(torch.stack(flags).all()):
+        bad = next(name for name, p in module.named_parameters() if not torch.isfinite(p).all())
+        return f"weights hold NaN or inf ({bad})"
+    return None
 
 
 def _local_epoch_metrics(stats: EpochStats) -> dict[str, float]:

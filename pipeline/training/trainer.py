@@ -11,11 +11,12 @@ from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
+from pipeline.errors import Failure, UserError
 
 log = logging.getLogger(__name__)
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(Failure, RuntimeError):
     """Ray Train gave up (train.max_failures restarts used): what failed, what to change, and
     where the latest checkpoint is."""
 
@@ -46,6 +47,19 @@ def training_failure(exc: BaseException, cfg: RecurConfig, run_dir: str) -> Trai
     return TrainingFailed(message)
 
 
+def diverged_failure(metrics: dict[str, Any], cfg: RecurConfig, run_dir: str) -> TrainingFailed:
+    """recur's message when the workers stopped on NaN or inf (`loop.TrainingDiverged`): the
+    epoch, what was not finite, what to change, and the last checkpoint with finite weights."""
+    from pipeline.training.loop import TrainingDiverged
+
+    message = str(TrainingDiverged(int(metrics.get("epoch", -1)), str(metrics["diverged"]),
+                                   lr=cfg.train.lr, grad_clip=cfg.train.grad_clip))
+    latest = latest_checkpoint(run_dir)
+    message += (f". Nothing was evaluated or registered; the last checkpoint (finite weights) is {latest}"
+                if latest else ". Nothing was evaluated or registered, and no epoch left finite weights")
+    return TrainingFailed(message)
+
+
 def latest_checkpoint(run_dir: str) -> str | None:
     """The newest `checkpoint_*` folder of a Ray Train run (local or s3://), or None."""
     from pipeline import storage
@@ -59,7 +73,7 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return storage.join(run_dir, names[-1]) if names else None
 
 
-class ResourceError(RuntimeError):
+class ResourceError(UserError, RuntimeError):
     """The cluster cannot fit the requested workers plus Ray Data's read tasks."""
 
 
@@ -73,16 +87,21 @@ def worker_resources(cfg: RecurConfig) -> dict[str, float]:
 def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
     """Fail before training, naming the keys to change, when the workers cannot all be placed.
 
-    Ray Data's read tasks need CPU that the Train workers do not hold; if workers take every CPU
-    the data pipeline waits forever, so `resources.reserve_cpus_for_data` must stay free.
+    Ray Data's read and listing tasks need CPU that the Train workers do not hold; if workers take
+    every CPU the data pipeline waits forever, so `resources.reserve_cpus_for_data` (at least one
+    whole CPU, what the file listing asks for: `cpus_kept_for_data`) must stay free.
     """
+    from pipeline.data.loading import cpus_kept_for_data
+
     r = cfg.resources
     total_cpu = float(cluster.get("CPU", 0.0))
-    need_cpu = r.num_workers * r.cpus_per_worker + r.reserve_cpus_for_data
+    kept = cpus_kept_for_data(r.reserve_cpus_for_data)
+    need_cpu = r.num_workers * r.cpus_per_worker + kept
     if need_cpu > total_cpu + 1e-9:
         raise ResourceError(
             f"resources.num_workers={r.num_workers} x resources.cpus_per_worker={r.cpus_per_worker} "
-            f"+ resources.reserve_cpus_for_data={r.reserve_cpus_for_data} needs {need_cpu:g} CPUs, "
+            f"+ {kept:g} kept for Ray Data (resources.reserve_cpus_for_data={r.reserve_cpus_for_data}, "
+            f"at least the 1 CPU its file listing asks for) needs {need_cpu:g} CPUs, "
             f"but the Ray cluster has {total_cpu:g}. Lower num_workers or cpus_per_worker "
             f"(fractions are fine), or add nodes."
         )
@@ -153,7 +172,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipeline.data.loading import ray_dataset
+    from pipeline.data.loading import LISTING_CPUS, ray_dataset
     from pipeline.tasks import task_class
     from pipeline.training.budget import resolve
     from pipeline.training.worker import train_func
@@ -178,6 +197,11 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     materialize = _materialize(cfg.data.materialize)
     # read tasks fit in the CPU kept for Ray Data (resources.reserve_cpus_for_data), on any node
     read_cpus = min(1.0, cfg.resources.reserve_cpus_for_data) or 1.0
+    # Materialized, the splits are read here and now; streamed, beside the workers once they start.
+    r = cfg.resources
+    wait_for_free_cpus(LISTING_CPUS + (0.0 if materialize else r.num_workers * r.cpus_per_worker),
+                       timeout_s=r.start_timeout_s,
+                       what=f"reading {cfg.data.root}" + ("" if materialize else " beside the workers"))
     datasets = {split: ray_dataset(cfg.data.root, split, materialize=materialize, read_cpus=read_cpus)
                 for split in ("train", "val")}
     return TorchTrainer(
@@ -211,6 +235,38 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
             logging_config=LoggingConfig(log_level=cfg.train.ray_log_level),
         ),
     )
+
+
+def wait_for_free_cpus(need: float, *, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Return once the cluster has `need` CPUs free; after `timeout_s` (resources.start_timeout_s)
+    fail, saying what is free and what placement groups hold.
+
+    Ray Data queues a task that cannot be placed with no deadline: a placement group left behind
+    (by a crashed run, another user's job) would hang the run forever, where Ray Train's own wait
+    for its workers gives up after the same timeout.
+    """
+    import time
+
+    import ray
+
+    from pipeline.data.loading import LISTING_CPUS
+
+    deadline = time.monotonic() + timeout_s
+    while (free := float(ray.available_resources().get("CPU", 0.0))) + 1e-9 < need:
+        if time.monotonic() >= deadline:
+            total = float(ray.cluster_resources().get("CPU", 0.0))
+            cpus = [sum(float(b.get("CPU", 0.0)) for b in g.get("bundles", {}).values())
+                    for g in ray.util.placement_group_table().values() if g.get("state") == "CREATED"]
+            groups, held = sum(1 for c in cpus if c > 0), sum(cpus)
+            raise ResourceError(
+                f"{what} needs {need:g} CPU free (Ray Data's file listing asks for {LISTING_CPUS:g}), but "
+                f"only {free:g} of the cluster's {total:g} CPUs were free for resources.start_timeout_s = "
+                f"{timeout_s:g} s; {groups} placement group(s) hold {held:g} CPUs (`ray list "
+                "placement-groups` shows them; one left by a crashed run holds its CPUs until removed). "
+                "Free them, lower resources.num_workers or resources.cpus_per_worker, or raise "
+                "resources.start_timeout_s on an autoscaling cluster"
+            )
+        time.sleep(poll_s)
 
 
 def _materialize(setting: bool | str) -> bool:

@@ -27,6 +27,7 @@ from pipeline.training.loop import (
     FitPlan,
     FitState,
     Precision,
+    TrainingDiverged,
     evaluate,
     fit,
     make_optimizer,
@@ -173,8 +174,9 @@ def _quiet_ray_train_logs(level: str) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def train_func(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker entry point. `loop_config` holds the config and manifest as dicts."""
+def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker entry point. `loop_config` holds the config and manifest as dicts.
+    Returns None, or {"diverged": why, "epoch": N} when training stopped on NaN or inf."""
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint
@@ -265,7 +267,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
                 "smaller batch (data.batch_size: auto) or another encoder (model.frontend, model.patch) "
                 "may help", state.next_epoch, state.steps_done, chance[0])
         checkpoint = None
-        if rank == 0:
+        if rank == 0 and not metrics.get("diverged"):  # NaN weights are never a checkpoint
             # Ray copies the folder to storage_path and then deletes it; in local mode
             # (num_workers=0) nothing is copied and the folder itself is the checkpoint.
             directory = tempfile.mkdtemp(prefix="recur-ckpt-")
@@ -276,8 +278,14 @@ def train_func(loop_config: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
     plan = FitPlan.from_config(cfg.train)
-    fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
-        agree=_rank_0_decides,
-        state=progress, device=device, grad_clip=cfg.train.grad_clip,
-        grad_clip_mode=cfg.train.grad_clip_mode, scaler=scaler, precision=precision,
-        progress=publisher, epoch_metrics=epoch_metrics)
+    try:
+        fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
+            agree=_rank_0_decides,
+            state=progress, device=device, grad_clip=cfg.train.grad_clip,
+            grad_clip_mode=cfg.train.grad_clip_mode, scaler=scaler, precision=precision,
+            progress=publisher, epoch_metrics=epoch_metrics)
+    except TrainingDiverged as exc:
+        # returned, not raised: Ray Train would restart the worker group to diverge again. The
+        # driver reads rank 0's return value (`Result.return_value`) and stops the run with it.
+        return {"diverged": exc.why, "epoch": exc.epoch}
+    return None

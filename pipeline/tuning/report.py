@@ -13,7 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("completed", "stopped early", "failed", "running")
+from pipeline.progress import TRIAL_ENDS
+
+STATUSES = (*TRIAL_ENDS, "running")  # how a trial ended (pipeline.progress), or that it still runs
+# A study with a trial that ended so did not do all it was asked (tune.allow_partial)
+PARTIAL = ("failed", "stopped by time budget", "interrupted", "never started")
 MODES = ("min", "max")
 
 

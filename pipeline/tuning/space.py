@@ -21,6 +21,8 @@ import copy
 import math
 from typing import Any
 
+from pipeline.errors import UserError
+
 KINDS: dict[str, str] = {
     "choice": "a non-empty list of values",
     "grid": "a non-empty list of values (each is tried in every sample)",
@@ -31,7 +33,7 @@ KINDS: dict[str, str] = {
 }
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """A search space entry is invalid; the message names the key and what was expected."""
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
@@ -23,7 +25,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import PopulationBasedTraining
 
 from pipeline.config import RecurConfig
-from pipeline.progress import Display, TrialRow, TrialTable
+from pipeline.environ import temporary_environ
+from pipeline.progress import TAG, Display, TrialRow, TrialTable
 from pipeline.tuning.space import SpaceError, trial_config_dict
 
 
@@ -50,24 +53,35 @@ class _HandToTrial(UserCallback):
         self.items, self.acks = items, acks
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        import ray.exceptions
+
         if metrics:
             where = (checkpoint.path, checkpoint.filesystem) if checkpoint is not None else None
-            self.items.put((dict(metrics[0]), where))
-            self.acks.get()
+            # the queues die with the trial when its scheduler stops it: this controller goes next,
+            # with nothing to hand over and no traceback to print
+            with contextlib.suppress(ray.exceptions.RayActorError):
+                self.items.put((dict(metrics[0]), where))
+                self.acks.get()
 
 
 def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     """One trial: the base config with the sampled values, trained by `build_trainer`."""
     import ray.exceptions
     import ray.tune
+    from ray.train import TrainingFailedError
     from ray.util.queue import Queue
 
     from pipeline.data.contract import Manifest
+    from pipeline.storage import join as storage_join
     from pipeline.tracking.run import EpochLogger, open_trial_run
-    from pipeline.training.trainer import build_trainer
+    from pipeline.training.budget import resolve
+    from pipeline.training.trainer import build_trainer, training_failure
 
     cfg = RecurConfig.model_validate(trial_config_dict(study.base_config, sampled))
     manifest = Manifest.model_validate(study.manifest)
+    # the epochs this trial trains when nothing stops it (train.min_steps and the sampled batch
+    # size may add some): a trial that reports its last one completed, whatever its scheduler said
+    epochs_planned = resolve(cfg, manifest).cfg.train.epochs
     trial_id = ray.tune.get_context().get_trial_id()
     run_id = open_trial_run(study.tracking_uri, study.experiment_id, parent_run_id=study.parent_run_id,
                             study=study.study, trial_id=trial_id, cfg=cfg, sampled=sampled)
@@ -82,13 +96,14 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
 
     items = Queue(maxsize=1, actor_options={"num_cpus": 0})
     acks = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    name = f"{study.study}-{trial_id}-{uuid.uuid4().hex[:6]}"
     trainer = build_trainer(
         cfg, manifest, storage_path=study.train_storage,
         # a fresh Train run each time the trial starts: it resumes from `initial`, not by name
-        name=f"{study.study}-{trial_id}-{uuid.uuid4().hex[:6]}",
+        name=name,
         mlflow_run_id=run_id,
         # the driver's live table shows every trial's epochs; plain logs get a line per epoch too
-        callbacks=[EpochLogger(study.tracking_uri, run_id, cfg.train.epochs, prefix=f"trial {trial_id}",
+        callbacks=[EpochLogger(study.tracking_uri, run_id, epochs_planned, prefix=f"trial {trial_id}",
                                spool=os.path.join(study.spool_dir, f"{run_id}.jsonl"),
                                echo=study.progress_mode == "plain"),
                    _HandToTrial(items, acks)],
@@ -112,28 +127,74 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
         metrics, where = item
         # a local folder, or a path on S3 (tracking.storage_path) with its filesystem
         checkpoint = ray.tune.Checkpoint(*where) if where else None
-        ray.tune.report({**metrics, "mlflow_run_id": run_id}, checkpoint=checkpoint)
+        ray.tune.report({**metrics, "mlflow_run_id": run_id, "epochs_planned": epochs_planned},
+                        checkpoint=checkpoint)
         acks.put(True)
     thread.join()
     if failure:
+        if isinstance(failure[0], TrainingFailedError):  # what failed and what to change, in a line
+            raise training_failure(failure[0], cfg, storage_join(study.train_storage, name)) from failure[0]
         raise failure[0]
+
+
+OUTCOMES_FILE = "trial_outcomes.json"
+# Set by `study_interrupt`'s Ctrl-C handler (a signal is the whole process's): the study's end
+# is then an interruption, not its time budget.
+INTERRUPTED = threading.Event()
+
+
+def finished(result: dict[str, Any], total_epochs: int) -> bool:
+    """The trial's last report says it trained every epoch it planned (`epochs_planned`, from
+    train.epochs and train.min_steps) or stopped early by itself (train.early_stopping_patience)."""
+    planned = int(result.get("epochs_planned") or total_epochs)
+    return bool(result.get("early_stopped")) or int(result.get("epoch", -1)) + 1 >= planned
+
+
+def trial_status(tune_status: str, result: dict[str, Any], *, total_epochs: int, started: bool,
+                 returned: bool, stopped: bool, ended: str | None) -> str:
+    """A trial's status in recur's words (pipeline.progress.TRIAL_STATUSES) from Tune's own state
+    (PENDING, RUNNING, PAUSED, TERMINATED, ERROR) and what `StudyProgress` saw happen to it:
+    `returned` (its function ended by itself), `stopped` (its scheduler stopped or removed it).
+    `ended`: once the study is over, how it ended ("stopped by time budget" or "interrupted")
+    for the trials it cut short; None while it runs."""
+    if tune_status == "ERROR" or result.get("diverged"):
+        return "failed"
+    if tune_status in ("PENDING", "RUNNING", "PAUSED"):
+        if ended is None:
+            return tune_status.lower()
+        return ended if started or result else "never started"
+    if returned or (result and finished(result, total_epochs)):
+        return "completed"
+    if stopped:
+        return "stopped by scheduler"
+    if not started and not result:
+        return "never started"
+    return ended or "interrupted"
 
 
 class StudyProgress(Callback):
     """The driver's table of trials (`pipeline.progress.TrialTable`), from Tune's own trial states:
-    status, sampled values, epochs done, the last and best value of the study's metric."""
+    status, sampled values, epochs done, the last and best value of the study's metric.
+
+    It also keeps what Tune's states leave out, in `<study>/trial_outcomes.json` (so a resumed
+    study knows it too): which trials started, which ended by themselves and which their
+    scheduler stopped; at the end, every trial's status (`trial_status`).
+    """
 
     def __init__(self, *, metric: str, mode: str, total_epochs: int, display_mode: str | None = None,
-                 refresh_s: float = 0.5) -> None:
+                 refresh_s: float = 0.5, record_dir: str | None = None,
+                 time_budget_s: float | None = None) -> None:
         self.metric, self.mode, self.total_epochs = metric, mode, total_epochs
         self.display_mode, self.refresh_s = display_mode, refresh_s
+        self.record_dir, self.time_budget_s = record_dir, time_budget_s
         self._table: TrialTable | None = None
         self._last = 0.0
+        self._seen: dict[str, set[str]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune keeps its run config (callbacks included) with the study; a resumed study shows
-        # its table in the mode of the process that resumes it
-        return {**self.__dict__, "_table": None, "_last": 0.0}
+        # its table in the mode of the process that resumes it, and reads what was seen from disk
+        return {**self.__dict__, "_table": None, "_last": 0.0, "_seen": None}
 
     @property
     def table(self) -> TrialTable:
@@ -141,34 +202,76 @@ class StudyProgress(Callback):
             self._table = TrialTable(Display(self.display_mode), metric=self.metric, mode=self.mode)
         return self._table
 
-    def row(self, trial: Any) -> TrialRow:
+    @property
+    def seen(self) -> dict[str, set[str]]:
+        """{"started" | "returned" | "stopped": trial ids}, as recorded so far."""
+        if self._seen is None:
+            self._seen = {k: set() for k in ("started", "returned", "stopped")}
+            path = self._path()
+            if path is not None and path.exists():
+                for key, ids in json.loads(path.read_text()).get("seen", {}).items():
+                    self._seen.setdefault(key, set()).update(ids)
+        return self._seen
+
+    def _path(self) -> Path | None:
+        return Path(self.record_dir) / OUTCOMES_FILE if self.record_dir else None
+
+    def _save(self, trials: dict[str, dict[str, str]] | None = None) -> None:
+        path = self._path()
+        if path is None:
+            return
+        record: dict[str, Any] = {"seen": {k: sorted(v) for k, v in self.seen.items()}}
+        if trials is not None:
+            record["trials"] = trials
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)  # a study killed mid-write keeps the previous record
+
+    def _mark(self, key: str, trial: Any) -> None:
+        if trial.trial_id not in self.seen[key]:
+            self.seen[key].add(trial.trial_id)
+            self._save()
+
+    def status(self, trial: Any, ended: str | None = None) -> str:
+        seen, tid = self.seen, trial.trial_id
+        return trial_status(trial.status, trial.last_result or {}, total_epochs=self.total_epochs,
+                            started=tid in seen["started"], returned=tid in seen["returned"],
+                            stopped=tid in seen["stopped"], ended=ended)
+
+    def row(self, trial: Any, ended: str | None = None) -> TrialRow:
         result = trial.last_result or {}
-        status = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused",
-                  "ERROR": "failed"}.get(trial.status)
-        if status is None:  # TERMINATED: trained every epoch (or stopped early by itself), or stopped
-            finished = (bool(result.get("early_stopped"))
-                        or int(result.get("epoch", -1)) + 1 >= self.total_epochs)
-            status = "completed" if finished else "stopped early"
         analysis = (getattr(trial, "metric_analysis", None) or {}).get(self.metric, {})
-        return TrialRow(trial_id=trial.trial_id, status=status, params=dict(trial.config or {}),
+        return TrialRow(trial_id=trial.trial_id, status=self.status(trial, ended),
+                        params=dict(trial.config or {}),
                         epochs=int(result.get("training_iteration", 0) or 0),
                         last=result.get(self.metric), best=analysis.get(self.mode))
 
-    def _update(self, trials: list[Any], started: Any = None) -> None:
+    def _update(self, trials: list[Any], started: Any = None, ended: str | None = None) -> None:
         self._last = time.monotonic()
-        rows = [self.row(t) for t in trials]
+        rows = [self.row(t, ended) for t in trials]
         for row in rows:  # Tune calls on_trial_start before it marks the trial RUNNING
             if started is not None and row.trial_id == started.trial_id:
                 row.status = "running"
         self.table.update(rows)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._mark("started", trial)
         self._update(trials, started=trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        # Tune marks the result `done` when its scheduler (or a stopper) decided to stop the trial;
+        # the trial's own reports never say done
+        if result.get("done") and not finished(result, self.total_epochs):
+            self._mark("stopped", trial)
         self._update(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune calls this (before it changes the status) when the trial's function returned, and
+        # when its scheduler stops a running trial (seen above) or removes a pending or paused one
+        if trial.status in ("PENDING", "PAUSED"):
+            self._mark("stopped", trial)
+        elif trial.trial_id not in self.seen["stopped"]:
+            self._mark("returned", trial)
         self._update(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -179,12 +282,55 @@ class StudyProgress(Callback):
             self._update(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._update(trials)
+        # Trials still live now were cut short: by Ctrl-C, else by the time budget (Tune has
+        # already marked them TERMINATED without telling any callback)
+        ended = "interrupted" if INTERRUPTED.is_set() or not self.time_budget_s else "stopped by time budget"
+        self._update(trials, ended=ended)
+        self._save({t.trial_id: {"status": self.status(t, ended), "dir": Path(t.path).name}
+                    for t in trials})
         self.table.close()
 
 
-def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
-    """The Tune scheduler of `tune.scheduler`; time is counted in epochs (training iterations)."""
+def read_outcomes(study_dir: str | Path) -> dict[str, dict[str, str]]:
+    """Every trial of the study as its last run ended (`StudyProgress`), in the order Tune made
+    them: trial id -> {"status": recur's status, "dir": the trial's folder name}."""
+    path = Path(study_dir) / OUTCOMES_FILE
+    return json.loads(path.read_text()).get("trials", {}) if path.exists() else {}
+
+
+@contextlib.contextmanager
+def study_interrupt() -> Any:
+    """Ctrl-C during `Tuner.fit()` ends the study the way Tune ends one on its own signal: the
+    running trials are stopped after a last snapshot of the study, so `recur tune --resume`
+    continues it; a second Ctrl-C stops at once. The study's caller then sees `INTERRUPTED`
+    set. Tune's own SIGINT handler would do the same but leave no trace that it did."""
+    INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield INTERRUPTED
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's graceful stop, installed by fit()
+        if INTERRUPTED.is_set() or not callable(tune_stop):
+            raise KeyboardInterrupt
+        INTERRUPTED.set()
+        Display().line(f"{TAG} stopping the study after a last snapshot (Ctrl-C again stops at once)")
+        tune_stop(signal.SIGUSR1, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        # ours instead of Tune's own, which would leave no trace that it happened
+        with temporary_environ({"TUNE_DISABLE_SIGINT_HANDLER": "1"}):
+            yield INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def scheduler_for(cfg: RecurConfig, space: dict[str, Any], *, longest: int | None = None) -> Any:
+    """The Tune scheduler of `tune.scheduler`; time is counted in epochs (training iterations).
+    `longest`: the most epochs a trial of the space trains (`longest_trial`), ASHA's and
+    HyperBand's max_t unless tune.scheduler.max_t says otherwise."""
     from ray.tune.schedulers import (
         ASHAScheduler,
         FIFOScheduler,
@@ -192,7 +338,7 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
     )
 
     s = cfg.tune.scheduler
-    max_t = s.max_t or cfg.train.epochs
+    max_t = s.max_t or longest or cfg.train.epochs
     if s.name == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
@@ -204,6 +350,26 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any]) -> Any:
                             quantile_fraction=s.quantile_fraction, synch=s.synch,
                             hyperparam_mutations=_mutations(space))
     return FIFOScheduler()
+
+
+# Keys that decide how many epochs a trial trains (pipeline.training.budget.resolve)
+BUDGET_KEYS = ("train.epochs", "train.min_steps", "data.batch_size", "resources.num_workers")
+
+
+def longest_trial(base: dict[str, Any], parsed: dict[str, tuple[str, list[Any]]], manifest: Any) -> int:
+    """The most epochs a trial of the space trains: train.epochs, raised by train.min_steps for
+    the trial's batch size and workers, over every combination of the budget keys' values (a
+    range's bounds). ASHA stops every trial at max_t, so a max_t of plain train.epochs would
+    stop the trials that train.min_steps makes longer as if their scheduler had judged them."""
+    import itertools
+
+    from pipeline.training.budget import resolve
+    from pipeline.tuning.space import probe_values
+
+    keys = [k for k in BUDGET_KEYS if k in parsed]
+    return max(resolve(RecurConfig.model_validate(trial_config_dict(base, dict(zip(keys, values)))),
+                       manifest).cfg.train.epochs
+               for values in itertools.product(*(probe_values(*parsed[k]) for k in keys)))
 
 
 def _mutations(space: dict[str, Any]) -> dict[str, Any]:
@@ -232,9 +398,27 @@ class RecordingPBT(PopulationBasedTraining):
             f.write(json.dumps(record, default=str) + "\n")
 
 
+# Model keys a PBT exploit may change: the weights it copies from another trial still fit.
+PBT_MODEL_KEYS = ("model.dropout", "model.teacher_forcing", "model.beam_size", "model.max_decode_length")
+
+
 def check_search(cfg: RecurConfig, parsed: dict[str, tuple[str, list[Any]]]) -> None:
-    """`tune.search` and the space's kinds must fit: optuna samples every key, grid none."""
+    """`tune.search` and the space's kinds must fit: optuna samples every key, grid none; PBT
+    changes no key of the architecture."""
     kinds = {k: kind for k, (kind, _) in parsed.items()}
+    if cfg.tune.scheduler.name == "pbt":
+        # An exploit copies another trial's checkpoint, then resamples or perturbs the sampled
+        # values: a GRU trial would load an LSTM's weights and fail. A grid value is not
+        # perturbed: the exploit copies it along with the checkpoint.
+        arch = [k for k, kind in kinds.items()
+                if k.startswith("model.") and k not in PBT_MODEL_KEYS and kind != "grid"]
+        if arch:
+            raise SpaceError(
+                f"tune.space.{arch[0]}: tune.scheduler pbt copies one trial's checkpoint into another "
+                "and then changes its sampled values, and the weights of one architecture do not load "
+                f"into another ({', '.join(arch)} would change it). Search it with asha, hyperband or "
+                "fifo, give it as grid (each trial keeps its value), or set it in the config; PBT may "
+                f"change {', '.join(PBT_MODEL_KEYS)} and any train.* or data.* key")
     if cfg.tune.search == "optuna" and "grid" in kinds.values():
         key = next(k for k, kind in kinds.items() if kind == "grid")
         raise SpaceError(f"tune.search=optuna samples every key; tune.space.{key} uses grid "

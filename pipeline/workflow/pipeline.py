@@ -40,7 +40,15 @@ class RunSummary:
         return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
     def format(self, port: int = 5000) -> str:
-        lines = ["", "recur run finished"]
+        trained = _row(self.steps, "train") or _row(self.steps, "tune")
+        reused = trained is not None and trained["status"] == "skipped"
+        nothing_ran = bool(self.steps) and all(r["status"] == "skipped" for r in self.steps)
+        lines = ["", "recur run finished" + (": nothing ran (every step matches a finished record)"
+                                             if nothing_ran else " (training reused)" if reused else "")]
+        if reused:  # a rerun reads as what it is: an earlier run's results, not a new model
+            when = _when(trained["started_at"])
+            lines.append(f"  results of      MLflow run {self.run_id}, trained {when} "
+                         "(reused, not trained again)")
         lines += [f"  {name.replace('_', ' '):<15} {value:.4f}" for name, value in self.test_metrics.items()]
         lines += [
             f"  epochs          {self.epochs_run} (best epoch {self.best_epoch + 1})",
@@ -52,19 +60,35 @@ class RunSummary:
             lines.append(f"  plots           {plot_names(self.plots)}")
         d = self.decision
         if d is not None:
-            lines += decision_lines(d)
+            gated = _row(self.steps, "promote")
+            reused_gate = gated is not None and gated["status"] == "skipped"
+            lines += decision_lines(d, decided_at=gated["started_at"] if reused_gate else None)
         if self.steps:
             lines.append(steps_line(self.steps))
-        lines.append("  timings (s)     " + ", ".join(f"{k} {v:g}" for k, v in self.timings.items()))
+        lines.append("  timings (s)     " + (", ".join(f"{k} {v:g}" for k, v in self.timings.items())
+                                             or "none (nothing ran)"))
+        if nothing_ran:
+            lines.append("  to compare      `--force` (or a changed config) trains again, and the gate "
+                         "compares the new model with @champion")
         if d is not None and (alert := not_promoted_line(d)):
             lines.append(alert)  # last, where the eye lands
         return "\n".join(lines)
 
 
-def decision_lines(d: dict[str, Any]) -> list[str]:
+def _row(rows: list[dict[str, Any]], step: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["step"] == step), None)
+
+
+def _when(started_at: str) -> str:
+    """A record's ISO time (2026-12-02T10:40:43+00:00) as the summary shows it."""
+    return started_at.replace("T", " ").replace("+00:00", " UTC")
+
+
+def decision_lines(d: dict[str, Any], decided_at: str | None = None) -> list[str]:
     """The summary's lines of a gate decision (`registry.Decision.to_dict()`): the verdict, and
     the candidate's test score beside the champion's and the trivial baseline's. Decisions
-    recorded before the baseline gate (no `decision` key) read as before."""
+    recorded before the baseline gate (no `decision` key) read as before. `decided_at`: the
+    recorded gate's time, when this run reused its decision instead of gating again."""
     if d.get("decision") == "rejected":
         verdict = "NOT promoted (registered without an alias)"
     else:
@@ -73,6 +97,8 @@ def decision_lines(d: dict[str, Any]) -> list[str]:
         f"v{d['champion_version']} {d['champion_score']:.4f}")
     baseline = ("" if d.get("baseline_score") is None
                 else f", {d['baseline_name']} baseline {d['baseline_score']:.4f}")
+    if decided_at:
+        verdict += f" (decided {_when(decided_at)}, not gated again)"
     return [f"  model           {d['model_name']} version {d['version']}: {verdict}",
             f"  gate            test {d['metric']} {d['candidate_score']:.4f} vs champion {champion}"
             f"{baseline}: {d['reason']}"]
@@ -123,9 +149,11 @@ def evaluate_and_log(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str,
     `curve_metric`: also draw the run's learning curves (a study's parent run has none).
     """
     with steps.timed("evaluate", timings):
+        steps.check_finite(checkpoint_dir)  # NaN weights: nothing to evaluate or log as a model
         evaluation = steps.evaluate(cfg, checkpoint_dir)
     with steps.timed("log", timings):
         tracker.log_metrics(evaluation.metrics)
+        steps.check_finite(checkpoint_dir, evaluation.metrics)  # logged, then refused
         task, inputs, _truth = steps.gate_data(cfg, checkpoint_dir)
         if curve_metric:
             curve = f"val_{cfg.gate_metric}" if cfg.gate_metric in task.metrics else cfg.train.monitor
@@ -136,11 +164,14 @@ def evaluate_and_log(cfg: RecurConfig, tracker: RunTracker, checkpoint_dir: str,
     return evaluation, model_info.model_uri
 
 
-def register(cfg: RecurConfig, tracker: RunTracker, model_uri: str, timings: dict[str, float]) -> str:
+def register(cfg: RecurConfig, tracker: RunTracker, model_uri: str, timings: dict[str, float],
+             checkpoint_dir: str | None = None) -> str:
     """A new registry version of the logged model; returns its number."""
     from pipeline.tracking.registry import register_version
 
     with steps.timed("register", timings):
+        if checkpoint_dir is not None:
+            steps.check_finite(checkpoint_dir)  # a model with NaN or inf weights is never registered
         return register_version(model_uri, cfg.registry.model_name, run_id=tracker.run_id)
 
 

@@ -79,22 +79,30 @@ def run_predict(cfg: RecurConfig, model_text: str, data: str, out: str, *, track
                 params: dict[str, Any], overwrite: bool, force: bool, started_at: float,
                 connect: Callable[[], str] | None) -> PredictOutcome:
     """Check, skip when recorded, else predict (see `pipeline.inference.job.predict_dataset`)."""
-    from pipeline.data.contract import read_manifest
+    from pipeline.data.contract import SPLITS, files_fingerprint, filesystem, read_manifest
     from pipeline.inference.job import (
         check_compatible,
+        check_input_types,
+        check_options,
         check_output,
         predict_dataset,
         predict_params,
         resolve_output,
+        split_files,
     )
     from pipeline.inference.model import ModelSpec, load_registered, resolve_version
     from pipeline.tracking.store import check_reachable
 
-    spec = ModelSpec.parse(model_text)  # the cheap checks first: the model and the data, before Ray
+    check_options(batch_size=batch_size, concurrency=concurrency)  # the cheap checks first, before Ray
+    spec = ModelSpec.parse(model_text)
     manifest = read_manifest(data)
+    files = split_files(data, list(dict.fromkeys(splits or [s for s in SPLITS if s in manifest.splits])))
+    check_input_types(files, manifest.feature.kind, filesystem(data)[0])
     check_reachable(tracking_uri)
     version, _ = resolve_version(spec, tracking_uri)
-    inputs = {"model": f"{spec.name}/{version}", "data": manifest.data_hash, "out": _location(out),
+    # the input as it is on disk now, not only as its manifest says: data changed in place predicts again
+    inputs = {"model": f"{spec.name}/{version}", "data": manifest.data_hash, "files": files_fingerprint(data),
+              "out": _location(out),
               "options": hash_json({"splits": sorted(splits or []), "batch_size": batch_size,
                                     "params": params})}
     store = StepStore(cfg.tracking.runs_dir)

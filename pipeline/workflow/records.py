@@ -41,6 +41,7 @@ STEP_CONFIG: dict[str, tuple[str, ...]] = {
 STEP_TAG = "recur.step."  # MLflow tags recur.step.<step> (status), .key, .seconds, .error
 
 SUCCEEDED, FAILED, RUNNING, SKIPPED = "succeeded", "failed", "running", "skipped"
+INTERRUPTED = "interrupted"  # Ctrl-C: ran again next time (a study: `recur tune --resume` continues it)
 
 
 def hash_json(value: Any) -> str:
@@ -77,6 +78,19 @@ class StepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "output_hash": self.output_hash}
+
+
+# Steps whose results live in a store (MLflow runs and models, the registry, Ray's checkpoint
+# storage): their records are keyed by where that store is (`store_hash`), so the same config
+# against another MLflow server runs them again there instead of reusing another store's run.
+STORE_STEPS = ("tune", "train", "evaluate", "register", "promote")
+
+
+def store_hash(*, tracking_uri: str, registry_uri: str, storage_path: str) -> str:
+    """One hash of everything that decides where a step's results live. A hash, not the URIs:
+    records are plain files, and a URI may hold a password."""
+    return hash_json({"tracking_uri": tracking_uri, "registry_uri": registry_uri,
+                      "storage_path": storage_path})
 
 
 def new_record(step: str, config: dict[str, Any], inputs: dict[str, str], data_hash: str) -> StepRecord:

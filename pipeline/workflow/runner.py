@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,23 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import ConfigError, RecurConfig
 from pipeline.data import contract
 from pipeline.tracking import store
+from pipeline.tracking.policy import CallPolicy
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
 from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, register
 from pipeline.workflow.records import (
     FAILED,
+    INTERRUPTED,
     SKIPPED,
     STEP_TAG,
+    STORE_STEPS,
     SUCCEEDED,
     StepRecord,
     StepStore,
     hash_json,
     new_record,
+    store_hash,
     workflow_steps,
 )
 
@@ -67,12 +73,15 @@ class Workflow:
         self.timings: dict[str, float] = {}
         self.tracker: RunTracker | None = None
         self.budget: dict[str, Any] = {}  # budget.* params (pipeline.training.budget)
+        self.policy = CallPolicy.from_config(cfg.tracking)  # how MLflow is called (tracking.retries, ...)
 
     # ---------------------------------------------------------------------------------- steps
 
     def _step(self, name: str, inputs: dict[str, str], data_hash: str,
               run: Callable[[], dict[str, Any]], *, still_valid: Callable[[dict], bool] = lambda o: True,
               ) -> StepRecord:
+        if name in STORE_STEPS:  # keyed by where its results live: another server runs it again
+            inputs = {**inputs, "store": self.where}
         record = new_record(name, self.config, inputs, data_hash)
         found = self.store.get(record.key)
         if (self.steps.index(name) < self.rerun_from and found is not None and found.status == SUCCEEDED
@@ -81,15 +90,18 @@ class Workflow:
                      found.key)
             self.done.append((found, SKIPPED))
             return found
+        if name in AFTER_TRAINING:  # a server that died during training: stop now, not per call
+            self._check_server(name)
         self.store.put(record)  # status running: a crash leaves it so
         start = time.perf_counter()
         try:
             record.outputs = run()
         except BaseException as exc:
-            record.status, record.error = FAILED, redact_text(f"{type(exc).__name__}: {exc}")[:4000]
+            status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+            record.status, record.error = status, redact_text(f"{type(exc).__name__}: {exc}")[:4000]
             record.seconds = round(time.perf_counter() - start, 2)
             self.store.put(record)
-            self.done.append((record, FAILED))
+            self.done.append((record, status))
             raise
         record.status, record.seconds = SUCCEEDED, round(time.perf_counter() - start, 2)
         self.store.put(record)
@@ -104,15 +116,28 @@ class Workflow:
 
             check_study(cfg)  # every key and value of the space, before anything starts
         tracking_uri = store.resolve_tracking_uri(cfg)
-        store.check_reachable(tracking_uri)  # before any work, so a dead server costs nothing
-        experiment_id = store.ensure_experiment(cfg, tracking_uri)
-        with store.use_tracking_uri(tracking_uri):
-            try:
-                return self._run(tracking_uri, experiment_id)
-            except BaseException:
-                self._close("FAILED")
-                self._say_what_is_kept(tracking_uri)
-                raise
+        storage = steps.storage_path(cfg)
+        self.tracking_uri, self.where = tracking_uri, store_hash(
+            tracking_uri=tracking_uri, registry_uri=store.resolve_registry_uri(tracking_uri),
+            storage_path=storage if "://" in storage else os.path.abspath(storage))
+        # every MLflow request of the run, here and in the Train controller: bounded retries,
+        # timeouts and a deadline (tracking.retries, request_timeout_s, deadline_s)
+        with self.policy.applied():
+            self._check_server()  # before any work, so a dead server costs nothing
+            experiment_id = store.ensure_experiment(cfg, tracking_uri)
+            with store.use_tracking_uri(tracking_uri):
+                try:
+                    return self._run(tracking_uri, experiment_id)
+                except BaseException as exc:
+                    gone = isinstance(exc, Exception) and not store.reachable(tracking_uri, self.policy)
+                    self._close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED",
+                                server_gone=gone)
+                    self._say_what_is_kept(tracking_uri)
+                    if gone and not isinstance(exc, store.TrackingUnavailable):
+                        raise store.TrackingUnavailable(
+                            f"MLflow tracking server {tracking_uri} stopped answering "
+                            f"({_first_line(exc)})") from exc
+                    raise
 
     def _say_what_is_kept(self, tracking_uri: str) -> None:
         """After a failure past training: where the trained model and unsent metrics are."""
@@ -131,16 +156,24 @@ class Workflow:
 
     def _run(self, tracking_uri: str, experiment_id: str) -> RunSummary:
         cfg = self.cfg
+        # the checkpoint bucket too is checked before Ray starts, not when training would write to it
+        steps.check_bucket(steps.storage_path(cfg), "write checkpoints (tracking.storage_path)")
         source = steps.source_fingerprint(cfg) if cfg.data.source is not None else None
+        # A step is skipped only while the files are as it left them (contract.files_fingerprint):
+        # data changed in place keeps its manifest's hash, but not its fingerprint.
         ingest_inputs = {"sources": hash_json(source)} if source else {
-            "dataset": contract.read_manifest(cfg.data.root).data_hash}
-        ingested = self._step("ingest", ingest_inputs, ingest_inputs.get("dataset", ""),
-                              lambda: _manifest_outputs(steps.ingest(cfg)),
-                              still_valid=lambda o: _dataset_is(cfg.data.root, o["data_hash"]))
+            "dataset": contract.read_manifest(cfg.data.root).data_hash,
+            "files": contract.files_fingerprint(cfg.data.root)}
+        ingested = self._step(
+            "ingest", ingest_inputs, ingest_inputs.get("dataset", ""),
+            lambda: _manifest_outputs(steps.ingest(cfg), cfg.data.root),
+            still_valid=lambda o: _dataset_is(cfg.data.root, o["data_hash"], o.get("files")))
         data_hash = ingested.outputs["data_hash"]
         manifest = contract.read_manifest(cfg.data.root)
+        self.given = cfg  # before "auto" is decided: each Tune trial decides it for its own values
         self.cfg = cfg = self._resolve(cfg, manifest)
-        self._step("validate", {"data": data_hash}, data_hash, lambda: _validated(cfg))
+        self._step("validate", {"data": data_hash, "files": contract.files_fingerprint(cfg.data.root)},
+                   data_hash, lambda: _validated(cfg))
         if self.fine_tune is not None:
             from pipeline.workflow.retrain import check_fine_tune
 
@@ -149,12 +182,12 @@ class Workflow:
         if self.tune:
             trained = self._step("tune", {"data": data_hash}, data_hash,
                                  lambda: self._search(tracking_uri, experiment_id, manifest),
-                                 still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+                                 still_valid=self._trained_is_there)
             eval_cfg = RecurConfig.model_validate(trained.outputs["best_config"])
         else:
             trained = self._step("train", {"data": data_hash}, data_hash,
                                  lambda: self._train(tracking_uri, experiment_id, manifest),
-                                 still_valid=lambda o: Path(o["checkpoint_dir"]).is_dir())
+                                 still_valid=self._trained_is_there)
             eval_cfg = cfg
         out = trained.outputs
         checkpoint = out["checkpoint_dir"]
@@ -167,15 +200,18 @@ class Workflow:
             return {"metrics": evaluation.metrics, "model_uri": model_uri,
                     "plots": tracker.figures[logged:]}
 
-        evaluated = self._step("evaluate", {trained.step: trained.output_hash}, data_hash, evaluate)
+        evaluated = self._step("evaluate", {trained.step: trained.output_hash}, data_hash, evaluate,
+                               still_valid=lambda o: self._holds_run(out["run_id"]))
         decision = None
         if cfg.registry.enabled:
             def do_register() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
-                version = register(cfg, tracker, evaluated.outputs["model_uri"], self.timings)
+                version = register(cfg, tracker, evaluated.outputs["model_uri"], self.timings,
+                                   checkpoint_dir=checkpoint)
                 return {"model_name": cfg.registry.model_name, "version": version}
 
-            registered = self._step("register", {"evaluate": evaluated.output_hash}, data_hash, do_register)
+            registered = self._step("register", {"evaluate": evaluated.output_hash}, data_hash, do_register,
+                                    still_valid=lambda o: self._holds_version(o["version"], out["run_id"]))
 
             def do_promote() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
@@ -184,8 +220,9 @@ class Workflow:
                                    self.timings)
                 return {**decision, "plots": tracker.figures[logged:]}
 
-            promoted = self._step("promote", {"register": registered.output_hash}, data_hash,
-                                  do_promote).outputs
+            promoted = self._step("promote", {"register": registered.output_hash}, data_hash, do_promote,
+                                  still_valid=lambda o: self._holds_version(o["version"], out["run_id"],
+                                                                            decided=True)).outputs
             decision = {k: v for k, v in promoted.items() if k != "plots"}
         self._close("FINISHED")
         if self.tune:
@@ -196,6 +233,41 @@ class Workflow:
             best_epoch=out["best_epoch"], checkpoint_dir=checkpoint, decision=decision,
             timings=self.timings, steps=self.step_rows(), plots=self.plots(),
         )
+
+    # ------------------------------------------------------- is a record's result in the store?
+
+    def _trained_is_there(self, outputs: dict[str, Any]) -> bool:
+        return Path(outputs["checkpoint_dir"]).is_dir() and self._holds_run(outputs["run_id"])
+
+    def _holds_run(self, run_id: str) -> bool:
+        """Whether the tracking store holds MLflow run `run_id` (not deleted). A record of a run
+        the store lacks (another server, a wiped or restored one) is no reason to skip a step."""
+        try:
+            run = MlflowClient(self.tracking_uri).get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            log.info("MLflow run %s of a step record is not at %s: running the step again", run_id,
+                     redact_text(self.tracking_uri))
+            return False
+        return run.info.lifecycle_stage != "deleted"
+
+    def _holds_version(self, version: str, run_id: str, *, decided: bool = False) -> bool:
+        """Whether the registry holds `version` of the model, registered from `run_id` (a store
+        can have a version 1 of its own) and, when `decided`, judged by a gate (tagged)."""
+        name = self.cfg.registry.model_name
+        try:
+            found = MlflowClient(self.tracking_uri).get_model_version(name, str(version))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            found = None
+        held = (found is not None and found.run_id == run_id
+                and (not decided or "recur.decision" in (found.tags or {})))
+        if not held:
+            log.info("%s version %s of a step record is not in the registry as recorded: running the "
+                     "step again", name, version)
+        return held
 
     def _resolve(self, cfg: RecurConfig, manifest: contract.Manifest) -> RecurConfig:
         """The config with its "auto" values decided from the manifest (and epochs raised to reach
@@ -240,7 +312,7 @@ class Workflow:
                                                  config_sources=self.config_sources, resume=self.resume)
         logged = len(self.tracker.figures)
         found = search(self.cfg, manifest, self.tracker, path, plan=plan, resumed=resumed,
-                       timings=self.timings)
+                       timings=self.timings, trial_base=self.given)
         study = found.summary
         return {"run_id": self.tracker.run_id, "study": study.study, "path": study.path,
                 "checkpoint_dir": found.checkpoint_dir, "best_config": found.best_config,
@@ -277,8 +349,35 @@ class Workflow:
                                tags={"recur.kind": "run"} if run_id is None else None)
         return self.tracker
 
-    def _close(self, status: str) -> None:
+    def _check_server(self, step: str | None = None) -> None:
+        """TrackingUnavailable (naming the step, if any) when the tracking server does not answer,
+        tried as the call policy says: a busy server is not a dead one."""
+        uri = store.resolve_tracking_uri(self.cfg)
+
+        def check() -> None:  # credentials refused are not tried again; the retries stay quiet
+            self.policy.call(lambda: store.check_reachable(uri, self.policy.request_timeout_s),
+                             f"checking MLflow at {redact_text(uri)}", log_level=logging.DEBUG,
+                             retry_if=lambda exc: not isinstance(exc, store.TrackingRefused))
+
+        if step is None:
+            check()
+            return
+        try:
+            check()
+        except store.TrackingRefused:
+            raise
+        except store.TrackingUnavailable as exc:
+            raise store.TrackingUnavailable(f"MLflow tracking server {uri} stopped answering before the "
+                                            f"{step} step ({_first_line(exc.__cause__ or exc)})") from exc
+
+    def _close(self, status: str, *, server_gone: bool = False) -> None:
         if self.tracker is None or self.tracker.run_id is None:
+            return
+        if server_gone:  # `recur runs sync` closes the run once the server is back
+            from pipeline.tracking import spool
+
+            spool.append_status(self.tracker.spool_path, status)
+            self.tracker.finish(status, tell_server=False)
             return
         try:
             self._tag_steps()
@@ -315,14 +414,26 @@ class Workflow:
                  "started_at": r.started_at, "error": r.error} for r, how in self.done]
 
 
-def _manifest_outputs(manifest: contract.Manifest) -> dict[str, Any]:
+AFTER_TRAINING = ("evaluate", "register", "promote")  # steps that open the trained run again
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _manifest_outputs(manifest: contract.Manifest, root: str) -> dict[str, Any]:
     return {"data_hash": manifest.data_hash, "data_version": manifest.data_version,
-            "rows": {split: info.rows for split, info in manifest.splits.items()}}
+            "rows": {split: info.rows for split, info in manifest.splits.items()},
+            "files": contract.files_fingerprint(root)}
 
 
-def _dataset_is(root: str, data_hash: str) -> bool:
+def _dataset_is(root: str, data_hash: str, files: str | None = None) -> bool:
+    """The dataset at `root` is the one a record names: the same data hash in its manifest and,
+    for records that kept it, the same files on disk."""
     try:
-        return contract.read_manifest(root).data_hash == data_hash
+        if contract.read_manifest(root).data_hash != data_hash:
+            return False
+        return files is None or contract.files_fingerprint(root) == files
     except Exception:  # missing or unreadable: import again
         return False
 

@@ -63,12 +63,20 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
     fingerprint = source_fingerprint(cfg)
     store = contract._store(root)
     up_to_date = store.exists(IMPORT_MARKER) and store.exists(contract.MANIFEST_FILE)
-    if up_to_date and json.loads(store.read_text(IMPORT_MARKER)) == fingerprint:
-        log.info("dataset at %s is up to date with its sources; not re-importing", root)
-        return contract.read_manifest(root)
+    if up_to_date:
+        marker = json.loads(store.read_text(IMPORT_MARKER))
+        files = marker.pop("dataset_files", None)
+        # the sources and options are those of the last import, and its files are as it left them
+        if marker == fingerprint and files == contract.files_fingerprint(root):
+            log.info("dataset at %s is up to date with its sources; not re-importing", root)
+            return contract.read_manifest(root)
+        if marker == fingerprint:
+            log.warning("dataset at %s changed since it was imported (its files are not as the import "
+                        "wrote them); importing it again from its sources", root)
     paths = [resolve_source(p) for p in cfg.data.source.paths]
     manifest = import_dataset(cfg.data.source.format, paths, root, **_import_kwargs(cfg))
-    store.write_text_atomic(IMPORT_MARKER, json.dumps(fingerprint, indent=2))
+    store.write_text_atomic(IMPORT_MARKER, json.dumps(
+        {**fingerprint, "dataset_files": contract.files_fingerprint(root)}, indent=2))
     return manifest
 
 
@@ -78,7 +86,16 @@ IMPORT_MARKER = "import.json"  # the sources' fingerprint of the last import int
 def check_max_length(manifest: contract.Manifest, root: str, max_length: int | None) -> None:
     """An imported dataset (`data.source: null`) must already fit `data.max_length`: it is applied
     when importing, never silently at training time."""
+    from pipeline.config import DEFAULT_MAX_LENGTH
+
     longest = {s: info.max for s, info in manifest.lengths.items()}
+    if max_length is None and manifest.task == "classify":  # the default limit of its importers
+        over = {s: n for s, n in longest.items() if n > DEFAULT_MAX_LENGTH}
+        if over:
+            raise contract.DatasetError(
+                f"dataset {root}: sequences up to {over} time steps per split, longer than "
+                f"data.max_length's default {DEFAULT_MAX_LENGTH}: a sequence that long needs gigabytes to "
+                f"train. Set data.max_length to at least {max(over.values())} to train on them whole")
     over = {s: n for s, n in longest.items() if max_length is not None and n > max_length}
     if over:
         raise contract.DatasetError(
@@ -128,7 +145,12 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
 
     from pipeline.storage import join as storage_join
     from pipeline.tasks import task_class
-    from pipeline.training.trainer import build_trainer, check_resources, training_failure
+    from pipeline.training.trainer import (
+        build_trainer,
+        check_resources,
+        diverged_failure,
+        training_failure,
+    )
 
     check_resources(cfg, ray.cluster_resources())
     rows = manifest.splits["train"].rows
@@ -140,7 +162,7 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
             log.warning("train split has %d rows for %d workers: each epoch trains on %d rows, %d "
                         "row(s) unseen per epoch", rows, workers, rows - rows % workers, rows % workers)
         tracker.log_params({"train.rows_per_epoch": rows - rows % workers})
-    storage = cfg.tracking.storage_path or os.path.join(cfg.tracking.runs_dir, "ray")
+    storage = storage_path(cfg)
     check_bucket(storage, "write checkpoints (tracking.storage_path)")
     weights = pre = None
     if fine_tune is not None:
@@ -165,6 +187,9 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
             result = trainer.fit()
     except TrainingFailedError as exc:
         raise training_failure(exc, cfg, storage_join(storage, name)) from exc
+    diverged = getattr(result, "return_value", None)  # the workers stopped on NaN or inf (loop.fit)
+    if isinstance(diverged, dict) and diverged.get("diverged"):
+        raise diverged_failure(diverged, cfg, storage_join(storage, name))
     # Ray Train's local mode (resources.num_workers: 0) keeps no ranked checkpoints: its last one
     best = (result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
             if result.best_checkpoints else None) or result.checkpoint
@@ -182,6 +207,11 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
         best_epoch=int(best_metrics.get("epoch", -1)),
         final_metrics=dict(result.metrics),
     )
+
+
+def storage_path(cfg: RecurConfig) -> str:
+    """Where Ray Train keeps the run's checkpoints: tracking.storage_path, else <runs_dir>/ray."""
+    return cfg.tracking.storage_path or os.path.join(cfg.tracking.runs_dir, "ray")
 
 
 # ---------------------------------------------------------------------------------- evaluate
@@ -207,6 +237,28 @@ def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     report = task.report(model, table, state)
     metrics.update({f"test_{k}": v for k, v in report.metrics.items()})
     return Evaluation(metrics=metrics, report=report)
+
+
+def check_finite(checkpoint_dir: str, metrics: dict[str, float] | None = None) -> None:
+    """Refuse (TrainingFailed) a checkpoint whose weights, or an evaluation whose metrics, hold NaN
+    or inf: such a model is never logged as a model, registered or promoted."""
+    import math
+
+    import torch
+
+    from pipeline.training.trainer import TrainingFailed
+    from pipeline.training.worker import load_checkpoint
+
+    weights = load_checkpoint(checkpoint_dir)["state_dict"]
+    bad = [k for k, v in weights.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    bad_metrics = [f"{k} = {v}" for k, v in (metrics or {}).items()
+                   if isinstance(v, (int, float)) and not math.isfinite(v)]
+    if bad or bad_metrics:
+        what = (f"weights {', '.join(bad[:3])} hold NaN or inf" if bad
+                else f"its test metrics are not finite ({', '.join(bad_metrics[:3])})")
+        raise TrainingFailed(f"the model in {checkpoint_dir} is not registered: {what}. Training "
+                             "diverged or the test data holds extreme values: lower train.lr, keep "
+                             "train.grad_clip on, and check the data (recur data validate)")
 
 
 def gate_data(cfg: RecurConfig, checkpoint_dir: str) -> tuple[Any, Any, Any]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from pipeline import progress
 from pipeline.config import RecurConfig
+from pipeline.errors import Failure
 from pipeline.tracking.run import STUDY_TAG, RunTracker
 from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
@@ -29,6 +31,11 @@ from pipeline.workflow.pipeline import decision_lines, not_promoted_line, plot_n
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
+
+
+class StudyFailed(Failure, RuntimeError):
+    """A study ended without running every trial to its end (tune.allow_partial is false), or
+    with no trial to register: what happened to the trials, the first error, what to change."""
 
 
 @dataclass
@@ -48,9 +55,12 @@ class StudySummary:
     plots: list[str] = field(default_factory=list)  # artifact paths of the PNGs logged to the parent run
     steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, key
 
+    def counts_line(self) -> str:
+        return ", ".join(f"{n} {k}" for k, n in self.counts.items() if n) or "no trials"
+
     def format(self, metric: str) -> str:
         lines = ["", f"recur tune finished: study {self.study}",
-                 "  trials          " + ", ".join(f"{n} {k}" for k, n in self.counts.items() if n),
+                 "  trials          " + self.counts_line(),
                  f"  best trial      {self.best_trial}  {metric} {self.best_value}",
                  "  best params     " + ", ".join(f"{k}={v}" for k, v in self.best_params.items())]
         lines += [f"  {name.replace('_', ' '):<15} {value:.4f}" for name, value in self.test_metrics.items()]
@@ -142,28 +152,44 @@ def plan_study(cfg: RecurConfig) -> Any:
     trial cannot fit (before any MLflow run is created)."""
     import ray
 
-    from pipeline.tuning.plan import plan_trials
+    from pipeline.tuning.plan import plan_trials, study_size
+    from pipeline.tuning.space import parse_space
 
     r = cfg.resources
     plan = plan_trials(num_workers=r.num_workers, cpus_per_worker=r.cpus_per_worker, use_gpu=r.use_gpu,
                        reserve_cpus_for_data=r.reserve_cpus_for_data, cluster=ray.cluster_resources(),
-                       requested=cfg.tune.max_concurrent_trials, num_samples=cfg.tune.num_samples)
+                       requested=cfg.tune.max_concurrent_trials,
+                       num_trials=study_size(cfg.tune.num_samples, parse_space(cfg.tune.space)))
     if plan.warning:
         log.warning(plan.warning)
     return plan
 
 
 def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, plan: Any, resumed: bool,
-           timings: dict[str, float]) -> SearchResult:
+           timings: dict[str, float], trial_base: RecurConfig | None = None) -> SearchResult:
     """The Ray Tune study itself (Ray connected): one nested MLflow run per trial, the table of
-    trials and the study plots on the parent run, the best trial's best checkpoint copied out."""
+    trials and the study plots on the parent run, the best trial's best checkpoint copied out.
+
+    `trial_base`: the config before its "auto" values and train.min_steps were resolved
+    (default `cfg`): each trial resolves them for its own sampled values (a sampled conv
+    front-end turns length bucketing off, a sampled batch size changes the epochs min_steps needs).
+    """
     from ray import tune
 
-    from pipeline.tuning.plan import TRIAL_DRIVER_CPU
+    from pipeline.training.budget import resolve
+    from pipeline.tuning.plan import TRIAL_DRIVER_RESOURCES
     from pipeline.tuning.space import parse_space, to_tune, trial_config_dict
-    from pipeline.tuning.tuner import StudyContext, StudyProgress, scheduler_for, search_for, trial_function
+    from pipeline.tuning.tuner import (
+        StudyContext,
+        StudyProgress,
+        longest_trial,
+        scheduler_for,
+        search_for,
+        study_interrupt,
+        trial_function,
+    )
 
-    base = cfg.model_dump(mode="json")
+    base = (trial_base or cfg).model_dump(mode="json")
     parsed = parse_space(cfg.tune.space)
     metric, mode = cfg.tune_metric
     search_alg = search_for(cfg, parsed, max_concurrent=plan.concurrency)
@@ -183,25 +209,26 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
                            spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR),
                            progress_mode=progress.mode())
     trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
-                                    {"CPU": TRIAL_DRIVER_CPU})
+                                    TRIAL_DRIVER_RESOURCES)
     space = to_tune(parsed)
     verbose = 1 if cfg.train.ray_log_level != "WARNING" else 0
     # the table of trials; beside Tune's own (verbose) output only as plain lines
     table = StudyProgress(metric=metric, mode=mode, total_epochs=cfg.train.epochs,
-                          display_mode="plain" if verbose and progress.mode() == "live" else None)
+                          display_mode="plain" if verbose and progress.mode() == "live" else None,
+                          record_dir=str(path), time_budget_s=cfg.tune.time_budget_s)
     with steps.timed("tune", timings):
         if resumed and tune.Tuner.can_restore(str(path / "tuner")):
             tuner = tune.Tuner.restore(str(path / "tuner"), trainable, resume_unfinished=True,
                                        resume_errored=True, param_space=space)
         else:
+            scheduler = scheduler_for(cfg, {k: v for k, v in space.items() if parsed[k][0] != "grid"},
+                                      longest=longest_trial(base, parsed, manifest))
             tuner = tune.Tuner(
                 trainable, param_space=space,
                 tune_config=tune.TuneConfig(
                     # the concurrency limit is in search_alg (Tune ignores it here for one)
                     metric=metric, mode=mode, num_samples=cfg.tune.num_samples,
-                    time_budget_s=cfg.tune.time_budget_s,
-                    scheduler=scheduler_for(cfg, {k: v for k, v in space.items() if parsed[k][0] != "grid"}),
-                    search_alg=search_alg),
+                    time_budget_s=cfg.tune.time_budget_s, scheduler=scheduler, search_alg=search_alg),
                 run_config=tune.RunConfig(
                     name="tuner", storage_path=str(path),
                     verbose=verbose, callbacks=[table],
@@ -209,17 +236,25 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
                         num_to_keep=_checkpoints_to_keep(cfg), checkpoint_score_attribute=metric,
                         checkpoint_score_order=mode)),
             )
-        results = tuner.fit()
-    _prune_checkpoints(results, metric=metric, mode=mode)
+        with study_interrupt() as interrupted:
+            results = tuner.fit()
+    if not interrupted.is_set():
+        _prune_checkpoints(results, metric=metric, mode=mode)
     summary = _record_trials(cfg, results, tracker, metric=metric, mode=mode, study=study_name,
-                             path=path, parent=tracker.run_id, timings=timings)
+                             path=path, parent=tracker.run_id, timings=timings, parsed=parsed)
     summary.concurrency = plan.concurrency
-    best = results.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
+    _check_outcome(cfg, summary, interrupted=interrupted.is_set())
+    try:
+        best = results.get_best_result(metric=metric, mode=mode, scope="all", filter_nan_and_inf=True)
+    except RuntimeError:  # no trial reported a number (tune.allow_partial, every trial failed)
+        best = None
     best_checkpoint = best.get_best_checkpoint(metric=metric, mode=mode) if best else None
     if best_checkpoint is None:
-        raise RuntimeError(f"no trial of study {study_name} reported a checkpoint; see {path}")
+        raise StudyFailed(f"no trial of study {study_name} reported a checkpoint ({summary.counts_line()}); "
+                          f"see {path}")
     best_metrics = next((m for c, m in best.best_checkpoints if c.path == best_checkpoint.path), {})
-    return SearchResult(summary=summary, best_config=trial_config_dict(base, best.config),
+    best_config = resolve(RecurConfig.model_validate(trial_config_dict(base, best.config)), manifest).cfg
+    return SearchResult(summary=summary, best_config=best_config.model_dump(mode="json"),
                         checkpoint_dir=best_checkpoint.to_directory(str(path / "best")),
                         best_epoch=int(best_metrics.get("epoch", -1)),
                         epochs_run=int((best.metrics or {}).get("epoch", -1)) + 1)
@@ -266,32 +301,44 @@ def _prune_checkpoints(results: Any, *, metric: str, mode: str) -> None:
 
 
 def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metric: str, mode: str,
-                   study: str, path: Path, parent: str, timings: dict[str, float]) -> StudySummary:
-    """Each trial's final status on its child run; the trials table and plots on the parent."""
+                   study: str, path: Path, parent: str, timings: dict[str, float],
+                   parsed: dict[str, tuple[str, list[Any]]]) -> StudySummary:
+    """Each trial's final status on its child run; the trials table and plots on the parent.
+
+    A trial's status is what Tune did to it (`pipeline.tuning.tuner.trial_status`, recorded by
+    the study's callback); trials the study never made (it ended first) count as never started.
+    """
     from pipeline.tracking import plots
     from pipeline.tracking.run import close_trial_run, find_trial_runs
+    from pipeline.tuning.plan import study_size
     from pipeline.tuning.report import TrialRecord, best_of, best_so_far, summarize, trials_table
+    from pipeline.tuning.tuner import read_outcomes
 
+    outcomes = read_outcomes(path)
+    by_dir = {o["dir"]: trial_id for trial_id, o in outcomes.items()}
+    order = {trial_id: i for i, trial_id in enumerate(outcomes)}
     runs = find_trial_runs(tracker.tracking_uri, tracker.experiment_id, study)
     records = []
-    for result in sorted(results, key=lambda r: r.metrics.get("trial_id", "") if r.metrics else ""):
-        history = result.metrics_dataframe
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-        values = history[metric].dropna().tolist() if history is not None and metric in history else []
+    for result in results:
         last = result.metrics or {}
-        finished = bool(last.get("early_stopped")) or int(last.get("epoch", -1)) + 1 >= cfg.train.epochs
-        status = "failed" if result.error else ("completed" if finished else "stopped early")
+        trial_id = last.get("trial_id") or by_dir.get(Path(result.path).name, Path(result.path).name)
+        history = result.metrics_dataframe
+        values = history[metric].dropna().tolist() if history is not None and metric in history else []
+        status = outcomes.get(trial_id, {}).get("status") or ("failed" if result.error else "interrupted")
         best = best_of(values, mode=mode)
         record = TrialRecord(
             trial_id=trial_id, status=status, params=dict(result.config or {}), metric=metric,
             best_value=best, last_value=values[-1] if values else None, epochs=len(values),
-            seconds=float(last.get("time_total_s", 0.0)), error=str(result.error) if result.error else None,
+            seconds=float(last.get("time_total_s", 0.0)),
+            error=_error_line(result.error) or (f"diverged: {last['diverged']}" if last.get("diverged")
+                                                else None),
             mlflow_run_id=runs.get(trial_id),
         )
         records.append(record)
         if record.mlflow_run_id:
             close_trial_run(tracker.tracking_uri, record.mlflow_run_id, status=status,
                             summary={f"best_{metric}": best, "epochs": record.epochs})
+    records.sort(key=lambda r: (order.get(r.trial_id, len(order)), r.trial_id))  # the order Tune made them
     table = trials_table(records, metric=metric, mode=mode)
     info = summarize(records, metric=metric, mode=mode)
     tracker.log_text(table.to_csv(index=False), "tune/trials.csv")
@@ -306,10 +353,47 @@ def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metri
                        "plots/tune_best_so_far.png")
     tracker.log_figure(plots.parallel_coordinates(table, params=params, metric=metric, mode=mode),
                        "plots/tune_parallel_coordinates.png")
+    counts = dict(info["status_counts"])
+    counts["never started"] += max(0, study_size(cfg.tune.num_samples, parsed) - len(records))
     return StudySummary(study=study, path=str(path), parent_run_id=parent, trials=table,
-                        counts=info["status_counts"], best_trial=info["best_trial_id"],
+                        counts=counts, best_trial=info["best_trial_id"],
                         best_value=info["best_value"],
                         best_params=info["best_params"] or {}, timings=timings)
+
+
+def _error_line(error: BaseException | None) -> str | None:
+    """A failed trial's error in one line: the exception the trial raised (Tune hands it back
+    wrapped, its text a traceback), its last line of text."""
+    if error is None:
+        return None
+    cause = getattr(error, "cause", None) or error
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:1000]
+
+
+def _check_outcome(cfg: RecurConfig, summary: StudySummary, *, interrupted: bool) -> None:
+    """After the study: Ctrl-C ends the tune step as interrupted; a study that did not run every
+    trial to its end fails it (exit 1) unless tune.allow_partial, saying what happened."""
+    from pipeline.tuning.report import PARTIAL
+
+    if interrupted:
+        print(f"recur: study {summary.study} interrupted ({summary.counts_line()}); it is kept in "
+              f"{summary.path}, and `recur tune CONFIG --resume` continues it", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+    partial = {k: n for k, n in summary.counts.items() if k in PARTIAL and n}
+    if not partial or cfg.tune.allow_partial:
+        return
+    errors = [e for e in summary.trials.get("error", []) if isinstance(e, str) and e]
+    budget = cfg.tune.time_budget_s
+    cut = budget and set(partial) & {"stopped by time budget", "never started"}
+    raise StudyFailed(
+        f"study {summary.study} did not run every trial to its end ({summary.counts_line()})"
+        + (f"; first error: {errors[0]}" if errors else "")
+        + (f"; the time budget (tune.time_budget_s = {budget:g} s) ran out first: raise it or lower "
+           "tune.num_samples" if cut else "")
+        + ". Nothing was registered."
+        + (" `recur tune CONFIG --resume` runs the failed trials again." if "failed" in partial else "")
+        + " tune.allow_partial=true registers the best of the trials that finished")
 
 
 def _pbt_exploits(tuner_dir: Path, params: list[str]) -> Any:

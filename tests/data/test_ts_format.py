@@ -157,16 +157,22 @@ def test_entirely_missing_dimension_cannot_be_filled(tmp_path):
     np.testing.assert_array_equal(parse_ts(path, missing="zero").series[0][:, 1], [0, 0])
 
 
-def test_unequal_dimensions_in_one_case_are_padded_at_the_end(tmp_path):
-    # Given a case whose second dimension is shorter than its first
-    path = write(tmp_path, "ragged.ts", HEADER_MULTI + "1,2,3,4:10,20:a\n")
-    # Then under "error" this is reported, naming the short dimension
-    with pytest.raises(TsFormatError, match=r":10: dimension 2 has 2 values but the longest"):
-        parse_ts(path)
-    # And under ffill the padding is filled from the last value
-    x = parse_ts(path, missing="ffill").series[0]
-    assert x.shape == (4, 2)
-    np.testing.assert_array_equal(x[:, 1], [10, 20, 20, 20])
+@pytest.mark.parametrize("policy", ["error", "zero", "ffill", "interpolate", "keep"])
+def test_a_dimension_shorter_than_the_others_is_an_error_under_every_policy(tmp_path, policy):
+    # Given a case whose second dimension lost values (nothing says they were missing: no '?')
+    path = write(tmp_path, "ragged.ts", HEADER_MULTI + "1,2,3,4:10,20,30:a\n")
+    # Then it is reported naming the line and both dimensions, never padded and filled
+    with pytest.raises(TsFormatError, match=r"ragged\.ts:10: dimension 2 has 3 values but dimension 1 "
+                                            r"has 4; expected every dimension"):
+        parse_ts(path, missing=policy)
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.ts"
+    path.write_bytes(HEADER_MULTI.encode() + "1,2:3,4:caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TsFormatError, match=r"latin1\.ts: not valid UTF-8 at byte offset \d+ \(line 10, "
+                                            r"byte 12 of the line\).*iconv"):
+        parse_ts(str(path))
 
 
 def test_fill_missing_rejects_unknown_policy():

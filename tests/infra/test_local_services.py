@@ -102,7 +102,7 @@ def test_stop_ends_only_its_own_server(tmp_path, script, pidfile):
 # ---- slow: both servers for real ----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_s3_and_mlflow_with_basic_auth_and_allowed_hosts(tmp_path, monkeypatch):
+def test_s3_and_mlflow_with_basic_auth_and_allowed_hosts(tmp_path, monkeypatch, capsys):
     s3_port, mlflow_port = free_port(), free_port()
     s3_dir, mlflow_dir = tmp_path / "s3", tmp_path / "mlflow"
     endpoint, uri = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
@@ -139,6 +139,25 @@ def test_s3_and_mlflow_with_basic_auth_and_allowed_hosts(tmp_path, monkeypatch):
         assert status_of(uri + SEARCH, host=f"localhost:{mlflow_port}", **admin) == 200
         assert status_of(uri + SEARCH, host="evil.example.com", **admin) == 403
         assert status_of(uri + SEARCH, host=f"10.1.2.3:{mlflow_port}", **admin) == 403
+
+        # recur is refused before any work, in one line, naming the server and what to set: without
+        # credentials, and with a wrong password in the URI (a 401, not the DNS failure urllib
+        # gives for user:password@host), which it never prints
+        from pipeline.cli import main
+
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            monkeypatch.delenv(key, raising=False)
+        wrong = f"http://admin:{password}x@127.0.0.1:{mlflow_port}"
+        for tracking_uri, who in ((uri, "no credentials were given"), (wrong, "with the credentials given")):
+            code = main(["run", str(REPO / "configs" / "quickstart.yaml"),
+                         "--set", f"tracking.tracking_uri={tracking_uri}",
+                         "--set", f"tracking.runs_dir={tmp_path / 'runs'}",
+                         "--set", f"data.root={tmp_path / 'd'}"])
+            err = capsys.readouterr().err
+            assert code == 2 and "refused recur (401 Unauthorized, " + who in err, err
+            assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in err
+            assert password not in err and len(err.strip().splitlines()) == 1
+            assert not (tmp_path / "d").exists()
 
         # a client with MLFLOW_TRACKING_USERNAME/PASSWORD works; artifacts land in the S3 bucket
         from mlflow import MlflowClient

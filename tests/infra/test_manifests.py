@@ -20,6 +20,7 @@ INFRA = REPO / "infra"
 K8S = INFRA / "k8s"
 COMPOSE = INFRA / "compose" / "docker-compose.yml"
 AWS = INFRA / "aws" / "cluster.yaml"
+MINIO_INIT = INFRA / "compose" / "minio-init.sh"
 RAY_IMAGE = re.compile(r"rayproject/ray:(?P<tag>[\w.\-]+)")
 # env var names whose values are credentials: never a literal in a manifest
 SENSITIVE_ENV = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL|PGPASS", re.I)
@@ -356,8 +357,10 @@ def test_compose_mlflow_is_postgres_backed_with_auth_and_minio_artifacts(compose
     assert not URL_WITH_PASSWORD.search(env["MLFLOW_BACKEND_STORE_URI"])  # libpq reads PGPASSWORD
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert mlflow["image"].endswith(f":{MLFLOW_VERSION}")
-    init = " ".join(compose["services"]["minio-init"]["command"])
-    assert "mc mb --ignore-existing" in init
+    init = compose["services"]["minio-init"]
+    assert init["entrypoint"] == ["/bin/sh", "/etc/recur/minio-init.sh"]
+    assert "./minio-init.sh:/etc/recur/minio-init.sh:ro" in init["volumes"]
+    assert "mc mb --ignore-existing" in MINIO_INIT.read_text()
 
 
 def test_compose_ray_has_token_auth_and_a_local_dashboard(compose):
@@ -383,6 +386,223 @@ def test_compose_credentials_come_from_the_env_file(compose):
                 assert _is_reference(value), f"{name}: {var} is not a ${{...}} reference"
     ignored = subprocess.run(["git", "check-ignore", "-q", "infra/compose/.env"], cwd=REPO)
     assert ignored.returncode == 0, "infra/compose/.env must be git-ignored"
+
+
+# ---- least privilege: what the Ray containers get --------------------------------------------------
+
+# credentials that only MinIO, MLflow and their init jobs may hold: never a Ray container
+ADMIN_ENV = re.compile(r"^MINIO_ROOT_|^MLFLOW_AUTH_ADMIN_")
+ADMIN_REFERENCE = re.compile(r"\$\{(MINIO_ROOT_[A-Z_]*|MLFLOW_AUTH_ADMIN_[A-Z_]*)")
+ADMIN_SECRETS = {"recur-minio-root", "recur-mlflow-server", "recur-mlflow-s3"}
+
+
+def ray_compose_problems(name: str, service: dict) -> list[str]:
+    """Root or admin credentials a compose Ray service receives, by variable name or by value."""
+    problems = [f"{name}: env_file {service['env_file']}"] if service.get("env_file") else []
+    for var, value in _compose_env(service).items():
+        if ADMIN_ENV.search(var) or ADMIN_REFERENCE.search(value):
+            problems.append(f"{name}: {var}={value}")
+    return problems
+
+
+def ray_k8s_problems(where: str, container: dict) -> list[str]:
+    """Root or admin credentials a Ray container receives: names, secretKeyRefs, envFrom."""
+    problems = []
+    for var in container.get("env", []):
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ADMIN_ENV.search(var["name"]) or ref.get("name") in ADMIN_SECRETS:
+            problems.append(f"{where}: {var['name']} from {ref or 'a value'}")
+    for source in container.get("envFrom", []):
+        ref = source.get("secretRef") or {}
+        if ref.get("name") in ADMIN_SECRETS:
+            problems.append(f"{where}: envFrom {ref['name']}")
+    return problems
+
+
+def _ray_compose_services(compose: dict) -> dict[str, dict]:
+    return {name: s for name, s in compose["services"].items()
+            if "ray" in str(s.get("image", "")) or "ray start" in " ".join(map(str, s.get("command", [])))}
+
+
+def test_compose_ray_containers_get_no_root_or_admin_credentials(compose):
+    ray = _ray_compose_services(compose)
+    assert set(ray) == {"ray-head", "ray-worker"}
+    for name, service in ray.items():
+        assert not ray_compose_problems(name, service)
+        env = _compose_env(service)
+        # the scoped users the init jobs create, and those only
+        assert env["AWS_ACCESS_KEY_ID"] == "${MINIO_RAY_USER:-recur-ray}", name
+        assert env["AWS_SECRET_ACCESS_KEY"].startswith("${MINIO_RAY_PASSWORD:?"), name
+        assert env["MLFLOW_TRACKING_USERNAME"] == "${MLFLOW_RAY_USERNAME:-recur}", name
+        assert env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_RAY_PASSWORD:?"), name
+    services = compose["services"]
+    assert services["ray-head"]["depends_on"]["mlflow-init"]["condition"] == "service_completed_successfully"
+    # the root user stays with MinIO and its init job, the MLflow admin with MLflow and its init job
+    holders = {name for name, s in services.items() if ray_compose_problems(name, s)}
+    assert holders == {"minio", "minio-init", "mlflow", "mlflow-init"}, holders
+    mlflow = _compose_env(services["mlflow"])
+    assert mlflow["AWS_ACCESS_KEY_ID"] == "${MINIO_MLFLOW_USER:-recur-mlflow}"
+    init = _compose_env(services["mlflow-init"])
+    assert init["MLFLOW_RAY_USERNAME"] == env["MLFLOW_TRACKING_USERNAME"]
+    assert "./mlflow-user.py:/etc/mlflow/mlflow-user.py:ro" in services["mlflow-init"]["volumes"]
+
+
+def test_the_compose_check_catches_planted_root_credentials():
+    planted = {"environment": {"AWS_ACCESS_KEY_ID": "${MINIO_ROOT_USER:?x}",
+                               "MLFLOW_TRACKING_PASSWORD": "${MLFLOW_AUTH_ADMIN_PASSWORD}",
+                               "MINIO_ROOT_PASSWORD": "${P}", "RAY_AUTH_MODE": "token"},
+               "env_file": ".env"}
+    assert len(ray_compose_problems("ray-head", planted)) == 4
+
+
+def test_minio_init_scopes_the_ray_and_mlflow_users_to_the_bucket():
+    script = MINIO_INIT.read_text()
+    # both users get a policy, attached and then checked
+    assert "mc admin user add" in script and "mc admin policy create" in script
+    assert "mc admin policy attach" in script and "mc admin user info" in script
+    policies = re.findall(r"<<EOF\n(.*?)\nEOF", script, re.S)
+    assert len(policies) == 2
+    for policy in policies:
+        assert "s3:*" not in policy and "arn:aws:s3:::*" not in policy
+        assert re.findall(r'"Resource": \[([^\]]*)\]', policy)
+        for resources in re.findall(r'"Resource": \[([^\]]*)\]', policy):
+            assert all(r.startswith('"${b}') for r in resources.split(", ")), resources  # the bucket only
+    ray, mlflow = policies
+    deny = '"Effect": "Deny", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": ["${b}/mlflow/*"]'
+    assert deny in ray
+    assert '"Resource": ["${b}/*"]' not in mlflow and '"Resource": ["${b}/mlflow/*"]' in mlflow
+
+
+def test_k8s_ray_containers_get_no_root_or_admin_credentials():
+    seen = 0
+    for where, spec in _ray_cluster_specs():
+        containers = _ray_containers(spec)
+        if spec.get("enableInTreeAutoscaling"):
+            containers.append(("autoscaler", spec["autoscalerOptions"]))
+        for name, container in containers:
+            seen += 1
+            assert not ray_k8s_problems(f"{where}:{name}", container)
+    assert seen >= 8
+    # the root and admin Secrets are used, by the MinIO and MLflow pods and MinIO's Job only
+    users = {}
+    for _, doc in _k8s_docs():
+        for _, key, value in _walk(doc):
+            if key == "secretKeyRef" and value["name"] in ADMIN_SECRETS:
+                users.setdefault(value["name"], set()).add(doc["metadata"]["name"])
+    assert users == {"recur-minio-root": {"recur-minio", "recur-minio-init"},
+                     "recur-mlflow-server": {"recur-mlflow"},
+                     "recur-mlflow-s3": {"recur-mlflow", "recur-minio-init"}}, users
+
+
+def test_the_k8s_check_catches_planted_root_credentials():
+    admin = {"secretKeyRef": {"name": "recur-mlflow-server", "key": "admin-password"}}
+    planted = {"env": [{"name": "MINIO_ROOT_USER", "value": "root"},
+                       {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": admin},
+                       {"name": "AWS_ACCESS_KEY_ID",
+                        "valueFrom": {"secretKeyRef": {"name": "recur-s3", "key": "access-key-id"}}}],
+               "envFrom": [{"secretRef": {"name": "recur-minio-root"}}]}
+    assert len(ray_k8s_problems("x", planted)) == 3
+
+
+# ---- NetworkPolicy ------------------------------------------------------------------------------
+
+RAY_POD = {"ray.io/is-ray-node": "yes"}  # KubeRay's label on every head and worker pod
+
+
+def _pod_labels(kind: str, component: str) -> dict[str, str]:
+    [doc] = [d for _, d in _k8s_docs()
+             if d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def _policies_selecting(labels: dict[str, str]) -> list[dict]:
+    out = []
+    for _, doc in _k8s_docs():
+        if doc["kind"] == "NetworkPolicy":
+            selector = doc["spec"]["podSelector"].get("matchLabels", {})
+            if selector.items() <= labels.items() and "Ingress" in doc["spec"]["policyTypes"]:
+                out.append(doc)
+    return out
+
+
+def _peers(policy: dict) -> list[tuple[dict, dict | None, list]]:
+    """(podSelector labels, namespaceSelector or None, ports) for every peer of every ingress rule."""
+    return [(peer.get("podSelector", {}).get("matchLabels", {}), peer.get("namespaceSelector"),
+             rule.get("ports", [])) for rule in policy["spec"].get("ingress", []) for peer in rule["from"]]
+
+
+def test_a_networkpolicy_lets_only_ray_and_mlflow_reach_minio():
+    minio = _pod_labels("Deployment", "minio")
+    [policy] = _policies_selecting(minio)
+    mlflow, init = _pod_labels("Deployment", "mlflow"), _pod_labels("Job", "minio-init")
+    peers = _peers(policy)
+    for labels, namespaces, ports in peers:
+        assert namespaces is None and labels, "no peer outside the namespace, none that is every pod"
+        assert labels == RAY_POD or labels.items() <= mlflow.items() or labels.items() <= init.items(), labels
+        assert [p["port"] for p in ports] == [9000]  # the S3 API; the console only by port-forward
+    assert {tuple(sorted(labels.items())) for labels, _, _ in peers} >= {tuple(RAY_POD.items())}
+    assert any(labels.items() <= mlflow.items() for labels, _, _ in peers)
+
+
+def test_a_networkpolicy_lets_only_ray_reach_mlflow():
+    [policy] = _policies_selecting(_pod_labels("Deployment", "mlflow"))
+    peers = _peers(policy)
+    assert peers and all(labels == RAY_POD and ns is None for labels, ns, _ in peers), peers
+    assert all([p["port"] for p in ports] == [5000] for _, _, ports in peers)
+
+
+def test_a_networkpolicy_keeps_the_ray_ports_inside_the_namespace():
+    [policy] = _policies_selecting(RAY_POD)
+    assert policy["spec"]["podSelector"]["matchLabels"] == RAY_POD
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits everyone"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            if "namespaceSelector" in peer:  # the KubeRay operator: its pods, and the dashboard only
+                assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+                assert [p["port"] for p in rule["ports"]] == [8265]
+            else:
+                assert peer["podSelector"] == {}  # any pod of this namespace
+
+
+# ---- images pinned ------------------------------------------------------------------------------
+
+def _images() -> list[tuple[str, str]]:
+    """(where, image) for every image an infra file names: `image:` keys (also inside ConfigMaps),
+    Dockerfile FROM and ARG defaults, compose build args, the AWS launcher's images."""
+    trees = _k8s_docs() + [(p.name, d) for p in _yaml_files() if p.parent != K8S for d in _docs(p)]
+    found = [(where, value) for where, doc in trees for _, key, value in _walk(doc)
+             if key in ("image", "head_image", "worker_image", "RAY_IMAGE") and isinstance(value, str)]
+    for path in (INFRA / "docker").glob("*Dockerfile"):
+        text = path.read_text()
+        found += [(path.name, m) for m in re.findall(r"^FROM\s+(\S+)", text, re.M)]
+        found += [(path.name, m) for m in re.findall(r"^ARG \w*IMAGE=(\S+)", text, re.M)]
+    return found
+
+
+def image_problem(image: str) -> str | None:
+    """Why `image` is not pinned: no tag, or :latest. A ${VAR} reference is resolved elsewhere."""
+    if image.startswith("$"):
+        return None
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None if digest else f"{image} has no tag"
+    if last.rsplit(":", 1)[1] == "latest":
+        return f"{image} is :latest"
+    return None
+
+
+def test_no_image_in_infra_is_latest_or_untagged():
+    images = _images()
+    names = {image for _, image in images}
+    assert {"minio/minio:RELEASE.2025-04-22T22-12-26Z", "minio/mc:RELEASE.2025-04-16T18-13-26Z"} <= names
+    assert any(i.startswith("rayproject/ray:") for i in names) and len(images) >= 15
+    assert not [f"{where}: {problem}" for where, image in images if (problem := image_problem(image))]
+    for image in ("minio/minio", "minio/mc:latest", "registry.example.com:5000/recur", "postgres"):
+        assert image_problem(image), image
+    for image in ("registry.example.com:5000/recur:0.1.0", "postgres@sha256:" + "0" * 64, "python:3.11-slim"):
+        assert not image_problem(image), image
 
 
 # ---- AWS cluster launcher -----------------------------------------------------------------------

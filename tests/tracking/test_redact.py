@@ -222,3 +222,24 @@ def test_a_run_on_a_real_store_shows_no_planted_secret(tmp_path, monkeypatch):
     assert all(PLANTED not in p.read_text() for p in files)
     resolved = yaml.safe_load((artifacts / "config/resolved.yaml").read_text())
     assert resolved["tracking"]["run_name"] == f"r-{MASK}" and resolved["data"]["source"] is None
+
+
+@pytest.mark.parametrize("name", ["PGPASSWORD", "DB_PASS", "SMTP_PWD", "GITHUB_PAT", "mysql_pw",
+                                  "DBPASSWORD"])
+def test_database_and_personal_access_token_names_are_secrets(name):
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["PWD", "OLDPWD", "pat", "bypass", "passthrough", "compass", "pass"])
+def test_the_same_words_alone_or_inside_others_are_not(name):
+    assert not is_secret_name(name)
+
+
+def test_a_planted_pgpassword_and_url_passwords_with_slash_or_hash_are_masked(monkeypatch):
+    # given the variable the README tells PostgreSQL users to export, and passwords with / and #
+    monkeypatch.setenv("PGPASSWORD", PLANTED)
+    text = (f"connect failed for {PLANTED}: postgresql://mlflow:ab/cd#e@db.internal:5432/mlflow and "
+            "http://ann:p#ss/w?rd@127.0.0.1:5001/api then http://127.0.0.1:5000/x@y")
+    assert redact_text(text) == (
+        f"connect failed for {MASK}: postgresql://mlflow:{MASK}@db.internal:5432/mlflow and "
+        f"http://ann:{MASK}@127.0.0.1:5001/api then http://127.0.0.1:5000/x@y")

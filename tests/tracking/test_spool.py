@@ -8,12 +8,15 @@ spool file is gone; `recur runs sync` says when there is nothing to sync.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from pipeline.cli import main
 from pipeline.tracking import spool
+from pipeline.tracking.policy import CallPolicy
 
 
 def _batch(epoch: int) -> list[Metric]:
@@ -43,22 +46,58 @@ def test_flush_writes_each_missing_epoch_once_in_order(tmp_path, capsys):
     assert "nothing to sync" in capsys.readouterr().out
 
 
-def test_with_retries_tries_again_then_raises():
+def test_the_call_policy_tries_again_then_raises_within_its_deadline():
+    # given recur's policy with 2 retries and a clock that advances 1 s per try
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    policy = CallPolicy(retries=2, timeout_s=10.0, deadline_s=60.0)
     calls = []
 
     def flaky():
-        calls.append(1)
+        calls.append(os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
         if len(calls) < 3:
             raise ConnectionError("refused")
         return "ok"
 
-    assert spool.with_retries(flaky, "flaky", delays=(0.0, 0.0, 0.0)) == "ok" and len(calls) == 3
+    # when a call fails twice, then it is tried a third time with MLflow's own retries off
+    assert policy.call(flaky, "flaky", clock=lambda: now[0], sleep=sleep) == "ok"
+    assert calls == ["0", "0", "0"] and slept == [0.5, 1.0]
     attempts = []
 
     def down():
         attempts.append(1)
+        now[0] += 1.0
         raise ConnectionError("down")
 
+    # when the server stays down, then the last error comes after 1 + retries tries
     with pytest.raises(ConnectionError, match="down"):
-        spool.with_retries(down, "down", delays=(0.0, 0.0))
+        policy.call(down, "down", clock=lambda: now[0], sleep=sleep)
     assert len(attempts) == 3
+    # and no try starts past the deadline: one try that takes 50 s leaves no room for another
+    slow = CallPolicy(retries=5, deadline_s=50.0)
+    attempts.clear()
+
+    def hangs():
+        attempts.append(1)
+        now[0] += 50.0
+        raise TimeoutError("read timed out")
+
+    with pytest.raises(TimeoutError):
+        slow.call(hangs, "hangs", clock=lambda: now[0], sleep=sleep)
+    assert len(attempts) == 1
+
+
+def test_the_call_policy_bounds_mlflows_own_retries_and_puts_the_environment_back(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    policy = CallPolicy(retries=3, timeout_s=30.0, deadline_s=60.0)
+    with policy.applied():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "15"  # 4 tries that time out fit in 60 s
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ

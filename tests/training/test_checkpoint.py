@@ -78,3 +78,26 @@ def test_every_torch_load_in_recur_passes_weights_only_true():
               if (lines := _torch_load_calls_without_weights_only(f.read_text()))}
     # then none reads a file without weights_only=True
     assert unsafe == {}
+
+
+def test_a_checkpoint_with_nan_weights_or_metrics_is_never_registered(tmp_path):
+    # given a checkpoint whose weights hold a NaN (a diverged run), and one that is finite
+    from pipeline.training.trainer import TrainingFailed
+    from pipeline.workflow.steps import check_finite
+
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    pre = Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["a", "b"])
+    finite, broken = tmp_path / "finite", tmp_path / "broken"
+    finite.mkdir(), broken.mkdir()
+    save_checkpoint(str(finite), model=model, preprocessing=pre)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    save_checkpoint(str(broken), model=model, preprocessing=pre)
+    # when the register step checks them, then the NaN one is refused naming the weights and what
+    # to change, and so is a finite model whose test metrics are not finite
+    check_finite(str(finite), {"test_accuracy": 0.5})
+    with pytest.raises(TrainingFailed, match=r"is not registered: weights head\.weight hold NaN or inf.*"
+                                             r"lower train\.lr"):
+        check_finite(str(broken))
+    with pytest.raises(TrainingFailed, match=r"test metrics are not finite \(test_loss = nan\)"):
+        check_finite(str(finite), {"test_loss": float("nan"), "test_accuracy": 0.5})

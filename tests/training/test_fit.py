@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.config import ModelConfig, RecurConfig, ScheduleConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
 from pipeline.tasks.classify import ClassifyTask
-from pipeline.training.loop import FitPlan, FitState, evaluate, fit, make_optimizer
+from pipeline.training.loop import (
+    EpochStats,
+    FitPlan,
+    FitState,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    make_optimizer,
+    non_finite,
+)
 
 
 def _twenty_rows(batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -104,3 +114,47 @@ def test_fit_flags_validation_at_chance_after_consecutive_epochs():
     assert [r["at_chance"] for r in reports] == [0, 0, 1, 1, 1]
     assert all(abs(r["val_accuracy"] - 0.85) < 1e-9 for r in reports)
     assert "most frequent class (0.8500)" in task.at_chance(evaluate(model, batches, task))
+
+
+def test_fit_stops_on_nan_naming_the_epoch_and_what_to_change():
+    # given a plan whose third epoch meets a batch holding inf (the gradients become NaN)
+    plan = FitPlan(epochs=6, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min")
+    torch.manual_seed(0)
+    task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    optimizer = make_optimizer("adam", model.parameters(), lr=plan.lr)
+    good = _twenty_rows()
+    bad = [{**b, "x": b["x"].clone()} for b in good]
+    bad[1]["x"][0, 0, 0] = float("inf")
+    reports = []
+
+    def validate(m):
+        return {f"val_{k}": v for k, v in task.compute(evaluate(m, good, task)).items()}
+
+    # when fitting
+    with pytest.raises(TrainingDiverged) as caught:
+        fit(model, optimizer, task, plan, train_batches=lambda epoch: bad if epoch == 2 else good,
+            validate=validate, report=lambda e, metrics, st, stop: reports.append((e, metrics, stop)),
+            grad_clip=1.0)
+    # then the run stops in that epoch, says so in its last report (no further epoch), and the
+    # message names the epoch, what was not finite and the keys to change
+    message = str(caught.value)
+    assert caught.value.epoch == 2 and "training diverged in epoch 3" in message
+    assert "train_loss is" in message or "gradients were NaN or inf" in message
+    assert "train.lr (now 0.01)" in message and "train.grad_clip (now 1)" in message
+    assert [e for e, *_ in reports] == [0, 1, 2]
+    assert reports[-1][1]["diverged"] and reports[-1][2] is True
+    assert "diverged" not in reports[1][1]
+
+
+def test_non_finite_weights_are_found_even_when_the_loss_is_finite():
+    model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
+    stats = EpochStats(loss=0.5, num_units=20, num_sequences=20, num_steps=3, grad_norm=1.0,
+                       grad_norm_max=1.0, seconds=1.0)
+    assert non_finite(model, {"train_loss": 0.5, "val_loss": 0.4}, stats, monitor="val_loss") is None
+    assert non_finite(model, {"train_loss": 0.5, "val_loss": float("nan")}, stats,
+                      monitor="val_loss") == "val_loss is nan"
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    assert non_finite(model, {"train_loss": 0.5, "val_loss": 0.4}, stats,
+                      monitor="val_loss") == "weights hold NaN or inf (head.bias)"

@@ -24,7 +24,7 @@ def _records() -> list[TrialRecord]:
                     last_value=0.55, epochs=5, seconds=30.0, mlflow_run_id="run1"),
         TrialRecord("t2", "failed", params(1e-2, "gru", 32, False), "val_loss", epochs=0, seconds=2.5,
                     error="RuntimeError: boom"),
-        TrialRecord("t3", "stopped early", params(1e-4, "gru", 128, False), "val_loss", best_value=0.8,
+        TrialRecord("t3", "stopped by scheduler", params(1e-4, "gru", 128, False), "val_loss", best_value=0.8,
                     last_value=0.9, epochs=2, seconds=12.0, mlflow_run_id="run3"),
         TrialRecord("t4", "completed", params(5e-4, "lstm", 96, True), "val_loss", best_value=0.4,
                     last_value=0.42, epochs=5, seconds=31.0, mlflow_run_id="run4"),
@@ -36,7 +36,7 @@ def test_table_has_one_row_per_trial_in_order_with_fixed_columns_then_sorted_par
     assert list(table.columns) == ["trial_id", "status", "epochs", "seconds", "best_val_loss",
                                    "last_val_loss", *PARAMS, "error", "mlflow_run_id"]
     assert table["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
-    assert table["status"].tolist() == ["completed", "failed", "stopped early", "completed"]
+    assert table["status"].tolist() == ["completed", "failed", "stopped by scheduler", "completed"]
     assert table["epochs"].tolist() == [5, 0, 2, 5]
     assert table["seconds"].tolist() == [30.0, 2.5, 12.0, 31.0]
     best = table["best_val_loss"].tolist()
@@ -64,7 +64,7 @@ def test_csv_parses_back_to_the_table():
     back = pd.read_csv(io.StringIO(trials_csv(_records(), metric="val_loss", mode="min")))
     assert list(back.columns) == list(trials_table(_records(), metric="val_loss", mode="min").columns)
     assert back["trial_id"].tolist() == ["t1", "t2", "t3", "t4"]
-    assert back["status"].tolist() == ["completed", "failed", "stopped early", "completed"]
+    assert back["status"].tolist() == ["completed", "failed", "stopped by scheduler", "completed"]
     assert back["train.lr"].tolist() == pytest.approx([1e-3, 1e-2, 1e-4, 5e-4])
     assert back["model.hidden_size"].tolist() == [64, 32, 128, 96]
     assert pd.isna(back["best_val_loss"][1]) and back["best_val_loss"][3] == 0.4
@@ -91,7 +91,9 @@ def test_best_of_a_trials_epochs_ignores_missing_values():
 def test_summary_counts_statuses_and_epochs_and_names_the_best_trial():
     records = _records()
     summary = summarize(records, metric="val_loss", mode="min")
-    assert summary["status_counts"] == {"completed": 2, "stopped early": 1, "failed": 1, "running": 0}
+    assert summary["status_counts"] == {"completed": 2, "stopped by scheduler": 1, "failed": 1,
+                                        "stopped by time budget": 0, "interrupted": 0, "never started": 0,
+                                        "running": 0}
     assert summary["trials"] == 4 and summary["trial_epochs"] == 12
     assert summary["best_trial_id"] == "t4" and summary["best_value"] == 0.4
     assert summary["best_params"] == records[3].params

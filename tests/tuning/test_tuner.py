@@ -50,3 +50,43 @@ def test_pbt_resamples_or_shifts_a_choice_instead_of_multiplying_it():
     for _ in range(20):  # perturbing (not resampling) multiplies numeric values by 0.8 or 1.2
         new, _ops = _explore({"model.cell": "gru", "train.lr": 0.005}, mutations, 0.0, [0.8, 1.2], None)
         assert new["model.cell"] in ("gru", "lstm") and round(new["train.lr"], 6) in (0.004, 0.006)
+
+
+def test_pbt_refuses_architecture_keys_before_the_study():
+    """PBT copies a checkpoint into a trial and then changes its values: an architecture key
+    (model.cell, ...) would load an LSTM's weights into a GRU, so the space is refused, naming it."""
+    pbt = load_config([], [*SPACE, "tune.scheduler.name=pbt"])
+    with pytest.raises(SpaceError, match=r"tune.space.model.cell: tune.scheduler pbt copies one trial's "
+                                         r"checkpoint.*weights of one architecture do not load"):
+        check_search(pbt, parse_space(pbt.tune.space))
+    # grid values are copied with the checkpoint, never perturbed; dropout changes no weight
+    fine = {"model.cell": {"grid": ["gru", "lstm"]}, "model.dropout": {"uniform": [0.0, 0.3]},
+            "train.lr": {"loguniform": [0.001, 0.01]}, "data.batch_size": {"choice": [8, 16]}}
+    check_search(pbt, parse_space(fine))
+    check_search(load_config([], SPACE), parse_space(pbt.tune.space))  # asha: any key
+
+
+def test_asha_max_t_is_the_longest_trial_of_the_space(toy_dataset):
+    """train.min_steps and the batch size in the space decide how long a trial trains: ASHA's
+    max_t follows the longest, so it never stops a trial at train.epochs as if it had judged it."""
+    from pipeline.data.contract import read_manifest
+    from pipeline.tuning.tuner import longest_trial
+
+    manifest = read_manifest(str(toy_dataset))  # 96 train rows: 48 a worker, 2 workers
+    cfg = load_config([], [*SPACE, "train.epochs=3", "data.batch_size=8"])
+    space = parse_space({"train.min_steps": {"choice": [0, 60]}, "data.batch_size": {"choice": [8, 16]}})
+    # 60 steps at batch 16 (3 steps an epoch) are 20 epochs; at batch 8 (6 steps), 10
+    longest = longest_trial(cfg.model_dump(mode="json"), space, manifest)
+    assert longest == 20
+    assert scheduler_for(cfg, to_tune(space), longest=longest)._max_t == 20
+    assert longest_trial(cfg.model_dump(mode="json"), parse_space(cfg.tune.space), manifest) == 3
+
+
+@pytest.mark.parametrize("overlay", ["configs/tune-quickstart.yaml", "benchmarks/tune-space.yaml"])
+def test_shipped_tuning_overlays_pass_the_study_checks(overlay):
+    from pathlib import Path
+
+    from pipeline.workflow.tune import check_study
+
+    repo = Path(__file__).resolve().parents[2]
+    check_study(load_config([repo / "configs" / "quickstart.yaml", repo / overlay]))
