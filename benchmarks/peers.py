@@ -158,7 +158,7 @@ def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def recur_threads(configs: list[Path], overrides: list[str]) -> int:
-    """Compute threads recur's Train workers use together: workers (1 in local mode) x each
+    """Compute threads recur's Train workers use together: workers (1 with num_workers 0) x each
     worker's torch threads (`floor(cpus_per_worker)`, at least 1, as `training.trainer` sets)."""
     from pipeline.config import load_config
 

@@ -487,7 +487,7 @@ class RegistryConfig(_Section):
 class ResourcesConfig(_Section):
     num_workers: int = Field(
         2, ge=0, description="Ray Train workers (data-parallel ranks); 0 runs the worker function "
-        "in the driver process (Ray Train local mode, for debugging)"
+        "as one rank in the calling process, with no worker group to start (pipeline.training.local)"
     )
     cpus_per_worker: float = Field(
         0.5,

@@ -6,7 +6,7 @@ learning curves and the registry with champion and challenger, taken in headless
 It trains the quick start twice with few epochs in a temporary folder (a local Ray with 2 CPUs,
 the local sqlite store), starts the real `recur ui` on a free port on 127.0.0.1, drives Debian's
 `chromium` through `chromedriver` (apt-get install chromium chromium-driver) and stops the UI by
-its process id. About 5 minutes on a busy 2-core machine. tests/test_ui_browser.py loads this
+its process id. About 5 minutes on a busy 2-core machine. tests/tracking/test_ui_browser.py loads this
 file and drives the same pages with the same functions, so the pictures and the test cannot drift.
 """
 

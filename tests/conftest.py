@@ -174,7 +174,7 @@ def champion(ray_local, mlflow_server, tmp_path_factory) -> Champion:
     config.write_text(
         "model: {cell: gru, hidden_size: 8}\n"
         "train: {epochs: 1, lr: 0.01, early_stopping_patience: 0}\n"
-        # Ray Train local mode: the model is all these tests need, without a worker group start
+        # one rank in this process: the model is all these tests need, without a worker group start
         "resources: {num_workers: 0}\n"
         "data: {batch_size: 16}\n"
         f"registry: {{model_name: {CHAMPION_MODEL}, metric: accuracy, min_improvement: 0.0}}\n"

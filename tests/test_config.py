@@ -19,7 +19,20 @@ def test_every_shipped_config_validates(path):
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "valid").glob("*.yaml")), ids=lambda p: p.name)
 def test_valid_examples(path):
-    load_config([path])
+    import yaml
+
+    def dotted(node, prefix=""):
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in dotted(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    cfg = flatten(load_config([path]))
+    written = dotted(yaml.safe_load(path.read_text()) or {})
+    defaults = flatten(RecurConfig())
+    # every value the example writes is what the config holds; every other key keeps its default
+    assert {key: cfg[key] for key in written} == written
+    assert {k: v for k, v in cfg.items() if k not in written} == {
+        k: v for k, v in defaults.items() if k not in written}
 
 
 @pytest.mark.parametrize("path,key", [

@@ -120,7 +120,8 @@ def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
 
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
                 initial_checkpoint: str | None = None, initial_weights: Any = None,
-                progress_board: Any = None, steps_per_epoch: int | None = None) -> dict[str, Any]:
+                progress_board: Any = None, steps_per_epoch: int | None = None,
+                local_run: Any = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
         "config": cfg.model_dump(mode="json"),
@@ -136,6 +137,9 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         # rank 0 publishes its step progress to this actor (pipeline.training.progress), if any
         "progress_board": progress_board,
         "steps_per_epoch": steps_per_epoch,
+        # resources.num_workers: 0: the worker function runs in this process and takes its Ray
+        # Train calls from this `LocalRun` (pipeline.training.local); None with a worker group
+        "local_run": local_run,
     }
 
 
@@ -204,6 +208,16 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                        what=f"reading {cfg.data.root}" + ("" if materialize else " beside the workers"))
     datasets = {split: ray_dataset(cfg.data.root, split, materialize=materialize, read_cpus=read_cpus)
                 for split in ("train", "val")}
+    if r.num_workers == 0:  # one rank in this process, no worker group (pipeline.training.local)
+        from pipeline.training.local import LocalRun, LocalTrainer
+
+        local = LocalRun(local_run_dir(cfg, storage_path, name), callbacks, monitor=cfg.train.monitor,
+                         mode=cfg.train.monitor_mode, num_to_keep=cfg.train.num_checkpoints_to_keep,
+                         datasets=datasets, use_gpu=r.use_gpu)
+        return LocalTrainer(train_func, loop_config(
+            cfg, pre, mlflow_run_id=mlflow_run_id, initial_checkpoint=initial_checkpoint,
+            initial_weights=initial_weights, progress_board=progress_board,
+            steps_per_epoch=resolved.steps_per_epoch, local_run=local), local)
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
@@ -235,6 +249,24 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
             logging_config=LoggingConfig(log_level=cfg.train.ray_log_level),
         ),
     )
+
+
+def local_run_dir(cfg: RecurConfig, storage_path: str, name: str) -> str:
+    """Where a local-mode run keeps its checkpoints: the run's folder under a local storage path,
+    or, with storage on S3, the local folder a distributed run's best checkpoint is copied to."""
+    from pipeline import storage
+
+    if storage.is_s3(storage_path):
+        return os.path.join(os.path.abspath(cfg.tracking.runs_dir), "checkpoints", name)
+    return os.path.join(os.path.abspath(storage_path), name)
+
+
+def best_checkpoint(result: Any, cfg: RecurConfig) -> tuple[Any, dict[str, Any]]:
+    """The run's best checkpoint by train.monitor (its last when none was ranked) and the
+    metrics reported with it."""
+    best = (result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
+            if result.best_checkpoints else None) or result.checkpoint
+    return best, next((m for c, m in result.best_checkpoints or [] if best and c.path == best.path), {})
 
 
 def wait_for_free_cpus(need: float, *, timeout_s: float, what: str, poll_s: float = 0.5) -> None:

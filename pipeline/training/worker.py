@@ -188,9 +188,13 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     torch.set_num_threads(int(loop_config.get("torch_threads", 1)))
     torch.manual_seed(cfg.train.seed)  # same init everywhere; DDP also broadcasts rank 0's weights
 
-    context = ray.train.get_context()
+    # One rank in this process (resources.num_workers: 0): the Ray Train calls go to recur's
+    # stand-in for a worker group (pipeline.training.local); else to Ray Train
+    local = loop_config.get("local_run")
+    train = local if local is not None else ray.train
+    context = train.get_context()
     rank = context.get_world_rank()
-    device = ray.train.torch.get_device()
+    device = local.device() if local is not None else ray.train.torch.get_device()
     model = task.build_model()
     # on the device before the optimizer is made: fused CUDA optimizers need their parameters there
     model = model.to(device)
@@ -202,7 +206,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
 
     # Ray Train's own checkpoint after a worker-group restart; else a checkpoint handed in by the
     # caller (a Tune trial restored or exploited by PBT), which continues from its progress.
-    restored = ray.train.get_checkpoint()
+    restored = train.get_checkpoint()
     initial = loop_config.get("initial_checkpoint")
     if restored is None and initial:
         restored = Checkpoint.from_directory(initial)
@@ -216,15 +220,16 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     elif loop_config.get("initial_weights") is not None:  # fine-tune: weights only, from epoch 0
         model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
-    model = ray.train.torch.prepare_model(model)
+    if local is None:
+        model = ray.train.torch.prepare_model(model)
     # the conv front-end's masked batch norm takes its statistics over every rank's batch: with
     # per-rank statistics 2 workers of batch 16 trained like batch 16, not 32 (frontend.py)
     if cfg.train.sync_batch_norm:
         sync_batch_statistics(model)
     precision = Precision.resolve(cfg.train.precision, device)
     scaler = precision.scaler(device)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_iterator = ray.train.get_dataset_shard("val")
+    train_shard = train.get_dataset_shard("train")
+    val_iterator = train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
 
     # rank 0 shows the driver how the epoch goes (pipeline.training.progress); none in tests and
@@ -268,14 +273,15 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 "may help", state.next_epoch, state.steps_done, chance[0])
         checkpoint = None
         if rank == 0 and not metrics.get("diverged"):  # NaN weights are never a checkpoint
-            # Ray copies the folder to storage_path and then deletes it; in local mode
-            # (num_workers=0) nothing is copied and the folder itself is the checkpoint.
-            directory = tempfile.mkdtemp(prefix="recur-ckpt-")
+            # Ray copies the folder to storage_path and then deletes it; with one rank in this
+            # process (num_workers=0) the folder is in the run's own, and it is the checkpoint.
+            directory = (local.checkpoint_dir(epoch) if local is not None
+                         else tempfile.mkdtemp(prefix="recur-ckpt-"))
             save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
                             progress=state, metrics=metrics,
                             mlflow_run_id=loop_config.get("mlflow_run_id"))
             checkpoint = Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
+        train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
     plan = FitPlan.from_config(cfg.train)
     try:

@@ -24,6 +24,15 @@ from pipeline.training.trainer import ResourceError
 TRIAL_DRIVER_RESOURCES = {"CPU": 0.0, "memory": 1.0}
 
 
+def trial_resources(*, num_workers: int, cpus_per_worker: float, use_gpu: bool) -> dict[str, float]:
+    """What a trial's own actor asks Ray for: `TRIAL_DRIVER_RESOURCES` when its TorchTrainer
+    starts workers (they hold the CPUs), one worker's share with resources.num_workers: 0, where
+    the trial's actor itself trains (pipeline.training.local)."""
+    if num_workers > 0:
+        return dict(TRIAL_DRIVER_RESOURCES)
+    return {**TRIAL_DRIVER_RESOURCES, "CPU": cpus_per_worker, **({"GPU": 1.0} if use_gpu else {})}
+
+
 @dataclass(frozen=True)
 class TrialPlan:
     concurrency: int
@@ -36,7 +45,7 @@ def plan_trials(*, num_workers: int, cpus_per_worker: float, use_gpu: bool, rese
                 cluster: dict[str, float], requested: int | None, num_trials: int) -> TrialPlan:
     """Trials that can run at once on `cluster` (Ray's cluster_resources()) for this resource config;
     `num_trials`: how many the study has (`study_size`: samples times grid points)."""
-    workers = max(num_workers, 1)  # local mode (0) still runs one worker function
+    workers = max(num_workers, 1)  # 0: one rank in the trial's own actor
     cpus = TRIAL_DRIVER_RESOURCES["CPU"] + workers * cpus_per_worker
     gpus = float(workers) if use_gpu else 0.0
     total_cpu = float(cluster.get("CPU", 0.0))

@@ -146,6 +146,7 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     from pipeline.storage import join as storage_join
     from pipeline.tasks import task_class
     from pipeline.training.trainer import (
+        best_checkpoint,
         build_trainer,
         check_resources,
         diverged_failure,
@@ -190,14 +191,13 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     diverged = getattr(result, "return_value", None)  # the workers stopped on NaN or inf (loop.fit)
     if isinstance(diverged, dict) and diverged.get("diverged"):
         raise diverged_failure(diverged, cfg, storage_join(storage, name))
-    # Ray Train's local mode (resources.num_workers: 0) keeps no ranked checkpoints: its last one
-    best = (result.get_best_checkpoint(metric=cfg.train.monitor, mode=cfg.train.monitor_mode)
-            if result.best_checkpoints else None) or result.checkpoint
+    best, best_metrics = best_checkpoint(result, cfg)
     if best is None:
         raise RuntimeError(f"training finished without a checkpoint; see {result.path}")
-    best_metrics = next((m for c, m in result.best_checkpoints or [] if c.path == best.path), {})
     local = best.path
-    if is_s3(storage):  # evaluation and registration read a local copy; the original stays on S3
+    # evaluation and registration read a local copy; the original stays on S3 (a run in this
+    # process, resources.num_workers: 0, keeps its checkpoints in a local folder)
+    if is_s3(storage) and r.num_workers > 0:
         local = best.to_directory(os.path.join(os.path.abspath(cfg.tracking.runs_dir), "checkpoints", name))
         log.info("best checkpoint s3://%s copied to %s", best.path, local)
     return TrainOutput(

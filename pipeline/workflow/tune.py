@@ -177,7 +177,7 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
     from ray import tune
 
     from pipeline.training.budget import resolve
-    from pipeline.tuning.plan import TRIAL_DRIVER_RESOURCES
+    from pipeline.tuning.plan import trial_resources
     from pipeline.tuning.space import parse_space, to_tune, trial_config_dict
     from pipeline.tuning.tuner import (
         StudyContext,
@@ -208,8 +208,10 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
                            train_storage=_train_storage(cfg, path),
                            spool_dir=str(Path(cfg.tracking.runs_dir).resolve() / SPOOL_DIR),
                            progress_mode=progress.mode())
+    r = cfg.resources
     trainable = tune.with_resources(tune.with_parameters(trial_function, study=context),
-                                    TRIAL_DRIVER_RESOURCES)
+                                    trial_resources(num_workers=r.num_workers,
+                                                    cpus_per_worker=r.cpus_per_worker, use_gpu=r.use_gpu))
     space = to_tune(parsed)
     verbose = 1 if cfg.train.ray_log_level != "WARNING" else 0
     # the table of trials; beside Tune's own (verbose) output only as plain lines

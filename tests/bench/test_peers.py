@@ -112,7 +112,7 @@ def test_table_and_means_show_every_tool(peers):
 def test_peers_get_as_many_threads_as_recurs_workers(peers):
     configs = [REPO / "configs" / "forecast.yaml"]
     assert peers.recur_threads(configs, []) == 2  # 2 workers x 1 thread on the default config
-    assert peers.recur_threads(configs, ["resources.num_workers=0"]) == 1  # local mode: the driver
+    assert peers.recur_threads(configs, ["resources.num_workers=0"]) == 1  # one rank in the driver
     assert peers.recur_threads(configs, ["resources.cpus_per_worker=2"]) == 4
 
 

@@ -34,7 +34,7 @@ from conftest import free_port, make_toy_dataset
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "cluster" / "multinode.yaml"
 VENV_BIN = str(Path(sys.executable).parent)
 

@@ -3,7 +3,7 @@
 Given a split stored as one file or as many, when recur plans the read, then Ray Data is asked for
 one footer-reading actor per 10 files (at least 1, at most Ray's 32) instead of its fixed 32, only
 for that call, and a value the user exported wins. (Reading a split on a real Ray:
-tests/training/test_parquet_ingest.py; no test before tests/test_bad_input.py starts Ray, whose
+tests/training/test_parquet_ingest.py; no test before tests/workflow/test_bad_input.py starts Ray, whose
 tests check that bad input fails before Ray starts.)
 """
 

@@ -627,7 +627,13 @@ def test_aws_cluster_has_a_cpu_head_gpu_workers_and_token_auth():
 def test_aws_cluster_passes_rays_own_schema():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    validate_config(prepare_config(_docs(AWS)[0]))
+    ours = _docs(AWS)[0]
+    prepared = prepare_config(ours)
+    assert validate_config(prepared) is None  # raises a jsonschema ValidationError naming the key
+    # Ray's defaults filled in around ours, never in place of them
+    assert prepared["head_node_type"] == ours["head_node_type"]
+    assert set(ours["available_node_types"]) <= set(prepared["available_node_types"])
+    assert prepared["provider"]["type"] == "aws"
 
 
 # ---- images -------------------------------------------------------------------------------------

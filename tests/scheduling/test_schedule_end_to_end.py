@@ -81,6 +81,7 @@ def _config(tmp_path: Path, root: Path) -> str:
         "data": {"root": str(root)},
         "registry": {"model_name": "sched-toy"},
         "tracking": {"runs_dir": str(tmp_path / "runs")},
+        "resources": {"num_workers": 0},  # one rank in the job's driver: the triggers are the subject
     }))
     return str(path)
 
@@ -259,7 +260,7 @@ def test_submit_follow_fails_with_the_job_and_jobs_stop_stops_one(ray_head, tmp_
     from pipeline.scheduling.scheduler import parse_entrypoint
 
     work = tmp_path / "work"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "jobs", work / "jobs")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "jobs", work / "jobs")
     missing = tmp_path / "not-imported"
     missing.mkdir()
     config = work / "run.yaml"

@@ -1,5 +1,5 @@
-"""The registry gate refuses a model trained on shuffled labels (a real local Ray in Ray Train's
-local mode, a real `mlflow server`, the whole `recur run` pipeline).
+"""The registry gate refuses a model trained on shuffled labels (a real local Ray, one rank in the
+driver process, a real `mlflow server`, the whole `recur run` pipeline).
 
 Given a tiny classify dataset whose train labels are shuffled (they say nothing about the
 sequences) and whose test split is 3/4 "neg" with every test sequence the same, when `recur run`
@@ -53,7 +53,7 @@ def test_the_gate_refuses_a_model_trained_on_shuffled_labels(ray_local, mlflow_s
     config.write_text(
         "model: {cell: gru, hidden_size: 8}\n"
         "train: {epochs: 2, lr: 0.01, early_stopping_patience: 0}\n"
-        "resources: {num_workers: 0}\n"  # Ray Train local mode: the worker function in the driver
+        "resources: {num_workers: 0}\n"  # one rank in the driver, no worker group
         "data: {batch_size: 16}\n"
         f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
         "tracking: {experiment: e2e-shuffled}\n"

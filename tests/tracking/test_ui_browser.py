@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from pipeline.cli import main
 from pipeline.tracking.store import default_tracking_uri
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "ui-toy"
 
 
@@ -63,6 +63,7 @@ def test_mlflow_ui_shows_run_metrics_plots_and_champion(ray_local, toy_dataset, 
     runs_dir = tmp_path / "runs"
     config = tmp_path / "ui.yaml"
     config.write_text(
+        "resources: {num_workers: 0}\n"  # one rank in this process: what the UI shows is the subject
         "model: {cell: gru, hidden_size: 8}\n"
         "train: {epochs: 2, lr: 0.01, early_stopping_patience: 0}\n"
         "data: {batch_size: 16}\n"

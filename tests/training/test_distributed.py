@@ -1,4 +1,4 @@
-"""The Ray Train worker function: in one process (local mode) and as 2-worker DDP over gloo."""
+"""The Ray Train worker function: in one process (num_workers=0) and as 2-worker DDP over gloo."""
 
 from __future__ import annotations
 
@@ -49,10 +49,15 @@ def _cfg(root, num_workers, epochs=6, **extra):
 
 
 def test_worker_function_in_one_process(ray_local, toy_dataset, tmp_path):
-    # given the worker function with num_workers=0 (Ray Train local mode: runs in this process)
-    cfg = _cfg(toy_dataset, num_workers=0, epochs=4)
+    # given the worker function with num_workers=0 (one rank in this process, no worker group)
+    # and a callback, as a distributed run's controller would call it
+    from pipeline.training.trainer import best_checkpoint, latest_checkpoint
+
+    keep = {"train.monitor": "val_loss", "train.monitor_mode": "min", "train.num_checkpoints_to_keep": 2}
+    cfg = _cfg(toy_dataset, num_workers=0, epochs=4, **keep)
+    sink = Sink.remote()
     trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
-                            name="local")
+                            name="local", callbacks=[ReportRecorder(sink)])
     # when it trains
     result = trainer.fit()
     # then it ran every epoch and left a checkpoint that rebuilds the model with its preprocessing
@@ -62,6 +67,18 @@ def test_worker_function_in_one_process(ray_local, toy_dataset, tmp_path):
     assert state["model_args"]["input_size"] == 3 and state["model_args"]["num_classes"] == 2
     assert state["preprocessing"]["labels"] == ["neg", "pos"]
     assert state["progress"]["next_epoch"] == 4
+    # and recur did what the controller does in a distributed run: every report reached the
+    # callback, the checkpoints are in the run's folder (the best 2 by val_loss and the latest),
+    # and the run's best checkpoint is the lowest val_loss's
+    reports = [r[0] for r in ray.get(sink.get.remote())]
+    assert [r["epoch"] for r in reports] == [0, 1, 2, 3]
+    losses = {r["epoch"]: r["val_loss"] for r in reports}
+    ranked = sorted(losses, key=lambda e: (-losses[e], e))[-2:]  # the 2 lowest, ties to the later
+    kept = sorted(p.name for p in (tmp_path / "ray" / "local").glob("checkpoint_*"))
+    assert kept == sorted({f"checkpoint_{e:06d}" for e in [*ranked, 3]}), (losses, kept)
+    assert latest_checkpoint(str(tmp_path / "ray" / "local")).endswith("checkpoint_000003")
+    best, metrics = best_checkpoint(result, cfg)
+    assert metrics["epoch"] == ranked[-1] and best.path.endswith(f"checkpoint_{ranked[-1]:06d}")
 
 
 def test_two_worker_ddp_loss_goes_down_and_ranks_agree(ray_local, toy_dataset, tmp_path):

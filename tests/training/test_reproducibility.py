@@ -3,8 +3,8 @@
 Given the toy dataset and one config (seeds for weights, dropout and shuffling), when it trains
 twice with one worker, then the test metrics agree to 1e-6; when it trains twice with two DDP
 workers (gloo, CPU), they agree within 1e-4 (the stated tolerance: gloo's all-reduce may sum
-gradients in another order). One worker runs in Ray Train's local mode (`num_workers=0`: the
-same worker function and Ray Data shard in this process, without the ~10 s start of a worker
+gradients in another order). One worker runs in this process (`num_workers=0`: the
+same worker function and Ray Data input, one rank, without the ~10 s start of a worker
 group); the two-worker case starts real workers.
 """
 

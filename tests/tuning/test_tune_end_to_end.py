@@ -25,6 +25,9 @@ def _config(tmp_path, dataset, uri, space="    model.cell: {choice: [gru, lstm]}
         "model: {cell: gru, hidden_size: 8}\n"
         "train: {epochs: 2, early_stopping_patience: 0, monitor: val_accuracy, monitor_mode: max}\n"
         "data: {batch_size: 16}\n"
+        # one rank in each trial's own actor (pipeline.training.local), no worker group; the
+        # README's study (test_tune_readme.py) and the resumed one run trials with workers
+        "resources: {num_workers: 0}\n"
         f"registry: {{model_name: {MODEL}}}\n"
         "tracking: {experiment: tune-e2e}\n"
         "tune:\n"
@@ -123,6 +126,7 @@ def test_a_trial_that_cannot_get_resources_fails_the_study_within_the_timeout(
         started = time.monotonic()
         code = main(_config(tmp_path, toy_dataset, mlflow_server, space="") + [
             "--set", "tune.num_samples=1", "--set", "resources.start_timeout_s=3",
+            "--set", "resources.num_workers=2",
             "--set", "tracking.experiment=tune-starved"])
         seconds = time.monotonic() - started
     finally:
@@ -166,7 +170,7 @@ def test_pbt_copies_the_better_trial_and_perturbs(ray_local, mlflow_server, toy_
     dropout = "    model.dropout: {uniform: [0.0, 0.3]}\n"  # PBT may change it: the weights still fit
     args = _config(tmp_path, toy_dataset, mlflow_server, space=dropout) + [
         "--set", "tune.num_samples=2", "--set", "train.epochs=3", "--set", "train.monitor=val_loss",
-        "--set", "train.monitor_mode=min", "--set", "resources.num_workers=1",
+        "--set", "train.monitor_mode=min",
         "--set", "tune.scheduler.name=pbt", "--set", "tune.scheduler.perturbation_interval=2",
         "--set", "tune.scheduler.quantile_fraction=0.5", "--set", "tune.scheduler.synch=true",
         "--set", "registry.model_name=tune-pbt",

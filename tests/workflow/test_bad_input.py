@@ -9,6 +9,7 @@ traceback, never a row dropped without a count.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -83,17 +84,35 @@ def runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
-def run(capsys, runs: Path, config: Path | str, *overrides: str) -> tuple[int, str, str]:
-    """`recur run CONFIG --set ...` against the shared local store; Ray must never start."""
+@contextlib.contextmanager
+def no_ray():
+    """The block neither starts Ray nor joins one (an earlier test may have left the session's
+    Ray running): recur's one way to Ray, `connect_ray`, is watched (the real call, recorded)."""
+    from unittest import mock
+
     import ray
 
+    from pipeline.workflow import session
+
+    before, connects, connect = ray.is_initialized(), [], session.connect_ray
+
+    def watched(*args, **kwargs):
+        connects.append(args)
+        return connect(*args, **kwargs)
+
+    with mock.patch.object(session, "connect_ray", watched):
+        yield
+    assert not connects and ray.is_initialized() == before
+
+
+def run(capsys, runs: Path, config: Path | str, *overrides: str) -> tuple[int, str, str]:
+    """`recur run CONFIG --set ...` against the shared local store; Ray must never start."""
     from pipeline.tracking.store import default_tracking_uri
 
     sets = [f"tracking.runs_dir={runs}", f"tracking.tracking_uri={default_tracking_uri(str(runs))}",
             *overrides]
-    result = recur(capsys, "run", config, *[a for s in sets for a in ("--set", s)])
-    assert not ray.is_initialized()
-    return result
+    with no_ray():
+        return recur(capsys, "run", config, *[a for s in sets for a in ("--set", s)])
 
 
 def config_file(path: Path, text: str) -> Path:
@@ -317,7 +336,7 @@ def test_dataset_split_without_y_is_reported_by_validate(capsys, tmp_path):
 
 
 def test_retrain_refuses_data_whose_schema_differs_from_the_champion(tmp_path):
-    # `recur retrain` end to end (tests/test_workflow.py, slow tier) refuses a 4-channel dataset
+    # `recur retrain` end to end (tests/workflow/test_steps.py, slow tier) refuses a 4-channel dataset
     # for a 3-channel champion with exit code 2; here its check on its own, without a registry.
     from pipeline.config import ConfigError, RecurConfig
     from pipeline.data.preprocess import Preprocessing
@@ -514,7 +533,7 @@ def test_bad_config_fails_before_ray_naming_key_and_file(capsys, tmp_path, runs,
 
 def test_zero_workers_is_valid_local_mode(capsys):
     # resources.num_workers: 0 is not out of range: it runs the worker function in the driver
-    code, out, _ = recur(capsys, "config", "show", Path(__file__).parents[1] / "configs" / "quickstart.yaml",
+    code, out, _ = recur(capsys, "config", "show", Path(__file__).parents[2] / "configs" / "quickstart.yaml",
                          "--set", "resources.num_workers=0")
     assert code == 0 and "num_workers: 0" in out
 
@@ -754,25 +773,27 @@ def test_model_name_mlflow_refuses_fails_before_ray(capsys, tmp_path, runs, name
 
 
 def test_predict_arguments_and_column_types_fail_before_ray_and_before_an_mlflow_run(capsys, tmp_path):
-    import ray
     from mlflow import MlflowClient
 
     root = make_toy_dataset(tmp_path / "toy")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--data", root, "--out", tmp_path / "out", "--tracking-uri", uri,
               "--runs-dir", tmp_path / "runs"]
-    code, _, err = recur(capsys, "predict", "toy", *common, "--concurrency", "-1")
+    with no_ray():
+        code, _, err = recur(capsys, "predict", "toy", *common, "--concurrency", "-1")
     assert code == 2 and "--concurrency must be >= 1 (model replicas), got -1" in err
-    code, _, err = recur(capsys, "predict", "toy", *common, "--batch-size", "0")
+    with no_ray():
+        code, _, err = recur(capsys, "predict", "toy", *common, "--batch-size", "0")
     assert code == 2 and "--batch-size must be >= 1, got 0" in err
     part = root / "test" / "part-00000.parquet"
     table = pq.read_table(part)
     strings = pa.array([[str(v) for step in row for v in step] for row in table.column("x").to_pylist()])
     pq.write_table(table.set_column(1, "x", strings), part)
-    code, _, err = recur(capsys, "predict", "toy", *common, "--split", "test")
+    with no_ray():
+        code, _, err = recur(capsys, "predict", "toy", *common, "--split", "test")
     assert code == 2
     assert f"{part}: column 'x' has type list<element: string>; expected list<list<float32>>" in err
-    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()
     assert MlflowClient(uri).search_experiments(filter_string="name != 'Default'") == []
 
 

@@ -111,7 +111,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
 
     # when a second model is trained (attention pooling) that must beat the champion by a margin
     # it cannot reach (an untrained model would now be refused outright: it does not beat the
-    # majority-class baseline, see tests/test_gate_end_to_end.py)
+    # majority-class baseline, see tests/tracking/test_gate_end_to_end.py)
     assert _run(tmp_path, toy_dataset, mlflow_server, "--set", "model.pooling=attention",
                 "--set", "registry.min_improvement=0.5", quiet=True) == 0
     out, err = capsys.readouterr()

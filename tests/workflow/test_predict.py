@@ -27,7 +27,7 @@ from pipeline.tracking.store import use_tracking_uri
 pytestmark = pytest.mark.slow
 
 MODEL = CHAMPION_MODEL
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

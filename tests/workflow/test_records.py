@@ -1,7 +1,7 @@
 """Step records are keyed by where results live and checked against the store before a skip.
 
 Fast: a real MLflow store (sqlite) and recur's own records; nothing is trained here. The whole
-scenario with two `mlflow server`s is in tests/test_workflow.py
+scenario with two `mlflow server`s is in tests/workflow/test_steps.py
 (`test_another_mlflow_server_gets_its_own_run_and_champion`).
 """
 

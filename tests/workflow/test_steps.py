@@ -34,9 +34,10 @@ pytestmark = pytest.mark.slow
 MODEL = "workflow-toy"
 
 
-def _args(tmp_path: Path, dataset: Path, uri: str, command: str = "run") -> list[str]:
+def _args(tmp_path: Path, dataset: Path, uri: str, command: str = "run", workers: int = 2) -> list[str]:
     config = tmp_path / "workflow.yaml"
     config.write_text(
+        f"resources: {{num_workers: {workers}}}\n"
         "model: {cell: gru, hidden_size: 16}\n"
         "train: {epochs: 3, lr: 0.01, early_stopping_patience: 0}\n"
         "data: {batch_size: 16}\n"
@@ -60,7 +61,8 @@ def _runs(client: MlflowClient) -> list:
 def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server, toy_dataset, tmp_path,
                                                         capsys):
     client = MlflowClient(mlflow_server)
-    args = _args(tmp_path, toy_dataset, mlflow_server)
+    # one rank in this process: the steps are the subject, not the worker group
+    args = _args(tmp_path, toy_dataset, mlflow_server, workers=0)
     assert main(args) == 0
     assert set(_steps(capsys.readouterr().out).values()) == {"succeeded"}
     (run,) = _runs(client)
@@ -93,7 +95,7 @@ def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server,
     assert {"config_hash", "input_hashes", "data_hash", "seconds"} <= set(record)
 
     # retrain: fine-tunes the champion, whose weights already fit this data
-    assert main(_args(tmp_path, toy_dataset, mlflow_server, "retrain")) == 0
+    assert main(_args(tmp_path, toy_dataset, mlflow_server, "retrain", workers=0)) == 0
     out = capsys.readouterr().out
     assert f"fine-tuned from models:/{MODEL}/" in out and _steps(out)["train"] == "succeeded"
     fresh, tuned = sorted(_runs(client), key=lambda r: r.info.start_time)
@@ -103,7 +105,7 @@ def test_steps_are_skipped_rerun_from_a_step_and_shown(ray_local, mlflow_server,
 
     # a dataset with another number of channels cannot be fine-tuned on: refused before training
     other = make_toy_dataset(tmp_path / "four-channels", num_channels=4)
-    assert main(_args(tmp_path, other, mlflow_server, "retrain")) == 2
+    assert main(_args(tmp_path, other, mlflow_server, "retrain", workers=0)) == 2
     err = capsys.readouterr().err
     assert "cannot fine-tune" in err and "channels differ: champion 3, data 4" in err
     assert len(_runs(client)) == 2
