@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_toy_dataset
 from mlflow import MlflowClient
 
 from pipeline.cli import main
@@ -34,15 +35,16 @@ def _args(tmp_path: Path, dataset: Path, uri: str) -> list[str]:
     config = tmp_path / "study.yaml"
     config.write_text(
         "model: {cell: gru, hidden_size: 8}\n"
-        # Ray's default 2 s report poll keeps every epoch at least 2 s long: the test sees the
-        # second trial mid-training (with recur's 0.25 s a trial can finish between two looks)
-        f"train: {{epochs: {EPOCHS}, early_stopping_patience: 0, report_poll_s: 2.0}}\n"
+        f"train: {{epochs: {EPOCHS}, early_stopping_patience: 0}}\n"
         "data: {batch_size: 16}\n"
         "registry: {model_name: tune-resume}\n"
         f"tracking: {{experiment: {EXPERIMENT}}}\n"
-        "resources: {num_cpus: 2}\n"
+        # one rank in each trial's actor (pipeline.training.local): the study's resume is the
+        # subject, not the worker group (the README's study, test_tune_readme.py, has one)
+        "resources: {num_cpus: 2, num_workers: 0}\n"
         "tune:\n"
         "  num_samples: 2\n"
+        "  max_concurrent_trials: 1\n"  # the first trial has finished when the second trains
         "  scheduler: {name: fifo}\n"
         "  seed: 3\n"
         "  space:\n"
@@ -79,8 +81,10 @@ def _kill_when_second_trial_is_training(process: subprocess.Popen, client: Mlflo
     pytest.fail(f"the second trial never trained two epochs:\n{log.read_text()[-4000:]}")
 
 
-def test_resume_after_the_driver_is_killed(ray_local, mlflow_server, toy_dataset, tmp_path, capsys):
-    args = _args(tmp_path, toy_dataset, mlflow_server)
+def test_resume_after_the_driver_is_killed(ray_local, mlflow_server, tmp_path, capsys):
+    # epochs of about a second (200 steps), so the test sees the second trial mid-training
+    dataset = make_toy_dataset(tmp_path / "toy", n_train=3200, n_val=64, n_test=48)
+    args = _args(tmp_path, dataset, mlflow_server)
     client = MlflowClient(mlflow_server)
     log = tmp_path / "driver.log"
     # one Ray on the machine: a second local one would leave Ray Train's placement-group cleaner
