@@ -17,6 +17,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixtures that start a real service: a test using one is in the slow tier (`-m slow`) whatever
+# its module says, so `pytest -m "not slow"` starts no Ray, MLflow server or Train worker.
+SERVICE_FIXTURES = {"ray_local", "mlflow_server", "champion"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def ray_local():

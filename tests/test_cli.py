@@ -96,6 +96,7 @@ def test_ts_import_errors_name_file_and_line(tmp_path, capsys):
     assert "bad_TRAIN.ts:6" in err
 
 
+@pytest.mark.slow  # starts an MLflow server (`recur ui`)
 def test_ui_serves_the_local_store_on_loopback_and_stops_with_recur(tmp_path):
     """`recur ui` serves the store; `kill <its PID>` (recur's process only, not its group) stops
     the MLflow server and its workers too: the port is free within 10 s (before: the server

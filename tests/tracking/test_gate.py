@@ -170,7 +170,8 @@ class Constant(mlflow.pyfunc.PythonModel):
 
 def _new_version(uri: str, name: str, value: float) -> str:
     with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(value))
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(value),
+                                       pip_requirements=["mlflow"])  # not inferred: seconds a model
     return registry.register_version(info.model_uri, name, run_id=run.info.run_id)
 
 

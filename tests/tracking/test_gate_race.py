@@ -40,7 +40,8 @@ def two_versions(tmp_path):
         experiment = mlflow.create_experiment("race", artifact_location=(tmp_path / "artifacts").as_uri())
         for version, value in SCORES.items():
             with mlflow.start_run(experiment_id=experiment) as run:
-                info = mlflow.pyfunc.log_model(name="model", python_model=Constant(value))
+                info = mlflow.pyfunc.log_model(name="model", python_model=Constant(value),
+                                               pip_requirements=["mlflow"])  # not inferred: seconds a model
             assert registry.register_version(info.model_uri, NAME, run_id=run.info.run_id) == version
     return uri
 
