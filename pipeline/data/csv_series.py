@@ -330,6 +330,24 @@ def segment_bounds(num_steps: int, val_fraction: float, test_fraction: float) ->
             "test": (num_train + num_val, num_steps)}
 
 
+def level_drift(train_NC: np.ndarray) -> list[float]:
+    """Per column, |mean of the train segment's second half - mean of its first half| in units of
+    the segment's std (finite values only): about 0 for a series that cycles or wanders around one
+    level, 1 or more for one with a trend or a level shift (airline's passengers: 1.56)."""
+    half = len(train_NC) // 2
+    out = []
+    for column in np.asarray(train_NC, dtype=np.float64).T:
+        first, second = column[:half], column[half:]
+        whole = column[np.isfinite(column)]
+        first, second = first[np.isfinite(first)], second[np.isfinite(second)]
+        std = float(whole.std()) if len(whole) > 1 else 0.0
+        if not len(first) or not len(second) or std <= 0.0:
+            out.append(0.0)
+            continue
+        out.append(round(abs(float(second.mean()) - float(first.mean())) / std, 4))
+    return out
+
+
 def window_starts(bounds: dict[str, tuple[int, int]], *, window: int, horizon: int,
                   stride: int) -> dict[str, list[int]]:
     """First forecast step of every window per split (history: the `window` steps before it).
@@ -503,6 +521,8 @@ def import_csv(
         "window": window, "horizon": horizon, "stride": stride, "seasonal_period": seasonal_period,
         "time_column": time_column, "value_columns": value_columns, "num_steps": n,
         "segments": segments, "gaps": len(irregular),
+        # per column: how far the train segment's level moves (model.instance_norm auto reads it)
+        "level_drift": level_drift(series.values_NC[slice(*bounds["train"])]),
         "filled": filled,  # blank/NaN cells filled per column (missing: ffill|interpolate)
         # val/test histories may start in the segment before (targets never do)
         "history_crosses_segments": True,

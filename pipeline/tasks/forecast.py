@@ -1,10 +1,11 @@
 """Multi-step forecasting: history window -> the next `horizon` values of every channel.
 
 The model sees and predicts NORMALIZED values (the train split's per-channel mean/std, from the
-manifest); the loss is the MSE on that scale. With `model.instance_norm` (on unless set off) the
-model also centres and scales each history window by its own statistics inside itself and undoes
-that on its forecast (`pipeline.models.forecaster`), so test windows far above the train split's
-level (a trending series) still look familiar to it. Every metric is in RAW units, de-normalized:
+manifest); the loss is the MSE on that scale. With `model.instance_norm` (auto: on when the train
+level drifts, `pipeline.training.budget`) the model also centres and scales each history window
+by its own statistics inside itself and undoes that on its forecast (`pipeline.models.forecaster`),
+so test windows far above the train split's level (a trending series) still look familiar to it.
+Every metric is in RAW units, de-normalized:
 
 * mae, rmse: over every forecast value (window x horizon step x channel);
 * smape: symmetric MAPE in percent, mean of 200 |f - a| / (|f| + |a|) (0 where both are 0);

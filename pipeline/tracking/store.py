@@ -150,17 +150,29 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` for the block, then restore what was there.
 
     `mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in the environment; without the
-    restore, a later run in the same process would silently log to this run's server.
+    restore, a later run in the same process would silently log to this run's server. An active
+    experiment (`mlflow.set_experiment` by the caller, perhaps on another server) is set aside for
+    the block: recur names its experiment and runs itself, and MLflow refuses to reopen a run of
+    another experiment than the active one ("active experiment ID does not match").
     """
     import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     previous = tracking_utils._tracking_uri  # None when never set explicitly
+    previous_experiment = fluent._active_experiment_id, os.environ.get("MLFLOW_EXPERIMENT_ID")
     mlflow.set_tracking_uri(uri)
+    fluent._active_experiment_id = None
     try:
         yield
     finally:
+        # set_experiment in the block set both; the caller gets its own back
+        fluent._active_experiment_id = previous_experiment[0]
+        if previous_experiment[1] is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = previous_experiment[1]
         mlflow.set_tracking_uri(previous)
         if previous_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -111,3 +111,38 @@ def test_the_local_ray_token_file_is_written_readable_by_its_owner_only(tmp_path
     path.chmod(0o644)
     private_token_file(path)
     assert path.stat().st_mode & 0o777 == 0o600 and path.read_text() == token
+
+
+def test_a_run_reopens_while_the_caller_has_another_experiment_active(tmp_path):
+    """Given a caller (a notebook, another test) that set an active experiment on one store, when
+    recur reopens a run of its own experiment on another store, then MLflow takes it (the active
+    experiment is set aside for recur's block) and the caller's is back afterwards."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracking import fluent
+
+    from pipeline.config import RecurConfig
+    from pipeline.tracking.run import RunTracker
+    from pipeline.tracking.store import use_tracking_uri
+
+    theirs, ours = f"sqlite:///{tmp_path / 'theirs.db'}", f"sqlite:///{tmp_path / 'ours.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(theirs)  # as the caller does it
+    active = mlflow.set_experiment("the-callers").experiment_id
+    try:
+        client = MlflowClient(ours)
+        client.create_experiment("another", artifact_location=(tmp_path / "b").as_uri())
+        experiment = client.create_experiment("recur", artifact_location=(tmp_path / "a").as_uri())
+        assert experiment != active  # ids are per store: these two differ
+        run_id = client.create_run(experiment).info.run_id
+        with use_tracking_uri(ours):
+            tracker = RunTracker(RecurConfig(), ours, experiment)
+            assert tracker.start(config_sources=[], resume_run_id=run_id) == run_id
+            mlflow.end_run()
+        assert fluent._active_experiment_id == active and mlflow.get_tracking_uri() == theirs
+    finally:
+        fluent._active_experiment_id = None
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -67,7 +67,36 @@ def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
     cfg = RecurConfig(data={"task": "forecast"}, model={"frontend": "auto", "patch": "auto"},
                       registry={"metric": "mase"}, train={"monitor": "val_loss"})
     model = resolve(cfg, forecast).cfg.model
+    # the manifest says nothing about the level's drift: on
     assert (model.instance_norm, model.frontend, model.patch) == (True, "none", 1)
+
+
+@pytest.mark.parametrize("drift,on", [([1.56], True), ([0.12], False), ([0.08, 0.5], True),
+                                      ([0.49, 0.2], False)])
+def test_forecast_normalizes_each_window_when_the_train_level_drifts(tmp_path, drift, on):
+    # given a forecast series whose train segment's halves differ by `drift` std (per column)
+    manifest = _manifest(tmp_path, 16)
+    forecast = manifest.model_copy(update={"task": "forecast", "task_params": {"level_drift": drift}})
+    cfg = RecurConfig(data={"task": "forecast"}, registry={"metric": "mase"}, train={"monitor": "val_loss"})
+    # then model.instance_norm auto is on from half a std in some column, and the decision is said
+    resolved = resolve(cfg, forecast)
+    assert resolved.cfg.model.instance_norm is on and resolved.decisions["model.instance_norm"] is on
+    # and an explicit value is kept whatever the drift
+    explicit = cfg.model_copy(update={"model": cfg.model.model_copy(update={"instance_norm": not on})})
+    assert resolve(explicit, forecast).cfg.model.instance_norm is (not on)
+
+
+def test_level_drift_is_zero_for_a_cycle_and_large_for_a_trend():
+    import numpy as np
+
+    from pipeline.data.csv_series import level_drift
+
+    t = np.arange(120, dtype=np.float64)
+    cycle, trend = np.sin(2 * np.pi * t / 12), t / 10 + np.sin(2 * np.pi * t / 12)
+    gappy = trend.copy()
+    gappy[[3, 70]] = np.nan  # blank cells left out, not a NaN result
+    drift = level_drift(np.stack([cycle, trend, gappy, np.ones(120)], axis=1))
+    assert drift[0] < 0.05 and drift[1] > 1.5 and abs(drift[2] - drift[1]) < 0.1 and drift[3] == 0.0
 
 
 def test_classify_normalizes_each_row_when_the_rows_own_scales_are_far_apart(tmp_path):
