@@ -93,14 +93,6 @@ class LocalRun:
         os.makedirs(path)
         return path
 
-    def best(self) -> tuple[str, int] | None:
-        """The folder and epoch of the best kept checkpoint by the monitored metric (the latest
-        on ties), or None when no epoch left one."""
-        if not self.kept:
-            return None
-        _, epoch, folder, _ = max(self.kept, key=lambda k: (k[0], k[1]))
-        return folder, epoch
-
     def result(self, return_value: Any) -> Any:
         """The `ray.train.Result` a worker group's run returns: the last report and checkpoint,
         the kept checkpoints with their metrics, the run's folder, rank 0's return value."""

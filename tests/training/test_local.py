@@ -33,7 +33,6 @@ def test_keeps_the_best_by_the_monitored_metric_and_the_latest(tmp_path):
     # then the best two and the latest are on disk, the rest deleted, and the best is epoch 3
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "checkpoint_000001", "checkpoint_000003", "checkpoint_000004"]
-    assert run.best() == (str(tmp_path / "run" / "checkpoint_000003"), 3)
     # and the Result a worker group's run returns: last report and checkpoint, the kept ones ranked
     result = run.result(return_value=None)
     assert result.metrics == {"epoch": 4, "val_loss": 0.8}
@@ -45,20 +44,21 @@ def test_keeps_the_best_by_the_monitored_metric_and_the_latest(tmp_path):
     assert all(c[0] is None and c[2].endswith(f"checkpoint_{i:06d}") for i, c in enumerate(recorder.calls))
 
 
-def test_max_mode_ties_go_to_the_later_epoch_and_nan_ranks_last(tmp_path):
+def test_max_mode_keeps_every_one_without_a_limit_and_never_picks_nan(tmp_path):
     run = LocalRun(str(tmp_path / "run"), [], monitor="val_accuracy", mode="max", num_to_keep=None)
     for epoch, accuracy in enumerate([0.5, 0.8, math.nan, 0.8]):
         folder = run.checkpoint_dir(epoch)
         run.report({"epoch": epoch, "val_accuracy": accuracy}, Checkpoint.from_directory(folder))
-    assert run.best()[1] == 3  # 0.8 twice: the later one
     assert len(list((tmp_path / "run").iterdir())) == 4  # num_to_keep None keeps every one
+    best = run.result(return_value=None).get_best_checkpoint(metric="val_accuracy", mode="max")
+    assert best.path.endswith(("checkpoint_000001", "checkpoint_000003"))  # 0.8 twice, never the NaN
 
 
 def test_a_report_without_a_checkpoint_still_reaches_the_callbacks(tmp_path):
     recorder = Recorder()
     run = LocalRun(str(tmp_path / "run"), [recorder], monitor="val_loss", mode="min", num_to_keep=1)
     _report(run, 0, math.inf, checkpoint=False)  # rank 0 keeps no checkpoint of NaN weights
-    assert run.best() is None and recorder.calls == [(None, [{"epoch": 0, "val_loss": math.inf}], None)]
+    assert run.kept == [] and recorder.calls == [(None, [{"epoch": 0, "val_loss": math.inf}], None)]
     result = run.result(return_value={"diverged": "val_loss is inf", "epoch": 0})
     assert result.checkpoint is None and result.best_checkpoints == [] and result.metrics["epoch"] == 0
     assert result.return_value == {"diverged": "val_loss is inf", "epoch": 0}
