@@ -49,7 +49,7 @@ TARGET_PADDING, TARGET_SPEEDUP = 0.10, 2.0  # issue 8's targets on the long-tail
 def long_tailed(root: str, rows: int, *, seed: int = 0) -> str:
     """A classify dataset of `rows` train sequences with log-normal lengths (median MEDIAN_LEN),
     clipped to MIN_LEN..MAX_LEN; small val/test splits (not used here)."""
-    from pipeline.data.contract import write_dataset
+    from pipeline.data.dataset import write_dataset
 
     rng = np.random.default_rng(seed)
 
@@ -84,7 +84,7 @@ class Arm:
     def __init__(self, name: str, cfg: RecurConfig, pre: Any, state: dict, device: torch.device,
                  padded_up_to: float | None = None) -> None:
         from pipeline.tasks import build_task
-        from pipeline.training.loop import make_optimizer
+        from pipeline.training.optimizer import make_optimizer
 
         self.name, self.cfg, self.device = name, cfg, device
         self.task = build_task(cfg, pre)
@@ -181,7 +181,7 @@ def lstm_padded_vs_packed(batches: list[tuple[torch.Tensor, torch.Tensor]], devi
 def compare(name: str, root: str, *, batch_size: int, epochs: int, hidden: int,
             device: torch.device, lstm: bool) -> dict[str, Any]:
     """Random against bucketed batches on one dataset: table rows, ratios, shard steps."""
-    from pipeline.data.contract import read_manifest
+    from pipeline.data.dataset import read_manifest
     from pipeline.data.loading import ray_dataset
     from pipeline.data.preprocess import Preprocessing
 

@@ -69,7 +69,7 @@ def horizon_window(num_steps: int, season: int, *, val_fraction: float = VAL_FRA
     """(horizon, window) in time steps for a series of `num_steps` steps with seasonal period
     `season` (1: none), by the rule in the module docstring. Raises ValueError when the train
     segment cannot hold one window and its horizon."""
-    from pipeline.data.csv_series import segment_bounds
+    from pipeline.data.importers.csv import segment_bounds
 
     if num_steps < 1 or season < 1:
         raise ValueError(f"num_steps and season must be >= 1, got {num_steps} and {season}")

@@ -120,7 +120,8 @@ def _peak_memory_mib(device: torch.device) -> int | None:
 def kernels(device: torch.device, *, batch: int, steps: int, hiddens: list[int], iters: int,
             cells: tuple[str, ...] = ("lstm", "gru"), precisions: tuple[str, ...] | None = None,
             benchmarks: tuple[bool, ...] = (False, True)) -> list[dict]:
-    from pipeline.training.loop import Precision, make_optimizer, train_step
+    from pipeline.training.loop import Precision, train_step
+    from pipeline.training.optimizer import make_optimizer
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = []
@@ -175,7 +176,8 @@ def _row(r: dict) -> str:
 def sync_cost(device: torch.device, *, batch: int, steps: int, hidden: int, iters: int) -> dict[str, Any]:
     """recur's epoch (sums on the device) against reading loss and norm after every step, and
     fused Adam against the per-parameter loop; small steps, where launch and sync costs show."""
-    from pipeline.training.loop import Precision, make_optimizer, train_epoch, train_step
+    from pipeline.training.loop import Precision, train_epoch, train_step
+    from pipeline.training.optimizer import make_optimizer
 
     precision = Precision.resolve("auto", device)
     data = [_batch(batch, steps, hidden, device) for _ in range(4)]
@@ -224,7 +226,8 @@ def ddp_nccl(device: torch.device) -> dict[str, Any]:
     from pipeline.data.preprocess import Preprocessing
     from pipeline.models import build_model
     from pipeline.tasks.classify import ClassifyTask
-    from pipeline.training.loop import Precision, make_optimizer, train_epoch
+    from pipeline.training.loop import Precision, train_epoch
+    from pipeline.training.optimizer import make_optimizer
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
@@ -268,8 +271,9 @@ def ray_train(device: torch.device, *, rows: int, epochs: int) -> dict[str, Any]
     from benchmarks import ReportsToFile
     from benchmarks.load import sequences
     from pipeline.config import load_config
-    from pipeline.data.contract import read_manifest, write_dataset
-    from pipeline.training.trainer import build_trainer, check_resources
+    from pipeline.data.dataset import read_manifest, write_dataset
+    from pipeline.training.resources import check_resources
+    from pipeline.training.trainer import build_trainer
 
     tmp = tempfile.mkdtemp(prefix="recur-gpu-")
     root = f"{tmp}/data"

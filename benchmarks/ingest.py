@@ -111,11 +111,12 @@ def main(argv: list[str]) -> int:
 
     from benchmarks.load import sequences
     from pipeline.config import load_config
-    from pipeline.data.contract import read_manifest, write_dataset
+    from pipeline.data.dataset import read_manifest, write_dataset
     from pipeline.data.loading import TaskCollate, ray_dataset
     from pipeline.data.preprocess import Preprocessing
     from pipeline.tasks import build_task
-    from pipeline.training.loop import make_optimizer, to_device, train_step
+    from pipeline.training.loop import to_device, train_step
+    from pipeline.training.optimizer import make_optimizer
 
     torch.set_num_threads(1)  # what a 0.5- or 1-CPU worker gets
     device = torch.device(args.device)

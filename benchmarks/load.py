@@ -92,7 +92,7 @@ def sequences(rows: int, *, seed: int = 0, lengths: np.ndarray | None = None,
     """`rows` random sequences of JapaneseVowels' shape (12 channels unless `channels` says, 9
     classes; lengths 7..29 unless `lengths` gives them), built as Arrow arrays without a Python
     loop over rows (the dataset contract's x: list<list<float32>>)."""
-    from pipeline.data.contract import ARROW_SCHEMA
+    from pipeline.data.dataset import ARROW_SCHEMA
 
     rng = np.random.default_rng(seed)
     if lengths is None:
@@ -115,8 +115,8 @@ def study(tmp: str, trials: int, epochs: int) -> tuple[dict, str]:
 
     from pipeline.config import load_config
     from pipeline.tracking.store import resolve_tracking_uri
+    from pipeline.workflow.runner import run_study
     from pipeline.workflow.session import connect_ray
-    from pipeline.workflow.tune import run_study
 
     model = "load-bench"
     cfg = load_config([REPO / "configs" / "quickstart.yaml", REPO / "benchmarks" / "tune-space.yaml"], [
@@ -156,7 +156,7 @@ def predict(tmp: str, rows: int, model: str) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline.cli import main as recur
-    from pipeline.data.contract import write_dataset
+    from pipeline.data.dataset import write_dataset
 
     small = sequences(64, seed=1)
     root = f"{tmp}/million"

@@ -47,10 +47,11 @@ def plain(root: str, args: argparse.Namespace) -> list[dict[str, float]]:
     import numpy as np
     import torch
 
-    from pipeline.data.contract import read_manifest, read_split
+    from pipeline.data.dataset import read_manifest, read_split
     from pipeline.data.preprocess import Preprocessing
     from pipeline.tasks import build_task
-    from pipeline.training.loop import evaluate, make_optimizer, train_epoch
+    from pipeline.training.loop import evaluate_batches, train_epoch
+    from pipeline.training.optimizer import make_optimizer
     from pipeline.training.trainer import loop_config
 
     cfg = _config(root, args, 1)
@@ -70,14 +71,14 @@ def plain(root: str, args: argparse.Namespace) -> list[dict[str, float]]:
             batches = (task.collate(train.take(order[i:i + b])) for i in range(0, train.num_rows, b))
             stats = train_epoch(model, batches, optimizer, task, grad_clip=cfg.train.grad_clip)
             trained = time.perf_counter() - start
-            task.compute(evaluate(model, task.table_batches(val, b), task))
+            task.compute(evaluate_batches(model, task.table_batches(val, b), task))
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, f"{tmp}/ckpt.pt")
             epochs.append({"train_s": trained, "epoch_s": time.perf_counter() - start, "loss": stats.loss})
     return epochs
 
 
 def recur(root: str, args: argparse.Namespace, workers: int) -> tuple[list[dict[str, float]], float]:
-    from pipeline.data.contract import read_manifest
+    from pipeline.data.dataset import read_manifest
     from pipeline.training.trainer import build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> int:
     import ray
 
     from benchmarks.load import sequences
-    from pipeline.data.contract import write_dataset
+    from pipeline.data.dataset import write_dataset
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="recur-overhead-") as tmp:

@@ -15,7 +15,7 @@ Per series, one after another, every tool on the same problem:
   `--auto-samples N` gives it a budget (N configurations of its default search space), each in
   its own process (`benchmarks.peer_tools`, which says what each is given beyond its defaults).
 
-The split is recur's, built by recur's own functions (`pipeline.data.csv_series`): the series is
+The split is recur's, built by recur's own functions (`pipeline.data.importers.csv`): the series is
 read and its blanks interpolated as the importer does, cut by time into train/val/test (60/20/20);
 peers fit on the train segment (AutoLSTM also searches on val), and every tool forecasts the same
 test windows: the `window` steps before each test forecast origin, `horizon` steps ahead. The
@@ -73,7 +73,8 @@ RAY_WORKER_NICENESS = 15  # Ray's default for the worker processes that train re
 def read_values(path: Path, value_columns: list[str], *, time_column: str | None) -> np.ndarray:
     """(N, C) float32 values of a CSV series as recur's importer keeps them: blanks interpolated
     (`--missing interpolate`, each segment reading only itself and earlier ones)."""
-    from pipeline.data.csv_series import fill_missing_cells, read_series, segment_bounds
+    from pipeline.data.importers.csv import segment_bounds
+    from pipeline.data.importers.csv_series import fill_missing_cells, read_series
 
     series = read_series([(str(path), str(path))], time_column=time_column, value_columns=value_columns)
     fill_missing_cells(series, "interpolate", segment_bounds(len(series), VAL_FRACTION, TEST_FRACTION))
@@ -87,7 +88,7 @@ def split_for_peers(values_NC: np.ndarray, *, window: int, horizon: int) -> dict
     """What every tool gets from one series: the train and val segments (steps x channels) and
     the test windows, histories (N, window, C) and actual values (N, horizon, C), cut by recur's
     `segment_bounds` and `window_starts` (stride 1), so they are the windows recur is scored on."""
-    from pipeline.data.csv_series import segment_bounds, window_starts
+    from pipeline.data.importers.csv import segment_bounds, window_starts
 
     bounds = segment_bounds(len(values_NC), VAL_FRACTION, TEST_FRACTION)
     starts = window_starts(bounds, window=window, horizon=horizon, stride=1)["test"]

@@ -48,7 +48,7 @@ PART_BYTES = 256 * 2**20  # about this much float data per part file
 def write_train_split(root: str, rows: int, files: list[str]) -> None:
     """Rewrite the manifest with the train split's rows and files as generated here (its data hash
     covers only the first part file: this benchmark trains without `recur data validate`)."""
-    from pipeline.data.contract import manifest_path, read_manifest
+    from pipeline.data.dataset import manifest_path, read_manifest
 
     manifest = read_manifest(root)
     train = manifest.splits["train"].model_copy(update={"rows": rows, "files": files})
@@ -62,7 +62,7 @@ def generate(root: str, gb: float, *, channels: int, min_len: int, max_len: int)
     import pyarrow.parquet as pq
 
     from benchmarks.load import sequences
-    from pipeline.data.contract import split_dir, write_dataset
+    from pipeline.data.dataset import split_dir, write_dataset
 
     def table(rows: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -144,7 +144,7 @@ class Sampler:
 
 def train_one_epoch(root: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
     from pipeline.config import load_config
-    from pipeline.data.contract import read_manifest
+    from pipeline.data.dataset import read_manifest
     from pipeline.training.trainer import build_trainer
 
     cfg = load_config([], [

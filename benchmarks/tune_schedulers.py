@@ -1,7 +1,7 @@
 """ASHA against FIFO on the same search space, seeds and number of trials (JapaneseVowels).
 
 Both studies run in one process on one Ray, one after the other, through `recur tune`'s own code
-(`pipeline.workflow.tune.run_study`), with registration off. Reported per scheduler: trial-epochs
+(`pipeline.workflow.runner.run_study`), with registration off. Reported per scheduler: trial-epochs
 used, the best validation loss (the metric both schedulers rank by: validation accuracy on
 JapaneseVowels' 54-row validation split saturates at 1.0 and cannot rank trials), the test
 accuracy of each study's best trial (the model `recur tune` would register), the study's wall
@@ -32,8 +32,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reduction", type=float, default=3, help="ASHA reduction factor")
     args = parser.parse_args(argv)
 
+    from pipeline.workflow.runner import run_study
     from pipeline.workflow.session import connect_ray
-    from pipeline.workflow.tune import run_study
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="recur-bench-tune-") as tmp:

@@ -109,8 +109,8 @@ def find_set(folder: Path) -> UcrSet:
 def read_cases(path: Path, fmt: str, missing: str) -> Cases:
     """Parse a TRAIN or TEST file with recur's own readers; missing values filled by `missing`
     (as `recur data import --missing` would; "error" raises on one)."""
-    from pipeline.data.ts_format import fill_missing, parse_ts
-    from pipeline.data.ucr_format import parse_ucr
+    from pipeline.data.importers.ts_format import fill_missing, parse_ts
+    from pipeline.data.importers.ucr import parse_ucr
 
     if fmt == "ts":
         data = parse_ts(str(path), missing=missing)

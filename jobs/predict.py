@@ -13,7 +13,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from pipeline.commands.predict import add_arguments
+    from pipeline.inference.arguments import add_arguments
 
     parser = argparse.ArgumentParser(prog="jobs/predict.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

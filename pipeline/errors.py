@@ -25,11 +25,19 @@ import os
 DEBUG_ENV = "RECUR_DEBUG"  # RECUR_DEBUG=1: tracebacks for user errors and failures too
 
 
-class UserError(Exception):
+class RecurError(Exception):
+    """Every error recur raises on purpose: `except RecurError` catches them all (a bug is anything else)."""
+
+
+class UserError(RecurError):
     """A problem the user can fix: `recur: error: <message>` and exit 2, no traceback."""
 
 
-class Failure(Exception):
+class CommandError(UserError):
+    """A problem with a `recur` command's arguments the user can fix; printed without a traceback."""
+
+
+class Failure(RecurError):
     """Work that failed for a reason the message states (training diverged, workers died):
     `recur: <message>` and exit 1, no traceback."""
 

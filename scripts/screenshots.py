@@ -1,5 +1,6 @@
-"""The README's pictures of what a user sees: the `recur run` summary, the MLflow run page, the
-learning curves and the registry with champion and challenger, taken in headless Chromium.
+"""The pictures of what a user sees (README.md, docs/what-you-see.md): the `recur run` summary,
+the MLflow run page, the learning curves and the registry with champion and challenger, taken in
+headless Chromium.
 
     .venv/bin/python scripts/screenshots.py            # writes docs/images/*.png
 

@@ -22,10 +22,44 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE_FIXTURES = {"ray_local", "mlflow_server", "champion"}
 
 
+# Parallel runs (`pytest -n 2`, the README's test command): pytest-xdist's loadgroup mode sends
+# each group below to one worker, in order, and spreads every other test over all workers. Each
+# worker is a process with its own session fixtures: a test on `ray_local` gets that worker's
+# Ray, started when the worker first needs it.
+# - "champion": tests of the session's trained and registered model share one training of it;
+# - "ray-heads": tests that start Ray heads or clusters of their own with `ray start` (a second
+#   Ray beside recur's, the multinode cluster, the Jobs head, infra/local/ray-head.sh) run one
+#   after another, so no two of them start Ray processes on 2 cores at once.
+RAY_HEAD_MODULES = {"tests/tuning/test_tune_readme.py", "tests/cluster/test_multinode.py",
+                    "tests/scheduling/test_schedule_end_to_end.py", "tests/infra/test_local_services.py"}
+
+
+def xdist_group_of(item) -> str | None:
+    """The group a test must run in under pytest-xdist, or None where any worker may take it."""
+    if "champion" in getattr(item, "fixturenames", ()):
+        return "champion"
+    if Path(str(item.path)).relative_to(REPO).as_posix() in RAY_HEAD_MODULES:
+        return "ray-heads"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        group = xdist_group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    # each xdist worker's in-process Ray keeps its sockets and session logs in a folder of its own
+    # (Ray's default, /tmp/ray, holds one `session_latest` link for every Ray on the machine)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "RAY_TMPDIR" not in os.environ:
+        folder = Path(f"/tmp/recur-{worker}")  # short: Ray's socket paths have a length limit
+        folder.mkdir(exist_ok=True)
+        os.environ["RAY_TMPDIR"] = str(folder)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +84,7 @@ def ray_local():
 
 def make_toy_dataset(root: Path, *, n_train=96, n_val=32, n_test=48, num_channels=3, seed=0) -> Path:
     """Two classes told apart by the sign of channel 0's mean; lengths 4..14."""
-    from pipeline.data.contract import make_table, write_dataset
+    from pipeline.data.dataset import make_table, write_dataset
 
     rng = np.random.default_rng(seed)
 

@@ -267,7 +267,7 @@ def test_models_list_and_promote_name_what_the_registry_lacks(tmp_path, capsys):
 
 
 def test_run_with_a_dashboard_address_says_which_address_recur_run_takes(tmp_path):
-    # given RAY_ADDRESS in the form the README exports for `recur submit` (a dashboard URL)
+    # given RAY_ADDRESS in the form docs/ray-cluster.md exports for `recur submit` (a dashboard URL)
     from conftest import make_toy_dataset
 
     dataset = make_toy_dataset(tmp_path / "toy")

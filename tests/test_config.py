@@ -125,6 +125,20 @@ def test_source_options_must_fit_the_format():
         load_config([], ["data.task=forecast", "data.source.format=csv", "data.source.paths=[a.csv]"])
 
 
+def test_each_format_is_its_own_model_and_an_older_full_dump_still_loads():
+    # `data.source` is one model per format (a union on `format`): a ts source has no csv keys
+    ts = ["data.source.format=ts", "data.source.paths=[a.ts]"]
+    source = load_config([], ts).data.source
+    assert type(source).__name__ == "TsSource" and not hasattr(source, "window")
+    assert source.importer_options() == {"missing": "error"}
+    # an unknown key is named with the keys of that format, not the union's tag in its path
+    with pytest.raises(ConfigError, match=r"data.source.colour: unknown key; known keys in data.source: "
+                                          r"format, missing, paths"):
+        load_config([], [*ts, "data.source.colour=red"])
+    # a config dumped by a recur whose source held every format's keys (at their defaults) loads
+    assert load_config([], [*ts, "data.source.window=64", "data.source.level=char"]).data.source == source
+
+
 def test_source_format_must_fit_the_task():
     with pytest.raises(ConfigError,
                        match="data.source.format 'ts' imports classify data, but data.task is 'lm'"):

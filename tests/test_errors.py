@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline import errors
-from pipeline.commands import CommandError
 from pipeline.config import ConfigError
+from pipeline.errors import CommandError
 from pipeline.training.trainer import TrainingFailed
 
 
@@ -29,7 +29,7 @@ def test_a_bug_keeps_its_traceback():
 def test_the_same_kinds_from_the_code_bundled_with_a_model_count_too():
     # given a UserError subclass from a copy of pipeline.errors under another package name
     bundled = type("UserError", (Exception,), {"__module__": "recur_model_0123abcd.errors"})
-    data_error = type("DatasetError", (bundled,), {"__module__": "recur_model_0123abcd.data.contract"})
+    data_error = type("DatasetError", (bundled,), {"__module__": "recur_model_0123abcd.data.dataset.schema"})
     assert errors.exit_code(data_error("row 3: NaN")) == 2
 
 

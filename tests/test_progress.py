@@ -195,9 +195,9 @@ def test_wait_message_names_the_request_and_what_is_free():
 
 
 def test_board_keeps_the_first_step_drops_stale_steps_and_shows_restarted_epochs():
-    from pipeline.training.progress import ProgressBoard
+    from pipeline.training.step_board import StepBoard
 
-    board = ProgressBoard()
+    board = StepBoard()
     board.step(_step(0, 1))
     board.step(_step(0, 5))
     assert board.take() == {"first": _step(0, 1), "epochs": [], "step": _step(0, 5)}
@@ -211,7 +211,7 @@ def test_board_keeps_the_first_step_drops_stale_steps_and_shows_restarted_epochs
 
 
 def test_publisher_sends_at_most_once_per_interval_and_survives_a_lost_board():
-    from pipeline.training.progress import StepPublisher
+    from pipeline.training.step_board import StepPublisher
 
     sent = []
     board = SimpleNamespace(step=SimpleNamespace(remote=sent.append))
@@ -298,7 +298,7 @@ def test_study_progress_says_what_tune_did_to_each_trial_and_survives_pickling(t
     Tune marked done), cut short by the study's end, never started; and they are kept on disk."""
     import pickle
 
-    from pipeline.tuning.tuner import StudyProgress, read_outcomes
+    from pipeline.tuning.study_progress import StudyProgress, read_outcomes
 
     out = io.StringIO()
     callback = StudyProgress(metric="val_accuracy", mode="max", total_epochs=4, record_dir=str(tmp_path),

@@ -16,7 +16,7 @@ from conftest import make_toy_dataset, point_at_s3, start_moto, stop
 
 from pipeline import storage
 from pipeline.cli import main
-from pipeline.data import contract
+from pipeline.data.dataset import SPLITS, read_manifest, read_split, write_dataset
 
 BUILTIN = "pipeline/data/builtin/JapaneseVowels"
 
@@ -28,14 +28,14 @@ def _s3():
 def test_a_dataset_round_trips_through_s3(s3_endpoint, tmp_path):
     _s3().create_bucket(Bucket="recur-data")
     local = make_toy_dataset(tmp_path / "toy")
-    tables = {s: contract.read_split(str(local), s) for s in contract.SPLITS}
-    written = contract.write_dataset("s3://recur-data/toy", tables, name="toy", task="classify",
+    tables = {s: read_split(str(local), s) for s in SPLITS}
+    written = write_dataset("s3://recur-data/toy", tables, name="toy", task="classify",
                                      labels=["neg", "pos"], sources=[], import_params={})
 
-    manifest = contract.read_manifest("s3://recur-data/toy")
-    assert manifest == written and manifest.data_hash == contract.read_manifest(str(local)).data_hash
-    for split in contract.SPLITS:
-        back = contract.read_split("s3://recur-data/toy", split)
+    manifest = read_manifest("s3://recur-data/toy")
+    assert manifest == written and manifest.data_hash == read_manifest(str(local)).data_hash
+    for split in SPLITS:
+        back = read_split("s3://recur-data/toy", split)
         assert back.column("id").to_pylist() == tables[split].column("id").to_pylist()
         assert np.allclose(back.column("x").to_pylist()[0], tables[split].column("x").to_pylist()[0])
     keys = sorted(o["Key"] for o in _s3().list_objects_v2(Bucket="recur-data")["Contents"])
@@ -57,7 +57,7 @@ def test_import_from_a_versioned_bucket_records_etags_and_versions(s3_endpoint, 
 
     assert main(["data", "import", "--format", "ts", "s3://recur-sources/jv/",
                  "--out", "s3://recur-data/jv"]) == 0
-    manifest = contract.read_manifest("s3://recur-data/jv")
+    manifest = read_manifest("s3://recur-data/jv")
     assert manifest.splits["train"].rows + manifest.splits["val"].rows == 270
     assert manifest.splits["test"].rows == 370
     recorded = {s.path: (s.etag, s.version_id, s.size) for s in manifest.sources}

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipeline.commands import CommandError
+from pipeline.errors import CommandError
 from pipeline.tracking.redact import redact_text
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cluster.client import WORKING_DIR_EXCLUDES, is_local_address
-from pipeline.commands import CommandError
 from pipeline.config import (
     RecurConfig,
     absolute_store_uri,
@@ -31,6 +30,7 @@ from pipeline.config import (
     parse_override,
     relative_paths,
 )
+from pipeline.errors import CommandError
 
 # `recur submit --entry X` runs this script of the working dir.
 ENTRIES = {
@@ -223,7 +223,7 @@ def _predict_args(args: list[str], *, base: Path
     """
     import argparse
 
-    from pipeline.commands.predict import add_arguments
+    from pipeline.inference.arguments import add_arguments
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # argparse would print usage and exit

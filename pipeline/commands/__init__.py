@@ -2,8 +2,8 @@
 
 Each module listed in COMMAND_MODULES has `register(sub)`, which adds its parsers to the
 `recur` subparsers and sets `func` on each; `pipeline.cli` calls them all when it builds the
-parser. A command raises `CommandError` (or a ConfigError) for a problem the user can fix: the
-CLI prints it as `recur: error: ...` and exits with status 2.
+parser. A command raises `pipeline.errors.CommandError` (or a ConfigError) for a problem the user
+can fix: the CLI prints it as `recur: error: ...` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from pipeline.errors import UserError
-
 COMMAND_MODULES: list[str] = [
+    "pipeline.commands.run",
+    "pipeline.commands.configs",
+    "pipeline.commands.data",
+    "pipeline.commands.models",
+    "pipeline.commands.ui",
     "pipeline.commands.schedule",
     "pipeline.commands.predict",
     "pipeline.commands.jobs",
     "pipeline.commands.lineage",
 ]
-
-
-class CommandError(UserError):
-    """A problem the user can fix; printed without a traceback."""
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 
-from pipeline.commands import CommandError
+from pipeline.errors import CommandError
 from pipeline.tracking.redact import redact_text
 
 ADDRESS_HELP = ("Ray dashboard (Jobs API) address, e.g. http://127.0.0.1:8265 (default: "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.commands import CommandError
+from pipeline.errors import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from pipeline.commands import CommandError
+from pipeline.errors import CommandError
 from pipeline.tracking.redact import redact_text
 
 RETRAIN_SCRIPT = "jobs/retrain.py"

@@ -13,7 +13,8 @@ import ray.data
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from pipeline.data.contract import filesystem, split_dir
+from pipeline.data.dataset import split_dir
+from pipeline.storage import filesystem_for
 
 T = TypeVar("T")
 FOOTERS_PER_READER = 10  # Ray's RAY_DATA_PARQUET_FOOTER_BATCH_SIZE: footers one reader call reads
@@ -56,7 +57,7 @@ def with_footer_readers(num_files: int, read: Callable[[], T]) -> T:
 
 def verified_scan() -> Any:
     """Ray Data's own Parquet scan options (buffered 8 MiB reads), plus the check of every page's
-    CRC32 that recur writes (`contract.PARQUET_WRITE`): flipped bytes fail the read."""
+    CRC32 that recur writes (`storage.PARQUET_WRITE`): flipped bytes fail the read."""
     import pyarrow.dataset as pds
 
     return pds.ParquetFragmentScanOptions(use_buffered_stream=True, buffer_size=8 * 2**20,
@@ -99,7 +100,7 @@ def ray_dataset(root: str, split: str, *, materialize: bool = True,
     task asks Ray for `read_cpus`: streamed next to Train workers, a task asking for a whole CPU
     would wait forever on nodes where the workers left only part of one free.
     """
-    fs, path = filesystem(split_dir(root, split))  # s3://: the environment's endpoint and credentials
+    fs, path = filesystem_for(split_dir(root, split))  # s3://: the environment's endpoint and credentials
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # blocks in file order on every run: reproducible

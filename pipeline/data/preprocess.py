@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipeline.data.contract import XParts
+from pipeline.data.dataset import XParts
 
 
 @dataclass(frozen=True)

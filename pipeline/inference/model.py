@@ -15,42 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import UserError
-
-DEFAULT_ALIAS = "champion"
+from pipeline.tracking.model_ref import ModelSpec, resolve_version
 
 
 class PredictError(UserError, ValueError):
     """A problem with what batch inference was asked to do (model, data, output, resources)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ModelSpec:
-        """NAME@alias, NAME/version, or NAME alone (its @champion)."""
-        text = text.strip()
-        if text.startswith("models:/"):
-            text = text[len("models:/"):]
-        if "@" in text:
-            name, _, alias = text.partition("@")
-            spec = cls(name, alias=alias)
-        elif "/" in text:
-            name, _, version = text.partition("/")
-            spec = cls(name, version=version)
-        else:
-            spec = cls(text, alias=DEFAULT_ALIAS)
-        if not spec.name or spec.alias == "" or spec.version == "" or "/" in (spec.alias or ""):
-            raise PredictError(f"model {text!r}: expected NAME@alias, NAME/version or NAME")
-        if spec.version is not None and not spec.version.isdigit():
-            raise PredictError(f"model {text!r}: the version must be a number")
-        return spec
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.alias}" if self.alias else f"{self.name}/{self.version}"
 
 
 @dataclass
@@ -81,28 +50,9 @@ class RegisteredModel:
         return f"{self.spec.name} version {self.version}{via}"
 
 
-def resolve_version(spec: ModelSpec, tracking_uri: str) -> tuple[str, str | None]:
-    """(version, run id) of `spec` in the registry at `tracking_uri`."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from pipeline.tracking.redact import redact_text
-
-    client = MlflowClient(tracking_uri)  # the registry: MLFLOW_REGISTRY_URI, else the tracking URI
-    try:
-        if spec.alias is not None:
-            mv = client.get_model_version_by_alias(spec.name, spec.alias)
-        else:
-            mv = client.get_model_version(spec.name, spec.version)
-    except MlflowException as exc:
-        raise PredictError(f"no registered model {spec} at {redact_text(client._registry_uri)}: "
-                           f"{exc.message}") from None
-    return str(mv.version), mv.run_id
-
-
 def load_registered(spec: ModelSpec, tracking_uri: str) -> RegisteredModel:
     """Resolve `spec`, download that version, load it, and keep its folder as bytes."""
-    from pipeline.tracking.registry import download_verified, model_dir
+    from pipeline.tracking.integrity import download_verified, model_dir
     from pipeline.tracking.store import use_tracking_uri
 
     version, run_id = resolve_version(spec, tracking_uri)
@@ -140,7 +90,7 @@ def unpack_dir(blob: bytes, target: str) -> str:
 
 def load_from_blob(blob: bytes) -> Any:
     """Load the pyfunc from `pack_dir` bytes (in a worker)."""
-    from pipeline.tracking.registry import model_dir
+    from pipeline.tracking.integrity import model_dir
 
     return _load(unpack_dir(blob, model_dir()))
 

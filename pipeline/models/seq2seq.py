@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID
+from pipeline.data.dataset import BOS_ID, EOS_ID, PAD_ID
 from pipeline.models.attention import Attention, lengths_to_mask
 from pipeline.models.recurrent import CELLS, RecurrentEncoder, State
 

@@ -5,7 +5,7 @@ filesystem or Ray: submit a job (and stop the running one first, policy replace)
 because the previous job is still PENDING/RUNNING (policy forbid), or wait. `record(...)` then
 gives the state to persist after the loop has carried the decision out.
 
-Rules (the README's "Scheduled retraining" section says the same):
+Rules (docs/scheduled-retraining.md says the same):
 
 * cron: the first tick of a schedule (or after its expression or time zone changed) only sets the
   next fire time; a tick at or after it fires. Fire times missed while the scheduler was down

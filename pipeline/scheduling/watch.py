@@ -24,8 +24,10 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from pipeline.config import RecurConfig
-from pipeline.data import contract
+from pipeline.data.dataset import MANIFEST_FILE, DatasetError, Manifest
 
 
 @dataclass(frozen=True)
@@ -190,13 +192,13 @@ class DatasetWatcher:
 
     def current(self) -> DataVersion | None:
         try:
-            text = self.store.read_bytes(contract.MANIFEST_FILE)
+            text = self.store.read_bytes(MANIFEST_FILE)
         except (FileNotFoundError, NotADirectoryError):
             return None  # nothing imported yet, or an import in progress
         try:
-            manifest = contract.Manifest.model_validate_json(text)
-        except contract.ValidationError as exc:
-            raise contract.DatasetError(f"invalid manifest in {self.location}: {exc}") from None
+            manifest = Manifest.model_validate_json(text)
+        except ValidationError as exc:
+            raise DatasetError(f"invalid manifest in {self.location}: {exc}") from None
         return DataVersion(key=manifest.data_hash, kind=self.kind, location=self.location)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pipeline.tasks.metrics import TASK_METRICS, task_metrics
+from pipeline.task_metrics import TASK_METRICS, metric_names, task_metrics
 
 if TYPE_CHECKING:
     from pipeline.tasks.base import Batch, MetricState, Report, Task
@@ -31,11 +31,6 @@ def build_task(cfg: Any, preprocessing: Any) -> Task:
     """The task for a dataset's preprocessing (its task, label names, vocabulary, statistics)
     and the run's config (training options); `cfg` may be None when only serving."""
     return task_class(preprocessing.task)(preprocessing, cfg)
-
-
-def metric_names(task_name: str) -> set[str]:
-    """Every per-epoch metric a run of this task logs (what train.monitor may name)."""
-    return {"train_loss"} | {f"val_{m}" for m in task_metrics(task_name).metrics}
 
 
 def __getattr__(name: str) -> Any:

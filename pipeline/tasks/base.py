@@ -163,14 +163,14 @@ class Task:
         raise NotImplementedError
 
     def at_chance(self, state: MetricState) -> str:
-        """Whether validation metrics (`state` from `evaluate`) are no better than a trivial
+        """Whether validation metrics (`state` from `evaluate_batches`) are no better than a trivial
         predictor's on the same rows: a sentence saying so, or "" (also when the task cannot tell).
         The loop says so while it runs after a few such epochs in a row."""
         return ""
 
     # ------------------------------------------------------------------ after training
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
-        """Pictures, examples and extra metrics for the test split (`state` from `evaluate`)."""
+        """Pictures, examples and extra metrics for the test split (`state` from `evaluate_batches`)."""
         return Report()
 
     def curves(self, history: dict[str, list[tuple[int, float]]]) -> Report:

@@ -12,8 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.data.preprocess import arrow_steps, collate_inputs, pad_steps, python_steps
+from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
-from pipeline.tasks.metrics import TASK_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ PREDICT_BATCH = 256  # sequences per forward pass in predict
 
 class ClassifyTask(Task):
     name = "classify"
-    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    # the names live in pipeline.task_metrics, which config validation reads without torch
     metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["classify"].metrics
     higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["classify"].higher_is_better
     gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["classify"].gate_metrics
@@ -92,7 +92,7 @@ class ClassifyTask(Task):
                 f"class ({majority:.4f})")
 
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
-        from pipeline.tracking.plots import attention_heatmap, confusion_matrix, f1_bars
+        from pipeline.tasks.plots import attention_heatmap, confusion_matrix, f1_bars
 
         confusion = state["confusion"].cpu().numpy()
         labels = self.pre.labels

@@ -32,8 +32,8 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.data.preprocess import arrow_steps, pad_steps, python_steps
+from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
-from pipeline.tasks.metrics import TASK_METRICS
 
 PREDICT_BATCH = 256  # histories per forward pass in predict
 PLOT_EXAMPLES = 4  # test windows drawn in the forecast-vs-actual plot
@@ -106,7 +106,7 @@ def _array_NHC(values: list[Any]) -> np.ndarray:
 
 class ForecastTask(Task):
     name = "forecast"
-    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    # the names live in pipeline.task_metrics, which config validation reads without torch
     metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["forecast"].metrics
     higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["forecast"].higher_is_better
     gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["forecast"].gate_metrics
@@ -188,7 +188,7 @@ class ForecastTask(Task):
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
         """Baseline metrics, the forecast-vs-actual plot of a few test windows (first channel)
         and the MAE per horizon step, model vs seasonal naive."""
-        from pipeline.tracking.plots import error_by_horizon, forecast_vs_actual
+        from pipeline.tasks.plots import error_by_horizon, forecast_vs_actual
 
         scores = scores_from_sums(state)
         per_step = max(float(state["count"]) * self.pre.num_channels, 1.0)  # values per horizon step

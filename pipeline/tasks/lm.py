@@ -18,7 +18,6 @@ Shape suffixes: B batch (streams), T time steps, V vocabulary, N tokens, S strea
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -29,19 +28,26 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
-from pipeline.data.text_corpus import (
+from pipeline.data.dataset import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from pipeline.data.tokens import (
     NEWLINE,
-    encode,
+    encode_corpus,
     join_tokens,
     stream_from_rows,
     token_index,
-    tokenize,
+    tokenize_corpus,
 )
+from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
-from pipeline.tasks.metrics import TASK_METRICS
-
-log = logging.getLogger(__name__)
+from pipeline.tasks.lm_streams import (
+    arrow_table,
+    chunk_spans,
+    cut_streams,
+    detach_state,
+    rank_and_world,
+    state_batch,
+    stream_batches,
+)
 
 LN2 = math.log(2.0)
 PREDICT_CHUNK = 512  # tokens per forward pass when scoring text or reading a prompt
@@ -66,78 +72,7 @@ def bits_per_char(total_nats: float, characters: float) -> float:
     return total_nats / characters / LN2 if characters > 0 else math.nan
 
 
-# ---------------------------------------------------------------------------- token streams
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's data-parallel rank and world size: from torch.distributed, which Ray Train
-    initializes before the worker function runs; (0, 1) outside data-parallel training."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def split_streams(stream_N: np.ndarray, num_streams: int) -> np.ndarray:
-    """Cut a token stream into `num_streams` equal contiguous streams, stream_SL (S = num_streams).
-
-    The last N mod S tokens do not fill a stream and are left out.
-    """
-    length = len(stream_N) // num_streams
-    return stream_N[: num_streams * length].reshape(num_streams, length)
-
-
-def rank_streams(stream_N: np.ndarray, *, world_size: int, rank: int, batch_size: int) -> np.ndarray:
-    """Rank `rank`'s `batch_size` streams out of world_size x batch_size equal streams: stream_BL.
-
-    Every rank gets the same L, hence the same number of chunks (`chunk_spans`).
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside a world of {world_size}")
-    streams_SL = split_streams(stream_N, world_size * batch_size)
-    return streams_SL[rank * batch_size : (rank + 1) * batch_size]
-
-
-def chunk_spans(length: int, bptt: int) -> list[tuple[int, int]]:
-    """(start, steps) of each chunk of a stream of `length` tokens: inputs start..start+steps-1,
-    targets one later. The last chunk may be shorter; a stream of length L gives L - 1 targets."""
-    return [(t, min(bptt, length - 1 - t)) for t in range(0, length - 1, bptt)]
-
-
-def stream_batches(streams_BL: np.ndarray, bptt: int, chars_per_token: float = 1.0) -> Iterator[Batch]:
-    """Consecutive TBPTT chunks of `streams_BL`: x_BT, y_BT (= x shifted by one), lengths_B and
-    `characters` (float64: the characters the targets cover, for bits per character)."""
-    streams = torch.from_numpy(np.ascontiguousarray(streams_BL, dtype=np.int64))
-    batch = streams.shape[0]
-    for start, steps in chunk_spans(streams.shape[1], bptt):
-        yield {
-            "x": streams[:, start : start + steps].contiguous(),
-            "lengths": torch.full((batch,), steps, dtype=torch.int64),
-            "y": streams[:, start + 1 : start + 1 + steps].contiguous(),
-            "characters": torch.tensor(batch * steps * chars_per_token, dtype=torch.float64),
-        }
-
-
-def detach_state(state: Any) -> Any:
-    """The recurrent state without its autograd history (h, or (h, c) for an LSTM)."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-
-
-def _state_batch(state: Any) -> int:
-    return (state[0] if isinstance(state, tuple) else state).shape[1]
-
-
-def arrow_table(iterator: Any) -> pa.Table:
-    """Every row of a Ray Data iterator (or dataset shard) as one Arrow table."""
-    tables = list(iterator.iter_batches(batch_size=None, batch_format="pyarrow"))
-    if not tables:
-        return pa.table({"id": pa.array([], pa.string()), "x": pa.array([], pa.list_(pa.int32()))})
-    return pa.concat_tables(tables, promote_options="default")
+# ---------------------------------------------------------------------------------- sampling
 
 
 def sample_next(logits_V: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
@@ -159,7 +94,7 @@ def sample_next(logits_V: torch.Tensor, *, temperature: float = 1.0, top_k: int 
 
 class LanguageModelTask(Task):
     name = "lm"
-    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    # the names live in pipeline.task_metrics, which config validation reads without torch
     metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["lm"].metrics
     higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["lm"].higher_is_better
     gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["lm"].gate_metrics
@@ -223,33 +158,10 @@ class LanguageModelTask(Task):
 
     def streams(self, table: pa.Table, *, what: str, world_size: int, rank: int,
                 batch_size: int) -> np.ndarray:
-        """This rank's streams of a split (stream_BL), with a clear error when they are too short.
-
-        Training needs every stream to hold at least one full chunk (bptt + 1 tokens); evaluation
-        (world 1) uses fewer streams than `batch_size` when the split is short, down to one.
-        """
-        stream_N = stream_from_rows(table)
-        n = len(stream_N)
-        if world_size > 1 or what == "train":
-            num_streams = world_size * batch_size
-            need = num_streams * (self.bptt + 1)
-            if n < need:
-                raise ValueError(
-                    f"{what} split: {n} tokens cannot make {world_size} worker(s) x data.batch_size="
-                    f"{batch_size} streams of at least one train.bptt={self.bptt} chunk ({need} tokens "
-                    "needed); lower data.batch_size, train.bptt or resources.num_workers, or use more text"
-                )
-        else:
-            if n < 2:
-                raise ValueError(f"{what} split: {n} token(s); at least 2 are needed to predict one")
-            num_streams = max(1, min(batch_size, n // (self.bptt + 1)))
-        dropped = n - n // num_streams * num_streams
-        if dropped:
-            log.info("%s split: %d tokens in %d streams of %d; the last %d token(s) are left out",
-                     what, n, num_streams, n // num_streams, dropped)
-        if world_size == 1:
-            return split_streams(stream_N, num_streams)
-        return rank_streams(stream_N, world_size=world_size, rank=rank, batch_size=batch_size)
+        """This rank's streams of a split (stream_BL), with a clear error when they are too short
+        (`lm_streams.cut_streams`)."""
+        return cut_streams(stream_from_rows(table), what=what, world_size=world_size, rank=rank,
+                           batch_size=batch_size, bptt=self.bptt)
 
     def train_batches(self, shard: Any, *, batch_size: int, epoch: int, seed: int) -> Iterator[Batch]:
         """TBPTT chunks of this rank's streams of the whole train split (the same every epoch)."""
@@ -281,7 +193,7 @@ class LanguageModelTask(Task):
     def forward(self, model: torch.nn.Module, batch: Batch, *, train: bool) -> torch.Tensor:
         """Logits for the chunk, starting from the detached state the previous chunk left."""
         state = self._state
-        if state is not None and _state_batch(state) != batch["x"].shape[0]:
+        if state is not None and state_batch(state) != batch["x"].shape[0]:
             state = None  # a batch of other streams: nothing to carry
         logits_BTV, new_state = model(batch["x"], batch["lengths"], state)
         self._state = detach_state(new_state)
@@ -340,7 +252,7 @@ class LanguageModelTask(Task):
     def curves(self, history: dict[str, list[tuple[int, float]]]) -> Report:
         """Train and val perplexity per epoch: exp of train_loss and val_loss, both mean nats per
         target token (train: averaged over the epoch's steps while the weights moved, dropout on)."""
-        from pipeline.tracking.plots import perplexity_curves
+        from pipeline.tasks.plots import perplexity_curves
 
         per_epoch = {split: [(epoch, perplexity(loss)) for epoch, loss in history.get(f"{split}_loss", [])]
                      for split in ("train", "val")}
@@ -350,7 +262,7 @@ class LanguageModelTask(Task):
 
     # ------------------------------------------------------------------ serving and gate
     def _encode_text(self, text: str) -> list[str]:
-        return tokenize(text.lower() if self.lowercase else text, self.level)
+        return tokenize_corpus(text.lower() if self.lowercase else text, self.level)
 
     @torch.no_grad()
     def score_text(self, model: torch.nn.Module, text: str) -> tuple[float, int, int]:
@@ -359,7 +271,7 @@ class LanguageModelTask(Task):
         pieces = self._encode_text(text)
         if len(pieces) < 2:
             return 0.0, 0, 0
-        ids = torch.from_numpy(encode(pieces, self.index).astype(np.int64))
+        ids = torch.from_numpy(encode_corpus(pieces, self.index).astype(np.int64))
         nats, state = 0.0, None
         for start, steps in chunk_spans(len(ids), PREDICT_CHUNK):
             x_1T = ids[start : start + steps].unsqueeze(0)
@@ -374,7 +286,7 @@ class LanguageModelTask(Task):
         """The continuation of `prompt` (`max_new_tokens` sampled tokens, as text). An empty prompt
         starts from a newline."""
         pieces = self._encode_text(prompt) or [NEWLINE]
-        ids = torch.from_numpy(encode(pieces, self.index).astype(np.int64))
+        ids = torch.from_numpy(encode_corpus(pieces, self.index).astype(np.int64))
         state = None
         for start in range(0, len(ids) - 1, PREDICT_CHUNK):  # read the prompt but its last token
             x_1T = ids[start : min(start + PREDICT_CHUNK, len(ids) - 1)].unsqueeze(0)
@@ -450,7 +362,7 @@ class LanguageModelTask(Task):
         nll, tokens, characters = [], [], []
         for text in inputs["text"].tolist():
             pieces = self._encode_text(text)
-            ids = encode(pieces, self.index).astype(np.int64)
+            ids = encode_corpus(pieces, self.index).astype(np.int64)
             nll.append(-float(log_p_V[ids[1:]].sum()) if len(ids) > 1 else 0.0)
             tokens.append(max(len(ids) - 1, 0))
             characters.append(predicted_characters(pieces, self.level) if len(ids) > 1 else 0)

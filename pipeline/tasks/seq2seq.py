@@ -19,11 +19,11 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID
-from pipeline.data.pairs import detokenize, encode, tokenize
+from pipeline.data.dataset import BOS_ID, EOS_ID, PAD_ID
 from pipeline.data.preprocess import arrow_lists, collate_inputs, pad_token_lists
+from pipeline.data.tokens import detokenize, encode, tokenize
+from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
-from pipeline.tasks.metrics import TASK_METRICS
 
 IGNORE = -100  # y_out padding: F.cross_entropy's ignore_index
 EXAMPLES = 20  # test rows written to eval/translations.txt
@@ -33,7 +33,7 @@ PREDICT_BATCH = 256  # sources per decoding batch in predict
 
 class Seq2SeqTask(Task):
     name = "seq2seq"
-    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    # the names live in pipeline.task_metrics, which config validation reads without torch
     metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["seq2seq"].metrics
     higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["seq2seq"].higher_is_better
     gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["seq2seq"].gate_metrics
@@ -147,7 +147,7 @@ class Seq2SeqTask(Task):
 
     # ------------------------------------------------------------------ after training
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
-        from pipeline.tracking.plots import alignment_heatmap
+        from pipeline.tasks.plots import alignment_heatmap
 
         ids = table.column("id").to_pylist()
         sources = [self.source_text(x) for x in table.column("x").slice(0, EXAMPLES).to_pylist()]

@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.contract import UNK_ID
+from pipeline.data.dataset import UNK_ID
 from pipeline.data.preprocess import arrow_lists, collate_inputs, pad_token_lists
+from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
-from pipeline.tasks.metrics import TASK_METRICS
 
 IGNORE = -100  # target of pad steps: cross_entropy's ignore_index
 MAX_WORD_CHARS = 24  # characters per word the char encoder reads (longer words: the first 24)
@@ -34,7 +34,7 @@ PREDICT_BATCH = 256  # sentences per forward pass in predict
 
 class TagTask(Task):
     name = "tag"
-    # the names live in pipeline.tasks.metrics, which config validation reads without torch
+    # the names live in pipeline.task_metrics, which config validation reads without torch
     metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["tag"].metrics
     higher_is_better: ClassVar[dict[str, bool]] = TASK_METRICS["tag"].higher_is_better
     gate_metrics: ClassVar[tuple[str, ...]] = TASK_METRICS["tag"].gate_metrics
@@ -128,7 +128,7 @@ class TagTask(Task):
 
     # ------------------------------------------------------------------ after training
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
-        from pipeline.tracking.plots import entity_f1_bars
+        from pipeline.tasks.plots import entity_f1_bars
 
         per_entity = entity_report(state["true"], state["predicted"])
         out = Report(dicts={"eval/entity_report.json": per_entity})

@@ -4,7 +4,7 @@ MLflow's default PyTorch format (`pt2`, torch.export) traces a fixed sequence le
 recurrent models on any other length. recur logs a pyfunc instead: the artifact is recur's own
 checkpoint (model arguments, weights, normalization, label names, vocabularies) and `predict`
 hands raw inputs to the task (`Task.predict`), which normalizes or tokenizes and pads each batch
-itself. Inputs and outputs per task are in the README (classify: column `x` of time x channels
+itself. Inputs and outputs per task are in docs/tasks.md (classify: column `x` of time x channels
 nested lists -> `label`, `label_index`, `confidence`).
 
 The model carries recur's code with it, under a top-level name of its own (`recur_model_<hash
@@ -32,7 +32,7 @@ import pandas as pd
 class RecurSequenceModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from pipeline.tasks import build_task
-        from pipeline.training.worker import model_from_checkpoint
+        from pipeline.training.checkpoint import model_from_checkpoint
 
         self.model, self.pre = model_from_checkpoint(context.artifacts["checkpoint"])
         self.task = build_task(None, self.pre)
@@ -176,7 +176,7 @@ def log_model(checkpoint_file: str, *, example: pd.DataFrame, name: str = "model
     from mlflow.models import infer_signature
 
     from pipeline.tasks import build_task
-    from pipeline.training.worker import model_from_checkpoint
+    from pipeline.training.checkpoint import model_from_checkpoint
 
     model, pre = model_from_checkpoint(checkpoint_file)
     task = build_task(None, pre)

@@ -58,7 +58,7 @@ class EpochLogger(UserCallback):
         self.total_epochs = total_epochs
         self.prefix = prefix  # e.g. "trial 3f2a_00001": which run a progress line belongs to
         self.spool = spool  # where batches MLflow refused are kept (None: only warned about)
-        # The driver's progress board (pipeline.training.progress): the driver prints the epoch
+        # The driver's progress board (pipeline.training.step_board): the driver prints the epoch
         # lines; without one the line is printed here when `echo` (not in quiet mode, nor beside
         # a study's live table).
         self.board = board

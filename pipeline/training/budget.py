@@ -57,7 +57,7 @@ LEVEL_DRIFT = 0.5  # std between the train segment's halves' means from which fo
 
 def level_drift(manifest: Any) -> float | None:
     """The largest per-column level drift of a forecast series' train segment (None when the
-    manifest does not say: `pipeline.data.csv_series.level_drift`)."""
+    manifest does not say: `pipeline.data.importers.csv.level_drift`)."""
     drift = (manifest.task_params or {}).get("level_drift")
     return max(drift) if drift else None
 

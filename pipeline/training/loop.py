@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.tasks import MetricState, Task
+from pipeline.training.optimizer import learning_rate, set_learning_rate
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -36,22 +37,6 @@ class EpochStats:
     @property
     def sequences_per_second(self) -> float:
         return self.num_sequences / self.seconds if self.seconds > 0 else 0.0
-
-
-def make_optimizer(name: str, params: Iterable[nn.Parameter], *, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9, device: torch.device | str = "cpu") -> torch.optim.Optimizer:
-    """adam | adamw | rmsprop | sgd. On CUDA, Adam, AdamW and SGD use their fused kernels: one
-    launch per step for every parameter, and a gradient scaler's inf check stays on the device."""
-    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, **fused)
-    raise ValueError(f"train.optimizer: unknown optimizer {name!r}; choose adam, adamw, rmsprop or sgd")
 
 
 @dataclass(frozen=True)
@@ -119,14 +104,14 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
 def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, task: Task,
                 *, device: torch.device | str = "cpu", grad_clip: float = 0.0,
                 grad_clip_mode: str = "norm", scaler: torch.amp.GradScaler | None = None,
-                precision: Precision | None = None, progress: Any = None) -> EpochStats:
+                precision: Precision | None = None, publisher: Any = None) -> EpochStats:
     """Train over every batch once.
 
     Loss and gradient-norm sums stay on the device and are read once, after the last step, so a
     GPU never waits for the host between steps. A step whose gradients overflowed (fp16: the
     scaler skips it) has an infinite norm and is left out of the norm statistics.
 
-    `progress` (rank 0's `pipeline.training.progress.StepPublisher`, or None): after a step, when
+    `publisher` (rank 0's `pipeline.training.step_board.StepPublisher`, or None): after a step, when
     its `due()` says so (at most about once a second), it gets the running mean loss, which reads
     the loss sum once.
     """
@@ -152,8 +137,8 @@ def train_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.opt
         num_units += units
         num_sequences += int(batch["x"].shape[0])
         num_steps += 1
-        if progress is not None and progress.due():
-            progress.publish(step=num_steps, loss=sums[0].item() / max(num_units, 1),
+        if publisher is not None and publisher.due():
+            publisher.publish(step=num_steps, loss=sums[0].item() / max(num_units, 1),
                              sequences=num_sequences, seconds=time.perf_counter() - start)
     loss_sum, norm_sum, finite_steps, norm_max = sums.tolist()
     return EpochStats(
@@ -183,7 +168,7 @@ def _timed(batches: Iterable[Batch], waited: list[float]) -> Iterator[Batch]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch], task: Task, *,
+def evaluate_batches(model: nn.Module, batches: Iterable[Batch], task: Task, *,
              device: torch.device | str = "cpu") -> MetricState:
     """Accumulate the task's metric sums over every batch (model in eval mode)."""
     device = torch.device(device)
@@ -194,32 +179,6 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], task: Task, *,
         batch = to_device(batch, device)
         task.update(state, task.forward(model, batch, train=False), batch)
     return state
-
-
-def learning_rate(base_lr: float, epoch: int, *, total_epochs: int, schedule: Any,
-                  plateau_decays: int = 0) -> float:
-    """The learning rate for `epoch` (0-based): linear warm-up, then the named schedule.
-
-    A pure function of the epoch (and, for `plateau`, of how many decays have happened), so a
-    run resumed from a checkpoint continues on exactly the same curve.
-    """
-    warmup = schedule.warmup_epochs
-    if epoch < warmup:
-        return base_lr * (epoch + 1) / (warmup + 1)
-    since = epoch - warmup
-    if schedule.name == "step":
-        return base_lr * schedule.gamma ** (since // schedule.step_size)
-    if schedule.name == "cosine":
-        progress = min(since / max(total_epochs - warmup - 1, 1), 1.0)
-        return schedule.min_lr + (base_lr - schedule.min_lr) * (1 + math.cos(math.pi * progress)) / 2
-    if schedule.name == "plateau":
-        return max(base_lr * schedule.gamma**plateau_decays, schedule.min_lr)
-    return base_lr
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 # ---------------------------------------------------------------------------------------- fit
@@ -249,7 +208,7 @@ class FitPlan:
 
     epochs: int  # planned epochs (the schedule's length); more only while min_steps is not reached
     lr: float
-    schedule: Any  # pipeline.config.ScheduleConfig
+    schedule: Any  # pipeline.config.LrScheduleConfig
     monitor: str  # a key of the epoch's metrics
     monitor_mode: str  # max | min
     patience: int = 0  # epochs without improvement before stopping; 0: never stop early
@@ -298,7 +257,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
         train_batches: Any, validate: Any, report: Any, state: FitState | None = None,
         device: torch.device | str = "cpu", grad_clip: float = 0.0, grad_clip_mode: str = "norm",
         scaler: torch.amp.GradScaler | None = None, precision: Precision | None = None,
-        progress: Any = None, epoch_metrics: Any = None, agree: Any = None) -> FitState:
+        publisher: Any = None, epoch_metrics: Any = None, agree: Any = None) -> FitState:
     """Train epoch after epoch under `plan`: learning rate per epoch (warm-up, schedule, plateau),
     at least `plan.min_steps` steps, early stopping, a note when validation stays at chance.
 
@@ -311,7 +270,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
       over ranks); default: this process's;
     - `agree(stop)`: the stop decision every process takes (DDP: rank 0's, so that no rank leaves
       the loop alone); default: this process's own.
-    `progress` is handed to `train_epoch`. Returns the final state; `state` continues a run.
+    `publisher` is handed to `train_epoch`. Returns the final state; `state` continues a run.
 
     An epoch whose loss, gradients, weights or monitored metric are NaN or inf ends the run: it
     is reported once more with `diverged` (the reason) and stop, and `TrainingDiverged` names
@@ -327,7 +286,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, plan: Fi
                                                    plateau_decays=state.plateau_decays))
         stats = train_epoch(model, train_batches(epoch), optimizer, task, device=device,
                             grad_clip=grad_clip, grad_clip_mode=grad_clip_mode, scaler=scaler,
-                            precision=precision, progress=progress)
+                            precision=precision, publisher=publisher)
         metrics = dict(epoch_metrics(stats))
         val = dict(validate(model))
         at_chance = bool(val.pop("at_chance", False))

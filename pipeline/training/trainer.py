@@ -11,7 +11,8 @@ from typing import Any
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
-from pipeline.errors import Failure, UserError
+from pipeline.errors import Failure
+from pipeline.training.resources import ResourceError, worker_resources
 
 log = logging.getLogger(__name__)
 
@@ -73,54 +74,9 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return storage.join(run_dir, names[-1]) if names else None
 
 
-class ResourceError(UserError, RuntimeError):
-    """The cluster cannot fit the requested workers plus Ray Data's read tasks."""
-
-
-def worker_resources(cfg: RecurConfig) -> dict[str, float]:
-    res: dict[str, float] = {"CPU": cfg.resources.cpus_per_worker}
-    if cfg.resources.use_gpu:
-        res["GPU"] = 1.0
-    return res
-
-
-def check_resources(cfg: RecurConfig, cluster: dict[str, float]) -> None:
-    """Fail before training, naming the keys to change, when the workers cannot all be placed.
-
-    Ray Data's read and listing tasks need CPU that the Train workers do not hold; if workers take
-    every CPU the data pipeline waits forever, so `resources.reserve_cpus_for_data` (at least one
-    whole CPU, what the file listing asks for: `cpus_kept_for_data`) must stay free.
-    """
-    from pipeline.data.loading import cpus_kept_for_data
-
-    r = cfg.resources
-    total_cpu = float(cluster.get("CPU", 0.0))
-    kept = cpus_kept_for_data(r.reserve_cpus_for_data)
-    need_cpu = r.num_workers * r.cpus_per_worker + kept
-    if need_cpu > total_cpu + 1e-9:
-        raise ResourceError(
-            f"resources.num_workers={r.num_workers} x resources.cpus_per_worker={r.cpus_per_worker} "
-            f"+ {kept:g} kept for Ray Data (resources.reserve_cpus_for_data={r.reserve_cpus_for_data}, "
-            f"at least the 1 CPU its file listing asks for) needs {need_cpu:g} CPUs, "
-            f"but the Ray cluster has {total_cpu:g}. Lower num_workers or cpus_per_worker "
-            f"(fractions are fine), or add nodes."
-        )
-    if cfg.train.precision in ("fp16", "bf16") and not r.use_gpu:
-        raise ResourceError(
-            f"train.precision={cfg.train.precision} needs resources.use_gpu=true (CPU kernels of "
-            "recurrent layers run in fp32): set train.precision=auto or fp32, or train on GPUs."
-        )
-    if r.use_gpu and float(cluster.get("GPU", 0.0)) < r.num_workers:
-        raise ResourceError(
-            f"resources.use_gpu=true with resources.num_workers={r.num_workers} needs "
-            f"{r.num_workers} GPUs, but the Ray cluster has {cluster.get('GPU', 0):g}. "
-            "Set resources.use_gpu=false or lower num_workers."
-        )
-
-
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
                 initial_checkpoint: str | None = None, initial_weights: Any = None,
-                progress_board: Any = None, steps_per_epoch: int | None = None,
+                step_board: Any = None, steps_per_epoch: int | None = None,
                 local_run: Any = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
@@ -134,8 +90,8 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         "initial_weights": initial_weights,
         # One intra-op thread per whole CPU a worker holds; oversubscribing cores slows every rank.
         "torch_threads": max(1, math.floor(cfg.resources.cpus_per_worker)),
-        # rank 0 publishes its step progress to this actor (pipeline.training.progress), if any
-        "progress_board": progress_board,
+        # rank 0 publishes its step progress to this actor (pipeline.training.step_board), if any
+        "step_board": step_board,
         "steps_per_epoch": steps_per_epoch,
         # resources.num_workers: 0: the worker function runs in this process and takes its Ray
         # Train calls from this `LocalRun` (pipeline.training.local); None with a worker group
@@ -158,12 +114,12 @@ def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
                   initial_checkpoint: str | None = None, initial_weights: Any = None,
-                  preprocessing: Preprocessing | None = None, progress_board: Any = None):
+                  preprocessing: Preprocessing | None = None, step_board: Any = None):
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
-    runs the same number of steps per epoch; val is read whole by every rank. `progress_board`:
-    where rank 0 shows its step progress (`pipeline.training.progress`).
+    runs the same number of steps per epoch; val is read whole by every rank. `step_board`:
+    where rank 0 shows its step progress (`pipeline.training.step_board`).
     """
     import ray.data
     from ray.train import (
@@ -216,13 +172,13 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                          datasets=datasets, use_gpu=r.use_gpu)
         return LocalTrainer(train_func, loop_config(
             cfg, pre, mlflow_run_id=mlflow_run_id, initial_checkpoint=initial_checkpoint,
-            initial_weights=initial_weights, progress_board=progress_board,
+            initial_weights=initial_weights, step_board=step_board,
             steps_per_epoch=resolved.steps_per_epoch, local_run=local), local)
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
                                       initial_checkpoint=initial_checkpoint, initial_weights=initial_weights,
-                                      progress_board=progress_board,
+                                      step_board=step_board,
                                       steps_per_epoch=resolved.steps_per_epoch),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,

@@ -8,94 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import resource
 import tempfile
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
-from pipeline.models import model_from_args
 from pipeline.models.frontend import sync_batch_statistics
 from pipeline.tasks import build_task
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.loop import (
     EpochStats,
     FitPlan,
     FitState,
     Precision,
     TrainingDiverged,
-    evaluate,
+    evaluate_batches,
     fit,
-    make_optimizer,
 )
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def save_checkpoint(directory: str, *, model: torch.nn.Module, preprocessing: Preprocessing,
-                    optimizer: torch.optim.Optimizer | None = None, progress: FitState | None = None,
-                    metrics: dict[str, float] | None = None, mlflow_run_id: str | None = None) -> str:
-    """Write model arguments, weights and preprocessing (and training state) to one file.
-
-    Only tensors and plain Python values (dicts, lists, str, numbers, None) go in, so that
-    `load_checkpoint` reads it with `weights_only=True`, which runs no pickled code.
-    """
-    module = getattr(model, "module", model)  # unwrap DDP
-    path = os.path.join(directory, CHECKPOINT_FILE)
-    torch.save(
-        {
-            "model_class": type(module).__name__,
-            "model_args": _plain(module.model_args),
-            "state_dict": module.state_dict(),
-            "preprocessing": _plain(preprocessing.to_dict()),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "progress": _plain(vars(progress)) if progress is not None else None,
-            "metrics": _plain(metrics or {}),
-            "mlflow_run_id": mlflow_run_id,
-        },
-        path,
-    )
-    return path
-
-
-def _plain(value: Any) -> Any:
-    """`value` with numpy scalars and arrays as Python numbers and lists (weights_only-safe)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return value
-
-
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Read a checkpoint file (or a directory holding one) onto the CPU.
-
-    Tensors and plain containers only (`weights_only=True`): a file holding any other pickled
-    object is refused instead of run.
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_FILE)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's message also says how to load it anyway; name only the offending object
-        why = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
-        raise ValueError(f"{path} is not a recur checkpoint: it holds objects other than tensors and "
-                         f"plain values, which recur does not unpickle ({why or 'see torch.load'})") from None
-
-
-def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessing]:
-    state = load_checkpoint(path)
-    model = model_from_args(state["model_args"], state.get("model_class", "SequenceClassifier"))
-    model.load_state_dict(state["state_dict"])
-    model.eval()
-    return model, Preprocessing.from_dict(state["preprocessing"])
+from pipeline.training.optimizer import make_optimizer
 
 
 def _all_reduce_sum(tensors: list[torch.Tensor]) -> None:
@@ -202,7 +136,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                                weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
                                device=device)
     torch.manual_seed(cfg.train.seed + 1 + rank)  # after init: each rank draws its own dropout masks
-    progress = FitState()
+    fit_state = FitState()
 
     # Ray Train's own checkpoint after a worker-group restart; else a checkpoint handed in by the
     # caller (a Tune trial restored or exploited by PBT), which continues from its progress.
@@ -216,7 +150,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         model.load_state_dict(state["state_dict"])
         if state.get("optimizer"):
             optimizer.load_state_dict(state["optimizer"])
-        progress = FitState(**state["progress"])
+        fit_state = FitState(**state["progress"])
     elif loop_config.get("initial_weights") is not None:  # fine-tune: weights only, from epoch 0
         model.load_state_dict(ray.get(loop_config["initial_weights"]))
 
@@ -232,13 +166,13 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     val_iterator = train.get_dataset_shard("val")
     batch_size = cfg.data.batch_size
 
-    # rank 0 shows the driver how the epoch goes (pipeline.training.progress); none in tests and
+    # rank 0 shows the driver how the epoch goes (pipeline.training.step_board); none in tests and
     # benchmarks that run without a board
     publisher = None
-    if rank == 0 and loop_config.get("progress_board") is not None:
-        from pipeline.training.progress import StepPublisher
+    if rank == 0 and loop_config.get("step_board") is not None:
+        from pipeline.training.step_board import StepPublisher
 
-        publisher = StepPublisher(loop_config["progress_board"], world_size=context.get_world_size())
+        publisher = StepPublisher(loop_config["step_board"], world_size=context.get_world_size())
     steps = [loop_config.get("steps_per_epoch")]  # expected; then what the last epoch ran
     chance = [""]  # the task's word on the last validation: what a trivial predictor also scores
 
@@ -253,7 +187,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         # training forward, but each rank then updates its batch-norm running statistics with its
         # own batch: unsynced, the ranks' val metrics (and early-stopping decisions) would differ.
         _broadcast_buffers(getattr(module, "module", module))
-        val_state = evaluate(getattr(module, "module", module),
+        val_state = evaluate_batches(getattr(module, "module", module),
                              task.eval_batches(val_iterator, batch_size=batch_size), task, device=device)
         chance[0] = task.at_chance(val_state)
         return {**{f"val_{k}": v for k, v in task.compute(val_state).items()}, "at_chance": bool(chance[0])}
@@ -278,7 +212,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             directory = (local.checkpoint_dir(epoch) if local is not None
                          else tempfile.mkdtemp(prefix="recur-ckpt-"))
             save_checkpoint(directory, model=model, preprocessing=pre, optimizer=optimizer,
-                            progress=state, metrics=metrics,
+                            fit_state=state, metrics=metrics,
                             mlflow_run_id=loop_config.get("mlflow_run_id"))
             checkpoint = Checkpoint.from_directory(directory)
         train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
@@ -287,9 +221,9 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
             agree=_rank_0_decides,
-            state=progress, device=device, grad_clip=cfg.train.grad_clip,
+            state=fit_state, device=device, grad_clip=cfg.train.grad_clip,
             grad_clip_mode=cfg.train.grad_clip_mode, scaler=scaler, precision=precision,
-            progress=publisher, epoch_metrics=epoch_metrics)
+            publisher=publisher, epoch_metrics=epoch_metrics)
     except TrainingDiverged as exc:
         # returned, not raised: Ray Train would restart the worker group to diverge again. The
         # driver reads rank 0's return value (`Result.return_value`) and stops the run with it.

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from pipeline.data.loading import cpus_kept_for_data
-from pipeline.training.trainer import ResourceError
+from pipeline.training.resources import ResourceError
 
 # The trainable only waits on its TorchTrainer. Tune needs some resource per trial, and any CPU
 # here (even 0.01) would be missing from the whole CPU Ray Data's file listing asks for once the

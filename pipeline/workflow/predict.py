@@ -65,7 +65,8 @@ def _location(path: str) -> str:
 def _output_is_there(out: str) -> bool:
     from pyarrow import fs as pafs
 
-    from pipeline.inference.job import SUMMARY_FILE, resolve_output
+    from pipeline.inference.job import SUMMARY_FILE
+    from pipeline.inference.preflight import resolve_output
 
     try:
         filesystem, path = resolve_output(out)
@@ -79,25 +80,27 @@ def run_predict(cfg: RecurConfig, model_text: str, data: str, out: str, *, track
                 params: dict[str, Any], overwrite: bool, force: bool, started_at: float,
                 connect: Callable[[], str] | None) -> PredictOutcome:
     """Check, skip when recorded, else predict (see `pipeline.inference.job.predict_dataset`)."""
-    from pipeline.data.contract import SPLITS, files_fingerprint, filesystem, read_manifest
-    from pipeline.inference.job import (
+    from pipeline.data.dataset import SPLITS, files_fingerprint, read_manifest
+    from pipeline.inference.job import predict_dataset
+    from pipeline.inference.model import load_registered
+    from pipeline.inference.preflight import (
         check_compatible,
         check_input_types,
         check_options,
         check_output,
-        predict_dataset,
         predict_params,
         resolve_output,
         split_files,
     )
-    from pipeline.inference.model import ModelSpec, load_registered, resolve_version
+    from pipeline.storage import filesystem_for
+    from pipeline.tracking.model_ref import ModelSpec, resolve_version
     from pipeline.tracking.store import check_reachable
 
     check_options(batch_size=batch_size, concurrency=concurrency)  # the cheap checks first, before Ray
     spec = ModelSpec.parse(model_text)
     manifest = read_manifest(data)
     files = split_files(data, list(dict.fromkeys(splits or [s for s in SPLITS if s in manifest.splits])))
-    check_input_types(files, manifest.feature.kind, filesystem(data)[0])
+    check_input_types(files, manifest.feature.kind, filesystem_for(data)[0])
     check_reachable(tracking_uri)
     version, _ = resolve_version(spec, tracking_uri)
     # the input as it is on disk now, not only as its manifest says: data changed in place predicts again

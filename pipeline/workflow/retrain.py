@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from pipeline.config import ConfigError, RecurConfig
-from pipeline.data import contract
+from pipeline.data.dataset import Manifest
 from pipeline.workflow.steps import FineTune
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def champion_to_fine_tune(cfg: RecurConfig, tracking_uri: str) -> FineTune:
     from mlflow.exceptions import MlflowException
 
     from pipeline.data.preprocess import Preprocessing
-    from pipeline.training.worker import CHECKPOINT_FILE, load_checkpoint
+    from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
     name = cfg.registry.model_name
     try:
@@ -55,11 +55,11 @@ def champion_to_fine_tune(cfg: RecurConfig, tracking_uri: str) -> FineTune:
                     preprocessing=Preprocessing.from_dict(state["preprocessing"]))
 
 
-def check_fine_tune(cfg: RecurConfig, fine_tune: FineTune, manifest: contract.Manifest) -> None:
+def check_fine_tune(cfg: RecurConfig, fine_tune: FineTune, manifest: Manifest) -> None:
     """Refuse data or a config the champion cannot continue on, naming every difference."""
     from pipeline.data.preprocess import Preprocessing
     from pipeline.tasks import build_task
-    from pipeline.training.worker import load_checkpoint
+    from pipeline.training.checkpoint import load_checkpoint
 
     old, new = fine_tune.preprocessing, Preprocessing.from_manifest(manifest)
     problems = []

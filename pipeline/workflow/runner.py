@@ -16,36 +16,28 @@ import datetime as dt
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
 from pipeline.config import ConfigError, RecurConfig
-from pipeline.data import contract
+from pipeline.data.dataset import Manifest, files_fingerprint, read_manifest
 from pipeline.tracking import store
 from pipeline.tracking.policy import CallPolicy
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.run import RunTracker
 from pipeline.workflow import steps
-from pipeline.workflow.pipeline import RunSummary, evaluate_and_log, promote, register
+from pipeline.workflow.outcome import RunSummary, promote, record_test_evaluation, register
 from pipeline.workflow.records import (
-    FAILED,
-    INTERRUPTED,
-    SKIPPED,
-    STEP_TAG,
     STORE_STEPS,
     SUCCEEDED,
     StepRecord,
-    StepStore,
     hash_json,
-    new_record,
     store_hash,
     workflow_steps,
 )
+from pipeline.workflow.step_book import StepBook, dataset_is, holds_run, holds_version, manifest_outputs
+from pipeline.workflow.tune import StudySummary
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +59,8 @@ class Workflow:
         self.fine_tune = fine_tune
         if fine_tune is not None:  # a fine-tune is a different training from a fresh one
             self.config = {**self.config, "train": {**self.config["train"], "fine_tune": fine_tune.source}}
-        self.rerun_from = 0 if force else (self.steps.index(from_step) if from_step else len(self.steps))
-        self.store = StepStore(cfg.tracking.runs_dir)
-        self.done: list[tuple[StepRecord, str]] = []  # (record, how: succeeded | skipped | failed)
+        rerun_from = 0 if force else (self.steps.index(from_step) if from_step else len(self.steps))
+        self.book = StepBook(self.steps, self.config, cfg.tracking.runs_dir, rerun_from=rerun_from)
         self.timings: dict[str, float] = {}
         self.tracker: RunTracker | None = None
         self.budget: dict[str, Any] = {}  # budget.* params (pipeline.training.budget)
@@ -82,31 +73,9 @@ class Workflow:
               ) -> StepRecord:
         if name in STORE_STEPS:  # keyed by where its results live: another server runs it again
             inputs = {**inputs, "store": self.where}
-        record = new_record(name, self.config, inputs, data_hash)
-        found = self.store.get(record.key)
-        if (self.steps.index(name) < self.rerun_from and found is not None and found.status == SUCCEEDED
-                and still_valid(found.outputs)):
-            log.info("step %s: skipped, inputs unchanged since %s (record %s)", name, found.started_at,
-                     found.key)
-            self.done.append((found, SKIPPED))
-            return found
-        if name in AFTER_TRAINING:  # a server that died during training: stop now, not per call
-            self._check_server(name)
-        self.store.put(record)  # status running: a crash leaves it so
-        start = time.perf_counter()
-        try:
-            record.outputs = run()
-        except BaseException as exc:
-            status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
-            record.status, record.error = status, redact_text(f"{type(exc).__name__}: {exc}")[:4000]
-            record.seconds = round(time.perf_counter() - start, 2)
-            self.store.put(record)
-            self.done.append((record, status))
-            raise
-        record.status, record.seconds = SUCCEEDED, round(time.perf_counter() - start, 2)
-        self.store.put(record)
-        self.done.append((record, SUCCEEDED))
-        return record
+        # a server that died during training: stop now, not per call
+        before = (lambda: self._check_server(name)) if name in AFTER_TRAINING else None
+        return self.book.step(name, inputs, data_hash, run, still_valid=still_valid, before=before)
 
     def run(self) -> RunSummary | Any:
         """The workflow's steps; a RunSummary, or with a search a StudySummary."""
@@ -143,7 +112,7 @@ class Workflow:
         """After a failure past training: where the trained model and unsent metrics are."""
         from pipeline.tracking.spool import spool_path
 
-        trained = next((r for r, _ in self.done if r.step == "train" and r.status == SUCCEEDED), None)
+        trained = next((r for r, _ in self.book.done if r.step == "train" and r.status == SUCCEEDED), None)
         if trained is None:
             return
         out = trained.outputs
@@ -159,20 +128,20 @@ class Workflow:
         # the checkpoint bucket too is checked before Ray starts, not when training would write to it
         steps.check_bucket(steps.storage_path(cfg), "write checkpoints (tracking.storage_path)")
         source = steps.source_fingerprint(cfg) if cfg.data.source is not None else None
-        # A step is skipped only while the files are as it left them (contract.files_fingerprint):
+        # A step is skipped only while the files are as it left them (files_fingerprint):
         # data changed in place keeps its manifest's hash, but not its fingerprint.
         ingest_inputs = {"sources": hash_json(source)} if source else {
-            "dataset": contract.read_manifest(cfg.data.root).data_hash,
-            "files": contract.files_fingerprint(cfg.data.root)}
+            "dataset": read_manifest(cfg.data.root).data_hash,
+            "files": files_fingerprint(cfg.data.root)}
         ingested = self._step(
             "ingest", ingest_inputs, ingest_inputs.get("dataset", ""),
-            lambda: _manifest_outputs(steps.ingest(cfg), cfg.data.root),
-            still_valid=lambda o: _dataset_is(cfg.data.root, o["data_hash"], o.get("files")))
+            lambda: manifest_outputs(steps.ingest(cfg), cfg.data.root),
+            still_valid=lambda o: dataset_is(cfg.data.root, o["data_hash"], o.get("files")))
         data_hash = ingested.outputs["data_hash"]
-        manifest = contract.read_manifest(cfg.data.root)
+        manifest = read_manifest(cfg.data.root)
         self.given = cfg  # before "auto" is decided: each Tune trial decides it for its own values
         self.cfg = cfg = self._resolve(cfg, manifest)
-        self._step("validate", {"data": data_hash, "files": contract.files_fingerprint(cfg.data.root)},
+        self._step("validate", {"data": data_hash, "files": files_fingerprint(cfg.data.root)},
                    data_hash, lambda: _validated(cfg))
         if self.fine_tune is not None:
             from pipeline.workflow.retrain import check_fine_tune
@@ -192,26 +161,29 @@ class Workflow:
         out = trained.outputs
         checkpoint = out["checkpoint_dir"]
 
-        def evaluate() -> dict[str, Any]:
+        def evaluate_step() -> dict[str, Any]:
             tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
             logged = len(tracker.figures)
-            evaluation, model_uri = evaluate_and_log(eval_cfg, tracker, checkpoint, self.timings,
+            evaluation, model_uri = record_test_evaluation(eval_cfg, tracker, checkpoint, self.timings,
                                                      curve_metric=not self.tune)
             return {"metrics": evaluation.metrics, "model_uri": model_uri,
                     "plots": tracker.figures[logged:]}
 
-        evaluated = self._step("evaluate", {trained.step: trained.output_hash}, data_hash, evaluate,
-                               still_valid=lambda o: self._holds_run(out["run_id"]))
+        evaluated = self._step("evaluate", {trained.step: trained.output_hash}, data_hash, evaluate_step,
+                               still_valid=lambda o: holds_run(tracking_uri, out["run_id"]))
         decision = None
         if cfg.registry.enabled:
+            name = cfg.registry.model_name
+
             def do_register() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
                 version = register(cfg, tracker, evaluated.outputs["model_uri"], self.timings,
                                    checkpoint_dir=checkpoint)
-                return {"model_name": cfg.registry.model_name, "version": version}
+                return {"model_name": name, "version": version}
 
             registered = self._step("register", {"evaluate": evaluated.output_hash}, data_hash, do_register,
-                                    still_valid=lambda o: self._holds_version(o["version"], out["run_id"]))
+                                    still_valid=lambda o: holds_version(tracking_uri, name, o["version"],
+                                                                        out["run_id"]))
 
             def do_promote() -> dict[str, Any]:
                 tracker = self._open_run(tracking_uri, experiment_id, out["run_id"])
@@ -221,8 +193,8 @@ class Workflow:
                 return {**decision, "plots": tracker.figures[logged:]}
 
             promoted = self._step("promote", {"register": registered.output_hash}, data_hash, do_promote,
-                                  still_valid=lambda o: self._holds_version(o["version"], out["run_id"],
-                                                                            decided=True)).outputs
+                                  still_valid=lambda o: holds_version(tracking_uri, name, o["version"],
+                                                                      out["run_id"], decided=True)).outputs
             decision = {k: v for k, v in promoted.items() if k != "plots"}
         self._close("FINISHED")
         if self.tune:
@@ -231,45 +203,15 @@ class Workflow:
             run_id=out["run_id"], experiment_id=experiment_id, tracking_uri=tracking_uri,
             test_metrics=evaluated.outputs["metrics"], epochs_run=out["epochs_run"],
             best_epoch=out["best_epoch"], checkpoint_dir=checkpoint, decision=decision,
-            timings=self.timings, steps=self.step_rows(), plots=self.plots(),
+            timings=self.timings, steps=self.book.rows(), plots=self.book.plots(),
         )
 
     # ------------------------------------------------------- is a record's result in the store?
 
     def _trained_is_there(self, outputs: dict[str, Any]) -> bool:
-        return Path(outputs["checkpoint_dir"]).is_dir() and self._holds_run(outputs["run_id"])
+        return Path(outputs["checkpoint_dir"]).is_dir() and holds_run(self.tracking_uri, outputs["run_id"])
 
-    def _holds_run(self, run_id: str) -> bool:
-        """Whether the tracking store holds MLflow run `run_id` (not deleted). A record of a run
-        the store lacks (another server, a wiped or restored one) is no reason to skip a step."""
-        try:
-            run = MlflowClient(self.tracking_uri).get_run(run_id)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            log.info("MLflow run %s of a step record is not at %s: running the step again", run_id,
-                     redact_text(self.tracking_uri))
-            return False
-        return run.info.lifecycle_stage != "deleted"
-
-    def _holds_version(self, version: str, run_id: str, *, decided: bool = False) -> bool:
-        """Whether the registry holds `version` of the model, registered from `run_id` (a store
-        can have a version 1 of its own) and, when `decided`, judged by a gate (tagged)."""
-        name = self.cfg.registry.model_name
-        try:
-            found = MlflowClient(self.tracking_uri).get_model_version(name, str(version))
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            found = None
-        held = (found is not None and found.run_id == run_id
-                and (not decided or "recur.decision" in (found.tags or {})))
-        if not held:
-            log.info("%s version %s of a step record is not in the registry as recorded: running the "
-                     "step again", name, version)
-        return held
-
-    def _resolve(self, cfg: RecurConfig, manifest: contract.Manifest) -> RecurConfig:
+    def _resolve(self, cfg: RecurConfig, manifest: Manifest) -> RecurConfig:
         """The config with its "auto" values decided from the manifest (and epochs raised to reach
         train.min_steps), said once; the MLflow run logs the resolved config and `budget.*`."""
         from pipeline.progress import Display, tag
@@ -286,7 +228,7 @@ class Workflow:
                              + ", ".join(resolved.lines()))
         return resolved.cfg
 
-    def _train(self, tracking_uri: str, experiment_id: str, manifest: contract.Manifest) -> dict[str, Any]:
+    def _train(self, tracking_uri: str, experiment_id: str, manifest: Manifest) -> dict[str, Any]:
         cfg = self.cfg
         self._connect()
         tracker = self._open_run(tracking_uri, experiment_id, None)
@@ -301,7 +243,7 @@ class Workflow:
                 "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
                 "best_epoch": trained.best_epoch}
 
-    def _search(self, tracking_uri: str, experiment_id: str, manifest: contract.Manifest) -> dict[str, Any]:
+    def _search(self, tracking_uri: str, experiment_id: str, manifest: Manifest) -> dict[str, Any]:
         """The tune step: a Ray Tune study in the study's MLflow parent run (resumed with
         `--resume`); its outputs are the best trial's config and checkpoint, and the study's table."""
         from pipeline.workflow.tune import open_study, plan_study, search
@@ -325,14 +267,12 @@ class Workflow:
                        decision: dict[str, Any] | None) -> Any:
         import pandas as pd
 
-        from pipeline.workflow.tune import StudySummary
-
         return StudySummary(
             study=out["study"], path=out["path"], parent_run_id=out["run_id"],
             trials=pd.DataFrame(out["trials"]), counts=out["counts"], best_trial=out["best_trial"],
             best_value=out["best_value"], best_params=out["best_params"], concurrency=out["concurrency"],
-            test_metrics=metrics, decision=decision, timings=self.timings, plots=self.plots(),
-            steps=self.step_rows())
+            test_metrics=metrics, decision=decision, timings=self.timings, plots=self.book.plots(),
+            steps=self.book.rows())
 
     def _connect(self) -> None:
         if self.connect is not None:
@@ -390,28 +330,10 @@ class Workflow:
 
     def _tag_steps(self) -> None:
         assert self.tracker is not None and self.tracker.run_id is not None
-        client = MlflowClient(self.tracker.tracking_uri)
-        for record, how in self.done:
-            client.set_tag(self.tracker.run_id, STEP_TAG + record.step, how)
-            client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.key", record.key)
-            if how != SKIPPED:
-                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.seconds", str(record.seconds))
-            if record.error:  # an old record's error may predate redaction
-                client.set_tag(self.tracker.run_id, f"{STEP_TAG}{record.step}.error",
-                               redact_text(record.error)[:5000])
+        self.book.tag(self.tracker.tracking_uri, self.tracker.run_id)
         if self.timings:
             self.tracker.log_dict(self.timings, "timings.json")
-        self.tracker.log_dict({"steps": self.step_rows()}, "workflow/steps.json")
-
-    def plots(self) -> list[str]:
-        """The PNGs logged to the run, in order, as the steps recorded them: a skipped step's
-        record names what it logged when it ran (a record older than this list names none)."""
-        return [path for record, _ in self.done for path in record.outputs.get("plots", [])]
-
-    def step_rows(self) -> list[dict[str, Any]]:
-        return [{"step": r.step, "status": how, "seconds": r.seconds, "key": r.key,
-                 "config_hash": r.config_hash, "input_hashes": r.input_hashes, "data_hash": r.data_hash,
-                 "started_at": r.started_at, "error": r.error} for r, how in self.done]
+        self.tracker.log_dict({"steps": self.book.rows()}, "workflow/steps.json")
 
 
 AFTER_TRAINING = ("evaluate", "register", "promote")  # steps that open the trained run again
@@ -421,25 +343,35 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _manifest_outputs(manifest: contract.Manifest, root: str) -> dict[str, Any]:
-    return {"data_hash": manifest.data_hash, "data_version": manifest.data_version,
-            "rows": {split: info.rows for split, info in manifest.splits.items()},
-            "files": contract.files_fingerprint(root)}
-
-
-def _dataset_is(root: str, data_hash: str, files: str | None = None) -> bool:
-    """The dataset at `root` is the one a record names: the same data hash in its manifest and,
-    for records that kept it, the same files on disk."""
-    try:
-        if contract.read_manifest(root).data_hash != data_hash:
-            return False
-        return files is None or contract.files_fingerprint(root) == files
-    except Exception:  # missing or unreadable: import again
-        return False
-
-
 def _validated(cfg: RecurConfig) -> dict[str, Any]:
     steps.validate(cfg)
     root = cfg.data.root
     return {"root": root if "://" in root else str(Path(root).resolve())}
 
+
+def run_pipeline(cfg: RecurConfig, *, config_sources: list[str] | None = None,
+                 connect: Callable[[], str] | None = None, from_step: str | None = None,
+                 force: bool = False, fine_tune: steps.FineTune | None = None) -> RunSummary:
+    """The whole pipeline for one config, as recorded steps (see `pipeline.workflow.records`).
+
+    `connect` (from the entry point, which owns `ray.init`) is called once the cheap checks have
+    passed: tracking server reachable, dataset imported and valid. Without it Ray must be connected.
+    A step whose config sections and inputs match a finished record is skipped and its outputs
+    reused; `from_step` re-runs that step and every later one, `force` re-runs all of them.
+    `fine_tune` starts training from a model's weights and preprocessing (`recur retrain`).
+    """
+    return Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
+                    force=force, fine_tune=fine_tune).run()
+
+
+def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
+              connect: Callable[[], str] | None = None, resume: bool = False,
+              from_step: str | None = None, force: bool = False) -> StudySummary:
+    """`recur tune`: the workflow with a `tune` step in place of `train` (see
+    `Workflow`): search `tune.space` with Ray Tune, then evaluate, register and
+    gate the best trial as recorded steps. An unchanged config and dataset skips the finished
+    steps; `resume` continues an interrupted study instead of starting it again."""
+    summary = Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
+                       force=force, tune=True, resume=resume).run()
+    assert isinstance(summary, StudySummary)
+    return summary

@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RecurConfig
-from pipeline.data import contract
+from pipeline.data.dataset import (
+    MANIFEST_FILE,
+    DatasetError,
+    Manifest,
+    files_fingerprint,
+    read_manifest,
+    read_split,
+    sources_for,
+)
+from pipeline.data.dataset import (
+    folder as dataset_folder,
+)
 from pipeline.storage import check_bucket, is_s3
 
 log = logging.getLogger(__name__)
@@ -36,7 +47,7 @@ def source_fingerprint(cfg: RecurConfig) -> dict[str, Any]:
         folder = Path(path)
         resolved += sorted(str(f) for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else [path]
     return {
-        "sources": [s.model_dump() for s in contract.sources_for(resolved)],
+        "sources": [s.model_dump() for s in sources_for(resolved)],
         "params": _import_kwargs(cfg),
     }
 
@@ -49,7 +60,7 @@ def _import_kwargs(cfg: RecurConfig) -> dict[str, Any]:
                 seed=data.seed, on_invalid=data.on_invalid, **length, **data.source.importer_options())
 
 
-def ingest(cfg: RecurConfig) -> contract.Manifest:
+def ingest(cfg: RecurConfig) -> Manifest:
     """Import `data.source` into `data.root` unless an identical import is already there."""
     from pipeline.data.importers import import_dataset, resolve_source
 
@@ -57,33 +68,33 @@ def ingest(cfg: RecurConfig) -> contract.Manifest:
     check_bucket(root, "read the dataset (data.root)" if cfg.data.source is None
                  else "write the dataset (data.root)")
     if cfg.data.source is None:
-        manifest = contract.read_manifest(root)  # names the folder when there is no dataset
+        manifest = read_manifest(root)  # names the folder when there is no dataset
         check_max_length(manifest, root, cfg.data.max_length)
         return manifest
     fingerprint = source_fingerprint(cfg)
-    store = contract._store(root)
-    up_to_date = store.exists(IMPORT_MARKER) and store.exists(contract.MANIFEST_FILE)
+    store = dataset_folder(root)
+    up_to_date = store.exists(IMPORT_MARKER) and store.exists(MANIFEST_FILE)
     if up_to_date:
         marker = json.loads(store.read_text(IMPORT_MARKER))
         files = marker.pop("dataset_files", None)
         # the sources and options are those of the last import, and its files are as it left them
-        if marker == fingerprint and files == contract.files_fingerprint(root):
+        if marker == fingerprint and files == files_fingerprint(root):
             log.info("dataset at %s is up to date with its sources; not re-importing", root)
-            return contract.read_manifest(root)
+            return read_manifest(root)
         if marker == fingerprint:
             log.warning("dataset at %s changed since it was imported (its files are not as the import "
                         "wrote them); importing it again from its sources", root)
     paths = [resolve_source(p) for p in cfg.data.source.paths]
     manifest = import_dataset(cfg.data.source.format, paths, root, **_import_kwargs(cfg))
     store.write_text_atomic(IMPORT_MARKER, json.dumps(
-        {**fingerprint, "dataset_files": contract.files_fingerprint(root)}, indent=2))
+        {**fingerprint, "dataset_files": files_fingerprint(root)}, indent=2))
     return manifest
 
 
 IMPORT_MARKER = "import.json"  # the sources' fingerprint of the last import into data.root
 
 
-def check_max_length(manifest: contract.Manifest, root: str, max_length: int | None) -> None:
+def check_max_length(manifest: Manifest, root: str, max_length: int | None) -> None:
     """An imported dataset (`data.source: null`) must already fit `data.max_length`: it is applied
     when importing, never silently at training time."""
     from pipeline.config import DEFAULT_MAX_LENGTH
@@ -92,13 +103,13 @@ def check_max_length(manifest: contract.Manifest, root: str, max_length: int | N
     if max_length is None and manifest.task == "classify":  # the default limit of its importers
         over = {s: n for s, n in longest.items() if n > DEFAULT_MAX_LENGTH}
         if over:
-            raise contract.DatasetError(
+            raise DatasetError(
                 f"dataset {root}: sequences up to {over} time steps per split, longer than "
                 f"data.max_length's default {DEFAULT_MAX_LENGTH}: a sequence that long needs gigabytes to "
                 f"train. Set data.max_length to at least {max(over.values())} to train on them whole")
     over = {s: n for s, n in longest.items() if max_length is not None and n > max_length}
     if over:
-        raise contract.DatasetError(
+        raise DatasetError(
             f"dataset {root}: sequences up to {over} time steps per split, longer than data.max_length "
             f"{max_length}; import it again with `recur data import ... --max-length {max_length}` "
             "(--on-too-long truncate or reject), or raise data.max_length")
@@ -112,7 +123,7 @@ def validate(cfg: RecurConfig) -> None:
     if report.problems:
         raise DataValidationError(report.problems, header=f"dataset {cfg.data.root} breaks the contract")
     if not report.ok:
-        raise contract.DatasetError(report.format())
+        raise DatasetError(report.format())
 
 
 # ------------------------------------------------------------------------------------- train
@@ -137,7 +148,7 @@ class FineTune:
     preprocessing: Any  # pipeline.data.preprocess.Preprocessing
 
 
-def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: str,
+def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
           fine_tune: FineTune | None = None) -> TrainOutput:
     """Data-parallel training on Ray Train; metrics stream into the tracker's MLflow run."""
     import ray
@@ -145,13 +156,8 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
 
     from pipeline.storage import join as storage_join
     from pipeline.tasks import task_class
-    from pipeline.training.trainer import (
-        best_checkpoint,
-        build_trainer,
-        check_resources,
-        diverged_failure,
-        training_failure,
-    )
+    from pipeline.training.resources import check_resources
+    from pipeline.training.trainer import best_checkpoint, build_trainer, diverged_failure, training_failure
 
     check_resources(cfg, ray.cluster_resources())
     rows = manifest.splits["train"].rows
@@ -167,19 +173,19 @@ def train(cfg: RecurConfig, manifest: contract.Manifest, *, tracker: Any, name: 
     check_bucket(storage, "write checkpoints (tracking.storage_path)")
     weights = pre = None
     if fine_tune is not None:
-        from pipeline.training.worker import load_checkpoint
+        from pipeline.training.checkpoint import load_checkpoint
 
         weights = ray.put(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"])
         pre = fine_tune.preprocessing
     from pipeline.progress import Display, TrainView
-    from pipeline.training.progress import TrainWatch, describe_wait, start_board
+    from pipeline.training.step_board import TrainWatch, describe_wait, start_board
 
     display = Display()
     board = start_board()  # rank 0 and the Train controller publish here; this driver renders
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
                             mlflow_run_id=tracker.run_id,
                             callbacks=[tracker.epoch_logger(board=board, echo=not display.quiet)],
-                            initial_weights=weights, preprocessing=pre, progress_board=board)
+                            initial_weights=weights, preprocessing=pre, step_board=board)
     r = cfg.resources
     view = TrainView(display, cfg.train.epochs)
     try:
@@ -223,15 +229,15 @@ class Evaluation:
     report: Any  # pipeline.tasks.Report: figures, texts and dicts to log
 
 
-def evaluate(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
+def evaluate_test_split(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     """Test-split metrics, pictures and examples of a checkpoint, from its task."""
     from pipeline.tasks import build_task
-    from pipeline.training.loop import evaluate as evaluate_batches
-    from pipeline.training.worker import model_from_checkpoint
+    from pipeline.training.checkpoint import model_from_checkpoint
+    from pipeline.training.loop import evaluate_batches
 
     model, pre = model_from_checkpoint(checkpoint_dir)
     task = build_task(cfg, pre)
-    table = contract.read_split(cfg.data.root, "test")
+    table = read_split(cfg.data.root, "test")
     state = evaluate_batches(model, task.table_batches(table, 256), task)
     metrics = {f"test_{k}": v for k, v in task.compute(state).items()}
     report = task.report(model, table, state)
@@ -246,8 +252,8 @@ def check_finite(checkpoint_dir: str, metrics: dict[str, float] | None = None) -
 
     import torch
 
+    from pipeline.training.checkpoint import load_checkpoint
     from pipeline.training.trainer import TrainingFailed
-    from pipeline.training.worker import load_checkpoint
 
     weights = load_checkpoint(checkpoint_dir)["state_dict"]
     bad = [k for k, v in weights.items() if torch.is_floating_point(v) and not torch.isfinite(v).all()]
@@ -266,15 +272,15 @@ def gate_data(cfg: RecurConfig, checkpoint_dir: str) -> tuple[Any, Any, Any]:
     compares predictions with."""
     from pipeline.data.preprocess import Preprocessing
     from pipeline.tasks import build_task
-    from pipeline.training.worker import load_checkpoint
+    from pipeline.training.checkpoint import load_checkpoint
 
     pre = Preprocessing.from_dict(load_checkpoint(checkpoint_dir)["preprocessing"])
     task = build_task(cfg, pre)
-    return task, *task.gate_data(contract.read_split(cfg.data.root, "test"))
+    return task, *task.gate_data(read_split(cfg.data.root, "test"))
 
 
 def checkpoint_file(checkpoint_dir: str) -> str:
-    from pipeline.training.worker import CHECKPOINT_FILE
+    from pipeline.training.checkpoint import CHECKPOINT_FILE
 
     return os.path.join(checkpoint_dir, CHECKPOINT_FILE)
 

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from pipeline.errors import Failure
 from pipeline.tracking.run import STUDY_TAG, RunTracker
 from pipeline.tracking.spool import SPOOL_DIR
 from pipeline.workflow import steps
-from pipeline.workflow.pipeline import decision_lines, not_promoted_line, plot_names, steps_line
+from pipeline.workflow.outcome import decision_lines, not_promoted_line, plot_names, steps_line
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +85,6 @@ def study_root(cfg: RecurConfig) -> Path:
 def _newest_study(cfg: RecurConfig, name: str) -> Path | None:
     found = sorted(p for p in study_root(cfg).glob(f"{name}-*") if (p / STUDY_FILE).exists())
     return found[-1] if found else None
-
-
-def run_study(cfg: RecurConfig, *, config_sources: list[str] | None = None,
-              connect: Callable[[], str] | None = None, resume: bool = False,
-              from_step: str | None = None, force: bool = False) -> StudySummary:
-    """`recur tune`: the workflow with a `tune` step in place of `train` (see
-    `pipeline.workflow.runner`): search `tune.space` with Ray Tune, then evaluate, register and
-    gate the best trial as recorded steps. An unchanged config and dataset skips the finished
-    steps; `resume` continues an interrupted study instead of starting it again."""
-    from pipeline.workflow.runner import Workflow
-
-    summary = Workflow(cfg, config_sources=config_sources or [], connect=connect, from_step=from_step,
-                       force=force, tune=True, resume=resume).run()
-    assert isinstance(summary, StudySummary)
-    return summary
 
 
 def check_study(cfg: RecurConfig) -> None:
@@ -179,13 +163,12 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
     from pipeline.training.budget import resolve
     from pipeline.tuning.plan import trial_resources
     from pipeline.tuning.space import parse_space, to_tune, trial_config_dict
+    from pipeline.tuning.study_progress import StudyProgress, study_interrupt
     from pipeline.tuning.tuner import (
         StudyContext,
-        StudyProgress,
         longest_trial,
         scheduler_for,
         search_for,
-        study_interrupt,
         trial_function,
     )
 
@@ -307,14 +290,15 @@ def _record_trials(cfg: RecurConfig, results: Any, tracker: RunTracker, *, metri
                    parsed: dict[str, tuple[str, list[Any]]]) -> StudySummary:
     """Each trial's final status on its child run; the trials table and plots on the parent.
 
-    A trial's status is what Tune did to it (`pipeline.tuning.tuner.trial_status`, recorded by
-    the study's callback); trials the study never made (it ended first) count as never started.
+    A trial's status is what Tune did to it (`pipeline.tuning.study_progress.trial_status`,
+    recorded by the study's callback); trials the study never made (it ended first) count as never
+    started.
     """
-    from pipeline.tracking import plots
     from pipeline.tracking.run import close_trial_run, find_trial_runs
+    from pipeline.tuning import plots
     from pipeline.tuning.plan import study_size
     from pipeline.tuning.report import TrialRecord, best_of, best_so_far, summarize, trials_table
-    from pipeline.tuning.tuner import read_outcomes
+    from pipeline.tuning.study_progress import read_outcomes
 
     outcomes = read_outcomes(path)
     by_dir = {o["dir"]: trial_id for trial_id, o in outcomes.items()}

@@ -33,7 +33,7 @@ def test_rule_gives_horizon_and_window(panel, steps, season, expected):
 
 
 def test_rule_holds_its_promises_over_many_series(panel):
-    from pipeline.data.csv_series import segment_bounds
+    from pipeline.data.importers.csv import segment_bounds
 
     checked = 0
     for steps in range(40, 400, 7):

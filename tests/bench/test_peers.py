@@ -42,7 +42,7 @@ def series_csv(tmp_path):
 def test_peers_get_the_windows_recur_is_scored_on(peers, series_csv, tmp_path):
     # given a series imported by recur's importer with the panel's horizon/window rule
     from benchmarks.forecast_panel import horizon_window
-    from pipeline.data.csv_series import import_csv
+    from pipeline.data.importers.csv import import_csv
 
     horizon, window = horizon_window(60, SEASON)
     dataset = tmp_path / "dataset"

@@ -13,8 +13,8 @@ from pipeline.cluster.submission import (
     localize_paths,
     plan_job,
 )
-from pipeline.commands import CommandError
 from pipeline.config import ConfigError, RecurConfig, load_config, parse_override
+from pipeline.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = "http://127.0.0.1:8265"

@@ -10,14 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.contract import make_table, write_dataset
-from pipeline.data.importers import import_ts
-from pipeline.data.validate import (
-    DataValidationError,
-    Problem,
-    check_rows,
-    validate_dataset,
-)
+from pipeline.data.dataset import make_table, write_dataset
+from pipeline.data.importers.ts import import_ts
+from pipeline.data.validate import DataValidationError, Problem, check_rows, validate_dataset
 
 GOOD = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)
 

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.data.contract import SPECIALS, make_table
+from pipeline.data.dataset import SPECIALS, make_table
 from pipeline.data.preprocess import Preprocessing
 from pipeline.inference.device import OnDevice, move
-from pipeline.inference.job import plan_actors, prepare_output, resolve_output
-from pipeline.inference.model import ModelSpec, PredictError, pack_dir, unpack_dir
+from pipeline.inference.model import PredictError, pack_dir, unpack_dir
+from pipeline.inference.preflight import plan_actors, prepare_output, resolve_output
 from pipeline.inference.rows import (
     BatchPredictor,
     InputSpec,
@@ -25,6 +25,7 @@ from pipeline.inference.rows import (
     scatter,
 )
 from pipeline.tasks import build_task
+from pipeline.tracking.model_ref import ModelRefError, ModelSpec
 
 LABELS = ["neg", "pos"]
 
@@ -184,7 +185,7 @@ def test_model_names():
     assert ModelSpec.parse("models:/toy/3") == ModelSpec("toy", version="3")
     assert str(ModelSpec.parse("toy/3")) == "toy/3"
     for bad in ("", "toy@", "toy/", "toy/latest", "@champion"):
-        with pytest.raises(PredictError):
+        with pytest.raises(ModelRefError):
             ModelSpec.parse(bad)
 
 

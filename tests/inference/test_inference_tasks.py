@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from pipeline.config import RecurConfig
-from pipeline.data.contract import read_manifest, read_split
+from pipeline.data.dataset import read_manifest, read_split
 from pipeline.data.preprocess import Preprocessing
 from pipeline.inference.rows import BatchPredictor, InputSpec, output_schema
 from pipeline.tasks import build_task
 
 
 def _conll(tmp_path) -> tuple[str, dict]:
-    from pipeline.data.conll import import_conll
+    from pipeline.data.importers.conll import import_conll
 
     src = tmp_path / "src"
     src.mkdir()
@@ -33,7 +33,7 @@ def _conll(tmp_path) -> tuple[str, dict]:
 
 
 def _pairs(tmp_path) -> tuple[str, dict]:
-    from pipeline.data.pairs import import_pairs
+    from pipeline.data.importers.tsv import import_pairs
 
     rng = random.Random(0)
     lines = ["".join(rng.choice("abcdef") for _ in range(rng.randint(2, 6))) for _ in range(60)]
@@ -43,7 +43,7 @@ def _pairs(tmp_path) -> tuple[str, dict]:
 
 
 def _text(tmp_path) -> tuple[str, dict]:
-    from pipeline.data.text_corpus import import_text
+    from pipeline.data.importers.text import import_text
 
     (tmp_path / "t.txt").write_text("the cat sat on the mat.\nthe dog sat on the log.\n" * 60)
     import_text(str(tmp_path / "t.txt"), str(tmp_path / "ds"), chunk_length=64)
@@ -51,7 +51,7 @@ def _text(tmp_path) -> tuple[str, dict]:
 
 
 def _series(tmp_path) -> tuple[str, dict]:
-    from pipeline.data.csv_series import import_csv
+    from pipeline.data.importers.csv import import_csv
 
     t = np.arange(200)
     (tmp_path / "s.csv").write_text("t,a,b\n" + "".join(f"{i},{np.sin(i / 5):.4f},{i % 7}\n" for i in t))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.commands import CommandError
 from pipeline.commands.predict import parse_params
+from pipeline.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from pipeline.config import ModelConfig
 from pipeline.models import Attention, build_model, lengths_to_mask
 from pipeline.models.classifier import model_from_args
-from pipeline.tracking.plots import attention_heatmap, close
+from pipeline.tasks.plots import attention_heatmap
+from pipeline.tracking.plots import close
 
 KINDS = ["additive", "dot", "general"]
 # (pooling, attention kind): the kind only matters for attention pooling.

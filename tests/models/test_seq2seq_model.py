@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.contract import BOS_ID, EOS_ID
+from pipeline.data.dataset import BOS_ID, EOS_ID
 from pipeline.models import model_from_args
 from pipeline.models.seq2seq import Seq2Seq
 

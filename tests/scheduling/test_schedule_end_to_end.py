@@ -25,7 +25,7 @@ import yaml
 from conftest import free_port, make_toy_dataset
 
 from pipeline.cli import main
-from pipeline.data import contract
+from pipeline.data.dataset import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def _job_id(out: str) -> str:
 
 def test_on_new_data_fires_once_per_data_version_across_restarts(ray_head, tmp_path, capsys):
     root = make_toy_dataset(tmp_path / "data", seed=1)
-    v1 = contract.read_manifest(str(root)).data_hash
+    v1 = read_manifest(str(root)).data_hash
     work = tmp_path / "work"
     work.mkdir()
     (work / "README").write_text("the job's working dir\n")
@@ -149,7 +149,7 @@ def test_on_new_data_fires_once_per_data_version_across_restarts(ray_head, tmp_p
 
     # new data (re-imported with other rows): exactly one more job
     make_toy_dataset(root, seed=2)
-    v2 = contract.read_manifest(str(root)).data_hash
+    v2 = read_manifest(str(root)).data_hash
     assert v2 != v1
     out = _schedule(capsys, *args)
     assert f"fired new data version {v2[:12]}" in out
@@ -171,7 +171,7 @@ def test_forbid_skips_while_a_job_runs_and_replace_stops_it(ray_head, tmp_path, 
     assert _wait_for(ray_head, running, {"RUNNING", "FAILED", "SUCCEEDED"}) == "RUNNING"
 
     make_toy_dataset(root, seed=4)
-    v4 = contract.read_manifest(str(root)).data_hash
+    v4 = read_manifest(str(root)).data_hash
     out = _schedule(capsys, *common, "--entrypoint", SLEEPY)
     assert f"skipped new data version {v4[:12]}: job {running} is RUNNING (policy forbid" in out
     assert not _jobs(ray_head, data_hash=v4)
@@ -211,7 +211,7 @@ def test_cron_fires_once_for_missed_times(ray_head, tmp_path):
     assert job_info["metadata"]["recur_trigger"] == "cron"
     assert job_info["metadata"]["recur_fire_time"] == "2025-01-05T03:00:00Z"
     assert job_info["submission_id"] == "recur-sched-toy-crontest-cron-20250105t030000z-" + \
-        contract.read_manifest(str(root)).data_version
+        read_manifest(str(root)).data_version
     assert load_state(tmp_path / "cron.json").next_fire == datetime(2025, 1, 6, 3, tzinfo=timezone.utc)
 
     now[0] = datetime(2025, 1, 5, 12, 1, tzinfo=timezone.utc)
@@ -229,11 +229,11 @@ def test_on_new_data_watches_an_s3_dataset(ray_head, s3_endpoint, tmp_path, caps
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="recur-sched")
     root = "s3://recur-sched/data/toy"
     make_toy_dataset(root, seed=6)
-    v1 = contract.read_manifest(root).data_hash
+    v1 = read_manifest(root).data_hash
     work = tmp_path / "work"
     work.mkdir()
-    reads = (f"{sys.executable} -c \"from pipeline.data import contract; "
-             f"print(contract.read_manifest('{root}').data_hash)\"")
+    reads = (f"{sys.executable} -c \"from pipeline.data.dataset import read_manifest; "
+             f"print(read_manifest('{root}').data_hash)\"")
     args = [_config(tmp_path, root), "--on-new-data", "--once", "--address", ray_head,
             "--state", str(tmp_path / "s3.json"), "--working-dir", str(work), "--entrypoint", reads]
 
@@ -246,7 +246,7 @@ def test_on_new_data_watches_an_s3_dataset(ray_head, s3_endpoint, tmp_path, caps
     assert "no new data" in _schedule(capsys, *args)
 
     make_toy_dataset(root, seed=7)
-    v2 = contract.read_manifest(root).data_hash
+    v2 = read_manifest(root).data_hash
     out = _schedule(capsys, *args)
     assert f"fired new data version {v2[:12]}" in out
     assert [j["submission_id"] for j in _jobs(ray_head, data_hash=v2)] == [_job_id(out)]

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_toy_dataset
 
 from pipeline.config import RecurConfig
-from pipeline.data import contract
+from pipeline.data.dataset import read_manifest
 from pipeline.scheduling.decide import JobRecord, State, Triggers, decide, record
 from pipeline.scheduling.scheduler import schedule_key, submission_id
 from pipeline.scheduling.state import StateError, StateLock, load_state, save_state
@@ -123,7 +123,7 @@ def test_dataset_version_is_the_manifest_data_hash(tmp_path):
     assert watcher.current() is None  # nothing imported yet
     make_toy_dataset(root, seed=1)
     v1 = watcher.current()
-    assert v1.key == contract.read_manifest(str(root)).data_hash and v1.kind == "dataset"
+    assert v1.key == read_manifest(str(root)).data_hash and v1.kind == "dataset"
     assert v1.short == v1.key[:12]
     make_toy_dataset(root, seed=1)  # the same data again: the same version
     assert watcher.current() == v1
@@ -186,7 +186,7 @@ def test_s3_dataset_and_source_versions(s3_endpoint, tmp_path):
     assert dataset.current() is None  # nothing imported yet
     make_toy_dataset("s3://recur-watch/data/toy", seed=1)
     v1 = dataset.current()
-    assert v1 == DataVersion(key=contract.read_manifest("s3://recur-watch/data/toy").data_hash,
+    assert v1 == DataVersion(key=read_manifest("s3://recur-watch/data/toy").data_hash,
                              kind="dataset", location="s3://recur-watch/data/toy")
     s3.delete_object(Bucket="recur-watch", Key="data/toy/manifest.json")  # a re-import half-way
     assert dataset.current() is None

@@ -16,6 +16,7 @@ import torch
 
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
+from pipeline.tasks import plots
 from pipeline.tasks.classify import (
     ClassifyTask,
     classification_scores,
@@ -23,7 +24,7 @@ from pipeline.tasks.classify import (
     per_class_f1,
     resample,
 )
-from pipeline.tracking import plots
+from pipeline.tracking.plots import close
 
 LABELS = ["neg", "pos", "rare"]
 # rows: true, columns: predicted; "rare" is neither true nor predicted on this test split
@@ -63,7 +64,7 @@ def test_report_draws_one_bar_per_class_at_its_f1_with_its_support():
         assert ax.get_xlabel() == "F1"
     finally:
         for figure in report.figures.values():
-            plots.close(figure)
+            close(figure)
 
 
 def test_f1_bars_refuse_mismatched_inputs():

@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from pipeline.config import RecurConfig
-from pipeline.data.contract import x_array
-from pipeline.data.csv_series import segment_bounds, window_starts
+from pipeline.data.dataset import x_array
+from pipeline.data.importers.csv import segment_bounds, window_starts
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import model_from_args
 from pipeline.models.forecaster import Forecaster
 from pipeline.tasks import build_task
 from pipeline.tasks.forecast import error_sums, scores_from_sums, seasonal_naive
-from pipeline.training.loop import make_optimizer, train_epoch
+from pipeline.training.loop import train_epoch
+from pipeline.training.optimizer import make_optimizer
 
 
 def test_seasonal_naive_repeats_the_last_season():

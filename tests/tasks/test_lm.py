@@ -17,22 +17,15 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.config import RecurConfig
-from pipeline.data.contract import BOS_ID, EOS_ID, PAD_ID, SPECIALS
+from pipeline.data.dataset import BOS_ID, EOS_ID, PAD_ID, SPECIALS
 from pipeline.data.preprocess import Preprocessing
-from pipeline.data.text_corpus import stream_rows
+from pipeline.data.tokens import stream_rows
 from pipeline.models.language_model import LanguageModel
-from pipeline.tasks.lm import (
-    LanguageModelTask,
-    bits_per_char,
-    chunk_spans,
-    perplexity,
-    rank_streams,
-    sample_next,
-    split_streams,
-    stream_batches,
-)
-from pipeline.tracking import plots
-from pipeline.training.loop import evaluate, make_optimizer, train_epoch
+from pipeline.tasks.lm import LanguageModelTask, bits_per_char, perplexity, sample_next
+from pipeline.tasks.lm_streams import chunk_spans, rank_streams, split_streams, stream_batches
+from pipeline.tracking.plots import close
+from pipeline.training.loop import evaluate_batches, train_epoch
+from pipeline.training.optimizer import make_optimizer
 
 CHARS = list("abcdefgh\n")
 VOCAB = [*SPECIALS, *CHARS]
@@ -196,10 +189,10 @@ def test_training_on_a_pattern_lowers_the_loss():
         def iter_batches(self, batch_size=None, batch_format="pyarrow"):
             yield table
 
-    before = task.compute(evaluate(model, task.eval_batches(Rows(), batch_size=4), task))
+    before = task.compute(evaluate_batches(model, task.eval_batches(Rows(), batch_size=4), task))
     for epoch in range(6):
         train_epoch(model, task.train_batches(Rows(), batch_size=4, epoch=epoch, seed=0), optimizer, task)
-    after = task.compute(evaluate(model, task.eval_batches(Rows(), batch_size=4), task))
+    after = task.compute(evaluate_batches(model, task.eval_batches(Rows(), batch_size=4), task))
     assert after["loss"] < 0.5 * before["loss"]
     assert after["bits_per_char"] == pytest.approx(after["loss"] / math.log(2))
 
@@ -300,7 +293,7 @@ def test_curves_draw_train_and_val_perplexity_as_exp_of_the_per_token_losses():
         assert best.get_text() == "best val 3.000 (epoch 1)" and best.xy == pytest.approx((1, 3.0))
         assert ax.get_xlabel() == "epoch" and "perplexity" in ax.get_ylabel()
     finally:
-        plots.close(fig)
+        close(fig)
     # a run without any epoch (nothing in MLflow) draws nothing
     assert task.curves({"train_loss": [], "val_loss": []}).figures == {}
 

@@ -14,13 +14,14 @@ from matplotlib.figure import Figure
 from torch.nn import functional as F
 
 from pipeline.config import RecurConfig, load_config
-from pipeline.data.contract import BOS_ID, EOS_ID, read_split
-from pipeline.data.pairs import import_pairs
+from pipeline.data.dataset import BOS_ID, EOS_ID, read_split
+from pipeline.data.importers.tsv import import_pairs
 from pipeline.data.preprocess import Preprocessing
 from pipeline.tasks import build_task, metric_names
 from pipeline.tasks.seq2seq import IGNORE, Seq2SeqTask, text_scores, token_hits
 from pipeline.tracking.plots import close
-from pipeline.training.loop import evaluate, make_optimizer, train_epoch
+from pipeline.training.loop import evaluate_batches, train_epoch
+from pipeline.training.optimizer import make_optimizer
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "seq2seq-dates.yaml"
 
@@ -134,11 +135,11 @@ def test_training_learns_to_copy_then_serves_raw_text(copy_dataset):
     model = task.build_model()
     optimizer = make_optimizer("adam", model.parameters(), lr=0.01)
     train, val = read_split(root, "train"), read_split(root, "val")
-    before = task.compute(evaluate(model, task.table_batches(val), task))
+    before = task.compute(evaluate_batches(model, task.table_batches(val), task))
     # when it trains for a few epochs
     for _ in range(8):
         train_epoch(model, task.table_batches(train, 16), optimizer, task, grad_clip=1.0)
-    after = task.compute(evaluate(model, task.table_batches(val), task))
+    after = task.compute(evaluate_batches(model, task.table_batches(val), task))
     # then the loss went down and the decoded outputs got much better
     assert after["loss"] < before["loss"] / 2
     assert after["exact_match"] > before["exact_match"] + 0.3 and after["bleu"] > before["bleu"] + 30
@@ -164,7 +165,7 @@ def test_training_learns_to_copy_then_serves_raw_text(copy_dataset):
     originals = {line.split("\t")[0] for line in lines}
     assert set(inputs["source"]) <= originals and truth == inputs["source"].tolist()  # copy task
     scores = task.score(task.predict(model, inputs, {}), truth)
-    state = evaluate(model, task.table_batches(test), task)
+    state = evaluate_batches(model, task.table_batches(test), task)
     assert scores == pytest.approx({k: v for k, v in task.compute(state).items() if k in scores})
 
     # and the report holds example translations and an attention heatmap (target x source)
@@ -194,7 +195,7 @@ def test_shipped_config_is_a_seq2seq_run():
 
 
 def test_baseline_copies_the_source_and_scores_it_like_the_gate():
-    from pipeline.data.contract import SPECIALS
+    from pipeline.data.dataset import SPECIALS
 
     chars = list("abc")
     pre = Preprocessing(mean=[], std=[], task="seq2seq", feature_kind="token", vocab=[*SPECIALS, *chars],

@@ -12,8 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.config import RecurConfig
-from pipeline.data.conll import import_conll
-from pipeline.data.contract import UNK_ID, read_manifest, read_split
+from pipeline.data.dataset import UNK_ID, read_manifest, read_split
+from pipeline.data.importers.conll import import_conll
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models.tagger import SequenceTagger
 from pipeline.tasks import build_task
@@ -206,13 +206,13 @@ def test_gate_data_recovers_raw_tokens_and_scores(dataset):
 
 
 def test_report_has_entity_table_examples_and_plot(dataset):
-    from pipeline.training.loop import evaluate
+    from pipeline.training.loop import evaluate_batches
 
     task = _task(dataset, char_features=True)
     torch.manual_seed(0)
     model = task.build_model()
     table = read_split(str(dataset), "test")
-    state = evaluate(model, task.table_batches(table, 1), task)
+    state = evaluate_batches(model, task.table_batches(table, 1), task)
     report = task.report(model, table, state)
     per_entity = report.dicts["eval/entity_report.json"]
     assert {"PER", "ORG", "micro avg"} <= set(per_entity)
@@ -231,7 +231,7 @@ BASE_TAGS = ["O", "B-LOC", "B-ORG"]
 
 
 def _tag_table(sentences: list[list[tuple[str, str]]]) -> pa.Table:
-    from pipeline.data.contract import SPECIALS
+    from pipeline.data.dataset import SPECIALS
 
     vocab = [*SPECIALS, *BASE_WORDS]
     return pa.table({
@@ -242,7 +242,7 @@ def _tag_table(sentences: list[list[tuple[str, str]]]) -> pa.Table:
 
 
 def test_baseline_tags_each_word_with_its_most_frequent_train_tag():
-    from pipeline.data.contract import SPECIALS
+    from pipeline.data.dataset import SPECIALS
 
     pre = Preprocessing(mean=[], std=[], labels=BASE_TAGS, task="tag", feature_kind="token",
                         vocab=[*SPECIALS, *BASE_WORDS])

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config import load_config
-from pipeline.workflow.pipeline import run_pipeline
+from pipeline.workflow.runner import run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def shuffled_label_dataset(root: Path, seed: int = 0) -> Path:
     """train 64 rows (48 neg, 16 pos) of noise with the labels shuffled; val 16 rows alike; test 16
     rows, 12 neg and 4 pos, all one sequence: whatever a model predicts for it, it predicts for
     every test row, so its accuracy is 0.75 or 0.25, never above the majority-class 0.75."""
-    from pipeline.data.contract import make_table, write_dataset
+    from pipeline.data.dataset import make_table, write_dataset
 
     rng = np.random.default_rng(seed)
 

@@ -121,7 +121,7 @@ def test_the_champion_loads_beside_another_pipeline_and_answers_like_recur(champ
 
 
 def test_the_model_digest_changes_with_any_byte_name_or_file(tmp_path):
-    from pipeline.tracking.registry import model_digest
+    from pipeline.tracking.integrity import model_digest
 
     model = tmp_path / "model"
     (model / "code" / "pkg").mkdir(parents=True)
@@ -150,8 +150,10 @@ def test_a_version_whose_files_changed_after_registration_is_not_loaded(champion
     from mlflow import MlflowClient
 
     from pipeline.errors import exit_code
-    from pipeline.inference.model import ModelSpec, load_registered
-    from pipeline.tracking.registry import CONTENT_TAG, ModelTampered, model_digest, score_model
+    from pipeline.inference.model import load_registered
+    from pipeline.tracking.integrity import CONTENT_TAG, ModelTampered, model_digest
+    from pipeline.tracking.model_ref import ModelSpec
+    from pipeline.tracking.registry import score_model
     from pipeline.tracking.store import use_tracking_uri
 
     client = MlflowClient(champion.tracking_uri, registry_uri=champion.tracking_uri)

@@ -236,7 +236,7 @@ def test_the_same_words_alone_or_inside_others_are_not(name):
 
 
 def test_a_planted_pgpassword_and_url_passwords_with_slash_or_hash_are_masked(monkeypatch):
-    # given the variable the README tells PostgreSQL users to export, and passwords with / and #
+    # given the variable docs/deployment.md tells PostgreSQL users to export, and passwords with / and #
     monkeypatch.setenv("PGPASSWORD", PLANTED)
     text = (f"connect failed for {PLANTED}: postgresql://mlflow:ab/cd#e@db.internal:5432/mlflow and "
             "http://ann:p#ss/w?rd@127.0.0.1:5001/api then http://127.0.0.1:5000/x@y")

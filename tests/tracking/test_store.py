@@ -71,7 +71,7 @@ def _descendant_cmdlines(root: int) -> list[str]:
 
 
 def test_recur_ui_keeps_the_database_password_off_every_command_line(tmp_path):
-    # given a tracking URI with a database password in the environment (where the README puts it),
+    # given a tracking URI with a database password in the environment (where docs/security.md puts it),
     # when `recur ui` starts `mlflow server`
     uri = f"postgresql://mlflow:{PLANTED}@127.0.0.1:{free_port()}/mlflow"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ui", "--port", str(free_port()),

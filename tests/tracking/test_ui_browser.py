@@ -7,7 +7,8 @@ learning-curve PNG opens from the run's artifacts, and the registered model page
 with the alias `champion`. Screenshots are kept under the test's tmp folder and copied to
 $RECUR_TEST_ARTIFACTS when it is set. Without Chromium the test is skipped, with the reason.
 
-The page-driving functions are those of scripts/screenshots.py (the README's pictures).
+The page-driving functions are those of scripts/screenshots.py (the pictures of README.md and
+docs/what-you-see.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.config import RecurConfig
 from pipeline.data.bucketing import bucket_tables, bucketed_batches, collated_ahead, padding_fraction
-from pipeline.data.contract import read_manifest
+from pipeline.data.dataset import read_manifest
 from pipeline.data.loading import ray_dataset
 from pipeline.data.preprocess import Preprocessing
 from pipeline.tasks import build_task

@@ -6,7 +6,7 @@ import pytest
 from conftest import make_toy_dataset
 
 from pipeline.config import RecurConfig
-from pipeline.data.contract import read_manifest
+from pipeline.data.dataset import read_manifest
 from pipeline.training.budget import auto_batch_size, budget_params, resolve
 
 
@@ -89,7 +89,7 @@ def test_forecast_normalizes_each_window_when_the_train_level_drifts(tmp_path, d
 def test_level_drift_is_zero_for_a_cycle_and_large_for_a_trend():
     import numpy as np
 
-    from pipeline.data.csv_series import level_drift
+    from pipeline.data.importers.csv import level_drift
 
     t = np.arange(120, dtype=np.float64)
     cycle, trend = np.sin(2 * np.pi * t / 12), t / 10 + np.sin(2 * np.pi * t / 12)

@@ -10,8 +10,9 @@ import torch
 from pipeline.config import ModelConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
-from pipeline.training.loop import FitState, make_optimizer
-from pipeline.training.worker import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pipeline.training.loop import FitState
+from pipeline.training.optimizer import make_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ def test_checkpoint_round_trips_under_weights_only(tmp_path):
     progress = FitState(next_epoch=3, best_value=np.float64(0.25), best_epoch=2)
     # when it is saved and read back
     save_checkpoint(str(tmp_path), model=model, preprocessing=pre,
-                    optimizer=make_optimizer("adam", model.parameters(), lr=1e-3), progress=progress,
+                    optimizer=make_optimizer("adam", model.parameters(), lr=1e-3), fit_state=progress,
                     metrics={"val_loss": np.float64(0.7), "epoch": np.int64(2)}, mlflow_run_id="abc")
     state = load_checkpoint(str(tmp_path))
     rebuilt, rebuilt_pre = model_from_checkpoint(str(tmp_path))

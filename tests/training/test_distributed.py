@@ -9,9 +9,10 @@ import ray
 import ray.train
 
 from pipeline.config import load_config
-from pipeline.data.contract import read_manifest
-from pipeline.training.trainer import ResourceError, build_trainer, check_resources
-from pipeline.training.worker import load_checkpoint
+from pipeline.data.dataset import read_manifest
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.resources import ResourceError, check_resources
+from pipeline.training.trainer import build_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -175,7 +176,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_
 
     from pipeline.progress import Display, TrainView
     from pipeline.tracking.run import EpochLogger
-    from pipeline.training.progress import TrainWatch, start_board
+    from pipeline.training.step_board import TrainWatch, start_board
 
     # given a 2-worker run allowed one failure, logging to one MLflow run (a real sqlite store),
     # its progress shown by this driver as plain lines
@@ -187,7 +188,7 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, toy_dataset, tmp_
     run_id = client.create_run(experiment).info.run_id
     sink = Sink.remote()
     trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
-                            name="faulty", mlflow_run_id=run_id, progress_board=board,
+                            name="faulty", mlflow_run_id=run_id, step_board=board,
                             callbacks=[EpochLogger(uri, run_id, 5, spool=str(tmp_path / "spool.jsonl"),
                                                    board=board),
                                        KillRankOnce(sink, at_epoch=1)])
@@ -217,7 +218,7 @@ def test_worker_function_stops_on_nan_without_a_checkpoint_or_a_restart(ray_loca
     import numpy as np
     from conftest import make_toy_dataset
 
-    from pipeline.data.contract import make_table, read_split, write_dataset
+    from pipeline.data.dataset import make_table, read_split, write_dataset
     from pipeline.training.trainer import diverged_failure
 
     root = make_toy_dataset(tmp_path / "toy")

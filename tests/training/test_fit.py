@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config import ModelConfig, RecurConfig, ScheduleConfig
+from pipeline.config import LrScheduleConfig, ModelConfig, RecurConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
 from pipeline.tasks.classify import ClassifyTask
@@ -14,11 +14,11 @@ from pipeline.training.loop import (
     FitPlan,
     FitState,
     TrainingDiverged,
-    evaluate,
+    evaluate_batches,
     fit,
-    make_optimizer,
     non_finite,
 )
+from pipeline.training.optimizer import make_optimizer
 
 
 def _twenty_rows(batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
@@ -43,7 +43,7 @@ def _run(plan: FitPlan, *, val_metric=None, state=None):
     def validate(m):
         if val_metric is not None:  # a metric that never improves after the first epoch
             return {"val_loss": val_metric(len(reports))}
-        state_ = evaluate(m, batches, task)
+        state_ = evaluate_batches(m, batches, task)
         return {f"val_{k}": v for k, v in task.compute(state_).items()}
 
     final = fit(model, optimizer, task, plan, train_batches=lambda epoch: batches, validate=validate,
@@ -54,7 +54,7 @@ def _run(plan: FitPlan, *, val_metric=None, state=None):
 
 def test_fit_takes_at_least_min_steps_on_a_20_row_dataset_even_when_early_stopping_would_stop():
     # given 20 rows in 3 batches, 2 planned epochs, patience 1 and a val loss that never improves
-    plan = FitPlan(epochs=2, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+    plan = FitPlan(epochs=2, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min",
                    patience=1, min_steps=30)
     # when fitting
     state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0)
@@ -66,7 +66,7 @@ def test_fit_takes_at_least_min_steps_on_a_20_row_dataset_even_when_early_stoppi
 
 
 def test_fit_stops_early_after_min_steps_and_never_before():
-    plan = FitPlan(epochs=50, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+    plan = FitPlan(epochs=50, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min",
                    patience=2, min_steps=12)
     state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0)
     # epoch 0 sets the best; epochs 1 and 2 do not improve: patience is met at 9 steps, min_steps at 12
@@ -74,7 +74,7 @@ def test_fit_stops_early_after_min_steps_and_never_before():
 
 
 def test_fit_follows_the_schedule_and_improves_the_model():
-    plan = FitPlan(epochs=12, lr=1e-2, schedule=ScheduleConfig(name="cosine", warmup_epochs=2),
+    plan = FitPlan(epochs=12, lr=1e-2, schedule=LrScheduleConfig(name="cosine", warmup_epochs=2),
                    monitor="val_loss", monitor_mode="min", patience=0, min_steps=0)
     state, reports, _ = _run(plan)
     lrs = [m["lr"] for _, m, _ in reports]
@@ -84,14 +84,14 @@ def test_fit_follows_the_schedule_and_improves_the_model():
 
 
 def test_fit_continues_from_a_state():
-    plan = FitPlan(epochs=4, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min")
+    plan = FitPlan(epochs=4, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min")
     state, reports, _ = _run(plan, state=FitState(next_epoch=2, steps_done=6))
     assert [r[0] for r in reports] == [2, 3] and state.steps_done == 12
 
 
 def test_fit_flags_validation_at_chance_after_consecutive_epochs():
     # a constant-prediction task: val accuracy equals the majority share every epoch
-    plan = FitPlan(epochs=5, lr=1e-12, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min",
+    plan = FitPlan(epochs=5, lr=1e-12, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min",
                    chance_epochs=3)
     torch.manual_seed(0)
     task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
@@ -105,7 +105,7 @@ def test_fit_flags_validation_at_chance_after_consecutive_epochs():
     reports = []
 
     def validate(m):
-        val_state = evaluate(m, batches, task)
+        val_state = evaluate_batches(m, batches, task)
         return {**{f"val_{k}": v for k, v in task.compute(val_state).items()},
                 "at_chance": bool(task.at_chance(val_state))}
 
@@ -113,12 +113,12 @@ def test_fit_flags_validation_at_chance_after_consecutive_epochs():
         report=lambda e, metrics, st, stop: reports.append(metrics))
     assert [r["at_chance"] for r in reports] == [0, 0, 1, 1, 1]
     assert all(abs(r["val_accuracy"] - 0.85) < 1e-9 for r in reports)
-    assert "most frequent class (0.8500)" in task.at_chance(evaluate(model, batches, task))
+    assert "most frequent class (0.8500)" in task.at_chance(evaluate_batches(model, batches, task))
 
 
 def test_fit_stops_on_nan_naming_the_epoch_and_what_to_change():
     # given a plan whose third epoch meets a batch holding inf (the gradients become NaN)
-    plan = FitPlan(epochs=6, lr=1e-2, schedule=ScheduleConfig(), monitor="val_loss", monitor_mode="min")
+    plan = FitPlan(epochs=6, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min")
     torch.manual_seed(0)
     task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
     model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
@@ -129,7 +129,7 @@ def test_fit_stops_on_nan_naming_the_epoch_and_what_to_change():
     reports = []
 
     def validate(m):
-        return {f"val_{k}": v for k, v in task.compute(evaluate(m, good, task)).items()}
+        return {f"val_{k}": v for k, v in task.compute(evaluate_batches(m, good, task)).items()}
 
     # when fitting
     with pytest.raises(TrainingDiverged) as caught:

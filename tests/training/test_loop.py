@@ -10,7 +10,8 @@ from pipeline.config import ModelConfig, RecurConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import build_model
 from pipeline.tasks.classify import ClassifyTask, classification_scores
-from pipeline.training.loop import evaluate, make_optimizer, train_epoch
+from pipeline.training.loop import evaluate_batches, train_epoch
+from pipeline.training.optimizer import make_optimizer
 
 
 def _task(label_smoothing=0.0):
@@ -44,7 +45,7 @@ def test_train_epoch_reduces_loss_and_reports_stats():
     assert last.loss < first.loss * 0.7
     assert first.num_sequences == 128 and first.num_steps == 8
     assert first.grad_norm > 0 and math.isfinite(first.grad_norm)
-    state = evaluate(model, batches, task)
+    state = evaluate_batches(model, batches, task)
     assert task.compute(state)["accuracy"] > 0.8
 
 
@@ -109,19 +110,19 @@ def test_label_smoothing_raises_the_loss_of_confident_predictions():
     ("cosine", [1 / 3, 2 / 3, 1.0, 0.75, 0.25, 0.0]),  # 4 epochs after warm-up, min_lr 0
 ])
 def test_learning_rate_schedules(name, expected):
-    from pipeline.config import ScheduleConfig
-    from pipeline.training.loop import learning_rate
+    from pipeline.config import LrScheduleConfig
+    from pipeline.training.optimizer import learning_rate
 
-    schedule = ScheduleConfig(name=name, warmup_epochs=2, step_size=2, gamma=0.5)
+    schedule = LrScheduleConfig(name=name, warmup_epochs=2, step_size=2, gamma=0.5)
     got = [learning_rate(1.0, e, total_epochs=6, schedule=schedule) for e in range(6)]
     assert got == pytest.approx(expected)
 
 
 def test_plateau_schedule_decays_per_plateau_and_stops_at_min_lr():
-    from pipeline.config import ScheduleConfig
-    from pipeline.training.loop import learning_rate
+    from pipeline.config import LrScheduleConfig
+    from pipeline.training.optimizer import learning_rate
 
-    schedule = ScheduleConfig(name="plateau", gamma=0.1, min_lr=0.005)
+    schedule = LrScheduleConfig(name="plateau", gamma=0.1, min_lr=0.005)
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=0) == 1.0
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=1) == pytest.approx(0.1)
     assert learning_rate(1.0, 7, total_epochs=10, schedule=schedule, plateau_decays=5) == 0.005
@@ -177,7 +178,7 @@ def test_train_epoch_counts_the_time_spent_waiting_for_batches():
 def test_train_epoch_shows_rank_0_progress_when_due():
     from types import SimpleNamespace
 
-    from pipeline.training.progress import StepPublisher
+    from pipeline.training.step_board import StepPublisher
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
@@ -186,10 +187,10 @@ def test_train_epoch_shows_rank_0_progress_when_due():
     board = SimpleNamespace(step=SimpleNamespace(remote=sent.append))
     every_step = StepPublisher(board, interval_s=0.0)
     every_step.start_epoch(2, 8)
-    stats = train_epoch(model, _toy_batches(), opt, _task(), progress=every_step)
+    stats = train_epoch(model, _toy_batches(), opt, _task(), publisher=every_step)
     assert [u["step"] for u in sent] == list(range(1, 9)) and {u["epoch"] for u in sent} == {2}
     assert sent[-1]["loss"] == pytest.approx(stats.loss)  # the running mean ends at the epoch's loss
     sent.clear()
     once = StepPublisher(board, interval_s=3600.0)  # at most once an hour: the first step only
-    train_epoch(model, _toy_batches(), opt, _task(), progress=once)
+    train_epoch(model, _toy_batches(), opt, _task(), publisher=once)
     assert [u["step"] for u in sent] == [1]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import load_config
-from pipeline.data.contract import read_manifest
+from pipeline.data.dataset import read_manifest
 from pipeline.training.trainer import build_trainer
-from pipeline.workflow.steps import evaluate
+from pipeline.workflow.steps import evaluate_test_split
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def _train_and_test(root, tmp_path, name: str, workers: int) -> dict[str, float]
     trainer = build_trainer(cfg, read_manifest(str(root)), storage_path=str(tmp_path / "ray"), name=name)
     result = trainer.fit()
     with result.checkpoint.as_directory() as directory:
-        return {**evaluate(cfg, directory).metrics, "train_loss": result.metrics["train_loss"]}
+        return {**evaluate_test_split(cfg, directory).metrics, "train_loss": result.metrics["train_loss"]}
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.config import RecurConfig
-from pipeline.data.contract import read_manifest
+from pipeline.data.dataset import read_manifest
 from pipeline.data.loading import ray_dataset
 from pipeline.data.preprocess import Preprocessing
 from pipeline.tasks import build_task

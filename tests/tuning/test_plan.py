@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.training.trainer import ResourceError
+from pipeline.training.resources import ResourceError
 from pipeline.tuning.plan import plan_trials, study_size
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_rgb
 
-from pipeline.tracking import plots
+from pipeline.tracking.plots import close
+from pipeline.tuning import plots
 from pipeline.tuning.report import TrialRecord, best_of, best_so_far, summarize, trials_csv, trials_table
 
 PARAMS = ["model.bidirectional", "model.cell", "model.hidden_size", "train.lr"]  # sorted
@@ -140,12 +141,12 @@ def test_best_so_far_plot_steps_over_trial_numbers_with_each_trials_best_as_poin
         assert ys[0] == 0.5 and np.isnan(ys[1]) and ys[2:].tolist() == [0.8, 0.4]
         assert ax.get_ylabel() == "val_loss" and ax.get_xlabel() == "trial"
     finally:
-        plots.close(fig)
+        close(fig)
     fig = plots.best_metric_so_far([None, 0.5], metric="acc", mode="max")
     try:
         assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1
     finally:
-        plots.close(fig)
+        close(fig)
     with pytest.raises(ValueError, match="one trial value per trial"):
         plots.best_metric_so_far([0.5, 0.5], metric="acc", mode="max", trial_values=[0.5])
 
@@ -181,7 +182,7 @@ def test_parallel_coordinates_one_axis_per_param_and_metric_one_line_per_trial()
         # min: the lowest loss is brightest
         assert _luminance(t4.get_color()) > _luminance(t1.get_color()) > _luminance(t3.get_color())
     finally:
-        plots.close(fig)
+        close(fig)
 
     fig = plots.parallel_coordinates(table, params=["model.cell"], metric="val_loss", mode="max")
     try:
@@ -189,7 +190,7 @@ def test_parallel_coordinates_one_axis_per_param_and_metric_one_line_per_trial()
         t1, _, t3, t4 = host.lines
         assert _luminance(t3.get_color()) > _luminance(t1.get_color()) > _luminance(t4.get_color())
     finally:
-        plots.close(fig)
+        close(fig)
 
 
 def test_parallel_coordinates_without_any_metric_value_has_no_colorbar():
@@ -203,6 +204,6 @@ def test_parallel_coordinates_without_any_metric_value_has_no_colorbar():
         # a constant numeric column sits in the middle
         assert [line.get_ydata()[1] for line in fig.axes[0].lines] == [0.5, 0.5]
     finally:
-        plots.close(fig)
+        close(fig)
     with pytest.raises(ValueError, match="no column"):
         plots.parallel_coordinates(table, params=["train.nope"], metric="acc", mode="max")

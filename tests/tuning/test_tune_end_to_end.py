@@ -26,7 +26,7 @@ def _config(tmp_path, dataset, uri, space="    model.cell: {choice: [gru, lstm]}
         "train: {epochs: 2, early_stopping_patience: 0, monitor: val_accuracy, monitor_mode: max}\n"
         "data: {batch_size: 16}\n"
         # one rank in each trial's own actor (pipeline.training.local), no worker group; the
-        # README's study (test_tune_readme.py) and the resumed one run trials with workers
+        # documented study (test_tune_readme.py) and the resumed one run trials with workers
         "resources: {num_workers: 0}\n"
         f"registry: {{model_name: {MODEL}}}\n"
         "tracking: {experiment: tune-e2e}\n"
@@ -118,7 +118,7 @@ def test_a_trial_that_cannot_get_resources_fails_the_study_within_the_timeout(
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from pipeline.tuning.tuner import read_outcomes
+    from pipeline.tuning.study_progress import read_outcomes
 
     held = placement_group([{"CPU": 1.5}])
     ray.get(held.ready(), timeout=60)

@@ -1,10 +1,10 @@
-"""The README's tune commands, word for word, as a new user runs them: from a fresh folder holding
-only the shipped configs (relative paths everywhere), with another Ray instance running on the
-machine, interrupted with Ctrl-C and continued with `--resume`.
+"""The tune commands of docs/hyperparameter-search.md, word for word, as a new user runs them:
+from a fresh folder holding only the shipped configs (relative paths everywhere), with another Ray
+instance running on the machine, interrupted with Ctrl-C and continued with `--resume`.
 
 Given a second Ray (started here, stopped by its process group), when `recur tune
-configs/quickstart.yaml configs/tune-quickstart.yaml` (fewer trials and epochs through --set)
-gets SIGINT while its first trial trains, then it exits 130 with the tune step recorded as
+configs/quickstart.yaml configs/tune-quickstart.yaml` (fewer trials, epochs and workers through
+--set) gets SIGINT while its first trial trains, then it exits 130 with the tune step recorded as
 interrupted; and `recur tune ... --resume` finishes the same study: every trial completed or
 was stopped by its scheduler, exit 0, the step succeeded, the model is registered, and no Ray
 process complained about the other instance.
@@ -27,10 +27,13 @@ from conftest import REPO, free_port, stop
 
 pytestmark = pytest.mark.slow
 
-# the README's two commands, with a smaller study: 2 trials, 2 epochs (ASHA stops a trial whose
-# train.min_steps asks for more at its max_t)
+# that page's two commands, with a smaller study: 2 trials, 2 epochs (ASHA stops a trial whose
+# train.min_steps asks for more at its max_t), each trial a worker group of one Ray Train worker:
+# still Train's controller and worker group inside a Tune trial beside another Ray (what this test
+# is about), without a second worker process per trial; 2-worker DDP is tested in tests/training
 README = ["tune", "configs/quickstart.yaml", "configs/tune-quickstart.yaml"]
-SMALLER = ["--set", "tune.num_samples=2", "--set", "train.epochs=2", "--set", "tune.scheduler.max_t=2"]
+SMALLER = ["--set", "tune.num_samples=2", "--set", "train.epochs=2", "--set", "tune.scheduler.max_t=2",
+           "--set", "resources.num_workers=1"]
 
 
 def _env() -> dict[str, str]:

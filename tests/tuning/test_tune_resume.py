@@ -40,7 +40,7 @@ def _args(tmp_path: Path, dataset: Path, uri: str) -> list[str]:
         "registry: {model_name: tune-resume}\n"
         f"tracking: {{experiment: {EXPERIMENT}}}\n"
         # one rank in each trial's actor (pipeline.training.local): the study's resume is the
-        # subject, not the worker group (the README's study, test_tune_readme.py, has one)
+        # subject, not the worker group (the documented study, test_tune_readme.py, has one)
         "resources: {num_cpus: 2, num_workers: 0}\n"
         "tune:\n"
         "  num_samples: 2\n"

@@ -69,7 +69,7 @@ def test_pbt_refuses_architecture_keys_before_the_study():
 def test_asha_max_t_is_the_longest_trial_of_the_space(toy_dataset):
     """train.min_steps and the batch size in the space decide how long a trial trains: ASHA's
     max_t follows the longest, so it never stops a trial at train.epochs as if it had judged it."""
-    from pipeline.data.contract import read_manifest
+    from pipeline.data.dataset import read_manifest
     from pipeline.tuning.tuner import longest_trial
 
     manifest = read_manifest(str(toy_dataset))  # 96 train rows: 48 a worker, 2 workers

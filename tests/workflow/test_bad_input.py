@@ -21,7 +21,7 @@ import pytest
 from conftest import make_toy_dataset
 
 from pipeline.cli import main
-from pipeline.data.contract import read_manifest, read_quarantine, read_split
+from pipeline.data.dataset import read_manifest, read_quarantine, read_split
 
 TS_HEADER = "@problemName p\n@univariate true\n@classLabel true a b\n@data\n"
 TS_CASES = [f"{i},{i + 1},{i + 2}:{'ab'[i % 2]}" for i in range(10)]  # 10 good univariate cases
@@ -341,7 +341,7 @@ def test_retrain_refuses_data_whose_schema_differs_from_the_champion(tmp_path):
     from pipeline.config import ConfigError, RecurConfig
     from pipeline.data.preprocess import Preprocessing
     from pipeline.tasks import build_task
-    from pipeline.training.worker import save_checkpoint
+    from pipeline.training.checkpoint import save_checkpoint
     from pipeline.workflow.retrain import check_fine_tune
     from pipeline.workflow.steps import FineTune
 
@@ -804,7 +804,7 @@ def test_data_changed_in_place_is_validated_again_before_training(tmp_path, runs
     from pipeline.config import load_config
     from pipeline.data.validate import DataValidationError
     from pipeline.tracking.store import default_tracking_uri
-    from pipeline.workflow.pipeline import run_pipeline
+    from pipeline.workflow.runner import run_pipeline
 
     class RayWouldStart(Exception):
         pass

@@ -21,7 +21,7 @@ from conftest import CHAMPION_MODEL
 from mlflow import MlflowClient
 
 from pipeline.cli import main
-from pipeline.data.contract import make_table, read_split, write_dataset
+from pipeline.data.dataset import make_table, read_split, write_dataset
 from pipeline.tracking.store import use_tracking_uri
 
 pytestmark = pytest.mark.slow
@@ -231,7 +231,7 @@ def test_predict_runs_again_when_its_input_changed_in_place(registered, tmp_path
 def test_the_model_is_looked_up_in_mlflow_registry_uri_when_it_is_set(registered, tmp_path, monkeypatch):
     # given a tracking store that has no registered model, and MLFLOW_REGISTRY_URI naming the
     # registry that has the champion (before: recur predict looked in the tracking store only)
-    from pipeline.inference.model import ModelSpec, resolve_version
+    from pipeline.tracking.model_ref import ModelSpec, resolve_version
     from pipeline.tracking.store import default_tracking_uri
 
     uri, _ = registered

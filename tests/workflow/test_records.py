@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from pipeline.config import RecurConfig
 from pipeline.tracking.store import default_tracking_uri
 from pipeline.workflow.records import STORE_STEPS, new_record, store_hash
-from pipeline.workflow.runner import Workflow
+from pipeline.workflow.step_book import holds_run, holds_version
 
 
 def test_another_tracking_or_registry_uri_or_storage_path_is_another_key():
@@ -28,25 +27,22 @@ def test_another_tracking_or_registry_uri_or_storage_path_is_another_key():
 
 
 def test_a_record_counts_only_while_the_store_holds_its_run_and_version(tmp_path):
-    cfg = RecurConfig.model_validate({"tracking": {"runs_dir": str(tmp_path / "runs")},
-                                      "registry": {"model_name": "held"}})
-    flow = Workflow(cfg, config_sources=[], connect=None)
-    flow.tracking_uri = default_tracking_uri(str(tmp_path / "runs"))
+    uri = default_tracking_uri(str(tmp_path / "runs"))
     (tmp_path / "runs").mkdir()
-    client = MlflowClient(flow.tracking_uri)
+    client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("e"))
     other = client.create_run(run.info.experiment_id)
     # a run id the store never had (another server's), then one it has, then that one deleted
-    assert not flow._holds_run("0123456789abcdef0123456789abcdef")
-    assert flow._holds_run(run.info.run_id)
+    assert not holds_run(uri, "0123456789abcdef0123456789abcdef")
+    assert holds_run(uri, run.info.run_id)
     client.delete_run(run.info.run_id)
-    assert not flow._holds_run(run.info.run_id)
+    assert not holds_run(uri, run.info.run_id)
     # a version registered from the recorded run; not one from another run; gated only when tagged
-    assert not flow._holds_version("1", other.info.run_id)
+    assert not holds_version(uri, "held", "1", other.info.run_id)
     client.create_registered_model("held")
     client.create_model_version("held", source=(tmp_path / "m").as_uri(), run_id=other.info.run_id)
-    assert flow._holds_version("1", other.info.run_id)
-    assert not flow._holds_version("1", run.info.run_id)  # this store's version 1 is another model
-    assert not flow._holds_version("1", other.info.run_id, decided=True)
+    assert holds_version(uri, "held", "1", other.info.run_id)
+    assert not holds_version(uri, "held", "1", run.info.run_id)  # this store's version 1 is another model
+    assert not holds_version(uri, "held", "1", other.info.run_id, decided=True)
     client.set_model_version_tag("held", "1", "recur.decision", "champion")
-    assert flow._holds_version("1", other.info.run_id, decided=True)
+    assert holds_version(uri, "held", "1", other.info.run_id, decided=True)

@@ -1,0 +1,34 @@
+"""`recur ui`: the MLflow UI over the configured store, on 127.0.0.1, stopped with recur."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.commands.common import (
+    add_store_args,
+    tracking_uri,
+)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from pipeline.tracking.store import server_command
+
+    uri = tracking_uri(args)
+    # the store URI (with a database password) goes in the server's environment, not its argv (ps)
+    command, env = server_command(uri, port=args.port, runs_dir=Path(args.runs_dir or "recur-runs").resolve())
+    from pipeline.tracking.redact import redact_text
+
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {redact_text(uri)} (Ctrl-C stops it)", flush=True)
+    from pipeline.children import run_until_stopped
+
+    # the server and its workers stop with recur (Ctrl-C, kill PID), by their process group
+    return run_until_stopped(command, env=env)
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="MLflow UI over the configured store, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    add_store_args(p)
+    p.set_defaults(func=cmd_ui)
