@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,37 @@ def write_results(name: str, tag: str | None = None, **payload: Any) -> Path:
                                "memory_gib": round(memory_gib, 1), **payload}, indent=2, default=str))
     print(f"written {out}")
     return out
+
+
+@dataclass(frozen=True)
+class RecurRun:
+    """One `recur run` as a user runs it: its wall time, printed output and MLflow run id."""
+
+    wall_s: float
+    stdout: str
+    run_id: str
+
+    @property
+    def summary(self) -> str:
+        """The summary as printed (from `recur run finished` on)."""
+        return self.stdout[self.stdout.rindex("recur run finished"):].rstrip()
+
+
+def recur_run(config: str | Path, sets: list[str], cwd: str) -> RecurRun:
+    """`recur run CONFIG --set ...` in its own process from `cwd`, timed; exits with its output
+    when it fails."""
+    command = [str(Path(sys.executable).parent / "recur"), "run", str(config)]
+    for item in sets:
+        command += ["--set", item]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"recur run failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                         f"{done.stderr[-3000:]}")
+    run_id = next(line.split()[-1] for line in done.stdout.splitlines()
+                  if line.strip().startswith("MLflow run"))
+    return RecurRun(wall_s=wall, stdout=done.stdout, run_id=run_id)
 
 
 def add_tag_argument(parser: Any) -> None:

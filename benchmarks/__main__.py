@@ -18,8 +18,12 @@ BENCHMARKS = {
     "ucr": ("benchmarks.ucr", "configs/classify.yaml on UCR/UEA folders against 1-NN DTW and Euclidean"),
     "forecast-panel": ("benchmarks.forecast_panel", "configs/forecast.yaml on CSV series: MASE against "
                        "seasonal naive"),
+    "text-classes": ("benchmarks.text_classes", "configs/classify-text.yaml on labelled texts against a "
+                     "bag-of-words logistic regression"),
     "peers": ("benchmarks.peers", "configs/forecast.yaml against neuralforecast's LSTM/AutoLSTM and Darts' "
               "RNNModel: MASE, fit/predict time, memory"),
+    "chorales": ("benchmarks.chorales", "configs/lm-chorales.yaml: held-out perplexity against add-one "
+                 "unigram and bigram models of the same note-event tokens"),
 }
 
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks import write_results
+from benchmarks import recur_run, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ("ingest", "ray_start", "train", "evaluate", "log", "register", "promote")
@@ -34,19 +31,9 @@ def one_run(overrides: list[str]) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="recur-quickstart-") as tmp:
         runs = f"{tmp}/recur-runs"
-        command = [str(Path(sys.executable).parent / "recur"), "run",
-                   str(REPO / "configs" / "quickstart.yaml"), "--set", f"tracking.runs_dir={runs}",
-                   "--set", f"data.root={runs}/datasets/japanese-vowels"]
-        for item in overrides:
-            command += ["--set", item]
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"recur run failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-                             f"{done.stderr[-3000:]}")
-        run_id = next(line.split()[-1] for line in done.stdout.splitlines()
-                      if line.strip().startswith("MLflow run"))
+        sets = [f"tracking.runs_dir={runs}", f"data.root={runs}/datasets/japanese-vowels", *overrides]
+        run = recur_run(REPO / "configs" / "quickstart.yaml", sets, tmp)
+        run_id, wall, stdout = run.run_id, run.wall_s, run.stdout
         from pipeline.config import load_config
         from pipeline.tracking.store import resolve_tracking_uri
 
@@ -58,14 +45,14 @@ def one_run(overrides: list[str]) -> dict[str, float]:
         out = {"wall": wall, **{p: float(timings.get(p, 0.0)) for p in PHASES}}
         # ingest and validate are workflow steps: their seconds are on the summary's steps line
         # ("steps  ingest succeeded 1.2s, validate succeeded 0.3s, ...")
-        line = next((x for x in done.stdout.splitlines() if x.strip().startswith("steps ")), "")
+        line = next((x for x in stdout.splitlines() if x.strip().startswith("steps ")), "")
         for part in line.strip().removeprefix("steps").split(","):
             words = part.split()
             if len(words) == 3 and words[0] in ("ingest", "validate") and words[2].endswith("s"):
                 out["ingest"] += float(words[2][:-1])
         out["epochs"] = len(epochs)
         # the summary as printed: the README's quick-start example is this text (tests/test_readme.py)
-        out["summary"] = done.stdout[done.stdout.rindex("recur run finished"):].rstrip()
+        out["summary"] = run.summary
         out["epoch_training"] = sum(m.value for m in epochs)
         out["train_overhead"] = out["train"] - out["epoch_training"]
         out["process_and_shutdown"] = wall - sum(out[p] for p in PHASES)

@@ -146,13 +146,14 @@ def wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout_s: floa
         time.sleep(0.5)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server started with start_new_session=True: its process group, by its pid."""
+def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Stop a server started with start_new_session=True: its process group, by its pid (SIGTERM,
+    then SIGKILL after `grace_s`)."""
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)

@@ -14,8 +14,9 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     from pipeline.data.importers import import_dataset, resolve_source
 
     given = {k: getattr(args, k) for k in config_mod.FORMAT_SPECIFIC if getattr(args, k) is not None}
-    if isinstance(given.get("value_columns"), str):
-        given["value_columns"] = [c.strip() for c in given["value_columns"].split(",") if c.strip()]
+    for key in ("value_columns", "parts"):  # comma-separated lists
+        if isinstance(given.get(key), str):
+            given[key] = [c.strip() for c in given[key].split(",") if c.strip()]
     try:  # the same checks as data and data.source in a config: options must fit the format
         source = config_mod.source_config(format=args.format, paths=args.sources, **given)
         data = config_mod.DataConfig(task=config_mod.FORMAT_TASKS[args.format][0], source=source,
@@ -79,8 +80,11 @@ def _add_format_options(p: argparse.ArgumentParser) -> None:
             field = config_mod.SOURCE_MODELS[fmt].model_fields[key]
             annotation = str(field.annotation)
             kwargs: dict = {"dest": key, "default": None, "help": field.description}
-            if "Literal" in annotation:
-                kwargs["choices"] = list(field.annotation.__args__)
+            if "Literal" in annotation:  # every format's values (level: text has no wordpunct);
+                # the format's own model refuses the others, naming them
+                kwargs["choices"] = list(dict.fromkeys(
+                    v for model in config_mod.SOURCE_MODELS.values() if key in model.model_fields
+                    for v in model.model_fields[key].annotation.__args__))
             elif key == "value_columns":
                 kwargs["help"] = "comma-separated value columns"
             elif field.annotation is bool:

@@ -69,6 +69,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
               "seed": args.seed}
     out = model.predict(pd.DataFrame({"text": [args.prompt]}), params=params)
     print(out["text"].iloc[0])
+    from pipeline.tasks.music import is_music
+
+    if is_music(model.unwrap_python_model().pre.task_params or {}):  # note events: also as music
+        from pipeline.tasks.music import write_sample
+
+        midi, png = write_sample(out["text"].iloc[0], args.midi or f"{spec.name}-v{version}.mid")
+        print(f"wrote {midi} (MIDI) and {png} (piano roll)")
     return 0
 
 
@@ -86,12 +93,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_store_args(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("generate", help="sample text from a registered lm model")
+    p = sub.add_parser("generate", help="sample text from a registered lm model (a music model: also a "
+                       "MIDI file and a piano roll)")
     p.add_argument("model", metavar="MODEL", help="NAME@alias, NAME/version, or NAME (its @champion)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from a new line)")
     p.add_argument("--length", type=int, default=200, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (> 0)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 = all")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--midi", metavar="PATH", help="music models: the MIDI file to write (default "
+                   "NAME-vVERSION.mid in the current folder); its piano roll goes beside it as .png")
     add_store_args(p)
     p.set_defaults(func=cmd_generate)

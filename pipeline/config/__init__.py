@@ -29,6 +29,7 @@ from pipeline.config.loading import (
 )
 from pipeline.config.paths import (
     BUILTIN_SCHEME,
+    MUSIC21_SCHEME,
     absolute_store_uri,
     relative_paths,
     with_absolute_paths,
@@ -55,6 +56,7 @@ from pipeline.config.source import (
     SOURCE_MODELS,
     ConllSource,
     CsvSource,
+    MusicSource,
     ParquetSource,
     SourceConfig,
     TextSource,
@@ -80,7 +82,9 @@ __all__ = [
     "MAX_LENGTH_LIMIT",
     "MAX_WIDTH",
     "MAX_YAML_VALUES",
+    "MUSIC21_SCHEME",
     "ModelConfig",
+    "MusicSource",
     "OPTION_DEFAULTS",
     "ParquetSource",
     "RecurConfig",

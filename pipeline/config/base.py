@@ -25,10 +25,11 @@ MAX_BATCH = 65_536  # sequences per batch per worker
 # data.max_length when none is set (ts, ucr, parquet: classify): a longer row is refused, naming
 # it and the key. One 200,000-step row took about 10 GB to train; 20,000 steps fit in about 1 GB.
 DEFAULT_MAX_LENGTH = 20_000
-# Formats whose importer applies `data.max_length` (float sequences of a classify dataset).
-MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "ucr", "parquet")
+# Formats whose importer applies `data.max_length` (a classify dataset's sequences: time steps, or
+# tokens of a text).
+MAX_LENGTH_FORMATS: tuple[str, ...] = ("ts", "ucr", "parquet", "text-classes")
 FORMAT_TASKS: dict[str, tuple[str, ...]] = {
     "ts": ("classify",), "ucr": ("classify",), "parquet": ("classify",), "csv": ("forecast",),
     "conll": ("tag",),
-    "text": ("lm",), "tsv": ("seq2seq",),
+    "text": ("lm",), "tsv": ("seq2seq",), "text-classes": ("classify",), "music": ("lm",),
 }

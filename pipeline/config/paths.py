@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.config.recur import RecurConfig
 
 BUILTIN_SCHEME = "builtin://"  # data shipped with recur (pipeline/data/builtin)
+MUSIC21_SCHEME = "music21:"  # the corpus inside the music21 package (format music)
 
 
 def absolute_store_uri(uri: str, base: Path) -> str | None:
@@ -31,7 +32,7 @@ def absolute_store_uri(uri: str, base: Path) -> str | None:
 def relative_paths(cfg: RecurConfig, base: Path, environ: dict[str, str] | None = None
                    ) -> list[tuple[str, Any, Any]]:
     """(dotted key, value as configured, value made absolute against `base`) for every local
-    path of `cfg` that is relative: data.root, data.source.paths (not builtin:// or URLs),
+    path of `cfg` that is relative: data.root, data.source.paths (not builtin://, music21: or URLs),
     tracking.runs_dir, tracking.storage_path, and tracking.tracking_uri or, when that is unset,
     a local store in MLFLOW_TRACKING_URI (it goes in as tracking.tracking_uri, which wins)."""
     environ = os.environ if environ is None else environ
@@ -50,7 +51,8 @@ def relative_paths(cfg: RecurConfig, base: Path, environ: dict[str, str] | None 
         found.append(("tracking.tracking_uri", uri, absolute))
     if cfg.data.source is not None:
         paths = list(cfg.data.source.paths)
-        resolved = [p if p.startswith(BUILTIN_SCHEME) or ("://" in p and not p.startswith("file://"))
+        resolved = [p if p.startswith((BUILTIN_SCHEME, MUSIC21_SCHEME))
+                    or ("://" in p and not p.startswith("file://"))
                     else local(p.removeprefix("file://")) or p for p in paths]
         if resolved != paths:
             found.append(("data.source.paths", paths, resolved))

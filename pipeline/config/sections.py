@@ -84,7 +84,8 @@ class DataConfig(Section):
                              f"{self.test_fraction}")
         if self.max_length is not None and self.source is not None \
                 and self.source.format not in MAX_LENGTH_FORMATS:
-            raise ValueError(f"data.max_length applies to {' and '.join(MAX_LENGTH_FORMATS)} sources "
+            *rest, last = MAX_LENGTH_FORMATS
+            raise ValueError(f"data.max_length applies to {', '.join(rest)} and {last} sources "
                              f"(classify), not {self.source.format!r}")
         return self
 
@@ -95,9 +96,11 @@ class ModelConfig(Section):
     hidden_size: int = Field(64, ge=1, le=MAX_WIDTH)
     num_layers: int = Field(1, ge=1, le=64)
     bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between stacked layers and before the head")
-    pooling: Literal["last", "mean", "attention"] = Field(
-        "last", description="steps -> one vector: final state, mean over valid steps, or attention"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="between stacked layers and before the head "
+        "(text classification: on the word embeddings too)")
+    pooling: Literal["last", "mean", "max", "attention"] = Field(
+        "last", description="steps -> one vector: final state, mean or per-feature max over valid "
+        "steps, or attention"
     )
     attention: Literal["additive", "dot", "general"] = Field(
         "additive", description="attention score for pooling: attention (Bahdanau, Luong dot/general)"

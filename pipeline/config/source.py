@@ -15,7 +15,8 @@ class _Source(Section):
 
     format: str = Field(
         description="importer: UCR/UEA .ts, the UCR archive's .tsv/.txt (ucr) or Parquet (classify), "
-        "csv time series (forecast), CoNLL columns (tag), plain text (lm), tab-separated pairs (seq2seq)"
+        "csv time series (forecast), CoNLL columns (tag), plain text (lm), tab-separated pairs (seq2seq), "
+        "labelled texts in CSV/TSV/JSON Lines (text-classes: classify), MusicXML/MIDI scores (music: lm)"
     )
     paths: list[str] = Field(
         min_length=1,
@@ -120,12 +121,13 @@ class CsvSource(_Source):
 class _Vocabulary(_Source):
     """Token formats: how the vocabulary is built from the train split."""
 
-    lowercase: bool = Field(False, description="conll/text/tsv: lowercase tokens before the vocabulary")
+    lowercase: bool = Field(False,
+        description="conll/text/tsv/text-classes: lowercase tokens before the vocabulary")
     min_count: int = Field(1, ge=1, description="vocabulary: tokens seen fewer times in train become <unk>")
     max_vocab: int | None = Field(None, ge=5, description="vocabulary: keep at most this many tokens")
 
 
-_LEVEL_HELP = "text/tsv: tokens are characters or words"
+_LEVEL_HELP = "text/tsv/text-classes: tokens are characters or words"
 
 
 class ConllSource(_Vocabulary):
@@ -154,12 +156,41 @@ class TsvSource(_Vocabulary):
     level: Literal["char", "word"] = Field("char", description=_LEVEL_HELP)
 
 
+class TextClassesSource(_Vocabulary):
+    """CSV, TSV or JSON Lines of labelled texts (classify: sentiment, topic, intent)."""
+
+    format: Literal["text-classes"] = Field(description=_Source.model_fields["format"].description)
+    text_column: str = Field("text", description="text-classes: column (or JSON key) of the text")
+    label_column: str = Field("label", description="text-classes: column (or JSON key) of the label")
+    file_type: Literal["auto", "csv", "tsv", "jsonl"] = Field(
+        "auto", description="text-classes: csv, tsv or jsonl; auto: from the extension (.csv, .tsv/.tab, "
+        ".jsonl/.ndjson)")
+    level: Literal["char", "word", "wordpunct"] = Field(
+        "char", description=_LEVEL_HELP + "; text-classes also wordpunct: words with punctuation split "
+        "off (runs of \\w and of other non-space characters: 'great!' -> great !)")
+
+
+class MusicSource(_Source):
+    """Scores: MusicXML, MIDI or the music21 corpus (`music21:bach`), one piece per file, as note-event
+    tokens (lm); needs the `music` extra (music21)."""
+
+    format: Literal["music"] = Field(description=_Source.model_fields["format"].description)
+    parts: list[str] | None = Field(
+        None, description="music: the parts to keep, by name, in this order, each after "
+        "the one before and a `/` token (e.g. [Soprano, Alto, Tenor, Bass]; comma-separated on the "
+        "command line); a score without one of them is invalid. null or []: every part, in score order")
+    min_count: int = Field(1, ge=1, description="vocabulary: tokens seen fewer times in train become <unk>")
+    max_vocab: int | None = Field(None, ge=5, description="vocabulary: keep at most this many tokens")
+    chunk_length: int = Field(1024, ge=2, le=MAX_LENGTH_LIMIT,
+        description="music: tokens per stored row of the stream")
+
+
 SOURCE_MODELS: dict[str, type[_Source]] = {
     "ts": TsSource, "ucr": UcrSource, "parquet": ParquetSource, "csv": CsvSource, "conll": ConllSource,
-    "text": TextSource, "tsv": TsvSource,
+    "text": TextSource, "tsv": TsvSource, "text-classes": TextClassesSource, "music": MusicSource,
 }
 SourceConfig = Annotated[TsSource | UcrSource | ParquetSource | CsvSource | ConllSource | TextSource
-                         | TsvSource, Field(discriminator="format")]
+                         | TsvSource | TextClassesSource | MusicSource, Field(discriminator="format")]
 """`data.source`: one of the format models above, picked by its `format` key."""
 
 # Options that only mean something for some formats, per format, in each model's field order.

@@ -13,7 +13,7 @@ import ray.data
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from pipeline.data.dataset import split_dir
+from pipeline.data.dataset import read_split_parts, split_dir
 from pipeline.storage import filesystem_for
 
 T = TypeVar("T")
@@ -22,6 +22,10 @@ MAX_FOOTER_READERS = 32  # Ray's own default pool size
 # Ray Data 2.60 lists a read's files in a task of its own that asks for one whole CPU: its
 # planner sets no num_cpus there, and read_parquet's num_cpus reaches the read tasks only.
 LISTING_CPUS = 1.0
+# Materialized splits up to this size are read by the driver and put in the object store
+# (`ray.data.from_arrow`): a read through Ray Data's tasks starts a worker process per task, 5 to 10 s
+# of start-up on a 2-core machine for a split that pyarrow reads in milliseconds.
+DRIVER_READ_BYTES = 64 * 2**20
 
 
 def cpus_kept_for_data(reserve_cpus: float) -> float:
@@ -64,9 +68,15 @@ def verified_scan() -> Any:
                                           page_checksum_verification=True)
 
 
-def count_parquet_files(fs: pafs.FileSystem, path: str) -> int:
+def parquet_files(fs: pafs.FileSystem, path: str) -> tuple[int, int]:
+    """The number of Parquet files under `path` and their total size in bytes."""
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    return sum(1 for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+    sizes = [i.size or 0 for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")]
+    return len(sizes), sum(sizes)
+
+
+def count_parquet_files(fs: pafs.FileSystem, path: str) -> int:
+    return parquet_files(fs, path)[0]
 
 
 class TaskCollate(ArrowBatchCollateFn):
@@ -90,22 +100,27 @@ class TaskCollate(ArrowBatchCollateFn):
         return tensors
 
 
-def ray_dataset(root: str, split: str, *, materialize: bool = True,
-                read_cpus: float = 1.0) -> ray.data.Dataset:
+def ray_dataset(root: str, split: str, *, materialize: bool = True, read_cpus: float = 1.0,
+                driver_read_bytes: int = DRIVER_READ_BYTES) -> ray.data.Dataset:
     """A Ray Dataset over one split's Parquet files.
 
     Materialized, the split is read once into Ray's object store and every epoch reuses the blocks
     (an epoch over a small split drops from seconds to a fraction of a second); streamed, every
     epoch reads Parquet again, which is what data larger than the object store needs. Each read
     task asks Ray for `read_cpus`: streamed next to Train workers, a task asking for a whole CPU
-    would wait forever on nodes where the workers left only part of one free.
+    would wait forever on nodes where the workers left only part of one free. A materialized split
+    of at most `driver_read_bytes` of Parquet is read here, by the driver, into the object store.
     """
     fs, path = filesystem_for(split_dir(root, split))  # s3://: the environment's endpoint and credentials
+    files, size = parquet_files(fs, path)
+    if materialize and size <= driver_read_bytes:
+        # one block per part file, in name order, pages checked as a Ray Data read checks them
+        return ray.data.from_arrow(read_split_parts(root, split))
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # blocks in file order on every run: reproducible
     try:
-        ds = with_footer_readers(count_parquet_files(fs, path),
+        ds = with_footer_readers(files,
                                  lambda: ray.data.read_parquet(path, filesystem=fs, num_cpus=read_cpus,
                                                                fragment_scan_options=verified_scan()))
         return ds.materialize() if materialize else ds

@@ -8,8 +8,11 @@ Two tokenizers, one per kind of dataset:
   included; ``level="word"`` the runs of non-whitespace, and each newline kept as the token
   ``"\\n"`` so that generated text has lines. ``join_tokens`` writes them back as text; the
   stream of a split is stored as rows of ids (``stream_rows`` / ``stream_from_rows``).
-* seq2seq pairs (``tokenize``): surrounding whitespace stripped, then code points
-  (``level="char"``) or whitespace-separated words; ``detokenize`` joins them back.
+* seq2seq pairs and labelled texts (``tokenize``): surrounding whitespace stripped, then code
+  points (``level="char"``), whitespace-separated words (``"word"``), or words with punctuation
+  split off (``"wordpunct"``: runs of letters/digits/underscore and runs of other non-space
+  characters, NLTK's WordPunctTokenizer rule, so "great!" is "great" "!", as "great" alone is);
+  ``detokenize`` joins them back.
 """
 
 from __future__ import annotations
@@ -103,24 +106,29 @@ def stream_from_rows(table: pa.Table) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # seq2seq pairs: a source text and a target text
 
-JOINERS = {"char": "", "word": " "}  # how tokens of each level join back into text
+JOINERS = {"char": "", "word": " ", "wordpunct": " "}  # how tokens of each level join back into text
 # Characters are single code points, except a literal "<unk>", which stands for the unknown token
-# (so text decoded from ids with unknown tokens reads back to the same ids).
+# (so text decoded from ids with unknown tokens reads back to the same ids); likewise in wordpunct,
+# where "<unk>" would otherwise split into "<", "unk", ">".
 _CHAR_TOKENS = re.compile(re.escape(UNK) + "|.", re.DOTALL)
+_WORDPUNCT_TOKENS = re.compile(re.escape(UNK) + r"|\w+|[^\w\s]+")
 
 
 def tokenize(text: str, level: str, lowercase: bool = False) -> list[str]:
     """Text -> tokens, exactly as the importer and the served model split it.
 
     Surrounding whitespace is stripped; `level` "char" gives code points, "word" gives
-    whitespace-separated words.
+    whitespace-separated words, "wordpunct" runs of word characters (``\\w+``) and runs of
+    punctuation (``[^\\w\\s]+``) as separate tokens ("good, cheap." -> good , cheap .).
     """
     if level not in JOINERS:
-        raise ValueError(f"level must be 'char' or 'word', got {level!r}")
+        raise ValueError(f"level must be one of {list(JOINERS)}, got {level!r}")
     text = text.strip()
     if lowercase:
         text = text.lower()
-    return _CHAR_TOKENS.findall(text) if level == "char" else text.split()
+    if level == "char":
+        return _CHAR_TOKENS.findall(text)
+    return _WORDPUNCT_TOKENS.findall(text) if level == "wordpunct" else text.split()
 
 
 def detokenize(tokens: Iterable[str], level: str) -> str:
@@ -131,3 +139,15 @@ def detokenize(tokens: Iterable[str], level: str) -> str:
 def encode(tokens: list[str], index: dict[str, int]) -> list[int]:
     """Tokens -> ids; anything not in the vocabulary is <unk>."""
     return [index.get(token, UNK_ID) for token in tokens]
+
+
+def truncate_tokens(tokens: list[str], max_length: int | None) -> list[str]:
+    """A text's first `max_length` tokens (all of them when None), without whitespace tokens at
+    the cut's end: a text is stripped before it is split, so a cut text reads back to the same
+    tokens (labelled texts: the importer and the served classifier cut alike)."""
+    if max_length is None or len(tokens) <= max_length:
+        return tokens
+    cut = tokens[:max_length]
+    while len(cut) > 1 and cut[-1].isspace():
+        cut.pop()
+    return cut

@@ -19,7 +19,7 @@ from pipeline.models.frontend import Frontend, check_frontend_args
 from pipeline.models.instance import instance_normalize
 from pipeline.models.recurrent import RecurrentEncoder
 
-POOLINGS = ("last", "mean", "attention")
+POOLINGS = ("last", "mean", "max", "attention")
 
 
 class SequenceClassifier(nn.Module):
@@ -28,6 +28,8 @@ class SequenceClassifier(nn.Module):
     pooling (how the encoder's steps become one vector per sequence):
         last: the top layer's final state (both directions when bidirectional).
         mean: the mean of the per-step outputs over valid steps.
+        max: the per-feature maximum of the per-step outputs over valid steps (on short texts a
+            few decisive words then reach the head undiluted by the rest).
         attention: attention over valid steps with a learned query (kind: `attention`).
 
     front-end (`Frontend`; none by default, which is exactly the model without one):
@@ -38,6 +40,12 @@ class SequenceClassifier(nn.Module):
             by a strided conv, so the encoder runs ceil(T / p) steps; `last`, `mean` and
             `attention` pool those steps, and attention weights are over them, not over input
             steps (`encoder_lengths` maps input lengths to theirs).
+
+    vocab_size > 0: the inputs are token ids (x_BT int64, 0 = padding; a text classifier),
+        looked up in an embedding of `embedding_size` (default `hidden_size`) in front of the same
+        encoder and pooling; `input_size` is then ignored, and front-ends and instance_norm
+        (which act on float channels) are refused. `dropout` then also drops embedding features
+        in training (a small labelled set otherwise lets each word's vector fit its few texts).
 
     instance_norm: each sequence is first centred and scaled per channel by its own mean and std
         over its valid steps (`pipeline.models.instance`), so rows whose scales differ by orders
@@ -65,9 +73,14 @@ class SequenceClassifier(nn.Module):
         frontend_channels: int = 64,
         patch: int = 1,
         instance_norm: bool = False,
+        vocab_size: int = 0,
+        embedding_size: int | None = None,
     ) -> None:
         super().__init__()
         check_frontend_args(frontend, frontend_channels, patch)
+        if vocab_size > 0 and (frontend != "none" or patch > 1 or instance_norm):
+            raise ValueError("token inputs (a text classifier) take no model.frontend, model.patch or "
+                             "model.instance_norm: those act on float channels; set them to none, 1, false")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling: unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
         # Checked even when pooling is not attention, so a typo in the config never sits unnoticed.
@@ -84,6 +97,9 @@ class SequenceClassifier(nn.Module):
                            "attention": attention, "frontend": frontend,
                            "frontend_channels": frontend_channels, "patch": patch,
                            "instance_norm": instance_norm}
+        if vocab_size > 0:  # only then, so checkpoints of float models keep their arguments
+            encoder_args.update(vocab_size=vocab_size, embedding_size=embedding_size)
+            self.model_args.update(vocab_size=vocab_size, embedding_size=embedding_size)
         self.pooling = pooling
         self.patch = patch
         # None (no module, no state-dict keys) keeps checkpoints saved before front-ends loading.
@@ -92,7 +108,7 @@ class SequenceClassifier(nn.Module):
             self.frontend = Frontend(input_size=input_size, frontend=frontend, channels=frontend_channels,
                                      patch=patch)
             encoder_args["input_size"] = self.frontend.output_size
-        self.encoder = RecurrentEncoder(**encoder_args)
+        self.encoder = RecurrentEncoder(**encoder_args, embedding_dropout=dropout if vocab_size > 0 else 0.0)
         size = self.encoder.output_size
         self.attention: Attention | None = None
         if pooling == "attention":
@@ -116,7 +132,8 @@ class SequenceClassifier(nn.Module):
         """Classify a padded batch.
 
         Args:
-            x_BTC: float inputs, padded after each sequence's end.
+            x_BTC: float inputs, padded after each sequence's end (x_BT int64 token ids, 0 after
+                each sequence's end, when the model has a vocabulary).
             lengths_B: valid steps per sequence (>= 1), on any device.
             return_attention: also return the pooling weights.
 
@@ -138,7 +155,9 @@ class SequenceClassifier(nn.Module):
         else:
             lengths_B = lengths_B.to(outputs_BTH.device)
             mask_BT = lengths_to_mask(lengths_B, outputs_BTH.shape[1])
-            if self.attention is None:  # mean
+            if self.pooling == "max":  # pad steps never win: they are -inf here
+                pooled_BH = outputs_BTH.masked_fill(~mask_BT.unsqueeze(-1), float("-inf")).amax(dim=1)
+            elif self.attention is None:  # mean
                 # The encoder already zeroes pad steps; masking again keeps this right on its own.
                 summed_BH = outputs_BTH.masked_fill(~mask_BT.unsqueeze(-1), 0.0).sum(dim=1)
                 pooled_BH = summed_BH / lengths_B.unsqueeze(1).to(summed_BH.dtype)

@@ -47,7 +47,7 @@ class Forecaster(nn.Module):
 
     Direct rather than recursive: the head predicts all H x C values from one summary of the
     history, so errors do not compound step by step and training needs no decoding loop.
-    The front-end (conv / patch), the encoder, the pooling (last | mean | attention) and the
+    The front-end (conv / patch), the encoder, the pooling (last | mean | max | attention) and the
     linear head are exactly those of `SequenceClassifier`, whose K outputs are here the H * C
     forecast values.
 

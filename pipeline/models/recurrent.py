@@ -44,6 +44,8 @@ class RecurrentEncoder(nn.Module):
 
     With `vocab_size > 0` the inputs are token ids (x_BT int64, 0 = padding) looked up in an
     embedding of `embedding_size` (default `hidden_size`); `input_size` is then ignored.
+    `embedding_dropout` drops embedding features in training (0: none; not a model argument to
+    save, as it does nothing at inference).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class RecurrentEncoder(nn.Module):
         input_layer_norm: bool = False,
         vocab_size: int = 0,
         embedding_size: int | None = None,
+        embedding_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -67,6 +70,7 @@ class RecurrentEncoder(nn.Module):
         if vocab_size > 0:
             input_size = embedding_size or hidden_size
             self.embedding = nn.Embedding(vocab_size, input_size, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.input_size = input_size
         self.input_norm: nn.Module | None = None
         if input_layer_norm:
@@ -89,7 +93,7 @@ class RecurrentEncoder(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs as the RNN sees them: token ids embedded, then the optional projection + norm."""
-        inputs = x if self.embedding is None else self.embedding(x)
+        inputs = x if self.embedding is None else self.embedding_dropout(self.embedding(x))
         return inputs if self.input_norm is None else self.input_norm(inputs)
 
     def run(self, x: torch.Tensor, lengths_B: torch.Tensor, state: State | None = None

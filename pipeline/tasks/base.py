@@ -40,6 +40,7 @@ class Report:
     figures: dict[str, Any] = field(default_factory=dict)  # path -> matplotlib Figure
     texts: dict[str, str] = field(default_factory=dict)
     dicts: dict[str, Any] = field(default_factory=dict)  # path -> JSON-able
+    files: dict[str, bytes] = field(default_factory=dict)  # path -> file content (a MIDI file)
 
 
 class Task:

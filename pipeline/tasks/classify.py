@@ -1,4 +1,10 @@
-"""Sequence classification: cross-entropy, accuracy, macro-F1, confusion matrix."""
+"""Sequence classification: cross-entropy, accuracy, macro-F1, confusion matrix.
+
+Inputs are float sequences (time x channels), or token ids of texts (a dataset of feature kind
+`token`, `--format text-classes`): the model then embeds them in front of the same encoder and
+pooling, and the served model takes raw `text`, split with the dataset's own vocabulary and
+tokenizer (`pipeline.data.tokens.tokenize`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from pipeline.data.preprocess import arrow_steps, collate_inputs, pad_steps, python_steps
+from pipeline.data.preprocess import arrow_steps, collate_inputs, pad_steps, pad_token_lists, python_steps
+from pipeline.data.tokens import detokenize, encode, token_index, tokenize, truncate_tokens
 from pipeline.task_metrics import TASK_METRICS
 from pipeline.tasks.base import Batch, MetricState, Report, Task
 
@@ -37,10 +44,23 @@ class ClassifyTask(Task):
         self.num_classes = len(pre.labels)
         # training loss only; metrics use plain cross-entropy
         self.label_smoothing = self.cfg.train.label_smoothing
+        # text inputs: how the dataset split its texts, so `predict` splits raw text the same way
+        self.tokens = pre.feature_kind == "token"
+        params = pre.task_params or {}
+        self.level = params.get("level", "word")
+        self.lowercase = bool(params.get("lowercase", False))
+        self.max_length = params.get("max_length")
+        self.index = token_index(pre.vocab) if self.tokens else {}
 
     def build_model(self) -> torch.nn.Module:
         from pipeline.models.classifier import SequenceClassifier
 
+        if self.tokens:
+            m = self.cfg.model
+            return SequenceClassifier(input_size=1, num_classes=self.num_classes, **m.encoder_args(),
+                                      pooling=m.pooling, attention=m.attention, **m.frontend_args(),
+                                      instance_norm=m.instance_norm is True, vocab_size=len(self.pre.vocab),
+                                      embedding_size=m.embedding_size)
         return SequenceClassifier(input_size=self.pre.num_channels, num_classes=self.num_classes,
                                   **self.cfg.model.encoder_args(), pooling=self.cfg.model.pooling,
                                   attention=self.cfg.model.attention, **self.cfg.model.frontend_args(),
@@ -111,25 +131,35 @@ class ClassifyTask(Task):
                 logits_BK, weights_BT = model(batch["x"], batch["lengths"], return_attention=True)
             predicted = logits_BK.argmax(dim=-1).tolist()
             weights, titles = [], []
+            tokens = [[self.pre.vocab[i] for i in row] for row in examples.column("x").to_pylist()] \
+                if self.tokens else None
             # with model.patch > 1 the weights are per patch of steps: ceil(length / patch) of them
             steps_B = model.encoder_lengths(batch["lengths"])
             for i, (row_id, length) in enumerate(zip(examples.column("id").to_pylist(), steps_B.tolist())):
                 weights.append(weights_BT[i, :length].numpy())
                 true, guess = labels[int(batch["y"][i])], labels[predicted[i]]
                 titles.append(f"{row_id}: true {true}, predicted {guess}")
-            out.figures["plots/attention.png"] = attention_heatmap(weights, titles)
+            out.figures["plots/attention.png"] = attention_heatmap(weights, titles, tokens=tokens)
         return out
 
     # Input: column `x`, each value a time x channels nested list (or a flat list for one
     # channel). Output: `label`, `label_index`, `confidence`; with the param `probabilities: true`
     # also `prob_<label>` for every label, in label order (they sum to 1).
+    # A text classifier's input is column `text` instead, one raw string per row.
     def predict(self, model: torch.nn.Module, inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-        sequences = inputs["x"].tolist()
+        sequences = self.encode_texts(inputs) if self.tokens else inputs["x"].tolist()
         probabilities = []
         with torch.no_grad():
             for start in range(0, len(sequences), PREDICT_BATCH):
-                steps_NC, lengths_B = python_steps(sequences[start : start + PREDICT_BATCH])
-                x_BTC, lengths_B = pad_steps(steps_NC, lengths_B, self.pre)
+                if self.tokens:
+                    rows = sequences[start : start + PREDICT_BATCH]
+                    lengths_B = np.array([len(r) for r in rows], dtype=np.int64)
+                    ids_N = np.fromiter((i for r in rows for i in r), dtype=np.int64,
+                                        count=int(lengths_B.sum()))
+                    x_BTC, lengths_B = pad_token_lists(ids_N, lengths_B), torch.from_numpy(lengths_B)
+                else:
+                    steps_NC, lengths_B = python_steps(sequences[start : start + PREDICT_BATCH])
+                    x_BTC, lengths_B = pad_steps(steps_NC, lengths_B, self.pre)
                 probabilities.append(torch.softmax(model(x_BTC, lengths_B), dim=-1).numpy())
         probs = np.concatenate(probabilities) if probabilities else np.zeros((0, self.num_classes))
         index = probs.argmax(axis=1)
@@ -143,8 +173,34 @@ class ClassifyTask(Task):
                 out[f"prob_{label}"] = probs[:, k]
         return out
 
+    def encode_texts(self, inputs: pd.DataFrame) -> list[list[int]]:
+        """Column `text` -> token ids per row, as the importer encoded them: stripped, lowercased
+        if the dataset was, characters or words, unknown tokens <unk>, cut to the import's
+        max_length. A row without tokens is an error naming it."""
+        if "text" not in inputs.columns:
+            raise ValueError(f"this text classifier's input needs a column `text` (one string per row); "
+                             f"got columns {list(inputs.columns)}")
+        out = []
+        for row, text in enumerate(inputs["text"].tolist()):
+            if not isinstance(text, str):
+                raise ValueError(f"row {row}: text must be a string, got {type(text).__name__}")
+            tokens = truncate_tokens(tokenize(text, self.level, self.lowercase), self.max_length)
+            if not tokens:
+                raise ValueError(f"row {row}: the text has no tokens (empty or only whitespace)")
+            out.append(encode(tokens, self.index))
+        return out
+
+    def raw_inputs(self, table: pa.Table) -> pd.DataFrame:
+        if not self.tokens:
+            return super().raw_inputs(table)
+        # <unk> is written as the literal "<unk>", which the tokenizer reads back as <unk>
+        return pd.DataFrame({"text": [detokenize((self.pre.vocab[i] for i in row), self.level)
+                                      for row in table.column("x").to_pylist()]})
+
     def gate_data(self, table: pa.Table) -> tuple[pd.DataFrame, Any]:
         labels = [self.pre.labels[i] for i in table.column("y").to_pylist()]
+        if self.tokens:
+            return self.raw_inputs(table), labels
         return pd.DataFrame({"x": table.column("x").to_pylist()}), labels
 
     def score(self, outputs: pd.DataFrame, truth: Any) -> dict[str, float]:
@@ -167,7 +223,8 @@ class ClassifyTask(Task):
         majority = self.pre.labels[int(np.bincount(y_train, minlength=self.num_classes).argmax())]
         _, truth = self.gate_data(test)
         scores = score_labels(truth, [majority] * len(truth))
-        scores["nn1_euclidean_accuracy"] = nn1_accuracy(train, test)
+        if not self.tokens:  # distances between token ids mean nothing
+            scores["nn1_euclidean_accuracy"] = nn1_accuracy(train, test)
         return scores
 
 

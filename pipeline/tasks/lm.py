@@ -109,6 +109,7 @@ class LanguageModelTask(Task):
         self.vocab: list[str] = list(pre.vocab)
         self.level: str = params.get("level", "char")
         self.lowercase: bool = bool(params.get("lowercase", False))
+        self.music: bool = bool(params.get("music"))  # note-event tokens (the music importer's)
         self.index = token_index(self.vocab)
         self.bptt = self.cfg.train.bptt
         # Characters per token of each split, so bits per character on word level divides by the
@@ -237,17 +238,28 @@ class LanguageModelTask(Task):
         return (complete[0] if complete else lines[0]) + NEWLINE
 
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
+        if self.music:  # note events: n-gram references, samples as MIDI and piano rolls too
+            from pipeline.tasks.music import music_report
+
+            return music_report(self, model, table)
+        return Report(texts=self.samples(model, table)[0])
+
+    def samples(self, model: torch.nn.Module, table: pa.Table,
+                default_prompt: str | None = None) -> tuple[dict[str, str], list[str]]:
+        """`generate.samples` samples: `eval/samples.txt`, and each sample's generated text.
+        The prompt is `generate.prompt`, else `default_prompt`, else the first test line."""
         gen = self.cfg.generate
         if gen.samples == 0:
-            return Report()
-        prompt = gen.prompt if gen.prompt is not None else self.default_prompt(table)
+            return {}, []
+        prompt = gen.prompt if gen.prompt is not None else (
+            default_prompt if default_prompt is not None else self.default_prompt(table))
         params = {"max_new_tokens": gen.length, "temperature": gen.temperature, "top_k": gen.top_k,
                   "seed": gen.seed}
         out = self.predict(model, pd.DataFrame({"text": [prompt] * gen.samples}), params)
         header = (f"# {gen.samples} samples of {gen.length} {self.level} tokens, temperature "
                   f"{gen.temperature}, top_k {gen.top_k}, seed {gen.seed}; prompt {prompt!r}\n")
         body = "".join(f"\n----- sample {i + 1} -----\n{text}\n" for i, text in enumerate(out["text"]))
-        return Report(texts={"eval/samples.txt": header + body})
+        return {"eval/samples.txt": header + body}, out["generated"].tolist()
 
     def curves(self, history: dict[str, list[tuple[int, float]]]) -> Report:
         """Train and val perplexity per epoch: exp of train_loss and val_loss, both mean nats per
@@ -355,18 +367,22 @@ class LanguageModelTask(Task):
         whole vocabulary (the model's output space, specials included): p(t) = (count(t) + 1) /
         (train tokens + vocabulary size). It scores the gate's test pieces as `score_text` scores
         a model's (every token after a piece's first), and `score` turns that into perplexity and
-        bits_per_char."""
-        counts_V = np.bincount(stream_from_rows(train), minlength=len(self.vocab)).astype(np.float64)
-        log_p_V = np.log(counts_V + 1.0) - math.log(counts_V.sum() + len(counts_V))
+        bits_per_char. `bigram_perplexity`: the add-one bigram on the same pieces, a reference."""
+        from pipeline.tasks.ngram import bigram_nll, unigram_nll
+
+        train_N, vocab_size = stream_from_rows(train), len(self.vocab)
         inputs, truth = self.gate_data(test)
-        nll, tokens, characters = [], [], []
+        nll, bigram, tokens, characters = [], 0.0, [], []
         for text in inputs["text"].tolist():
             pieces = self._encode_text(text)
             ids = encode_corpus(pieces, self.index).astype(np.int64)
-            nll.append(-float(log_p_V[ids[1:]].sum()) if len(ids) > 1 else 0.0)
+            nll.append(unigram_nll(train_N, ids[1:], vocab_size))
+            bigram += bigram_nll(train_N, ids[:-1], ids[1:], vocab_size)
             tokens.append(max(len(ids) - 1, 0))
             characters.append(predicted_characters(pieces, self.level) if len(ids) > 1 else 0)
-        return self.score(pd.DataFrame({"nll": nll, "tokens": tokens, "characters": characters}), truth)
+        scores = self.score(pd.DataFrame({"nll": nll, "tokens": tokens, "characters": characters}), truth)
+        # a reference, not the gate's bar: the add-one bigram on the same pieces (pipeline.tasks.ngram)
+        return {**scores, "bigram_perplexity": perplexity(bigram / max(sum(tokens), 1))}
 
 
 def predicted_characters(pieces: list[str], level: str) -> int:

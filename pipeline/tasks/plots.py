@@ -34,12 +34,17 @@ def confusion_matrix(
     return fig
 
 
-def attention_heatmap(weights_list: list[np.ndarray], titles: list[str]) -> Figure:
+MAX_TOKEN_TICKS = 120  # tokens named under a row of the heatmap (a longer text: step numbers)
+
+
+def attention_heatmap(weights_list: list[np.ndarray], titles: list[str],
+                      tokens: list[list[str]] | None = None) -> Figure:
     """One row per example: its attention weights over its valid steps, step index on x.
 
     `weights_list[i]` is 1-D (T_i,), one example's weights with the padding already cut off.
     Each row has its own color scale (0 to its max): weights over long sequences are small,
-    and a shared scale would wash them out.
+    and a shared scale would wash them out. `tokens[i]` (texts: T_i characters or words) names
+    each step under its row, when the row has at most MAX_TOKEN_TICKS of them.
     """
     if not weights_list or len(weights_list) != len(titles):
         raise ValueError(
@@ -47,16 +52,26 @@ def attention_heatmap(weights_list: list[np.ndarray], titles: list[str]) -> Figu
             f"got {len(weights_list)} weight arrays and {len(titles)} titles"
         )
     rows_T = [np.asarray(w, dtype=float).reshape(-1) for w in weights_list]
-    width = min(14.0, max(6.0, 0.12 * max(len(r) for r in rows_T) + 2))
-    fig, axes = plt.subplots(len(rows_T), 1, figsize=(width, 1.1 * len(rows_T) + 0.6), squeeze=False)
-    for ax, row_T, title in zip(axes[:, 0], rows_T, titles):
+    if tokens is not None and len(tokens) != len(rows_T):
+        raise ValueError(f"attention_heatmap: {len(tokens)} token lists for {len(rows_T)} examples")
+    named = tokens or [[] for _ in rows_T]
+    longest = max(len(r) for r in rows_T)
+    per_step = 0.2 if tokens is not None else 0.12  # inches: room for a token under each step
+    width = min(14.0 if tokens is None else 24.0, max(6.0, per_step * longest + 2))
+    height = (1.1 if tokens is None else 1.6) * len(rows_T) + 0.6
+    fig, axes = plt.subplots(len(rows_T), 1, figsize=(width, height), squeeze=False)
+    for ax, row_T, title, words in zip(axes[:, 0], rows_T, titles, named):
         vmax = float(row_T.max()) if row_T.size and row_T.max() > 0 else 1.0
         image = ax.imshow(row_T[None, :], aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax,
                           interpolation="nearest")
         ax.set_yticks([])
+        if len(words) == len(row_T) and len(words) <= MAX_TOKEN_TICKS:
+            shown = ["␣" if w == " " else w for w in words]  # a space would be an empty tick
+            ax.set_xticks(range(len(words)), shown, rotation=90 if max(map(len, shown)) > 1 else 0,
+                          fontsize=7)
         ax.set_title(title, fontsize=9, loc="left")
         fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
-    axes[-1, 0].set_xlabel("step")
+    axes[-1, 0].set_xlabel("step" if tokens is None else "token")
     fig.tight_layout()
     return fig
 

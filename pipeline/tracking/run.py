@@ -260,13 +260,26 @@ class RunTracker:
         return log_model(checkpoint_file, example=example)
 
     def log_report(self, report: Any) -> None:
-        """A task's evaluation report: figures as PNG, texts and dicts as files."""
+        """A task's evaluation report: figures as PNG, texts and dicts as files, files as they are."""
         for path, figure in report.figures.items():
             self.log_figure(figure, path)
         for path, text in report.texts.items():
             self.log_text(text, path)
         for path, data in report.dicts.items():
             self.log_dict(data, path)
+        for path, content in getattr(report, "files", {}).items():
+            self.log_bytes(content, path)
+
+    def log_bytes(self, content: bytes, artifact_file: str) -> None:
+        """A binary artifact (a MIDI file) at `artifact_file` inside the run."""
+        import tempfile
+
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
+            with open(local, "wb") as fh:
+                fh.write(content)
+            mlflow.log_artifact(local, artifact_path=folder or None)
 
     def finish(self, status: str = "FINISHED", *, tell_server: bool = True) -> None:
         """End the run; `tell_server=False` only leaves it in this process (the server is gone:

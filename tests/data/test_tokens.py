@@ -20,6 +20,16 @@ def test_tokenize_levels_and_round_trip():
         tokenize("x", "byte")
 
 
+def test_wordpunct_splits_punctuation_off_words_and_round_trips():
+    # given texts whose words touch punctuation
+    tokens = tokenize(" Great value.Works!! <unk> it's", "wordpunct", lowercase=True)
+    # then words and runs of punctuation are separate tokens, and a literal <unk> stays one token
+    assert tokens == ["great", "value", ".", "works", "!!", "<unk>", "it", "'", "s"]
+    assert tokenize("great!", "wordpunct") == [*tokenize("great", "wordpunct"), "!"]
+    # and text joined back from the tokens splits into the same tokens (the served model's input)
+    assert tokenize(detokenize(tokens, "wordpunct"), "wordpunct") == tokens
+
+
 def test_build_vocab_orders_by_count_then_cuts():
     # given token lists with counts c:3, a:2, b:2, d:1
     lists = [["c", "a", "b"], ["c", "a", "b"], ["c", "d"]]

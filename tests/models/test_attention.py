@@ -15,7 +15,8 @@ from pipeline.tracking.plots import close
 
 KINDS = ["additive", "dot", "general"]
 # (pooling, attention kind): the kind only matters for attention pooling.
-POOLINGS = [("last", "additive"), ("mean", "additive")] + [("attention", k) for k in KINDS]
+POOLINGS = [("last", "additive"), ("mean", "additive"), ("max", "additive")] + [
+    ("attention", k) for k in KINDS]
 
 
 def _expected_scores(attn, query_BQ, keys_BTK):
@@ -101,7 +102,7 @@ def test_dot_needs_equal_sizes_and_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match=r"model\.attention"):
         model_from_args({"input_size": 2, "num_classes": 2, "attention": "cosine"})
     with pytest.raises(ValueError, match=r"model\.pooling"):
-        model_from_args({"input_size": 2, "num_classes": 2, "pooling": "max"})
+        model_from_args({"input_size": 2, "num_classes": 2, "pooling": "median"})
 
 
 def test_attention_size_sets_the_additive_width():
@@ -144,6 +145,7 @@ def test_output_shapes(cell, bidirectional, pooling, attention, input_layer_norm
 @pytest.mark.parametrize("pooling,attention,input_layer_norm,cell,bidirectional", [
     ("mean", "additive", False, "lstm", True),
     ("mean", "additive", False, "gru", False),
+    ("max", "additive", False, "gru", True),
     ("attention", "additive", False, "lstm", True),
     ("attention", "dot", False, "gru", True),
     ("attention", "general", False, "rnn", False),
@@ -200,6 +202,21 @@ def test_mean_pooling_is_the_mean_over_valid_steps():
     outputs_BTH, _ = model.encoder(x, lengths)
     mean_BH = torch.stack([outputs_BTH[0, :6].mean(0), outputs_BTH[1, :3].mean(0)])
     torch.testing.assert_close(logits_BK, model.head(mean_BH))
+
+
+def test_max_pooling_is_the_max_over_valid_steps():
+    # given a max-pooling model, and a batch whose short row's pad steps hold zeros (a pad step
+    # taken for a max would show wherever a feature is negative over all valid steps)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_size=8, pooling="max"), input_size=2, num_classes=3).eval()
+    x, lengths = padded([torch.randn(6, 2), torch.randn(3, 2)])
+    # when it classifies
+    logits_BK = model(x, lengths)
+    # then the head saw each feature's maximum over the valid steps only
+    outputs_BTH, _ = model.encoder(x, lengths)
+    max_BH = torch.stack([outputs_BTH[0, :6].amax(0), outputs_BTH[1, :3].amax(0)])
+    assert bool((max_BH[1] < 0).any())  # the case where taking pad zeros would differ
+    torch.testing.assert_close(logits_BK, model.head(max_BH))
 
 
 @pytest.mark.parametrize("pooling,attention,input_layer_norm", [

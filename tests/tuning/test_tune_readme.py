@@ -67,7 +67,9 @@ def another_ray(tmp_path):
         _wait_for_port(port, process)
         yield port
     finally:
-        stop(process)  # its process group: the head's GCS, raylet and workers
+        # its process group: the head's GCS, raylet and workers. `ray start --block` takes over 15 s
+        # to act on SIGTERM; nothing of this head is needed after the test, so 5 s is its grace.
+        stop(process, grace_s=5)
 
 
 def _recur(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -225,7 +225,7 @@ def test_max_length_does_not_apply_to_csv(capsys, tmp_path):
     path = csv_file(tmp_path / "s.csv", [f"{d},{i}" for i, d in enumerate(days(40))])
     code, _, err = import_csv(capsys, tmp_path, path, "--max-length", "3")
     assert code == 2
-    assert "data.max_length applies to ts and ucr and parquet sources (classify), not 'csv'" in err
+    assert "data.max_length applies to ts, ucr, parquet and text-classes sources (classify), not 'csv'" in err
 
 
 # ------------------------------------------------------------------------- ragged channel counts

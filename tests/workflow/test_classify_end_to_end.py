@@ -31,6 +31,9 @@ def _run(tmp_path, dataset, uri, *extra, quiet=False):
         "model: {cell: gru, hidden_size: 16}\n"
         "train: {epochs: 5, lr: 0.01, early_stopping_patience: 0}\n"
         "data: {batch_size: 16}\n"
+        # one rank in this process: the workflow is the subject; 2-worker DDP of the classify task is
+        # tested in tests/training/test_distributed.py and by the quick start in tests/test_readme.py
+        "resources: {num_workers: 0}\n"
         f"registry: {{model_name: {MODEL}, metric: accuracy, min_improvement: 0.0}}\n"
         "tracking: {experiment: e2e}\n"
     )
@@ -50,12 +53,12 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     out, err = capsys.readouterr()
     assert "test accuracy" in out and "became @champion" in out and mlflow_server in out
     # progress on a stderr that is not a terminal: plain lines, rendered by this driver from what
-    # rank 0 and the Train controller put on the progress board
+    # rank 0 puts on the progress board
     shown = [line for line in err.splitlines() if line.startswith("[recur]")]
     assert "\r" not in err and not any("\x1b" in line for line in shown)
     # (a loaded machine may say first what it waits for: `[recur] waiting for ...`)
     progress = [line for line in shown if not line.startswith("[recur] waiting for ")]
-    assert progress[0].startswith("[recur] epoch 1/5  step 1/3 (33%)  loss "), shown  # the first step
+    assert progress[0].startswith("[recur] epoch 1/5  step 1/6 (16%)  loss "), shown  # the first step
     epochs = [line for line in shown if "train_loss" in line]
     assert [line.split("  ")[0] for line in epochs] == [f"[recur] epoch {e}/5" for e in range(1, 6)]
     assert "val_accuracy" in epochs[-1] and epochs[-1].endswith("seq/s")
@@ -79,7 +82,7 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert run.data.metrics["test_accuracy"] > 0.8
     assert "test_macro_f1" in run.data.metrics
     assert run.data.params["train.lr"] == "0.01" and run.data.params["model.cell"] == "gru"
-    assert run.data.params["train.rows_per_epoch"] == "96"  # 96 rows shared evenly by 2 workers
+    assert run.data.params["train.rows_per_epoch"] == "96"  # every train row, once per epoch
     manifest = json.loads((toy_dataset / "manifest.json").read_text())
     assert run.data.tags["recur.data_hash"] == manifest["data_hash"]
     (dataset_input,) = run.inputs.dataset_inputs

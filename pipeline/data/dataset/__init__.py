@@ -14,6 +14,7 @@ from pipeline.data.dataset.io import (
     read_manifest,
     read_quarantine,
     read_split,
+    read_split_parts,
     split_dir,
     split_files,
     write_dataset,
@@ -57,6 +58,7 @@ __all__ = [
     "UNK_ID", "X_TYPE", "Y_TYPES", "DatasetError", "FeatureSpec", "LengthStats", "Manifest",
     "Normalization", "SourceFile", "SplitInfo", "XParts", "as_2d_x", "canonical_table",
     "compute_data_hash", "files_fingerprint", "fit_normalization", "folder", "length_stats",
-    "make_table", "manifest_path", "read_manifest", "read_quarantine", "read_split", "schema_for",
+    "make_table", "manifest_path", "read_manifest", "read_quarantine", "read_split",
+    "read_split_parts", "schema_for",
     "sources_for", "split_dir", "split_files", "write_dataset", "x_array", "x_to_numpy",
 ]

@@ -156,8 +156,8 @@ def split_files(root: str, split: str) -> list[str]:
     return [store.path(rel) for rel in store.parts(split)]
 
 
-def read_split(root: str, split: str) -> pa.Table:
-    """All part files of ``split`` concatenated, as stored (x may be list<float> in old data)."""
+def read_split_parts(root: str, split: str) -> list[pa.Table]:
+    """The part files of ``split`` in name order, each as stored (pages checked against their CRC)."""
     split_dir(root, split)  # validates the split name
     store = folder(root)
     parts = store.parts(split)
@@ -165,7 +165,12 @@ def read_split(root: str, split: str) -> pa.Table:
         raise DatasetError(
             f"no part-*.parquet files in {split_dir(root, split)}: the dataset is incomplete"
         )
-    tables = [store.read_parquet(rel) for rel in parts]
+    return [store.read_parquet(rel) for rel in parts]
+
+
+def read_split(root: str, split: str) -> pa.Table:
+    """All part files of ``split`` concatenated, as stored (x may be list<float> in old data)."""
+    tables = read_split_parts(root, split)
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
 
 

@@ -1,7 +1,8 @@
 """Importers: real-world files -> the canonical dataset (``pipeline.data.dataset``).
 
 One module per ``data.source.format`` (``pipeline.config.SourceConfig``): ts.py, ucr.py,
-parquet.py, csv.py, conll.py, text.py, tsv.py. What they share: sources.py (where source files
+parquet.py, csv.py, conll.py, text.py, tsv.py,
+text_classes.py, music.py. What they share: sources.py (where source files
 come from, how they are named) and common.py (splits, bad rows failed or quarantined, the
 classify skeleton of ts, ucr and parquet). ``import_dataset`` runs the one of a format.
 """
@@ -28,6 +29,8 @@ IMPORTERS: dict[str, str] = {
     "conll": "pipeline.data.importers.conll:import_conll",
     "text": "pipeline.data.importers.text:import_text",
     "tsv": "pipeline.data.importers.tsv:import_pairs",
+    "text-classes": "pipeline.data.importers.text_classes:import_text_classes",
+    "music": "pipeline.data.importers.music:import_music",
 }
 
 

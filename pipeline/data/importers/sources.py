@@ -1,11 +1,11 @@
 """Where an importer's source files come from, and how they are named.
 
 A source is a local path, ``file://``, ``builtin://<dataset>[/<file>]`` (shipped in
-``pipeline/data/builtin``) or ``s3://bucket/key`` (downloaded first, ``pipeline.storage``); a
-folder gives its files. Each file is a pair (shown, local): the name errors and the manifest's
-lineage use (the ``builtin://`` or ``s3://`` URI where there is one) and the local file read.
-A file's name may give its split (``X_TRAIN.ts`` -> "train") and, without that token, the
-dataset's name.
+``pipeline/data/builtin``), ``music21:<folder>[/<file>]`` (the corpus inside the music21 package)
+or ``s3://bucket/key`` (downloaded first, ``pipeline.storage``); a folder gives its files. Each
+file is a pair (shown, local): the name errors and the manifest's lineage use (the ``builtin://``
+or ``s3://`` URI where there is one) and the local file read. A file's name may give its split
+(``X_TRAIN.ts`` -> "train") and, without that token, the dataset's name.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import Counter
 from importlib import resources
 
 from pipeline import storage
-from pipeline.config import BUILTIN_SCHEME
+from pipeline.config import BUILTIN_SCHEME, MUSIC21_SCHEME
 from pipeline.data.dataset import DatasetError, SourceFile, sources_for
 
 SPLIT_TOKEN = re.compile(r"(?:^|[_\-.])(train|test|val|valid|validation)$", re.IGNORECASE)
@@ -40,8 +40,9 @@ def builtin_datasets() -> dict[str, list[str]]:
 
 def resolve_source(path: str) -> str:
     """Local path of a source: ``builtin://<dataset>[/<file>]`` -> the file (or folder) shipped
-    in ``pipeline/data/builtin``; ``s3://bucket/key`` -> a local copy of the object (or of every
-    object under the prefix); ``file://p`` and plain paths -> absolute, ``~`` expanded.
+    in ``pipeline/data/builtin``; ``music21:<folder>[/<file>]`` -> the music21 corpus's;
+    ``s3://bucket/key`` -> a local copy of the object (or of every object under the prefix);
+    ``file://p`` and plain paths -> absolute, ``~`` expanded.
 
     Raises FileNotFoundError naming the path (and the builtin datasets for ``builtin://``).
     """
@@ -58,6 +59,8 @@ def resolve_source(path: str) -> str:
             )
         # The package is installed from a directory, so the resource is a real path.
         return str(target)
+    if path.startswith(MUSIC21_SCHEME):
+        return music21_corpus(path)
     if storage.is_s3(path):
         return storage.download(path)  # a file, or a folder for a prefix; DOWNLOADED knows its objects
     if path.startswith("file://"):
@@ -68,6 +71,26 @@ def resolve_source(path: str) -> str:
     if not os.path.exists(local):
         raise FileNotFoundError(f"source not found: {path} (looked at {local})")
     return local
+
+
+def music21_corpus(path: str) -> str:
+    """``music21:<folder>[/<file>]`` -> that folder or file of the corpus music21 ships
+    (``music21:bach``: the Bach chorales), found without importing music21."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(f"source {path!r} is in the music21 corpus, and music21 is not installed: "
+                           "pip install 'recur[music]' (or pip install music21)")
+    corpus = os.path.join(list(spec.submodule_search_locations)[0], "corpus")
+    rel = [p for p in path[len(MUSIC21_SCHEME):].split("/") if p not in ("", ".", "..")]
+    target = os.path.join(corpus, *rel)
+    if not rel or not os.path.exists(target):
+        folders = sorted(d for d in os.listdir(corpus)
+                         if os.path.isdir(os.path.join(corpus, d)) and not d.startswith(("_", ".")))
+        raise FileNotFoundError(f"no music21 corpus source {path!r} (looked at {target}); its folders: "
+                                f"{', '.join(folders)}")
+    return target
 
 
 def shown_name(shown: str, local: str) -> str:
@@ -109,10 +132,11 @@ def expand(paths: list[str] | str, ext: str | tuple[str, ...]) -> list[tuple[str
                 raise FileNotFoundError(f"no {' or '.join(f'*.{e}' for e in exts)} files in {p} ({local})")
             for f in found:
                 rel = os.path.relpath(f, local).replace(os.sep, "/")
-                shown = f"{p.rstrip('/')}/{rel}" if p.startswith((BUILTIN_SCHEME, "s3://")) else f
+                named = p.startswith((BUILTIN_SCHEME, MUSIC21_SCHEME, "s3://"))
+                shown = f"{p.rstrip('/')}/{rel}" if named else f
                 out.append((shown, f))
         else:
-            out.append((p if p.startswith((BUILTIN_SCHEME, "s3://")) else local, local))
+            out.append((p if p.startswith((BUILTIN_SCHEME, MUSIC21_SCHEME, "s3://")) else local, local))
     return named_once(out)
 
 
