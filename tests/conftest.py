@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE_FIXTURES = {"ray_local", "mlflow_server", "champion"}
 
 
-# Parallel runs (`pytest -n 2`, the README's test command): pytest-xdist's loadgroup mode sends
+# Parallel runs (`pytest -n 2`): pytest-xdist's loadgroup mode sends
 # each group below to one worker, in order, and spreads every other test over all workers. Each
 # worker is a process with its own session fixtures: a test on `ray_local` gets that worker's
 # Ray, started when the worker first needs it.
