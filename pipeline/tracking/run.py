@@ -267,7 +267,7 @@ class RunTracker:
             self.log_text(text, path)
         for path, data in report.dicts.items():
             self.log_dict(data, path)
-        for path, content in getattr(report, "files", {}).items():
+        for path, content in report.files.items():
             self.log_bytes(content, path)
 
     def log_bytes(self, content: bytes, artifact_file: str) -> None:
