@@ -87,4 +87,7 @@ class RecurConfig(Section):
             raise ValueError(
                 f"train.monitor_mode must be {expected!r} for train.monitor={self.train.monitor}"
             )
+        if self.train.train_on_val is True and self.data.task == "lm":
+            raise ValueError("train.train_on_val applies to tasks whose splits hold rows, not 'lm' "
+                             "(its train and val are token streams)")
         return self

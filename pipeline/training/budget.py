@@ -23,6 +23,15 @@ train without hand tuning and a run's logged config says what actually ran:
   front-end: its batch norm learns batch statistics in training and uses their running mean in
   evaluation, and batches sorted by length (often by class too) have statistics unlike the data's
   (measured on a variable-length set: test accuracy 0.69 bucketed against 0.84 with random batches).
+- **train_on_val** (auto, classify): on when the val split has fewer than `VAL_SELECT_ROWS` rows.
+  One such split's accuracy has a standard error of 3.5 points or more (0.5 / sqrt(rows)), more
+  than what separates one epoch's checkpoint from the next, so picking a checkpoint or stopping
+  by it is mostly noise, while its rows are a fifth of what a small train split could learn
+  from (a 2-rows-a-class set loses the second row of every class it takes one from). The val
+  rows then join the train split, the run monitors `train_loss` (the checkpoint with the lowest
+  training loss, as Fawaz et al. 2019 select on the UCR archive; early stopping on a training
+  loss that stopped falling) and the budget counts train + val rows. Val metrics are still
+  logged, of rows trained on. Off for other tasks and under `recur tune` (it ranks by val).
 - **instance_norm** (auto): for forecast, on when the series moves its level within the train
   segment (`level_drift` of some column at least `LEVEL_DRIFT`: the means of the segment's two
   halves are half a standard deviation apart or more, recorded by the CSV importer): each window
@@ -52,6 +61,7 @@ AUTO_BATCH_RANGE = (4, 32)  # smallest and largest batch it picks
 CONV_MIN_LENGTH = 48  # mean length from which model.frontend auto puts convolutions in front
 RNN_STEPS = 128  # most steps model.patch auto leaves for the recurrence
 ROW_SCALE_SPREAD = 10.0  # p90 / p10 of the train rows' own std from which classify normalizes each row
+VAL_SELECT_ROWS = 200  # val rows from which classify's train_on_val auto keeps them for selection
 LEVEL_DRIFT = 0.5  # std between the train segment's halves' means from which forecast normalizes windows
 
 
@@ -114,6 +124,17 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     decisions: dict[str, Any] = {}
     train_rows = manifest.splits["train"].rows
     workers = max(cfg.resources.num_workers, 1)
+    train_updates: dict[str, Any] = {}
+    if train.train_on_val == "auto":
+        val_rows = manifest.splits["val"].rows if "val" in manifest.splits else 0
+        train_updates["train_on_val"] = task == "classify" and 0 < val_rows < VAL_SELECT_ROWS
+        if train_updates["train_on_val"]:
+            decisions["train.train_on_val"] = True
+    if train_updates.get("train_on_val", train.train_on_val) is True:
+        train_rows += manifest.splits["val"].rows if "val" in manifest.splits else 0
+        if train.monitor.startswith("val_"):  # a val metric no longer says how the model does
+            train_updates.update(monitor="train_loss", monitor_mode="min")
+            decisions["train.monitor"] = "train_loss"
 
     batch_size = data.batch_size
     if batch_size == "auto":
@@ -157,12 +178,13 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
             epochs = needed
             decisions["train.epochs"] = epochs
 
-    if not decisions and not model_updates and data_updates == {"batch_size": data.batch_size}:
+    if (not decisions and not model_updates and not train_updates
+            and data_updates == {"batch_size": data.batch_size}):
         return Resolved(cfg, {}, steps)
     resolved = cfg.model_copy(update={
         "data": data.model_copy(update=data_updates),
         "model": model.model_copy(update=model_updates),
-        "train": train.model_copy(update={"epochs": epochs}),
+        "train": train.model_copy(update={**train_updates, "epochs": epochs}),
     })
     # validated again: the decided values must pass every check an explicit one would
     return Resolved(RecurConfig.model_validate(resolved.model_dump()), decisions, steps)

@@ -118,7 +118,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
-    runs the same number of steps per epoch; val is read whole by every rank. `step_board`:
+    runs the same number of steps per epoch; val is read whole by every rank (and is part of
+    train too under train.train_on_val). `step_board`:
     where rank 0 shows its step progress (`pipeline.training.step_board`).
     """
     import ray.data
@@ -164,6 +165,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
                        what=f"reading {cfg.data.root}" + ("" if materialize else " beside the workers"))
     datasets = {split: ray_dataset(cfg.data.root, split, materialize=materialize, read_cpus=read_cpus)
                 for split in ("train", "val")}
+    if cfg.train.train_on_val:  # the val rows are trained on as well (resolve: train.train_on_val)
+        datasets["train"] = datasets["train"].union(datasets["val"])
     if r.num_workers == 0:  # one rank in this process, no worker group (pipeline.training.local)
         from pipeline.training.local import LocalRun, LocalTrainer
 

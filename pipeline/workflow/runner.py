@@ -83,7 +83,8 @@ class Workflow:
         if self.tune:
             from pipeline.workflow.tune import check_study
 
-            check_study(cfg)  # every key and value of the space, before anything starts
+            # every key and value of the space, before anything starts; no training on val rows
+            self.cfg = cfg = check_study(cfg)
         tracking_uri = store.resolve_tracking_uri(cfg)
         storage = steps.storage_path(cfg)
         self.tracking_uri, self.where = tracking_uri, store_hash(

@@ -87,17 +87,23 @@ def _newest_study(cfg: RecurConfig, name: str) -> Path | None:
     return found[-1] if found else None
 
 
-def check_study(cfg: RecurConfig) -> None:
-    """Every key and value of the search space, before anything starts."""
+def check_study(cfg: RecurConfig) -> RecurConfig:
+    """Every key and value of the search space, before anything starts. Returns the config the
+    study runs: train.train_on_val auto is off (trials are ranked by val metrics, so the val rows
+    stay out of training); true, or the key in the space, is refused."""
     from pipeline.tuning.space import SpaceError, check_space, parse_space
     from pipeline.tuning.tuner import check_search
 
     if not cfg.tune.space:
         raise SpaceError("tune.space is empty: name at least one config key to search, e.g. "
                          "tune.space: {train.lr: {loguniform: [1.0e-4, 1.0e-2]}}")
+    if cfg.train.train_on_val is True or "train.train_on_val" in cfg.tune.space:
+        raise SpaceError("train.train_on_val: a study ranks its trials by their val metrics, so the val "
+                         "rows cannot be trained on; leave it auto or false (auto is off under tune)")
     parsed = parse_space(cfg.tune.space)
     check_space(cfg.model_dump(mode="json"), parsed)
     check_search(cfg, parsed)
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"train_on_val": False})})
 
 
 def open_study(cfg: RecurConfig, tracking_uri: str, experiment_id: str, *, config_sources: list[str],

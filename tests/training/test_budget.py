@@ -111,3 +111,40 @@ def test_classify_normalizes_each_row_when_the_rows_own_scales_are_far_apart(tmp
     old = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
         update={"row_std_p10": None, "row_std_p90": None})})
     assert resolve(RecurConfig(), old).cfg.model.instance_norm is False
+
+
+def test_a_small_val_split_is_trained_on_and_train_loss_monitored(tmp_path):
+    # 40 train + 8 val rows: 8 rows of val are too few to pick a checkpoint by
+    manifest = _manifest(tmp_path, 40)
+    cfg = RecurConfig(data={"batch_size": "auto"},
+                      train={"epochs": 10, "min_steps": 300, "train_on_val": "auto"})
+    resolved = resolve(cfg, manifest)
+    train = resolved.cfg.train
+    assert (train.train_on_val, train.monitor, train.monitor_mode) == (True, "train_loss", "min")
+    # the budget counts the 48 rows: 24 a worker, batch auto -> 4 (24 / 16 rounds to 2, at least 4), 6 steps
+    assert resolved.steps_per_epoch == 6 and train.epochs == 50
+    assert resolved.decisions["train.train_on_val"] is True
+    assert resolved.decisions["train.monitor"] == "train_loss"
+    assert resolve(resolved.cfg, manifest).cfg == resolved.cfg
+
+    # a val split of 200 rows or more keeps selecting the checkpoint
+    big_val = manifest.model_copy(update={"splits": {
+        **manifest.splits, "val": manifest.splits["val"].model_copy(update={"rows": 200})}})
+    kept = resolve(cfg, big_val)
+    assert (kept.cfg.train.train_on_val, kept.cfg.train.monitor) == (False, "val_loss")
+    assert "train.train_on_val" not in kept.decisions and kept.steps_per_epoch == 5
+
+
+def test_train_on_val_is_for_classify_under_auto_and_refused_for_lm(tmp_path):
+    from pipeline.config import ConfigError, validate_config
+
+    manifest = _manifest(tmp_path, 40)
+    tagged = resolve(RecurConfig(data={"task": "tag"}, train={"train_on_val": "auto"}), manifest)
+    assert tagged.cfg.train.train_on_val is False and tagged.cfg.train.monitor == "val_loss"
+    # explicit, any task with rows: the user's val metric gives way to train_loss
+    explicit = resolve(RecurConfig(data={"task": "tag"}, train={"train_on_val": True,
+                                                               "monitor": "val_f1",
+                                                               "monitor_mode": "max"}), manifest)
+    assert (explicit.cfg.train.monitor, explicit.cfg.train.monitor_mode) == ("train_loss", "min")
+    with pytest.raises(ConfigError, match="train.train_on_val applies to tasks whose splits hold rows"):
+        validate_config({"data": {"task": "lm"}, "train": {"train_on_val": True}})

@@ -82,6 +82,29 @@ def test_worker_function_in_one_process(ray_local, toy_dataset, tmp_path):
     assert metrics["epoch"] == ranked[-1] and best.path.endswith(f"checkpoint_{ranked[-1]:06d}")
 
 
+def test_train_on_val_trains_on_the_val_rows_and_keeps_the_lowest_train_loss(ray_local, toy_dataset,
+                                                                             tmp_path):
+    # given train.train_on_val (what auto turns on for a small classify val split), one rank
+    from pipeline.training.budget import resolve
+    from pipeline.training.trainer import best_checkpoint
+
+    manifest = read_manifest(str(toy_dataset))
+    cfg = resolve(_cfg(toy_dataset, num_workers=0, epochs=3, **{"train.train_on_val": "true"}), manifest).cfg
+    assert cfg.train.monitor == "train_loss"
+    sink = Sink.remote()
+    trainer = build_trainer(cfg, manifest, storage_path=str(tmp_path / "ray"), name="on-val",
+                            callbacks=[ReportRecorder(sink)])
+    # when it trains
+    result = trainer.fit()
+    # then every epoch went over the train and val rows, and the checkpoint kept as the best is
+    # the one of the lowest training loss
+    reports = [r[0] for r in ray.get(sink.get.remote())]
+    rows = manifest.splits["train"].rows + manifest.splits["val"].rows
+    assert [r["train_sequences"] for r in reports] == [rows] * 3
+    _, metrics = best_checkpoint(result, cfg)
+    assert metrics["train_loss"] == min(r["train_loss"] for r in reports)
+
+
 def test_two_worker_ddp_trains_the_hybrid_encoder_and_ranks_agree(ray_local, toy_dataset, tmp_path):
     # given 2 workers at 0.5 CPU each on a 2-CPU Ray (one CPU left for Ray Data), training the
     # hybrid CNN-RNN: masked conv blocks (with masked batch norm, whose running statistics are

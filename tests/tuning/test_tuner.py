@@ -92,5 +92,21 @@ def test_shipped_tuning_overlays_pass_the_study_checks(overlay):
 
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config([repo / "configs" / "quickstart.yaml", repo / overlay])
-    assert check_study(cfg) is None  # it raises on the first key or value a study would refuse
+    studied = check_study(cfg)  # it raises on the first key or value a study would refuse
+    assert studied.train.train_on_val is False and studied.tune == cfg.tune
     assert set(cfg.tune.space) == set(yaml.safe_load((repo / overlay).read_text())["tune"]["space"])
+
+
+def test_a_study_never_trains_on_the_val_rows_it_ranks_by():
+    from pathlib import Path
+
+    from pipeline.tuning.space import SpaceError
+    from pipeline.workflow.tune import check_study
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config([repo / "configs" / "classify.yaml", repo / "configs" / "tune-quickstart.yaml"])
+    assert cfg.train.train_on_val == "auto"
+    assert check_study(cfg).train.train_on_val is False  # auto is off under tune
+    on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"train_on_val": True})})
+    with pytest.raises(SpaceError, match="train.train_on_val"):
+        check_study(on)
