@@ -199,6 +199,7 @@ class TrainConfig(Section):
     monitor: str = Field(
         "val_loss", description="any logged per-epoch metric: early stopping, best checkpoint, plateau"
     )
+    monitor_mode: Literal["max", "min"] = Field("min", description="whether higher or lower is better")
     train_on_val: bool | Literal["auto"] = Field(
         False, description="train on the val rows too (the train split's epochs include them) and "
         "monitor train_loss instead of a val metric: for sets too small to spare rows for a val "
@@ -206,7 +207,6 @@ class TrainConfig(Section):
         "auto: on for classify when val has fewer than 200 rows (pipeline.training.budget); "
         "always off under recur tune, which ranks trials by val"
     )
-    monitor_mode: Literal["max", "min"] = Field("min", description="whether higher or lower is better")
     seed: int = Field(0, description="seed for weights and dropout")
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
