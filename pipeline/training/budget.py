@@ -124,14 +124,14 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     decisions: dict[str, Any] = {}
     train_rows = manifest.splits["train"].rows
     workers = max(cfg.resources.num_workers, 1)
+    val_rows = manifest.splits["val"].rows if "val" in manifest.splits else 0
     train_updates: dict[str, Any] = {}
     if train.train_on_val == "auto":
-        val_rows = manifest.splits["val"].rows if "val" in manifest.splits else 0
         train_updates["train_on_val"] = task == "classify" and 0 < val_rows < VAL_SELECT_ROWS
         if train_updates["train_on_val"]:
             decisions["train.train_on_val"] = True
     if train_updates.get("train_on_val", train.train_on_val) is True:
-        train_rows += manifest.splits["val"].rows if "val" in manifest.splits else 0
+        train_rows += val_rows
         if train.monitor.startswith("val_"):  # a val metric no longer says how the model does
             train_updates.update(monitor="train_loss", monitor_mode="min")
             decisions["train.monitor"] = "train_loss"
