@@ -227,6 +227,11 @@ class TrainConfig(Section):
         True, description="with 2+ workers, the conv front-end's batch norm takes its statistics over "
         "every worker's batch (like one process with the global batch) instead of each worker's own",
     )
+    population_batch_norm: bool = Field(
+        True, description="after training, set the conv front-end's batch-norm statistics to those of "
+        "the whole train split (train + val with train.train_on_val) under the final weights, instead "
+        "of the running averages of training batches, which small batches of unlike rows get wrong",
+    )
     cache_val_mb: float = Field(
         256.0, ge=0.0, description="keep the val split's batches in each worker after the first epoch "
         "when they fit in this many MB, instead of streaming them from Ray Data every epoch; 0 disables",

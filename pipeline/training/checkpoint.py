@@ -73,7 +73,11 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 
 def model_from_checkpoint(path: str) -> tuple[torch.nn.Module, Preprocessing]:
-    state = load_checkpoint(path)
+    return model_from_state(load_checkpoint(path))
+
+
+def model_from_state(state: dict[str, Any]) -> tuple[torch.nn.Module, Preprocessing]:
+    """The model (in eval mode) and preprocessing of a checkpoint read by `load_checkpoint`."""
     model = model_from_args(state["model_args"], state.get("model_class", "SequenceClassifier"))
     model.load_state_dict(state["state_dict"])
     model.eval()

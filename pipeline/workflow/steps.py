@@ -203,9 +203,13 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
     local = best.path
     # evaluation and registration read a local copy; the original stays on S3 (a run in this
     # process, resources.num_workers: 0, keeps its checkpoints in a local folder)
+    copy_dir = os.path.join(os.path.abspath(cfg.tracking.runs_dir), "checkpoints", name)
     if is_s3(storage) and r.num_workers > 0:
-        local = best.to_directory(os.path.join(os.path.abspath(cfg.tracking.runs_dir), "checkpoints", name))
+        local = best.to_directory(copy_dir)
         log.info("best checkpoint s3://%s copied to %s", best.path, local)
+    local, layers = population_batch_norm(cfg, local, copy_dir)
+    if layers:
+        tracker.log_params({"train.population_batch_norm_layers": layers})
     return TrainOutput(
         checkpoint_dir=local,
         storage_dir=result.path,
@@ -213,6 +217,56 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
         best_epoch=int(best_metrics.get("epoch", -1)),
         final_metrics=dict(result.metrics),
     )
+
+
+def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[str, int]:
+    """The checkpoint with its batch-norm statistics taken over the rows it trained on.
+
+    When train.population_batch_norm is on and the model has batch-norm layers (the conv
+    front-end), their running averages of training batches are replaced by the statistics of the
+    train split (and the val split, with train.train_on_val) under the checkpoint's weights
+    (`pipeline.models.frontend.population_statistics`, one pass over the rows per layer, part file
+    by part file). The result is written to `out_dir` (which may be `checkpoint_dir` itself);
+    Ray Train's copy stays as training left it, so a resumed run continues from that.
+
+    Returns the checkpoint to evaluate and register, and how many layers were set (0: the
+    checkpoint is returned as it was).
+    """
+    import shutil
+
+    import torch
+
+    from pipeline.models.frontend import MaskedBatchNorm1d, population_statistics
+    from pipeline.tasks import build_task
+    from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
+
+    if not cfg.train.population_batch_norm:
+        return checkpoint_dir, 0
+    state = load_checkpoint(checkpoint_dir)
+    model, pre = model_from_state(state)
+    if not any(isinstance(m, MaskedBatchNorm1d) for m in model.modules()):
+        return checkpoint_dir, 0
+    task = build_task(cfg, pre)
+    store = dataset_folder(cfg.data.root)
+    splits = ["train", "val"] if cfg.train.train_on_val is True else ["train"]
+
+    def batches() -> Iterator[Any]:
+        for split in splits:
+            for part in store.parts(split):
+                yield from task.table_batches(store.read_parquet(part), POPULATION_BATCH)
+
+    started = time.perf_counter()
+    layers = population_statistics(model, batches, lambda m, batch: task.forward(m, batch, train=False))
+    if os.path.abspath(out_dir) != os.path.abspath(checkpoint_dir):
+        shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
+    state["state_dict"] = model.state_dict()
+    torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
+    log.info("batch-norm statistics of %d layer(s) taken over the %s split(s) in %.1f s: %s", layers,
+             " + ".join(splits), time.perf_counter() - started, out_dir)
+    return out_dir, layers
+
+
+POPULATION_BATCH = 64  # rows per forward pass of population_batch_norm
 
 
 def storage_path(cfg: RecurConfig) -> str:

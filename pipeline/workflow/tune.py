@@ -245,8 +245,12 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
                           f"see {path}")
     best_metrics = next((m for c, m in best.best_checkpoints if c.path == best_checkpoint.path), {})
     best_config = resolve(RecurConfig.model_validate(trial_config_dict(base, best.config)), manifest).cfg
+    best_dir = best_checkpoint.to_directory(str(path / "best"))
+    _, layers = steps.population_batch_norm(best_config, best_dir, best_dir)  # in place: a copy
+    if layers:
+        tracker.log_params({"train.population_batch_norm_layers": layers})
     return SearchResult(summary=summary, best_config=best_config.model_dump(mode="json"),
-                        checkpoint_dir=best_checkpoint.to_directory(str(path / "best")),
+                        checkpoint_dir=best_dir,
                         best_epoch=int(best_metrics.get("epoch", -1)),
                         epochs_run=int((best.metrics or {}).get("epoch", -1)) + 1)
 

@@ -1,6 +1,7 @@
 """The conv/patch front-end: padding never leaks, the masked norm ignores pads, checkpoints rebuild it,
 and the hybrid learns a local shape in long series."""
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,7 @@ from conftest import padded
 from torch.nn import functional as F
 
 from pipeline.models import MaskedBatchNorm1d, SequenceClassifier, model_from_args
-from pipeline.models.frontend import Frontend
+from pipeline.models.frontend import Frontend, population_statistics
 
 FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4)]
 
@@ -319,3 +320,65 @@ def test_instance_norm_classifier_ignores_padding_and_round_trips_its_arguments(
         rebuilt = model_from_args(model.model_args, "SequenceClassifier")
         rebuilt.load_state_dict(model.state_dict())
         assert torch.equal(rebuilt.eval()(x, torch.tensor([6])), alone)
+
+
+def _rows_at_their_own_levels(n=16, seed=0):
+    """Variable-length rows whose levels differ far more than their own scale (as PigCVP's)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(int(length), 2, generator=g) + 4.0 * torch.randn(1, 2, generator=g)
+            for length in torch.randint(20, 60, (n,), generator=g)]
+
+
+def test_population_statistics_are_what_one_batch_of_all_rows_normalizes_with():
+    # given a front-end whose running statistics come from batches of 2 rows at unlike levels
+    torch.manual_seed(0)
+    front = Frontend(input_size=2, frontend="conv", channels=6)
+    rows = _rows_at_their_own_levels()
+    front.train()
+    with torch.no_grad():
+        for i in range(0, len(rows), 2):
+            front(*padded(rows[i:i + 2]))
+    before = front.blocks[1].norm.running_var.clone()
+    whole = copy.deepcopy(front).train()  # one batch of every row: its statistics are the population's
+    with torch.no_grad():
+        expected_BSF = whole(*padded(rows))[0]
+
+    # when the population statistics are taken over batches of 3 rows, each padded differently
+    layers = population_statistics(front, lambda: (padded(rows[i:i + 3]) for i in range(0, len(rows), 3)),
+                                   lambda model, batch: model(*batch))
+
+    # then every layer was set, and eval mode gives what train mode gives on one batch of all rows
+    # (up to the unbiased variance the running statistics keep: count / (count - 1) of ~600 steps)
+    assert layers == 3 and front.training  # the mode it was in is restored
+    assert all(block.norm.population is None for block in front.blocks)
+    front.eval()
+    assert not torch.allclose(front.blocks[1].norm.running_var, before, rtol=0.05)
+    x_BTC, lengths_B = padded(rows)
+    with torch.no_grad():
+        got_BSF = front(x_BTC, lengths_B)[0]
+    mask_BT1 = (torch.arange(x_BTC.shape[1])[None, :] < lengths_B[:, None]).unsqueeze(-1)
+    torch.testing.assert_close(got_BSF * mask_BT1, expected_BSF * mask_BT1, rtol=2e-3, atol=2e-3)
+    # and the first layer's statistics are the mean and (unbiased) variance of its conv's outputs
+    conv = front.blocks[0]
+    with torch.no_grad():
+        outs = [conv.conv(F.pad(r.T.unsqueeze(0), conv.same))[0] for r in rows]  # F x T_i each
+    steps_NF = torch.cat([o.T for o in outs]).double()
+    torch.testing.assert_close(conv.norm.running_mean.double(), steps_NF.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.norm.running_var.double(), steps_NF.var(0), rtol=1e-5, atol=1e-5)
+
+
+def test_population_statistics_do_not_depend_on_batching_and_leave_models_without_norms_alone():
+    rows = _rows_at_their_own_levels(seed=1)
+    fronts = [Frontend(input_size=2, frontend="conv", channels=4) for _ in range(2)]
+    fronts[1].load_state_dict(fronts[0].state_dict())
+    fronts[0].train()
+    for front, size in zip(fronts, (1, 5)):  # one row a batch (no padding), and five
+        population_statistics(front, lambda s=size: (padded(rows[i:i + s]) for i in range(0, len(rows), s)),
+                              lambda model, batch: model(*batch))
+    for a, b in zip(fronts[0].blocks, fronts[1].blocks):
+        torch.testing.assert_close(a.norm.running_mean, b.norm.running_mean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.norm.running_var, b.norm.running_var, rtol=1e-5, atol=1e-5)
+    plain = Frontend(input_size=2, frontend="none", patch=4)
+    passes = []
+    assert population_statistics(plain, lambda: passes.append(1) or [], lambda m, b: m(*b)) == 0
+    assert passes == []  # no layer, no pass over the data

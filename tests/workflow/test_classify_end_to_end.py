@@ -112,11 +112,11 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert predicted["label"].tolist() == ["pos", "neg", "pos"]
     assert ((predicted["confidence"] > 0.5) & (predicted["confidence"] <= 1.0)).all()
 
-    # when a second model is trained (attention pooling) that must beat the champion by a margin
-    # it cannot reach (an untrained model would now be refused outright: it does not beat the
-    # majority-class baseline, see tests/tracking/test_gate_end_to_end.py)
+    # when a second model is trained (attention pooling, the conv front-end) that must beat the
+    # champion by a margin it cannot reach (an untrained model would now be refused outright: it
+    # does not beat the majority-class baseline, see tests/tracking/test_gate_end_to_end.py)
     assert _run(tmp_path, toy_dataset, mlflow_server, "--set", "model.pooling=attention",
-                "--set", "registry.min_improvement=0.5", quiet=True) == 0
+                "--set", "model.frontend=conv", "--set", "registry.min_improvement=0.5", quiet=True) == 0
     out, err = capsys.readouterr()
     assert "kept as @challenger" in out
     # -q: the summary, and no progress or INFO line of recur's, MLflow's or the registry's
@@ -127,6 +127,9 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
     assert challenger.version == "2" and challenger.tags["recur.decision"] == "challenger"
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    # its three batch norms were given the train split's statistics before it was evaluated
+    assert runs[0].data.params["train.population_batch_norm_layers"] == "3"
+    assert "train.population_batch_norm_layers" not in runs[1].data.params  # no batch norm in a plain GRU
     decision_path = client.download_artifacts(runs[0].info.run_id, "registry/decision.json", str(tmp_path))
     decision = json.loads(Path(decision_path).read_text())
     attention_png = client.download_artifacts(runs[0].info.run_id, "plots/attention.png", str(tmp_path))
