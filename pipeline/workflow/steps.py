@@ -136,6 +136,7 @@ class TrainOutput:
     epochs_run: int
     best_epoch: int
     final_metrics: dict[str, Any] = field(default_factory=dict)
+    batch_norm_layers: int = 0  # batch norms given the train split's statistics (population_batch_norm)
 
 
 @dataclass(frozen=True)
@@ -208,10 +209,9 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
         local = best.to_directory(copy_dir)
         log.info("best checkpoint s3://%s copied to %s", best.path, local)
     local, layers = population_batch_norm(cfg, local, copy_dir)
-    if layers:
-        tracker.log_params({"train.population_batch_norm_layers": layers})
     return TrainOutput(
         checkpoint_dir=local,
+        batch_norm_layers=layers,
         storage_dir=result.path,
         epochs_run=int(result.metrics.get("epoch", -1)) + 1,
         best_epoch=int(best_metrics.get("epoch", -1)),
@@ -267,6 +267,12 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
 
 
 POPULATION_BATCH = 64  # rows per forward pass of population_batch_norm
+
+
+def population_metric(layers: int) -> dict[str, float]:
+    """What the run records of `population_batch_norm` (nothing when no layer was set): a run-level
+    metric, kept on disk like best_epoch when MLflow does not answer at the end of training."""
+    return {"population_batch_norm_layers": float(layers)} if layers else {}
 
 
 def storage_path(cfg: RecurConfig) -> str:

@@ -248,7 +248,7 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
     best_dir = best_checkpoint.to_directory(str(path / "best"))
     _, layers = steps.population_batch_norm(best_config, best_dir, best_dir)  # in place: a copy
     if layers:
-        tracker.log_params({"train.population_batch_norm_layers": layers})
+        tracker.log_or_keep(steps.population_metric(layers))
     return SearchResult(summary=summary, best_config=best_config.model_dump(mode="json"),
                         checkpoint_dir=best_dir,
                         best_epoch=int(best_metrics.get("epoch", -1)),

@@ -42,7 +42,9 @@ def _config(tmp_path, dataset, uri, space="    model.cell: {choice: [gru, lstm]}
 
 def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server, toy_dataset, tmp_path,
                                                          capsys):
-    assert main(_config(tmp_path, toy_dataset, mlflow_server)) == 0
+    # every trial with the conv front-end, whose batch norms the best checkpoint gets new statistics for
+    args = _config(tmp_path, toy_dataset, mlflow_server) + ["--set", "model.frontend=conv"]
+    assert main(args) == 0
     out, err = capsys.readouterr()
     assert "recur tune finished" in out and "became @champion" in out
     # the table of trials on a stderr that is not a terminal: a plain line per status change
@@ -83,10 +85,12 @@ def test_tiny_study_nests_trials_and_registers_the_best(ray_local, mlflow_server
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert version.run_id == parent.info.run_id
     assert "test_accuracy" in parent.data.metrics
+    # the best trial's checkpoint had its 3 batch norms set to the train split's statistics
+    assert parent.data.metrics["population_batch_norm_layers"] == 3
 
     # the study is the workflow's tune step: the same config again reuses every recorded step
     assert "steps           ingest succeeded" in out and ", tune succeeded " in out
-    assert main(_config(tmp_path, toy_dataset, mlflow_server)) == 0
+    assert main(args) == 0
     again = capsys.readouterr().out
     assert ("steps           ingest skipped, validate skipped, tune skipped, evaluate skipped, "
             "register skipped, promote skipped") in again and parent.info.run_id in again

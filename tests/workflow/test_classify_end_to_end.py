@@ -128,8 +128,8 @@ def test_run_tracks_registers_and_gates(ray_local, mlflow_server, toy_dataset, t
     assert challenger.version == "2" and challenger.tags["recur.decision"] == "challenger"
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     # its three batch norms were given the train split's statistics before it was evaluated
-    assert runs[0].data.params["train.population_batch_norm_layers"] == "3"
-    assert "train.population_batch_norm_layers" not in runs[1].data.params  # no batch norm in a plain GRU
+    assert runs[0].data.metrics["population_batch_norm_layers"] == 3
+    assert "population_batch_norm_layers" not in runs[1].data.metrics  # no batch norm in a plain GRU
     decision_path = client.download_artifacts(runs[0].info.run_id, "registry/decision.json", str(tmp_path))
     decision = json.loads(Path(decision_path).read_text())
     attention_png = client.download_artifacts(runs[0].info.run_id, "plots/attention.png", str(tmp_path))
