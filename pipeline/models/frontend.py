@@ -59,8 +59,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         """
         values_BFT = x_BFT.float()
         if self.training or self.running_mean is None:
-            weight_B1T = (torch.ones_like(values_BFT[:, :1]) if mask_BT is None
-                          else mask_BT.unsqueeze(1).to(values_BFT.dtype))
+            weight_B1T = _valid_weights(values_BFT, mask_BT)
             synced = self.training and self.sync_group is not None
             # count and sum in one collective; two passes (mean, then centred squares) keep the
             # variance exact where E[x^2] - mean^2 in float32 would cancel
@@ -89,8 +88,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         """Add the valid steps' count, per-channel sums and sums of squares to `population`."""
         assert self.population is not None
         values_BFT = values_BFT.double()
-        weight_B1T = (torch.ones_like(values_BFT[:, :1]) if mask_BT is None
-                      else mask_BT.unsqueeze(1).to(values_BFT.dtype))
+        weight_B1T = _valid_weights(values_BFT, mask_BT)
         weighted_BFT = values_BFT * weight_B1T
         self.population += torch.cat([weight_B1T.sum().view(1), weighted_BFT.sum(dim=(0, 2)),
                                       (weighted_BFT * values_BFT).sum(dim=(0, 2))]).to(self.population.device)
@@ -110,6 +108,13 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         self.running_mean.lerp_(mean_F, factor)
         # count stays a tensor: reading it on the host would sync the GPU at every block
         self.running_var.lerp_(var_F * count / (count - 1).clamp(min=1), factor)
+
+
+def _valid_weights(values_BFT: torch.Tensor, mask_BT: torch.Tensor | None) -> torch.Tensor:
+    """1 at valid steps and 0 at pad steps, B x 1 x T in values' dtype (all 1 without a mask)."""
+    if mask_BT is None:
+        return torch.ones_like(values_BFT[:, :1])
+    return mask_BT.unsqueeze(1).to(values_BFT.dtype)
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -222,12 +222,13 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
 def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[str, int]:
     """The checkpoint with its batch-norm statistics taken over the rows it trained on.
 
-    When train.population_batch_norm is on and the model has batch-norm layers (the conv
-    front-end), their running averages of training batches are replaced by the statistics of the
-    train split (and the val split, with train.train_on_val) under the checkpoint's weights
-    (`pipeline.models.frontend.population_statistics`, one pass over the rows per layer, part file
-    by part file). The result is written to `out_dir` (which may be `checkpoint_dir` itself);
-    Ray Train's copy stays as training left it, so a resumed run continues from that.
+    When train.population_batch_norm is on and the model has batch-norm layers (model.frontend
+    conv, in a resolved config), their running averages of training batches are replaced by the
+    statistics of the train split (and the val split, with train.train_on_val) under the
+    checkpoint's weights (`pipeline.models.frontend.population_statistics`, one pass over the rows
+    per layer, part file by part file). The result is written to `out_dir` (which may be
+    `checkpoint_dir` itself); Ray Train's copy stays as training left it, so a resumed run
+    continues from that.
 
     Returns the checkpoint to evaluate and register, and how many layers were set (0: the
     checkpoint is returned as it was).
@@ -236,16 +237,15 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
 
     import torch
 
-    from pipeline.models.frontend import MaskedBatchNorm1d, population_statistics
+    from pipeline.models.frontend import population_statistics
     from pipeline.tasks import build_task
     from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
 
-    if not cfg.train.population_batch_norm:
+    # the conv front-end's blocks are the only batch norms: without them, no checkpoint is read
+    if not cfg.train.population_batch_norm or cfg.model.frontend != "conv":
         return checkpoint_dir, 0
     state = load_checkpoint(checkpoint_dir)
     model, pre = model_from_state(state)
-    if not any(isinstance(m, MaskedBatchNorm1d) for m in model.modules()):
-        return checkpoint_dir, 0
     task = build_task(cfg, pre)
     store = dataset_folder(cfg.data.root)
     splits = ["train", "val"] if cfg.train.train_on_val is True else ["train"]

@@ -45,7 +45,7 @@ def _expected(task, model, dataset, splits):
     tables = [read_split(dataset, s) for s in splits]
     population_statistics(model, lambda: (b for t in tables for b in task.table_batches(t, 7)),
                           lambda m, b: task.forward(m, b, train=False))
-    return {k: v for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    return _norms({"state_dict": model.state_dict()})
 
 
 def test_the_checkpoint_to_register_holds_the_train_splits_statistics(tmp_path):
