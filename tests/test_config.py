@@ -158,15 +158,20 @@ def test_relative_paths_mean_the_directory_recur_runs_from(tmp_path):
     from pipeline.config import with_absolute_paths
 
     cfg = load_config([], ["data.root=recur-runs/datasets/jv", "tracking.runs_dir=runs",
-                           "tracking.storage_path=ckpt", "data.source={format: ts, paths: "
+                           "tracking.storage_path=ckpt", "model.embeddings=~/glove.txt",
+                           "data.source={format: ts, paths: "
                            "[builtin://JapaneseVowels/JapaneseVowels_TRAIN.ts, raw/a_TEST.ts]}"])
     out = with_absolute_paths(cfg, tmp_path, environ={"MLFLOW_TRACKING_URI": "sqlite:///m.db"})
     assert out.data.root == str(tmp_path / "recur-runs/datasets/jv")
     assert out.tracking.runs_dir == str(tmp_path / "runs")
     assert out.tracking.storage_path == str(tmp_path / "ckpt")
+    assert out.model.embeddings == "~/glove.txt"  # already absolute: kept as written
+    assert with_absolute_paths(load_config([], ["model.embeddings=v/glove.txt"]), tmp_path,
+                               environ={}).model.embeddings == str(tmp_path / "v/glove.txt")
     assert out.tracking.tracking_uri == f"sqlite:///{tmp_path}/m.db"  # the variable's store, absolute
     assert out.data.source.paths == ["builtin://JapaneseVowels/JapaneseVowels_TRAIN.ts",
                                      str(tmp_path / "raw/a_TEST.ts")]
     remote = load_config([], ["data.root=s3://bucket/jv", "tracking.storage_path=s3://bucket/ckpt",
-                              f"tracking.runs_dir={tmp_path}", "tracking.tracking_uri=http://mlflow:5000"])
+                              f"tracking.runs_dir={tmp_path}", "tracking.tracking_uri=http://mlflow:5000",
+                              "model.embeddings=s3://bucket/glove.6B.100d.txt"])
     assert with_absolute_paths(remote, tmp_path, environ={}) == remote

@@ -33,8 +33,9 @@ def relative_paths(cfg: RecurConfig, base: Path, environ: dict[str, str] | None 
                    ) -> list[tuple[str, Any, Any]]:
     """(dotted key, value as configured, value made absolute against `base`) for every local
     path of `cfg` that is relative: data.root, data.source.paths (not builtin://, music21: or URLs),
-    tracking.runs_dir, tracking.storage_path, and tracking.tracking_uri or, when that is unset,
-    a local store in MLFLOW_TRACKING_URI (it goes in as tracking.tracking_uri, which wins)."""
+    tracking.runs_dir, tracking.storage_path, model.embeddings, and tracking.tracking_uri or, when
+    that is unset, a local store in MLFLOW_TRACKING_URI (it goes in as tracking.tracking_uri, which
+    wins)."""
     environ = os.environ if environ is None else environ
     found: list[tuple[str, Any, Any]] = []
 
@@ -43,7 +44,8 @@ def relative_paths(cfg: RecurConfig, base: Path, environ: dict[str, str] | None 
         return None if os.path.isabs(expanded) else str((base / expanded).resolve())
 
     for key, value in (("data.root", cfg.data.root), ("tracking.runs_dir", cfg.tracking.runs_dir),
-                       ("tracking.storage_path", cfg.tracking.storage_path)):
+                       ("tracking.storage_path", cfg.tracking.storage_path),
+                       ("model.embeddings", cfg.model.embeddings)):
         if value and "://" not in value and (absolute := local(value)) is not None:
             found.append((key, value, absolute))
     uri = cfg.tracking.tracking_uri or environ.get("MLFLOW_TRACKING_URI")

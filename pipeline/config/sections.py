@@ -130,7 +130,16 @@ class ModelConfig(Section):
     )
     embedding_size: int | None = Field(
         None, ge=1, le=MAX_WIDTH,
-        description="token inputs (tag, lm, seq2seq): embedding width (default hidden_size)"
+        description="token inputs (classify text, tag, lm, seq2seq): embedding width (default "
+        "hidden_size); with model.embeddings the vectors' width instead"
+    )
+    embeddings: str | None = Field(
+        None, description="text classification and tag: pretrained word vectors to start the word "
+        "embedding from, a file in GloVe's or word2vec's text format (local, .gz or s3://); its "
+        "width is the embedding's, whatever model.embedding_size says (pipeline.data.embeddings)"
+    )
+    freeze_embeddings: bool = Field(
+        False, description="with model.embeddings: keep the word vectors as loaded (train the rest)"
     )
     tie_weights: bool = Field(
         False, description="lm: the output layer shares the embedding matrix (needs embedding_size == "

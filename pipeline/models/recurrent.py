@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -190,3 +191,25 @@ class RecurrentEncoder(nn.Module):
         # h_n is (L*D, B, H) ordered layer-major; the top layer's directions are the last D rows.
         last_DBH = h_n[-self.num_directions :]
         return last_DBH.transpose(0, 1).reshape(h_n.shape[1], -1)
+
+
+def start_from_vectors(embedding: nn.Embedding, vectors_VD: np.ndarray, found_V: np.ndarray, *,
+                       freeze: bool = False) -> None:
+    """Start `embedding` from pretrained word vectors (`pipeline.data.embeddings`): rows whose word
+    was found take its vector; the others (padding aside, which stays 0) are drawn again from a
+    normal of the found vectors' std, so unknown words start on the same scale as known ones
+    (Kim, 2014). `freeze`: the whole table keeps these values (no gradient)."""
+    weight = embedding.weight
+    if tuple(vectors_VD.shape) != tuple(weight.shape):
+        raise ValueError(f"word vectors of shape {tuple(vectors_VD.shape)} for an embedding of shape "
+                         f"{tuple(weight.shape)}: the vocabulary or model.embedding_size differ")
+    found = torch.from_numpy(np.asarray(found_V, dtype=bool))
+    with torch.no_grad():
+        if bool(found.any()):
+            known = torch.from_numpy(np.asarray(vectors_VD, dtype=np.float32)[found.numpy()])
+            weight[found] = known.to(weight)
+            unknown = ~found
+            if embedding.padding_idx is not None:
+                unknown[embedding.padding_idx] = False
+            weight[unknown] = torch.randn(int(unknown.sum()), weight.shape[1]).to(weight) * known.std()
+    weight.requires_grad_(not freeze)

@@ -69,6 +69,11 @@ class Task:
         """The task's model for `self.cfg.model` and the dataset's shape (`self.pre`)."""
         raise NotImplementedError
 
+    def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
+        """The embedding of `self.pre.vocab`'s words in `model`, which `model.embeddings` (pretrained
+        word vectors) starts from; None where the task's inputs are no words."""
+        return None
+
     # ------------------------------------------------------------------ data
     def collate(self, table: pa.Table) -> Batch:
         """Arrow rows of the dataset contract -> tensors; `x` and `lengths` always present."""

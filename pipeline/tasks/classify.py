@@ -66,6 +66,9 @@ class ClassifyTask(Task):
                                   attention=self.cfg.model.attention, **self.cfg.model.frontend_args(),
                                   instance_norm=self.cfg.model.instance_norm is True)
 
+    def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
+        return model.encoder.embedding if self.tokens else None
+
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)
         if "y" in table.column_names:

@@ -65,6 +65,9 @@ class TagTask(Task):
                               char_embedding_size=model.char_embedding_size)
 
     # ------------------------------------------------------------------ data
+
+    def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
+        return model.embedding
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)
         lengths_B = out["lengths"].numpy()

@@ -74,10 +74,26 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return storage.join(run_dir, names[-1]) if names else None
 
 
+def read_word_vectors(cfg: RecurConfig, pre: Preprocessing) -> Any:
+    """`model.embeddings` read for `pre`'s vocabulary (`pipeline.data.embeddings.WordVectors`), or
+    None without it; a task whose inputs are no words is a config error. The vectors' width is
+    the embedding's (model.embedding_size sizes embeddings learned from scratch)."""
+    if not cfg.model.embeddings:
+        return None
+    from pipeline.config import ConfigError
+    from pipeline.data.embeddings import read_word_vectors as read
+
+    if pre.feature_kind != "token" or cfg.data.task not in ("classify", "tag"):
+        raise ConfigError(f"model.embeddings: pretrained word vectors start the word embedding of text "
+                          f"classification (--format text-classes) or tagging; this dataset is task "
+                          f"{cfg.data.task!r} with {pre.feature_kind} inputs: remove model.embeddings")
+    return read(cfg.model.embeddings, pre.vocab)
+
+
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
                 initial_checkpoint: str | None = None, initial_weights: Any = None,
                 step_board: Any = None, steps_per_epoch: int | None = None,
-                local_run: Any = None) -> dict[str, Any]:
+                local_run: Any = None, word_vectors: Any = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
     return {
         "config": cfg.model_dump(mode="json"),
@@ -96,6 +112,8 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         # resources.num_workers: 0: the worker function runs in this process and takes its Ray
         # Train calls from this `LocalRun` (pipeline.training.local); None with a worker group
         "local_run": local_run,
+        # model.embeddings: an object ref to (vectors_VD, found_V) for the vocabulary, or None
+        "word_vectors": word_vectors,
     }
 
 
@@ -114,13 +132,15 @@ def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
                   initial_checkpoint: str | None = None, initial_weights: Any = None,
-                  preprocessing: Preprocessing | None = None, step_board: Any = None):
+                  preprocessing: Preprocessing | None = None, step_board: Any = None,
+                  word_vectors: Any = None):
     """A TorchTrainer over the dataset's train and val splits.
 
     Train is split across workers with equal row counts (Ray Data's `equal=True`), so every rank
     runs the same number of steps per epoch; val is read whole by every rank (and is part of
     train too under train.train_on_val). `step_board`:
-    where rank 0 shows its step progress (`pipeline.training.step_board`).
+    where rank 0 shows its step progress (`pipeline.training.step_board`). `word_vectors`:
+    `model.embeddings` as the caller read it (`read_word_vectors`); read here when not given.
     """
     import ray.data
     from ray.train import (
@@ -149,6 +169,13 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
+    if word_vectors is None:
+        word_vectors = read_word_vectors(cfg, pre)
+    vectors_ref = None
+    if word_vectors is not None:  # the embedding takes the vectors' width; workers get them by ref
+        model = cfg.model.model_copy(update={"embedding_size": word_vectors.dimensions})
+        cfg = cfg.model_copy(update={"model": model})
+        vectors_ref = ray.put((word_vectors.vectors, word_vectors.found))
     pool = bucket_pool_batches(cfg, manifest)
     if cfg.data.bucket_by_length is True and pool < cfg.data.bucket_batches:
         log.info("data.bucket_batches %d -> %d: a pool of %d rows of this data would hold more than "
@@ -176,13 +203,13 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
         return LocalTrainer(train_func, loop_config(
             cfg, pre, mlflow_run_id=mlflow_run_id, initial_checkpoint=initial_checkpoint,
             initial_weights=initial_weights, step_board=step_board,
-            steps_per_epoch=resolved.steps_per_epoch, local_run=local), local)
+            steps_per_epoch=resolved.steps_per_epoch, local_run=local, word_vectors=vectors_ref), local)
     return TorchTrainer(
         train_func,
         train_loop_config=loop_config(cfg, pre, mlflow_run_id=mlflow_run_id,
                                       initial_checkpoint=initial_checkpoint, initial_weights=initial_weights,
                                       step_board=step_board,
-                                      steps_per_epoch=resolved.steps_per_epoch),
+                                      steps_per_epoch=resolved.steps_per_epoch, word_vectors=vectors_ref),
         scaling_config=ScalingConfig(
             num_workers=cfg.resources.num_workers,
             use_gpu=cfg.resources.use_gpu,

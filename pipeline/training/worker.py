@@ -18,6 +18,7 @@ import torch.distributed as dist
 from pipeline.config import RecurConfig
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models.frontend import sync_batch_statistics
+from pipeline.models.recurrent import start_from_vectors
 from pipeline.tasks import build_task
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.loop import (
@@ -130,6 +131,10 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     rank = context.get_world_rank()
     device = local.device() if local is not None else ray.train.torch.get_device()
     model = task.build_model()
+    if loop_config.get("word_vectors") is not None:  # model.embeddings, before any checkpoint's weights
+        vectors_VD, found_V = ray.get(loop_config["word_vectors"])
+        start_from_vectors(task.word_embedding(model), vectors_VD, found_V,
+                           freeze=cfg.model.freeze_embeddings)
     # on the device before the optimizer is made: fused CUDA optimizers need their parameters there
     model = model.to(device)
     optimizer = make_optimizer(cfg.train.optimizer, model.parameters(), lr=cfg.train.lr,

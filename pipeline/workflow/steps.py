@@ -158,7 +158,13 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
     from pipeline.storage import join as storage_join
     from pipeline.tasks import task_class
     from pipeline.training.resources import check_resources
-    from pipeline.training.trainer import best_checkpoint, build_trainer, diverged_failure, training_failure
+    from pipeline.training.trainer import (
+        best_checkpoint,
+        build_trainer,
+        diverged_failure,
+        read_word_vectors,
+        training_failure,
+    )
 
     check_resources(cfg, ray.cluster_resources())
     rows = manifest.splits["train"].rows
@@ -178,15 +184,26 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
 
         weights = ray.put(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"])
         pre = fine_tune.preprocessing
-    from pipeline.progress import Display, TrainView
+    from pipeline.data.preprocess import Preprocessing
+    from pipeline.progress import Display, TrainView, tag
     from pipeline.training.step_board import TrainWatch, describe_wait, start_board
 
     display = Display()
+    vectors = read_word_vectors(cfg, pre or Preprocessing.from_manifest(manifest))
+    if vectors is not None:
+        if not display.quiet:
+            size = cfg.model.embedding_size
+            resized = f"; model.embedding_size {size} -> {vectors.dimensions}" \
+                if size not in (None, vectors.dimensions) else ""
+            display.line(f"{tag()} model.embeddings: {vectors.describe()}{resized}")
+        tracker.log_params({"embeddings.words_found": vectors.words_found,
+                            "embeddings.dimensions": vectors.dimensions})
     board = start_board()  # rank 0 and the Train controller publish here; this driver renders
     trainer = build_trainer(cfg, manifest, storage_path=storage, name=name,
                             mlflow_run_id=tracker.run_id,
                             callbacks=[tracker.epoch_logger(board=board, echo=not display.quiet)],
-                            initial_weights=weights, preprocessing=pre, step_board=board)
+                            initial_weights=weights, preprocessing=pre, step_board=board,
+                            word_vectors=vectors)
     r = cfg.resources
     view = TrainView(display, cfg.train.epochs)
     try:

@@ -74,3 +74,29 @@ def test_dropout_drops_embedding_features_in_training_only():
     # and float inputs are not dropped (no embedding to drop from)
     steps = torch.randn(1, 5, 3)
     torch.testing.assert_close(floats.train().encoder.embed(steps), steps)
+
+
+def test_an_embedding_starts_from_found_vectors_and_unknown_words_on_their_scale():
+    import numpy as np
+
+    from pipeline.models.recurrent import start_from_vectors
+
+    # given a text classifier over 9 tokens and 100-wide vectors for 5 of them (std 0.5)
+    torch.manual_seed(5)
+    model = SequenceClassifier(input_size=1, num_classes=2, hidden_size=4, vocab_size=9, embedding_size=100)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(0, 0.5, (9, 100)).astype(np.float32)
+    found = np.array([False, False, False, False, True, True, True, True, True])
+    embedding = model.encoder.embedding
+    # when the embedding starts from them
+    start_from_vectors(embedding, vectors, found)
+    weight = embedding.weight.detach()
+    # then found rows are the vectors, padding stays 0, the other rows are redrawn on their scale
+    torch.testing.assert_close(weight[4:], torch.from_numpy(vectors[4:]))
+    assert not weight[0].any() and embedding.weight.requires_grad
+    assert 0.35 < float(weight[1:4].std()) < 0.65
+    # and frozen, the table takes no gradient; a table of another shape is refused
+    start_from_vectors(embedding, vectors, found, freeze=True)
+    assert not embedding.weight.requires_grad
+    with pytest.raises(ValueError, match="shape"):
+        start_from_vectors(embedding, vectors[:, :50], found)

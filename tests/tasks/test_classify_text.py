@@ -141,3 +141,11 @@ def test_the_pyfunc_model_takes_a_text_column(dataset, tmp_path):
     np.testing.assert_allclose(out["confidence"], out[["prob_neg", "prob_pos"]].max(axis=1))
     pd.testing.assert_frame_equal(out, task.predict(model, frame, {"probabilities": True}))
     assert "prob_pos" not in served.predict(None, frame, None).columns
+
+
+def test_pretrained_vectors_start_the_text_models_word_embedding(dataset):
+    # the embedding model.embeddings starts from is the one the token ids are looked up in
+    task = _task(dataset)
+    model = task.build_model()
+    assert task.word_embedding(model) is model.encoder.embedding
+    assert task.word_embedding(model).num_embeddings == len(task.pre.vocab)

@@ -267,3 +267,11 @@ def test_baseline_tags_each_word_with_its_most_frequent_train_tag():
     assert scores["f1"] == pytest.approx(0.75)
     predicted = pd.DataFrame({"tags": [["O", "B-ORG", "O", "B-LOC"], ["B-LOC", "B-LOC"]]})
     assert scores == task.score(predicted, task.gate_data(test)[1])
+
+
+def test_pretrained_vectors_start_the_taggers_word_embedding(dataset):
+    # model.embeddings starts the word table (not the character one) of the vocabulary's size
+    task = _task(dataset, char_features=True)
+    model = task.build_model()
+    assert task.word_embedding(model) is model.embedding
+    assert task.word_embedding(model).num_embeddings == len(task.pre.vocab)

@@ -40,9 +40,18 @@ def test_text_run_registers_a_model_that_takes_text_and_predicts_a_dataset(ray_l
     lines.insert(7, json.dumps({"review": "", "sentiment": "pos"}))
     source = tmp_path / "reviews.jsonl"
     source.write_text("\n".join(lines) + "\n")
+    # and 16-wide pretrained vectors (GloVe's text format) for its telling words (the first
+    # number says which side), two filler words and a word it lacks
+    pretrained = {w: [1.0 if w in GOOD else -1.0 if w in BAD else 0.0]
+                  + [round(rng.uniform(-0.5, 0.5), 3) for _ in range(15)]
+                  for w in [*GOOD, *BAD, "film", "plot", "unseen"]}
+    vectors = tmp_path / "vectors.16d.txt"
+    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in pretrained.items()))
     sets = [f"data.source.paths=[{source}]", "data.source.text_column=review",
             "data.source.label_column=sentiment", "data.on_invalid=quarantine", "data.batch_size=16",
-            f"data.root={tmp_path / 'ds'}", "model.hidden_size=16", "model.embedding_size=16",
+            f"data.root={tmp_path / 'ds'}", "model.hidden_size=16",
+            # the embedding starts from the vectors (their width) and keeps them (frozen)
+            f"model.embeddings={vectors}", "model.freeze_embeddings=true",
             "train.epochs=12", "train.lr=0.01", "train.early_stopping_patience=0",
             "model.pooling=attention",  # the shipped max pooling draws no heatmap; this one does
             "resources.num_workers=0", f"registry.model_name={MODEL}", "tracking.experiment=e2e-text",
@@ -68,6 +77,15 @@ def test_text_run_registers_a_model_that_takes_text_and_predicts_a_dataset(ray_l
                            params={"probabilities": True})
     assert served["label"].tolist() == ["pos", "neg"]
     assert list(served.columns) == ["label", "label_index", "confidence", "prob_neg", "prob_pos"]
+
+    # and its embedding holds the pretrained vectors of the words found, unchanged by training
+    assert run.data.params["embeddings.words_found"] == "12"
+    assert run.data.params["embeddings.dimensions"] == "16"
+    served_model = model.unwrap_python_model()
+    embedding = served_model.model.encoder.embedding.weight.detach()
+    index = {word: i for i, word in enumerate(served_model.pre.vocab)}
+    for word in [*GOOD, *BAD, "film", "plot"]:
+        assert embedding[index[word]].tolist() == pytest.approx(pretrained[word])
 
     # and `recur predict` on the dataset predicts every row as the model does on its text
     out = tmp_path / "predictions"
