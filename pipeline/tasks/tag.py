@@ -64,10 +64,10 @@ class TagTask(Task):
                               char_vocab_size=len(self.char_vocab) if model.char_features else 0,
                               char_embedding_size=model.char_embedding_size)
 
-    # ------------------------------------------------------------------ data
-
     def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
         return model.embedding
+
+    # ------------------------------------------------------------------ data
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)
         lengths_B = out["lengths"].numpy()

@@ -140,7 +140,8 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     runs the same number of steps per epoch; val is read whole by every rank (and is part of
     train too under train.train_on_val). `step_board`:
     where rank 0 shows its step progress (`pipeline.training.step_board`). `word_vectors`:
-    `model.embeddings` as the caller read it (`read_word_vectors`); read here when not given.
+    `model.embeddings` as the caller read it (`read_word_vectors`); read here when not given,
+    except for a fine-tune, whose `initial_weights` hold the model's own word table.
     """
     import ray.data
     from ray.train import (
@@ -169,7 +170,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     ray.data.DataContext.get_current().enable_progress_bars = cfg.train.ray_log_level in ("DEBUG", "INFO")
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
-    if word_vectors is None:
+    if word_vectors is None and initial_weights is None:
         word_vectors = read_word_vectors(cfg, pre)
     vectors_ref = None
     if word_vectors is not None:  # the embedding takes the vectors' width; workers get them by ref

@@ -214,20 +214,31 @@ class Workflow:
 
     def _resolve(self, cfg: RecurConfig, manifest: Manifest) -> RecurConfig:
         """The config with its "auto" values decided from the manifest (and epochs raised to reach
-        train.min_steps), said once; the MLflow run logs the resolved config and `budget.*`."""
+        train.min_steps) and the embedding as wide as `model.embeddings`' vectors, said once; the
+        MLflow run logs the resolved config and `budget.*`."""
         from pipeline.progress import Display, tag
         from pipeline.training.budget import budget_params, resolve
 
         resolved = resolve(cfg, manifest)
         self.budget = budget_params(resolved)
+        display = Display()
         if resolved.decisions:
-            display = Display()
             lengths = manifest.lengths.get("train")
             if not display.quiet:
                 display.line(f"{tag()} from the dataset ({manifest.splits['train'].rows} train rows"
                              + (f", mean length {lengths.mean:.0f}" if lengths else "") + "): "
                              + ", ".join(resolved.lines()))
-        return resolved.cfg
+        cfg = resolved.cfg
+        if cfg.model.embeddings:  # the vectors' width is the embedding's, for training and a fine-tune
+            from pipeline.data.embeddings import vector_width
+
+            width = vector_width(cfg.model.embeddings)
+            if cfg.model.embedding_size != width:
+                if cfg.model.embedding_size is not None and not display.quiet:
+                    display.line(f"{tag()} model.embedding_size {cfg.model.embedding_size} -> {width}: the "
+                                 f"width of the vectors in {cfg.model.embeddings} (model.embeddings)")
+                cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"embedding_size": width})})
+        return cfg
 
     def _train(self, tracking_uri: str, experiment_id: str, manifest: Manifest) -> dict[str, Any]:
         cfg = self.cfg

@@ -189,13 +189,11 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
     from pipeline.training.step_board import TrainWatch, describe_wait, start_board
 
     display = Display()
-    vectors = read_word_vectors(cfg, pre or Preprocessing.from_manifest(manifest))
+    # a fine-tune starts from the model's own word table (its weights), not from model.embeddings
+    vectors = None if fine_tune is not None else read_word_vectors(cfg, Preprocessing.from_manifest(manifest))
     if vectors is not None:
         if not display.quiet:
-            size = cfg.model.embedding_size
-            resized = f"; model.embedding_size {size} -> {vectors.dimensions}" \
-                if size not in (None, vectors.dimensions) else ""
-            display.line(f"{tag()} model.embeddings: {vectors.describe()}{resized}")
+            display.line(f"{tag()} model.embeddings: {vectors.describe()}")
         tracker.log_params({"embeddings.words_found": vectors.words_found,
                             "embeddings.dimensions": vectors.dimensions})
     board = start_board()  # rank 0 and the Train controller publish here; this driver renders

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.dataset import SPECIALS, DatasetError
-from pipeline.data.embeddings import read_word_vectors
+from pipeline.data.embeddings import read_word_vectors, vector_width
 
 VOCAB = [*SPECIALS, "good", "Film", "bad", "zzz"]
 
@@ -44,7 +44,7 @@ def test_word2vec_header_and_gzip_are_read(tmp_path):
     with gzip.open(path, "wt", encoding="utf-8") as out:
         out.write("2 2\nbad 0.5 -0.5\nzzz 1.0 2.0\n")
     vectors = read_word_vectors(str(path), VOCAB)
-    assert vectors.dimensions == 2 and vectors.words_found == 2
+    assert vectors.dimensions == 2 and vectors.words_found == 2 and vector_width(str(path)) == 2
     np.testing.assert_array_equal(vectors.vectors[len(SPECIALS) + 3], [1.0, 2.0])
 
 
@@ -61,6 +61,8 @@ def test_a_file_that_is_not_word_vectors_is_refused(tmp_path):
     empty.write_text("")
     with pytest.raises(DatasetError, match="no word vectors in it"):
         read_word_vectors(str(empty), VOCAB)
+    with pytest.raises(DatasetError, match="no word vectors in it"):
+        vector_width(str(empty))
     binary = tmp_path / "vectors.bin"
     binary.write_bytes(b"good \xff\xfe\x00\x01\n")
     with pytest.raises(DatasetError, match="not UTF-8 text"):

@@ -81,6 +81,7 @@ def test_text_run_registers_a_model_that_takes_text_and_predicts_a_dataset(ray_l
     # and its embedding holds the pretrained vectors of the words found, unchanged by training
     assert run.data.params["embeddings.words_found"] == "12"
     assert run.data.params["embeddings.dimensions"] == "16"
+    assert run.data.params["model.embedding_size"] == "16"  # the vectors' width, not the config's 128
     served_model = model.unwrap_python_model()
     embedding = served_model.model.encoder.embedding.weight.detach()
     index = {word: i for i, word in enumerate(served_model.pre.vocab)}
