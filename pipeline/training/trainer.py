@@ -74,20 +74,20 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return storage.join(run_dir, names[-1]) if names else None
 
 
-def read_word_vectors(cfg: RecurConfig, pre: Preprocessing) -> Any:
+def word_vectors_for(cfg: RecurConfig, pre: Preprocessing) -> Any:
     """`model.embeddings` read for `pre`'s vocabulary (`pipeline.data.embeddings.WordVectors`), or
     None without it; a task whose inputs are no words is a config error. The vectors' width is
     the embedding's (model.embedding_size sizes embeddings learned from scratch)."""
     if not cfg.model.embeddings:
         return None
     from pipeline.config import ConfigError
-    from pipeline.data.embeddings import read_word_vectors as read
+    from pipeline.data.embeddings import read_word_vectors
 
     if pre.feature_kind != "token" or cfg.data.task not in ("classify", "tag"):
         raise ConfigError(f"model.embeddings: pretrained word vectors start the word embedding of text "
                           f"classification (--format text-classes) or tagging; this dataset is task "
                           f"{cfg.data.task!r} with {pre.feature_kind} inputs: remove model.embeddings")
-    return read(cfg.model.embeddings, pre.vocab)
+    return read_word_vectors(cfg.model.embeddings, pre.vocab)
 
 
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
@@ -140,7 +140,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     runs the same number of steps per epoch; val is read whole by every rank (and is part of
     train too under train.train_on_val). `step_board`:
     where rank 0 shows its step progress (`pipeline.training.step_board`). `word_vectors`:
-    `model.embeddings` as the caller read it (`read_word_vectors`); read here when not given,
+    `model.embeddings` as the caller read it (`word_vectors_for`); read here when not given,
     except for a fine-tune, whose `initial_weights` hold the model's own word table.
     """
     import ray.data
@@ -171,7 +171,7 @@ def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: s
     # a fine-tune keeps the model's own preprocessing (normalization, labels, vocabulary)
     pre = preprocessing or Preprocessing.from_manifest(manifest)
     if word_vectors is None and initial_weights is None:
-        word_vectors = read_word_vectors(cfg, pre)
+        word_vectors = word_vectors_for(cfg, pre)
     vectors_ref = None
     if word_vectors is not None:  # the embedding takes the vectors' width; workers get them by ref
         model = cfg.model.model_copy(update={"embedding_size": word_vectors.dimensions})

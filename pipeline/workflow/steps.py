@@ -162,8 +162,8 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
         best_checkpoint,
         build_trainer,
         diverged_failure,
-        read_word_vectors,
         training_failure,
+        word_vectors_for,
     )
 
     check_resources(cfg, ray.cluster_resources())
@@ -190,7 +190,7 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
 
     display = Display()
     # a fine-tune starts from the model's own word table (its weights), not from model.embeddings
-    vectors = None if fine_tune is not None else read_word_vectors(cfg, Preprocessing.from_manifest(manifest))
+    vectors = None if fine_tune is not None else word_vectors_for(cfg, Preprocessing.from_manifest(manifest))
     if vectors is not None:
         if not display.quiet:
             display.line(f"{tag()} model.embeddings: {vectors.describe()}")
