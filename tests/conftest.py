@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,14 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE_FIXTURES = {"ray_local", "mlflow_server", "champion"}
 
 
-# Parallel runs (`pytest -n 2`): pytest-xdist's loadgroup mode sends
-# each group below to one worker, in order, and spreads every other test over all workers. Each
-# worker is a process with its own session fixtures: a test on `ray_local` gets that worker's
-# Ray, started when the worker first needs it.
+# Parallel runs (`pytest -n 2`, the README's test command): pytest-xdist's loadgroup mode sends
+# each group below to one worker, in order, and spreads every other test over all workers (the
+# groups, its largest work units, go out first). Each worker is a process with its own session
+# fixtures: a test on `ray_local` gets that worker's Ray, started when the worker first needs it.
 # - "champion": tests of the session's trained and registered model share one training of it;
 # - "ray-heads": tests that start Ray heads or clusters of their own with `ray start` (a second
 #   Ray beside recur's, the multinode cluster, the Jobs head, infra/local/ray-head.sh) run one
-#   after another, so no two of them start Ray processes on 2 cores at once.
+#   after another: Ray gives a starting node 30 s to register with its GCS, which two heads
+#   starting at once beside a training could miss on 2 cores.
+# tests/test_harness.py checks that the installed pytest and pytest-xdist still honour the groups.
 RAY_HEAD_MODULES = {"tests/tuning/test_tune_readme.py", "tests/cluster/test_multinode.py",
                     "tests/scheduling/test_schedule_end_to_end.py", "tests/infra/test_local_services.py"}
 
@@ -43,6 +46,7 @@ def xdist_group_of(item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -122,6 +126,28 @@ def padded(seqs):
     for i, s in enumerate(seqs):
         x[i, : len(s)] = s
     return x, lengths
+
+
+@contextlib.contextmanager
+def no_ray():
+    """The block neither starts Ray nor joins one (an earlier test in this process may have left
+    the session's Ray running, so `ray.is_initialized()` alone cannot tell): recur's one way to
+    Ray, `connect_ray`, is watched (the real call, recorded)."""
+    from unittest import mock
+
+    import ray
+
+    from pipeline.workflow import session
+
+    before, connects, connect = ray.is_initialized(), [], session.connect_ray
+
+    def watched(*args, **kwargs):
+        connects.append(args)
+        return connect(*args, **kwargs)
+
+    with mock.patch.object(session, "connect_ray", watched):
+        yield
+    assert not connects and ray.is_initialized() == before
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import no_ray
 
 from pipeline.cli import main
 
@@ -66,26 +67,37 @@ def test_data_import_builtin_ts_then_validate(tmp_path, capsys):
 
 
 def test_run_on_missing_dataset_names_the_folder(tmp_path, capsys):
-    code = main(["run", QUICKSTART, "--set", "data.source=null", "--set", f"data.root={tmp_path / 'nothing'}",
-                 "--set", f"tracking.runs_dir={tmp_path / 'runs'}"])
+    with no_ray():  # failed before starting Ray
+        code = main(["run", QUICKSTART, "--set", "data.source=null", "--set",
+                     f"data.root={tmp_path / 'nothing'}", "--set", f"tracking.runs_dir={tmp_path / 'runs'}"])
     assert code == 2
     assert "nothing" in capsys.readouterr().err
-    import ray
-
-    assert not ray.is_initialized()  # failed before starting Ray
 
 
 def test_unreachable_tracking_server_fails_before_training(tmp_path, capsys):
-    import ray
     from conftest import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    code = main(["run", QUICKSTART, "--set", f"tracking.tracking_uri={uri}",
-                 "--set", f"tracking.runs_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'd'}"])
+    with no_ray():
+        code = main(["run", QUICKSTART, "--set", f"tracking.tracking_uri={uri}", "--set",
+                     f"tracking.runs_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'd'}"])
     assert code == 2
     assert f"MLflow tracking server {uri} is not reachable" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # nothing imported, nothing trained
-    assert not ray.is_initialized()
+
+
+def test_a_folder_as_tracking_uri_is_one_line_naming_the_sqlite_uri_to_use(tmp_path, capsys, monkeypatch):
+    # MLflow 3 refuses its file store (./mlruns) with a traceback; recur says it before any import
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    folder = tmp_path / "mlruns"
+    with no_ray():
+        code = main(["run", QUICKSTART, "--set", f"tracking.tracking_uri={folder}", "--set",
+                     f"tracking.runs_dir={tmp_path / 'runs'}", "--set", f"data.root={tmp_path / 'd'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"MLflow tracking URI {folder} is a folder" in err and f"sqlite:///{folder}.db" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_ts_import_errors_name_file_and_line(tmp_path, capsys):

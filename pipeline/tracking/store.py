@@ -49,6 +49,26 @@ def local_artifact_root(cfg: RecurConfig, tracking_uri: str) -> str | None:
     return None
 
 
+def check_not_file_store(tracking_uri: str) -> None:
+    """A folder (`./mlruns`, `file:...`) as the tracking URI is MLflow's file store, which MLflow 3
+    refuses with a traceback unless MLFLOW_ALLOW_FILE_STORE is true: say so in one line, with the
+    sqlite URI to use instead."""
+    from urllib.parse import urlparse
+
+    if tracking_uri in ("databricks", "databricks-uc", "uc"):  # MLflow's names without a scheme
+        return
+    if urlparse(tracking_uri).scheme not in ("", "file"):
+        return
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+        return
+    folder = Path(tracking_uri.removeprefix("file://").removeprefix("file:")).expanduser()
+    raise TrackingUnavailable(
+        f"MLflow tracking URI {tracking_uri} is a folder (MLflow's file store), which this MLflow "
+        f"refuses: give a database, e.g. sqlite:///{folder.resolve()}.db (tracking.tracking_uri or "
+        "MLFLOW_TRACKING_URI), or a server's http:// address, or leave both unset for sqlite under "
+        "tracking.runs_dir (MLFLOW_ALLOW_FILE_STORE=true keeps the file store)")
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, naming the URI, when an HTTP tracking server does not answer its health check,
     or refuses recur's credentials (MLFLOW_TRACKING_USERNAME/PASSWORD or the URI's user:password).
@@ -56,6 +76,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     The credentials are sent as a header, never as part of the host name (urllib would look up
     `user:password@host` in DNS), and no message holds the password."""
     if not tracking_uri.startswith(("http://", "https://")):
+        check_not_file_store(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return

@@ -146,3 +146,18 @@ def test_a_run_reopens_while_the_caller_has_another_experiment_active(tmp_path):
         mlflow.set_tracking_uri(previous)
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.mark.parametrize("uri", ["./mlruns", "mlruns", "file:///tmp/mlruns", "file:mlruns"])
+def test_a_file_store_uri_is_refused_unless_mlflow_is_told_to_allow_it(uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(TrackingUnavailable, match=r"is a folder \(MLflow's file store\).* sqlite:///"):
+        check_reachable(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-out: recur lets it through
+    check_reachable(uri)
+
+
+@pytest.mark.parametrize("uri", ["databricks", "postgresql://db.internal/mlflow"])
+def test_stores_that_are_no_folder_pass_the_file_store_check(uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    check_reachable(uri)

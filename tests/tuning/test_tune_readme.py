@@ -68,8 +68,8 @@ def another_ray(tmp_path):
         yield port
     finally:
         # its process group: the head's GCS, raylet and workers. `ray start --block` takes over 15 s
-        # to act on SIGTERM; nothing of this head is needed after the test, so 5 s is its grace.
-        stop(process, grace_s=5)
+        # to act on SIGTERM, and nothing of this head is needed after the test: SIGKILL at once.
+        stop(process, grace_s=0)
 
 
 def _recur(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -10,6 +10,7 @@ trial has exactly one MLflow child run, and the study keeps its one parent run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,20 +66,40 @@ def _steps(client: MlflowClient, run_id: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, "val_loss")]
 
 
-def _kill_when_second_trial_is_training(process: subprocess.Popen, client: MlflowClient, log: Path) -> None:
+def _snapshot_holds_a_checkpoint(runs_dir: Path, trial_id: str) -> bool:
+    """Whether a saved snapshot of the study (Tune's experiment_state-*.json, written every few
+    seconds) already holds a checkpoint of `trial_id`: what `--resume` will restore it from."""
+    for state in runs_dir.rglob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+        for trial, runtime in trials:
+            if json.loads(trial)["trial_id"] == trial_id:
+                manager = json.loads(runtime)["checkpoint_manager"]  # cloudpickled, as hex
+                if b"checkpoint_0" in bytes.fromhex(manager["value"]):
+                    return True
+    return False
+
+
+def _kill_when_second_trial_is_training(process: subprocess.Popen, client: MlflowClient, log: Path,
+                                        runs_dir: Path) -> None:
     deadline = time.time() + 600
     while time.time() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the study ended before it could be interrupted:\n{log.read_text()[-4000:]}")
         runs = sorted(_trial_runs(client), key=lambda r: r.info.start_time)
-        # two finished epochs of the second trial: a checkpoint of it is in the study's snapshot
-        if len(runs) >= 2 and len(_steps(client, runs[1].info.run_id)) >= 2:
+        # two finished epochs of the second trial, and a checkpoint of it in the study's snapshot
+        # (on a loaded machine the snapshot can lag the epochs MLflow already shows)
+        if (len(runs) >= 2 and len(_steps(client, runs[1].info.run_id)) >= 2
+                and _snapshot_holds_a_checkpoint(runs_dir, runs[1].data.tags["recur.trial_id"])):
             os.killpg(process.pid, signal.SIGKILL)  # the driver; its job's actors go with it
             process.wait(timeout=60)
             return
         time.sleep(0.25)
     os.killpg(process.pid, signal.SIGKILL)
-    pytest.fail(f"the second trial never trained two epochs:\n{log.read_text()[-4000:]}")
+    pytest.fail("the second trial never trained two epochs with a checkpoint in the study's snapshot:\n"
+                f"{log.read_text()[-4000:]}")
 
 
 def test_resume_after_the_driver_is_killed(ray_local, mlflow_server, tmp_path, capsys):
@@ -95,7 +116,7 @@ def test_resume_after_the_driver_is_killed(ray_local, mlflow_server, tmp_path, c
             [str(Path(sys.executable).parent / "recur"), "run", *args, "--set", "tune.enabled=true"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
-            _kill_when_second_trial_is_training(process, client, log)
+            _kill_when_second_trial_is_training(process, client, log, tmp_path / "runs")
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)

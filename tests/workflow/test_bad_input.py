@@ -9,7 +9,6 @@ traceback, never a row dropped without a count.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_toy_dataset
+from conftest import make_toy_dataset, no_ray
 
 from pipeline.cli import main
 from pipeline.data.dataset import read_manifest, read_quarantine, read_split
@@ -82,27 +81,6 @@ def import_csv(capsys, tmp_path, path: Path, *options):
 def runs(tmp_path_factory) -> Path:
     """One local MLflow store for every `recur run` here (creating one costs seconds)."""
     return tmp_path_factory.mktemp("runs")
-
-
-@contextlib.contextmanager
-def no_ray():
-    """The block neither starts Ray nor joins one (an earlier test may have left the session's
-    Ray running): recur's one way to Ray, `connect_ray`, is watched (the real call, recorded)."""
-    from unittest import mock
-
-    import ray
-
-    from pipeline.workflow import session
-
-    before, connects, connect = ray.is_initialized(), [], session.connect_ray
-
-    def watched(*args, **kwargs):
-        connects.append(args)
-        return connect(*args, **kwargs)
-
-    with mock.patch.object(session, "connect_ray", watched):
-        yield
-    assert not connects and ray.is_initialized() == before
 
 
 def run(capsys, runs: Path, config: Path | str, *overrides: str) -> tuple[int, str, str]:
