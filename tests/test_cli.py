@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import no_ray
+from conftest import free_port, no_ray
 
 from pipeline.cli import main
 
@@ -75,8 +75,6 @@ def test_run_on_missing_dataset_names_the_folder(tmp_path, capsys):
 
 
 def test_unreachable_tracking_server_fails_before_training(tmp_path, capsys):
-    from conftest import free_port
-
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with no_ray():
         code = main(["run", QUICKSTART, "--set", f"tracking.tracking_uri={uri}", "--set",
@@ -117,7 +115,6 @@ def test_ui_serves_the_local_store_on_loopback_and_stops_with_recur(tmp_path):
     import time
     import urllib.request
 
-    from conftest import free_port
 
     port = free_port()
     log = tmp_path / "ui.log"  # a file, not a pipe nobody reads: the server's request lines would fill it
@@ -181,7 +178,6 @@ def test_job_entry_point_forwards_config_and_overrides(tmp_path, capsys):
     # port where nothing listens, then the override reached the workflow (which refused early)
     import importlib.util
 
-    from conftest import free_port
 
     spec = importlib.util.spec_from_file_location("run_pipeline", REPO / "jobs" / "run_pipeline.py")
     job = importlib.util.module_from_spec(spec)
@@ -297,7 +293,6 @@ def test_run_with_a_dashboard_address_says_which_address_recur_run_takes(tmp_pat
 
 
 def test_run_takes_the_tracking_uri_as_an_option(tmp_path, capsys):
-    from conftest import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     code = main(["run", QUICKSTART, "--tracking-uri", uri, "--set", f"tracking.runs_dir={tmp_path / 'runs'}",

@@ -59,7 +59,9 @@ def check_not_file_store(tracking_uri: str) -> None:
         return
     if urlparse(tracking_uri).scheme not in ("", "file"):
         return
-    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE  # MLflow's own reading of it
+
+    if MLFLOW_ALLOW_FILE_STORE.get():
         return
     folder = Path(tracking_uri.removeprefix("file://").removeprefix("file:")).expanduser()
     raise TrackingUnavailable(
