@@ -120,7 +120,8 @@ class ModelConfig(Section):
     instance_norm: bool | Literal["auto"] = Field(
         "auto", description="forecast: normalize each history window by its own mean and std and "
         "reverse it on the forecast (survives trend and level shift); classify: each sequence on its "
-        "own scale, its mean and log std given to the head; auto: for forecast, on when the train "
+        "own scale (its std floored at 1e-5 of its own largest value, not at the dataset's scale), "
+        "its mean, log std and asinh(mean / std) given to the head; auto: for forecast, on when the train "
         "segment's level drifts by half a std or more (a trend, a level shift), and for classify "
         "when the train rows' own scales differ tenfold or more (pipeline.training.budget)"
     )

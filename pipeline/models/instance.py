@@ -1,6 +1,6 @@
 """Per-sequence (instance) statistics and normalization over valid steps, shared by the
 forecaster (RevIN: reversed on the forecast) and the classifier (each series on its own scale,
-its scale kept as features).
+its scale kept as features: `row_normalize`).
 
 Shape suffixes: B batch, T time steps (padded), C channels.
 """
@@ -15,6 +15,11 @@ from pipeline.models.attention import lengths_to_mask
 # train split's global std, so 1e-3 is a thousandth of the series' typical spread): a flat
 # history is centred and left unscaled instead of being divided by ~0.
 INSTANCE_STD_FLOOR = 1e-3
+# The classifier's floor instead: a row's std is floored at this fraction of its own largest
+# |value|. float32 holds about 7 significant digits, so variation under ~1e-5 of the values
+# themselves (about 100 units in the last place) is rounding, not shape; above it, a row keeps
+# its shape however far under the dataset's scale it lies.
+ROW_STD_FLOOR = 1e-5
 
 
 def window_statistics(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
@@ -52,3 +57,32 @@ def instance_normalize(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
     mean_B1C, std_B1C = window_statistics(x_BTC, lengths_B, eps)
     valid_BT1 = lengths_to_mask(lengths_B.to(x_BTC.device), x_BTC.shape[1]).unsqueeze(-1)
     return ((x_BTC - mean_B1C) / std_B1C).masked_fill(~valid_BT1, 0.0), mean_B1C, std_B1C
+
+
+def row_normalize(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
+                  floor: float = ROW_STD_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's instance normalization: each row and channel centred on its own mean and
+    divided by its own std, floored at `floor` times the row's largest |value| over valid steps.
+
+    Unlike `instance_normalize` (whose floor is a fraction of the dataset's scale, right for a
+    forecast window), nothing here depends on the dataset's scale: a row 10^5 times quieter than
+    the loudest ones reaches the encoder with the same shape as if it were loud (with a floor of
+    a thousandth of the dataset's scale it was a flat line, and every such row had the same
+    clamped log std). A constant row gives zeros.
+
+    Returns:
+        z_BTC: 0 on pad steps. stats_BS (S = 3C), what the normalization took away, in the units
+        the model sees: each channel's mean, then each channel's log std, then each channel's
+        asinh(mean / std), where the row sits relative to its own spread (scale-free: rows whose
+        scales differ by orders of magnitude still get comparable numbers, which a linear head
+        cannot make of the first two). Detached, as in `window_statistics`.
+    """
+    lengths_B = lengths_B.to(x_BTC.device)
+    valid_BT1 = lengths_to_mask(lengths_B, x_BTC.shape[1]).unsqueeze(-1)
+    peak_B1C = x_BTC.detach().abs().masked_fill(~valid_BT1, 0.0).amax(dim=1, keepdim=True)
+    mean_B1C, std_B1C = window_statistics(x_BTC, lengths_B, eps=0.0)
+    # 1e-12 of the dataset's scale only for an all-zero row (z 0, log std -27.6 rather than -inf)
+    std_B1C = torch.maximum(std_B1C, floor * peak_B1C).clamp_min(1e-12)
+    z_BTC = ((x_BTC - mean_B1C) / std_B1C).masked_fill(~valid_BT1, 0.0)
+    stats_BS = torch.cat([mean_B1C[:, 0], std_B1C.log()[:, 0], torch.asinh(mean_B1C / std_B1C)[:, 0]], dim=1)
+    return z_BTC, stats_BS

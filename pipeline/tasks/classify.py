@@ -53,7 +53,7 @@ class ClassifyTask(Task):
         self.index = token_index(pre.vocab) if self.tokens else {}
 
     def build_model(self) -> torch.nn.Module:
-        from pipeline.models.classifier import SequenceClassifier
+        from pipeline.models.classifier import SequenceClassifier, build_model
 
         if self.tokens:
             m = self.cfg.model
@@ -61,10 +61,7 @@ class ClassifyTask(Task):
                                       pooling=m.pooling, attention=m.attention, **m.frontend_args(),
                                       instance_norm=m.instance_norm is True, vocab_size=len(self.pre.vocab),
                                       embedding_size=m.embedding_size)
-        return SequenceClassifier(input_size=self.pre.num_channels, num_classes=self.num_classes,
-                                  **self.cfg.model.encoder_args(), pooling=self.cfg.model.pooling,
-                                  attention=self.cfg.model.attention, **self.cfg.model.frontend_args(),
-                                  instance_norm=self.cfg.model.instance_norm is True)
+        return build_model(self.cfg.model, input_size=self.pre.num_channels, num_classes=self.num_classes)
 
     def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
         return model.encoder.embedding if self.tokens else None

@@ -9,8 +9,11 @@ import torch
 from conftest import padded
 from torch.nn import functional as F
 
+from pipeline.config.sections import ModelConfig
 from pipeline.models import MaskedBatchNorm1d, SequenceClassifier, model_from_args
+from pipeline.models.classifier import build_model
 from pipeline.models.frontend import Frontend, population_statistics
+from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, row_normalize
 
 FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4)]
 
@@ -290,9 +293,11 @@ def test_hybrid_with_patching_learns_a_local_shape_in_long_series(one_thread):
 
 def test_instance_norm_classifier_sees_each_row_on_its_own_scale_and_keeps_the_scale_as_features():
     # given one sequence, and the same sequence x1000 and shifted: same shape, another scale
+    # (instance_stats "dataset": how checkpoints written before "row" rebuild)
     torch.manual_seed(0)
     model = SequenceClassifier(input_size=2, num_classes=3, hidden_size=8, cell="gru", pooling="mean",
                                frontend="conv", frontend_channels=4, patch=2, instance_norm=True).eval()
+    assert model.instance_stats == "dataset"
     x = torch.randn(1, 9, 2)
     lengths = torch.tensor([9])
     # the head sees H + F + 2C inputs: pooled state, conv mean, then each channel's mean and log std
@@ -307,6 +312,71 @@ def test_instance_norm_classifier_sees_each_row_on_its_own_scale_and_keeps_the_s
     assert torch.allclose(shape_a, shape_b, atol=1e-4)
     log_scale = torch.full((1, 2), math.log(1000.0))
     assert torch.allclose(features[1][:, -2:] - features[0][:, -2:], log_scale, atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1.0, 1e4])
+def test_row_instance_stats_see_a_row_far_under_the_dataset_scale_as_a_loud_one(scale):
+    # given a row as it is, and the same row `scale` times smaller or larger, offset included (a
+    # quiet appliance's current is the same shape at a hundred-thousandth of a loud one's)
+    torch.manual_seed(0)
+    model = SequenceClassifier(input_size=2, num_classes=3, hidden_size=8, cell="gru", pooling="mean",
+                               frontend="conv", frontend_channels=4, patch=2, instance_norm=True,
+                               instance_stats="row").eval()
+    x = torch.randn(1, 9, 2) + 0.5
+    lengths = torch.tensor([9])
+    features = {}
+    model.head.register_forward_hook(lambda m, args, out: features.setdefault(len(features), args[0]))
+    with torch.no_grad():
+        model(x, lengths)
+        model(x * scale, lengths)
+    # then the head sees H + F + 3C inputs: pooled state, conv mean, each channel's mean, log std and
+    # asinh(mean / std); the encoder, the conv mean and asinh(mean / std) see the same row, log std
+    # moves by log(scale) and the mean scales
+    assert model.head.in_features == 8 + 4 + 3 * 2
+    a, b = features[0], features[1]
+    assert torch.allclose(a[:, :-6], b[:, :-6], atol=1e-4) and torch.allclose(a[:, -2:], b[:, -2:], atol=1e-4)
+    assert torch.allclose(b[:, -4:-2] - a[:, -4:-2], torch.full((1, 2), math.log(scale)), atol=1e-4)
+    assert torch.allclose(b[:, -6:-4], a[:, -6:-4] * scale, rtol=1e-4, atol=1e-12)
+    # while under the "dataset" floor (a thousandth of the dataset's scale) a row 10^6 times quieter
+    # was a flat line: every such row the same to the encoder
+    z_BTC, _, std_B1C = instance_normalize(x * 1e-6, lengths)
+    assert z_BTC.abs().max() < 1e-2 and torch.equal(std_B1C, torch.full((1, 1, 2), INSTANCE_STD_FLOOR))
+
+
+def test_row_normalize_floors_constant_rows_and_ignores_padding():
+    # given a varying row padded with garbage, a constant row and an all-zero row
+    x = torch.zeros(3, 6, 1)
+    x[0, :4, 0] = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    x[0, 4:, 0] = 1e3
+    x[1, :, 0] = 0.37
+    lengths = torch.tensor([4, 6, 5])
+    z_BTC, stats_BS = row_normalize(x, lengths)
+    # then the varying row is z-scored over its valid steps only, pads are 0
+    row = x[0, :4, 0]
+    expected = (row - row.mean()) / row.std(unbiased=False)
+    assert torch.allclose(z_BTC[0, :4, 0], expected, atol=1e-6) and torch.all(z_BTC[0, 4:] == 0)
+    mean, std = row.mean(), row.std(unbiased=False)
+    assert torch.allclose(stats_BS[0], torch.stack([mean, std.log(), torch.asinh(mean / std)]), atol=1e-6)
+    # the constant rows give zeros and finite statistics: std floored at 1e-5 of the row's peak
+    # (its rounding is not a shape), and at 1e-12 for the all-zero row
+    assert torch.all(z_BTC[1:].abs() < 1e-2) and torch.isfinite(stats_BS).all()
+    assert stats_BS[1, 1] == pytest.approx(math.log(1e-5 * 0.37), abs=1e-4)
+    assert stats_BS[2].tolist() == pytest.approx([0.0, math.log(1e-12), 0.0], abs=1e-4)
+
+
+def test_instance_stats_are_recorded_only_with_instance_norm_and_the_config_builds_row():
+    # given model_args as a classifier with instance_norm stored them before instance_stats
+    old = dict(input_size=1, num_classes=2, hidden_size=8, instance_norm=True)
+    # then it rebuilds with the statistics it was trained with
+    assert model_from_args(old, "SequenceClassifier").instance_stats == "dataset"
+    # models without instance norm keep their arguments; built from a config, instance norm is "row"
+    assert "instance_stats" not in SequenceClassifier(input_size=1, num_classes=2).model_args
+    cfg = ModelConfig(cell="gru", hidden_size=8, instance_norm=True)
+    built = build_model(cfg, input_size=1, num_classes=2)
+    assert built.model_args["instance_stats"] == "row"
+    assert model_from_args(built.model_args, "SequenceClassifier").instance_stats == "row"
+    with pytest.raises(ValueError, match="instance_stats"):
+        SequenceClassifier(input_size=1, num_classes=2, instance_norm=True, instance_stats="global")
 
 
 def test_instance_norm_classifier_ignores_padding_and_round_trips_its_arguments():
