@@ -121,8 +121,8 @@ class ModelConfig(Section):
         "auto", description="forecast: normalize each history window by its own mean and std and "
         "reverse it on the forecast (survives trend and level shift); classify: each sequence on its "
         "own scale (its std floored at 1e-5 of its own largest value, not at the dataset's scale), "
-        "its mean, log std and asinh(mean / std) given to the head; auto: for forecast, on when the train "
-        "segment's level drifts by half a std or more (a trend, a level shift), and for classify "
+        "its mean, log std and asinh(mean / std) given to the head; auto: for forecast, on when the "
+        "train segment's level drifts by half a std or more (a trend, a level shift), and for classify "
         "when the train rows' own scales differ tenfold or more (pipeline.training.budget)"
     )
     difference: bool = Field(
@@ -204,7 +204,8 @@ class TrainConfig(Section):
         "beyond train.epochs until reached, and early stopping never ends a run before it"
     )
     early_stopping_patience: int = Field(
-        8, ge=0, description="stop after this many epochs without val improvement; 0 disables"
+        8, ge=0, description="stop after this many epochs without improvement of train.monitor "
+        "(epochs whose validation is still at chance do not count); 0 disables"
     )
     monitor: str = Field(
         "val_loss", description="any logged per-epoch metric: early stopping, best checkpoint, plateau"

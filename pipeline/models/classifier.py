@@ -53,12 +53,14 @@ class SequenceClassifier(nn.Module):
         of magnitude all reach the encoder on one scale; the scale itself is not lost: statistics
         of each channel join the head's inputs. `instance_stats` says which:
         "row" (what `build_model` makes): `row_normalize`, the std floored at a fraction of the
-        row's own largest value, the head given the mean, log std and asinh(mean / std) (H (+ F)
-        + 3C inputs); "dataset" (the default, so checkpoints written before "row" rebuild as they
-        were trained): `instance_normalize`, the std floored at a thousandth of the dataset's scale, the head
-        given the mean and log std (H (+ F) + 2C). Measured on PLAID (rows' scales five orders of
-        magnitude apart, 45% of its rows under that thousandth): test accuracy 0.84-0.87 with
-        "dataset", 0.90-0.905 with "row" (docs/measured-results.md).
+        row's own largest value, the head given the mean, log std and asinh(mean / std)
+        (H (+ F) + 3C inputs);
+        "dataset" (the default, so checkpoints written before "row" rebuild as they were
+        trained): `instance_normalize`, the std floored at a thousandth of the dataset's scale,
+        the head given the mean and log std (H (+ F) + 2C).
+        Measured on PLAID (rows' scales five orders of magnitude apart, 45% of its rows under that
+        thousandth): test accuracy 0.84-0.87 with "dataset", 0.90-0.905 with "row"
+        (docs/measured-results.md).
 
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
     """

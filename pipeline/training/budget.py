@@ -45,7 +45,8 @@ train without hand tuning and a run's logged config says what actually ran:
   are far apart (the 90th percentile of their std at least `ROW_SCALE_SPREAD` times the 10th, in
   some channel, from the manifest): one global scaling would leave the quiet rows as flat
   lines, so each row is scaled by itself (`pipeline.models.instance.row_normalize`) and its
-  level, log scale and level relative to its spread are given to the head as features. Off elsewhere.
+  level, log scale and level relative to its spread are given to the head as features. Off
+  elsewhere.
 
 No Ray and no MLflow here: the driver and the trainer builder call it, the tests call it alone.
 """

@@ -238,13 +238,17 @@ def end_epoch(plan: FitPlan, state: FitState, epoch: int, metrics: dict[str, flo
 
     The monitored metric's best value and epoch, the plateau schedule's decays, the steps taken,
     and the count of consecutive epochs at chance. Early stopping ends the run after `patience`
-    epochs without improvement, but never before `min_steps` steps.
+    epochs without improvement, but never before `min_steps` steps. An epoch whose validation is
+    at chance (`at_chance`: what a trivial predictor scores) is not an epoch without improvement:
+    patience (and the plateau schedule's) starts counting once the model has left chance. A tagger
+    tags every word `O` for its first epochs with entity F1 0; counting them, patience 6 ended such
+    a run at F1 0 (docs/tasks.md). A run that never leaves chance trains its planned epochs.
     """
     state.steps_done += steps
     value = metrics[plan.monitor]
     if state.improved(value, plan.monitor_mode):
         state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-    else:
+    elif not at_chance:
         state.bad_epochs += 1
         if plan.schedule.name == "plateau" and state.bad_epochs % plan.schedule.patience == 0:
             state.plateau_decays += 1

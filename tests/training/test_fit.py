@@ -32,7 +32,7 @@ def _twenty_rows(batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
             for i in range(0, 20, batch_size)]
 
 
-def _run(plan: FitPlan, *, val_metric=None, state=None):
+def _run(plan: FitPlan, *, val_metric=None, state=None, at_chance=None):
     torch.manual_seed(0)
     task = ClassifyTask(Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["neg", "pos"]), RecurConfig())
     model = build_model(ModelConfig(cell="gru", hidden_size=8), input_size=2, num_classes=2)
@@ -42,7 +42,8 @@ def _run(plan: FitPlan, *, val_metric=None, state=None):
 
     def validate(m):
         if val_metric is not None:  # a metric that never improves after the first epoch
-            return {"val_loss": val_metric(len(reports))}
+            chance = {} if at_chance is None else {"at_chance": at_chance(len(reports))}
+            return {"val_loss": val_metric(len(reports)), **chance}
         state_ = evaluate_batches(m, batches, task)
         return {f"val_{k}": v for k, v in task.compute(state_).items()}
 
@@ -71,6 +72,20 @@ def test_fit_stops_early_after_min_steps_and_never_before():
     state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0)
     # epoch 0 sets the best; epochs 1 and 2 do not improve: patience is met at 9 steps, min_steps at 12
     assert len(reports) == 4 and state.steps_done == 12 and reports[-1][2]
+
+
+def test_epochs_at_chance_do_not_count_towards_patience():
+    # given patience 2, a val loss that never improves after epoch 0, and validation at chance in
+    # epochs 0-3 (a tagger that tags every word O at first)
+    plan = FitPlan(epochs=20, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min",
+                   patience=2)
+    state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0, at_chance=lambda epoch: epoch < 4)
+    # then patience counts from epoch 4, the first off chance: it stops after epochs 4 and 5, not 1 and 2
+    assert [r[0] for r in reports] == list(range(6)) and reports[-1][2]
+    assert state.bad_epochs == 2
+    # and a run that never leaves chance trains its planned epochs
+    state, reports, _ = _run(plan, val_metric=lambda epoch: 1.0, at_chance=lambda epoch: True)
+    assert len(reports) == 20 and not any(stop for *_, stop in reports) and state.bad_epochs == 0
 
 
 def test_fit_follows_the_schedule_and_improves_the_model():
