@@ -452,3 +452,51 @@ def test_population_statistics_do_not_depend_on_batching_and_leave_models_withou
     passes = []
     assert population_statistics(plain, lambda: passes.append(1) or [], lambda m, b: m(*b)) == 0
     assert passes == []  # no layer, no pass over the data
+
+
+def _head_inputs(model, x, lengths):
+    """What the head of `model` sees for one forward (in the model's current mode)."""
+    seen = []
+    handle = model.head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x, lengths)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_branch_dropout_drops_the_recurrent_state_in_training_and_leaves_the_conv_summary():
+    # given a hybrid with branch dropout 0.5 and the same weights without it
+    torch.manual_seed(0)
+    model = _model("conv", 2, branch_dropout=0.5)
+    plain = _model("conv", 2)
+    plain.load_state_dict(model.state_dict())
+    x, lengths = padded([torch.randn(9, 2), torch.randn(5, 2), torch.randn(7, 2)])
+    hidden = model.encoder.output_size
+    # when both train (batch statistics, no other dropout: the same numbers but for the branch's)
+    model.train()
+    plain.train()
+    dropped, kept_all = _head_inputs(model, x, lengths), _head_inputs(plain, x, lengths)
+    # then the conv summary reaches the head untouched, and each recurrent feature is dropped or
+    # scaled by 1 / (1 - 0.5), some of each
+    torch.testing.assert_close(dropped[:, hidden:], kept_all[:, hidden:])
+    kept = dropped[:, :hidden] != 0
+    assert 0 < int(kept.sum()) < kept.numel()
+    torch.testing.assert_close(dropped[:, :hidden][kept], 2 * kept_all[:, :hidden][kept])
+    # and in eval mode it is the model without it
+    assert torch.equal(model.eval()(x, lengths), plain.eval()(x, lengths))
+
+
+def test_branch_dropout_is_recorded_when_set_and_needs_a_conv_front_end():
+    set_ = SequenceClassifier(input_size=1, num_classes=2, frontend="conv", branch_dropout=0.8)
+    assert set_.model_args["branch_dropout"] == 0.8
+    assert model_from_args(set_.model_args, "SequenceClassifier").branch_dropout.p == 0.8
+    # checkpoints written before it rebuild without it; a config's auto is 0.8 beside conv, 0 without
+    assert "branch_dropout" not in SequenceClassifier(input_size=1, num_classes=2, frontend="conv").model_args
+    assert build_model(ModelConfig(frontend="conv"), input_size=1, num_classes=2).branch_dropout.p == 0.8
+    assert build_model(ModelConfig(), input_size=1, num_classes=2).branch_dropout.p == 0.0
+    with pytest.raises(ValueError, match="model.branch_dropout .* needs model.frontend conv"):
+        SequenceClassifier(input_size=1, num_classes=2, branch_dropout=0.5)
+    with pytest.raises(ValueError, match=r"model.branch_dropout: expected a probability in \[0, 1\)"):
+        SequenceClassifier(input_size=1, num_classes=2, frontend="conv", branch_dropout=1.0)
