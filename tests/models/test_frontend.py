@@ -492,10 +492,11 @@ def test_branch_dropout_is_recorded_when_set_and_needs_a_conv_front_end():
     set_ = SequenceClassifier(input_size=1, num_classes=2, frontend="conv", branch_dropout=0.8)
     assert set_.model_args["branch_dropout"] == 0.8
     assert model_from_args(set_.model_args, "SequenceClassifier").branch_dropout.p == 0.8
-    # checkpoints written before it rebuild without it; a config's auto is 0.8 beside conv, 0 without
+    # checkpoints written before it rebuild without it; a config passes it on (0 by default)
     assert "branch_dropout" not in SequenceClassifier(input_size=1, num_classes=2, frontend="conv").model_args
-    assert build_model(ModelConfig(frontend="conv"), input_size=1, num_classes=2).branch_dropout.p == 0.8
-    assert build_model(ModelConfig(), input_size=1, num_classes=2).branch_dropout.p == 0.0
+    assert build_model(ModelConfig(frontend="conv"), input_size=1, num_classes=2).branch_dropout.p == 0.0
+    config = ModelConfig(frontend="conv", branch_dropout=0.8)
+    assert build_model(config, input_size=1, num_classes=2).model_args["branch_dropout"] == 0.8
     with pytest.raises(ValueError, match="model.branch_dropout .* needs model.frontend conv"):
         SequenceClassifier(input_size=1, num_classes=2, branch_dropout=0.5)
     with pytest.raises(ValueError, match=r"model.branch_dropout: expected a probability in \[0, 1\)"):

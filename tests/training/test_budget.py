@@ -40,7 +40,7 @@ def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
     manifest = _manifest(tmp_path, 40)
     cfg = RecurConfig(data={"batch_size": 16, "bucket_by_length": True},
                       train={"epochs": 200, "min_steps": 100},
-                      model={"instance_norm": False, "branch_dropout": 0.0})
+                      model={"instance_norm": False})
     resolved = resolve(cfg, manifest)
     assert resolved.cfg == cfg and resolved.decisions == {}
 
@@ -59,15 +59,6 @@ def test_resolve_picks_a_conv_front_end_and_patches_for_long_sequences(tmp_path)
     assert resolved.cfg.data.bucket_by_length is False
     assert resolved.decisions["data.bucket_by_length"] is False
     assert resolve(Cfg(), long).cfg.data.bucket_by_length is True
-    # and the recurrent state beside the conv summary is dropped in training as in LSTM-FCN, said
-    assert resolved.cfg.model.branch_dropout == 0.8 and resolved.decisions["model.branch_dropout"] == 0.8
-    # without conv (short sequences, an explicit none, or forecasting) it is 0 and not worth a line
-    assert resolve(Cfg(model={"frontend": "auto"}), manifest).cfg.model.branch_dropout == 0.0
-    assert resolve(Cfg(), long).cfg.model.branch_dropout == 0.0
-    assert "model.branch_dropout" not in resolve(Cfg(), long).decisions
-    # and an explicit value is kept
-    explicit = resolve(Cfg(model={"frontend": "auto", "branch_dropout": 0.3}), long)
-    assert explicit.cfg.model.branch_dropout == 0.3
 
 
 def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
@@ -77,7 +68,7 @@ def test_a_forecast_config_turns_instance_norm_on_and_no_front_end(tmp_path):
                       registry={"metric": "mase"}, train={"monitor": "val_loss"})
     model = resolve(cfg, forecast).cfg.model
     # the manifest says nothing about the level's drift: on
-    assert (model.instance_norm, model.frontend, model.patch, model.branch_dropout) == (True, "none", 1, 0.0)
+    assert (model.instance_norm, model.frontend, model.patch) == (True, "none", 1)
 
 
 @pytest.mark.parametrize("drift,on", [([1.56], True), ([0.12], False), ([0.08, 0.5], True),
@@ -168,5 +159,6 @@ def test_branch_dropout_is_refused_where_there_is_no_conv_summary_to_keep(config
 
     with pytest.raises(ConfigError, match="model.branch_dropout drops the recurrent state beside a conv"):
         validate_config(config)
-    # 0 says nothing to drop anywhere; auto decides from the front-end
+    # 0 (the default) drops nothing anywhere; with a conv front-end, explicit or auto, it is taken
     validate_config({**config, "model": {**config["model"], "branch_dropout": 0.0}})
+    validate_config({"model": {"frontend": "auto", "branch_dropout": 0.8}})
