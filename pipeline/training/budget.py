@@ -57,7 +57,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import RecurConfig
+from pipeline.config import ConfigError, RecurConfig
 
 AUTO_BATCH_STEPS = 16  # steps per epoch per worker that data.batch_size auto aims for
 AUTO_BATCH_RANGE = (4, 32)  # smallest and largest batch it picks
@@ -158,6 +158,11 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         long_inputs = task in ("classify", "forecast") and float_inputs
         model_updates["patch"] = max(1, math.ceil(mean_length / RNN_STEPS)) if long_inputs else 1
     decisions.update({f"model.{k}": v for k, v in model_updates.items()})
+    if model.branch_dropout and model_updates.get("frontend", model.frontend) != "conv":
+        raise ConfigError(f"model.branch_dropout {model.branch_dropout} needs a conv front-end, and "
+                          f"model.frontend auto chose none here (mean length {mean_length:.0f}; conv "
+                          f"from {CONV_MIN_LENGTH} steps of float inputs): set model.branch_dropout 0 "
+                          f"or model.frontend conv")
     if model.instance_norm == "auto":  # said only where it means something
         drift = level_drift(manifest) if task == "forecast" else None
         on = ((task == "forecast" and (drift is None or drift >= LEVEL_DRIFT))

@@ -162,3 +162,12 @@ def test_branch_dropout_is_refused_where_there_is_no_conv_summary_to_keep(config
     # 0 (the default) drops nothing anywhere; with a conv front-end, explicit or auto, it is taken
     validate_config({**config, "model": {**config["model"], "branch_dropout": 0.0}})
     validate_config({"model": {"frontend": "auto", "branch_dropout": 0.8}})
+
+
+def test_branch_dropout_under_an_auto_front_end_that_chose_none_is_refused_before_training(tmp_path):
+    from pipeline.config import ConfigError
+
+    manifest = _manifest(tmp_path, 16)  # lengths 4..14: frontend auto chooses none
+    with pytest.raises(ConfigError, match="model.branch_dropout 0.8 needs a conv front-end, and "
+                                         "model.frontend auto chose none here"):
+        resolve(RecurConfig(model={"frontend": "auto", "branch_dropout": 0.8}), manifest)
