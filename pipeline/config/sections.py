@@ -209,6 +209,14 @@ class TrainConfig(Section):
         description="train at least this many optimizer steps (per worker): epochs are added "
         "beyond train.epochs until reached, and early stopping never ends a run before it"
     )
+    max_epochs: int | None = Field(
+        None, ge=1, le=100_000,
+        description="restart the schedule (warm-up included) for another train.epochs when they end "
+        "with the training loss still falling (an improvement of train.monitor within the early-"
+        "stopping patience) and above 1/20 of the first epoch's, while the next cycle ends by "
+        "max_epochs: epochs added only where the planned ones were too few to fit the training "
+        "rows; null: never"
+    )
     early_stopping_patience: int = Field(
         8, ge=0, description="stop after this many epochs without improvement of train.monitor "
         "(epochs whose validation is still at chance do not count); 0 disables"
@@ -257,6 +265,13 @@ class TrainConfig(Section):
         "WARNING",
         description="console level of Ray's own logs (Train, Data); recur prints a line per epoch",
     )
+
+    @model_validator(mode="after")
+    def _check_max_epochs(self) -> TrainConfig:
+        if self.max_epochs is not None and self.max_epochs < self.epochs:
+            raise ValueError(f"train.max_epochs ({self.max_epochs}) must be at least train.epochs "
+                             f"({self.epochs}): it bounds the epochs added after them")
+        return self
 
 
 class TrackingConfig(Section):

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 EPOCH_METRICS = (
     "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "grad_norm", "grad_norm_max",
     "epoch_seconds", "sequences_per_second", "data_wait_fraction", "worker_peak_rss_mib",
-    "worker_peak_device_mib", "steps_done", "at_chance",
+    "worker_peak_device_mib", "steps_done", "at_chance", "restarted",
 )
 
 

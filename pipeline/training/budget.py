@@ -185,6 +185,8 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         if needed > epochs:
             epochs = needed
             decisions["train.epochs"] = epochs
+    if train.max_epochs is not None and train.max_epochs < epochs:  # no room for a restart
+        train_updates["max_epochs"] = epochs
 
     if (not decisions and not model_updates and not train_updates
             and data_updates == {"batch_size": data.batch_size}):
@@ -204,6 +206,6 @@ def budget_params(resolved: Resolved) -> dict[str, Any]:
     out: dict[str, Any] = {f"budget.auto.{k}": v for k, v in resolved.decisions.items()}
     if resolved.steps_per_epoch is not None:
         out["budget.steps_per_epoch"] = resolved.steps_per_epoch
-        out["budget.max_steps"] = resolved.steps_per_epoch * cfg.train.epochs
+        out["budget.max_steps"] = resolved.steps_per_epoch * (cfg.train.max_epochs or cfg.train.epochs)
     out["budget.min_steps"] = cfg.train.min_steps
     return out

@@ -22,6 +22,7 @@ from pipeline.models.recurrent import start_from_vectors
 from pipeline.tasks import build_task
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.loop import (
+    FIT_LOSS_FRACTION,
     EpochStats,
     FitPlan,
     FitState,
@@ -210,6 +211,11 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 "validation at chance after %d epochs (%d steps): %s. More steps (train.min_steps), a "
                 "smaller batch (data.batch_size: auto) or another encoder (model.frontend, model.patch) "
                 "may help", state.next_epoch, state.steps_done, chance[0])
+        if metrics.get("restarted") and rank == 0:
+            logging.getLogger("recur").warning(
+                "epoch %d: training loss %.4g is still falling and above %g of the first epoch's "
+                "(%.4g): the schedule restarts for %d more epochs (train.max_epochs %d)", epoch + 1,
+                metrics["train_loss"], FIT_LOSS_FRACTION, state.first_loss, plan.epochs, plan.max_epochs)
         checkpoint = None
         if rank == 0 and not metrics.get("diverged"):  # NaN weights are never a checkpoint
             # Ray copies the folder to storage_path and then deletes it; with one rank in this

@@ -157,22 +157,27 @@ def scheduler_for(cfg: RecurConfig, space: dict[str, Any], *, longest: int | Non
 
 
 # Keys that decide how many epochs a trial trains (pipeline.training.budget.resolve)
-BUDGET_KEYS = ("train.epochs", "train.min_steps", "data.batch_size", "resources.num_workers")
+BUDGET_KEYS = ("train.epochs", "train.max_epochs", "train.min_steps", "data.batch_size",
+               "resources.num_workers")
 
 
 def longest_trial(base: dict[str, Any], parsed: dict[str, tuple[str, list[Any]]], manifest: Any) -> int:
     """The most epochs a trial of the space trains: train.epochs, raised by train.min_steps for
-    the trial's batch size and workers, over every combination of the budget keys' values (a
-    range's bounds). ASHA stops every trial at max_t, so a max_t of plain train.epochs would
-    stop the trials that train.min_steps makes longer as if their scheduler had judged them."""
+    the trial's batch size and workers (train.max_epochs when set), over every combination of
+    the budget keys' values (a range's bounds). ASHA stops every trial at max_t, so a max_t of
+    plain train.epochs would stop the trials that train.min_steps makes longer (or that restart
+    their schedule) as if their scheduler had judged them."""
     import itertools
 
     from pipeline.training.budget import resolve
     from pipeline.tuning.space import probe_values
 
     keys = [k for k in BUDGET_KEYS if k in parsed]
-    return max(resolve(RecurConfig.model_validate(trial_config_dict(base, dict(zip(keys, values)))),
-                       manifest).cfg.train.epochs
+    def most(train: Any) -> int:  # restarts of an unfit run's schedule go on to train.max_epochs
+        return train.max_epochs or train.epochs
+
+    return max(most(resolve(RecurConfig.model_validate(trial_config_dict(base, dict(zip(keys, values)))),
+                            manifest).cfg.train)
                for values in itertools.product(*(probe_values(*parsed[k]) for k in keys)))
 
 

@@ -36,6 +36,22 @@ def test_resolve_decides_batch_size_and_raises_epochs_to_reach_min_steps(tmp_pat
     assert resolve(resolved.cfg, manifest).cfg == resolved.cfg
 
 
+def test_max_epochs_bounds_the_restarts_and_the_logged_budget(tmp_path):
+    # given 5 steps an epoch (as above), 10 planned epochs and restarts up to 40
+    manifest = _manifest(tmp_path, 40)
+    cfg = RecurConfig(data={"batch_size": "auto"}, train={"epochs": 10, "max_epochs": 40})
+    resolved = resolve(cfg, manifest)
+    assert resolved.cfg.train.max_epochs == 40
+    assert budget_params(resolved)["budget.max_steps"] == 200  # 40 epochs of 5 steps
+    # when min_steps raises the planned epochs past max_epochs, there is no room for a restart
+    raised = resolve(cfg.model_copy(update={"train": cfg.train.model_copy(update={"min_steps": 300})}),
+                     manifest).cfg.train
+    assert (raised.epochs, raised.max_epochs) == (60, 60)
+    # and a max_epochs below train.epochs is refused, naming both
+    with pytest.raises(ValueError, match=r"train.max_epochs \(5\) must be at least train.epochs \(10\)"):
+        RecurConfig(train={"epochs": 10, "max_epochs": 5})
+
+
 def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
     manifest = _manifest(tmp_path, 40)
     cfg = RecurConfig(data={"batch_size": 16, "bucket_by_length": True},

@@ -98,6 +98,57 @@ def test_fit_follows_the_schedule_and_improves_the_model():
     assert state.best_epoch >= 0 and state.steps_done == 36
 
 
+def _booked(**fields) -> FitState:
+    """The state at the end of a 10-epoch cycle whose training loss fell from 1.0 to 0.2."""
+    return FitState(**{"next_epoch": 10, "first_loss": 1.0, "cycle_loss": 0.2, "bad_epochs": 0, **fields})
+
+
+def test_a_cycle_restarts_only_when_the_run_is_still_learning_and_short_of_fit():
+    plan = FitPlan(epochs=10, lr=1e-2, schedule=LrScheduleConfig(name="cosine"), monitor="train_loss",
+                   monitor_mode="min", patience=5, max_epochs=30)
+    assert plan.restarts(_booked())
+    assert not plan.restarts(_booked(cycle_loss=0.05))  # fit: at 1/20 of the first epoch's loss
+    assert not plan.restarts(_booked(bad_epochs=5))  # no improvement in the last `patience` epochs
+    assert not plan.restarts(_booked(next_epoch=9))  # not the cycle's end
+    assert plan.restarts(_booked(next_epoch=20, cycle_start=10))  # the second cycle ends by 30
+    assert not plan.restarts(_booked(next_epoch=30, cycle_start=20))  # a fourth would end at 40
+    assert not FitPlan(**{**plan.__dict__, "max_epochs": None}).restarts(_booked())  # off by default
+    # without early stopping, "still learning" is an improvement in the last tenth of the cycle
+    no_patience = FitPlan(**{**plan.__dict__, "patience": 0})
+    assert no_patience.restarts(_booked()) and not no_patience.restarts(_booked(bad_epochs=1))
+
+
+def test_an_unfit_run_restarts_its_schedule_up_to_max_epochs():
+    # given 3 planned epochs with warm-up and a cosine decay, restarts up to 9 epochs, and a learning
+    # rate so small that the 20-row training loss is still falling, far from fit, when each cycle ends
+    plan = FitPlan(epochs=3, lr=1e-4, schedule=LrScheduleConfig(name="cosine", warmup_epochs=1),
+                   monitor="train_loss", monitor_mode="min", patience=2, max_epochs=9)
+    state, reports, _ = _run(plan)
+    # then it trained three cycles, each with the schedule from its start
+    lrs = [m["lr"] for _, m, _ in reports]
+    assert [r[0] for r in reports] == list(range(9)) and state.steps_done == 27
+    assert lrs[:3] == lrs[3:6] == lrs[6:] and lrs[0] < lrs[1] and lrs[2] < lrs[1]
+    assert [m["restarted"] for _, m, _ in reports] == [0, 0, 1, 0, 0, 1, 0, 0, 0]
+    losses = [m["train_loss"] for _, m, _ in reports]
+    assert losses[-1] < losses[0] and min(losses) > 0.05 * losses[0]
+    assert state.cycle_start == 6 and state.first_loss == losses[0] and state.cycle_loss == min(losses[6:])
+    # a restarted cycle runs whole: a monitored metric that stops improving in it (here from epoch
+    # 3 on, patience 2) does not end it early, and then the run is no longer learning: no third cycle
+    flat = FitPlan(**{**plan.__dict__, "monitor": "val_loss"})
+    _, reports, _ = _run(flat, val_metric=lambda epoch: 1.0 - 0.1 * min(epoch, 2))
+    assert [r[0] for r in reports] == list(range(6)) and not any(stop for *_, stop in reports)
+    assert [m["restarted"] for _, m, _ in reports] == [0, 0, 1, 0, 0, 0]
+    # a run continued from a checkpoint inside the second cycle keeps that cycle's schedule
+    resumed = FitState(next_epoch=4, cycle_start=3, first_loss=losses[0], cycle_loss=losses[3], steps_done=12)
+    _, rest, _ = _run(plan, state=resumed)
+    assert [r[0] for r in rest][:2] == [4, 5] and [m["lr"] for _, m, _ in rest][:2] == lrs[1:3]
+    # and with a learning rate that fits the rows well within the cycle, nothing is added
+    quick = FitPlan(**{**plan.__dict__, "lr": 3e-2, "epochs": 40, "max_epochs": 120, "patience": 0})
+    _, reports, _ = _run(quick)
+    assert min(m["train_loss"] for _, m, _ in reports) < 0.05 * reports[0][1]["train_loss"]
+    assert len(reports) == 40 and not any(m["restarted"] for _, m, _ in reports)
+
+
 def test_fit_continues_from_a_state():
     plan = FitPlan(epochs=4, lr=1e-2, schedule=LrScheduleConfig(), monitor="val_loss", monitor_mode="min")
     state, reports, _ = _run(plan, state=FitState(next_epoch=2, steps_done=6))

@@ -80,6 +80,10 @@ def test_asha_max_t_is_the_longest_trial_of_the_space(toy_dataset):
     assert longest == 20
     assert scheduler_for(cfg, to_tune(space), longest=longest)._max_t == 20
     assert longest_trial(cfg.model_dump(mode="json"), parse_space(cfg.tune.space), manifest) == 3
+    # and a run may restart its schedule up to train.max_epochs: that is its longest
+    restarting = load_config([], [*SPACE, "train.epochs=3", "train.max_epochs=12"])
+    restarting_space = parse_space(restarting.tune.space)
+    assert longest_trial(restarting.model_dump(mode="json"), restarting_space, manifest) == 12
 
 
 @pytest.mark.parametrize("overlay", ["configs/tune-quickstart.yaml", "benchmarks/tune-space.yaml"])
