@@ -198,6 +198,7 @@ class FitState:
     cycle_start: int = 0  # first epoch of the schedule's current cycle (a restart's, FitPlan.max_epochs)
     first_loss: float | None = None  # the first epoch's training loss: what "fit" is measured against
     cycle_loss: float | None = None  # the lowest training loss of the current cycle
+    ended_cycle_loss: float | None = None  # the last restarted cycle's lowest training loss
 
     def improved(self, value: float, mode: str) -> bool:
         if self.best_value is None:
@@ -288,6 +289,7 @@ def end_epoch(plan: FitPlan, state: FitState, epoch: int, metrics: dict[str, flo
         state.first_loss = loss if state.first_loss is None else state.first_loss
         state.cycle_loss = loss if state.cycle_loss is None else min(state.cycle_loss, loss)
     if plan.restarts(state):
+        state.ended_cycle_loss = state.cycle_loss
         state.cycle_start, state.cycle_loss, state.plateau_decays = state.next_epoch, None, 0
         return False
     # A restarted cycle runs to its end, where `restarts` decides again: its first epochs, at the

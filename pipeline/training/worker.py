@@ -213,9 +213,10 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 "may help", state.next_epoch, state.steps_done, chance[0])
         if metrics.get("restarted") and rank == 0:
             logging.getLogger("recur").warning(
-                "epoch %d: training loss %.4g is still falling and above %g of the first epoch's "
-                "(%.4g): the schedule restarts for %d more epochs (train.max_epochs %d)", epoch + 1,
-                metrics["train_loss"], FIT_LOSS_FRACTION, state.first_loss, plan.epochs, plan.max_epochs)
+                "epoch %d: the training loss is still falling, and at %.4g (its lowest in these %d "
+                "epochs) above %g of the first epoch's %.4g: the schedule restarts for %d more epochs "
+                "(train.max_epochs %d)", epoch + 1, state.ended_cycle_loss, plan.epochs,
+                FIT_LOSS_FRACTION, state.first_loss, plan.epochs, plan.max_epochs)
         checkpoint = None
         if rank == 0 and not metrics.get("diverged"):  # NaN weights are never a checkpoint
             # Ray copies the folder to storage_path and then deletes it; with one rank in this

@@ -132,6 +132,7 @@ def test_an_unfit_run_restarts_its_schedule_up_to_max_epochs():
     losses = [m["train_loss"] for _, m, _ in reports]
     assert losses[-1] < losses[0] and min(losses) > 0.05 * losses[0]
     assert state.cycle_start == 6 and state.first_loss == losses[0] and state.cycle_loss == min(losses[6:])
+    assert state.ended_cycle_loss == min(losses[3:6])  # what the restart's log line names
     # a restarted cycle runs whole: a monitored metric that stops improving in it (here from epoch
     # 3 on, patience 2) does not end it early, and then the run is no longer learning: no third cycle
     flat = FitPlan(**{**plan.__dict__, "monitor": "val_loss"})
