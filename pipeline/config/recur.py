@@ -68,10 +68,14 @@ class RecurConfig(Section):
         if self.data.task not in ("classify", "forecast") and model.instance_norm is True:
             raise ValueError(f"model.instance_norm applies to classify and forecast models, not "
                              f"{self.data.task!r}")
-        if model.branch_dropout and (self.data.task != "classify" or model.frontend == "none"):
-            raise ValueError("model.branch_dropout drops the recurrent state beside a conv front-end's "
-                             "summary: it applies to classify with model.frontend conv or auto, not "
-                             f"{self.data.task!r} with frontend {model.frontend!r} (use model.dropout)")
+        if model.branch_dropout != "auto":
+            if not 0.0 <= model.branch_dropout < 1.0:
+                raise ValueError(f"model.branch_dropout must be in [0, 1) or auto; "
+                                 f"got {model.branch_dropout}")
+            if model.branch_dropout and (self.data.task != "classify" or model.frontend == "none"):
+                raise ValueError("model.branch_dropout drops the recurrent state beside a conv front-end's "
+                                 "summary: it applies to classify with model.frontend conv or auto, not "
+                                 f"{self.data.task!r} with frontend {model.frontend!r} (use model.dropout)")
         if self.data.task != "forecast" and model.difference:
             raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
         if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:

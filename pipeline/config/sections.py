@@ -117,11 +117,11 @@ class ModelConfig(Section):
         1, description="classify/forecast: steps merged into one before the RNN (temporal downsampling "
         "by a strided conv; 1: none); auto: enough that the RNN sees at most about 128 steps"
     )
-    branch_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="classify with frontend conv (or auto): dropout on the pooled "
-        "recurrent state in training, before it joins the conv summary (LSTM-FCN uses 0.8 after its "
-        "LSTM block); helps where the hybrid fits its training rows by heart, hurts where it is still "
-        "short of fitting them (docs/measured-results.md)"
+    branch_dropout: float | Literal["auto"] = Field(
+        0.0, description="classify with frontend conv (or auto): dropout on the pooled recurrent state "
+        "in training, before it joins the conv summary (LSTM-FCN uses 0.8 after its LSTM block), so "
+        "the head cannot fit small training sets on the recurrent features alone; auto: 0.8 where "
+        "the front-end is conv, 0 elsewhere (pipeline.training.budget; docs/measured-results.md)"
     )
     instance_norm: bool | Literal["auto"] = Field(
         "auto", description="forecast: normalize each history window by its own mean and std and "

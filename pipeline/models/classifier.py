@@ -21,6 +21,12 @@ from pipeline.models.recurrent import RecurrentEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
 INSTANCE_STATS = ("dataset", "row")  # see `instance_norm` in SequenceClassifier's doc
+BRANCH_DROPOUT = 0.8  # model.branch_dropout auto beside a conv front-end: LSTM-FCN's (Karim et al. 2018)
+
+
+def auto_branch_dropout(frontend: str) -> float:
+    """model.branch_dropout auto: `BRANCH_DROPOUT` beside a conv front-end, 0 without one."""
+    return BRANCH_DROPOUT if frontend == "conv" else 0.0
 
 
 class SequenceClassifier(nn.Module):
@@ -45,7 +51,8 @@ class SequenceClassifier(nn.Module):
             it joins the conv summary, as LSTM-FCN drops 80% of its LSTM block's output (Karim et
             al. 2018), so the head cannot lean on the recurrent features alone. Measured with 0.8
             (docs/measured-results.md): OSULeaf 0.839 -> 0.909, whose rows the hybrid fits by
-            heart; PigCVP 0.514 -> 0.361, which it is still short of fitting. Off (0) by default;
+            heart; PigCVP 0.630 -> 0.707 once `train.max_epochs` let it train until fit (0.361 in
+            100 epochs). 0 by default, 0.8 beside conv blocks under `auto` (configs/classify.yaml);
             recorded in `model_args` only when set.
 
     vocab_size > 0: the inputs are token ids (x_BT int64, 0 = padding; a text classifier),
@@ -210,10 +217,13 @@ class SequenceClassifier(nn.Module):
 
 def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
     """Build from a `ModelConfig` and the dataset's shape."""
+    branch_dropout = model_cfg.branch_dropout
+    if branch_dropout == "auto":  # resolved by pipeline.training.budget before a run; the same here
+        branch_dropout = auto_branch_dropout(model_cfg.frontend)
     return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.encoder_args(),
                               pooling=model_cfg.pooling, attention=model_cfg.attention,
                               **model_cfg.frontend_args(), instance_norm=model_cfg.instance_norm is True,
-                              instance_stats="row", branch_dropout=model_cfg.branch_dropout)
+                              instance_stats="row", branch_dropout=branch_dropout)
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

@@ -1,10 +1,11 @@
 """The training budget and the "auto" settings, resolved from what the manifest says.
 
 A config may leave some settings to the data (`data.batch_size: auto`, `model.frontend: auto`,
-`model.patch: auto`, `model.instance_norm: auto`) and ask for a minimum number of optimizer steps
-(`train.min_steps`). `resolve` turns them into concrete values from the dataset's manifest (rows,
-lengths, channels) by the rules below, the same for every dataset, so that small and long series
-train without hand tuning and a run's logged config says what actually ran:
+`model.patch: auto`, `model.instance_norm: auto`, `model.branch_dropout: auto`) and ask for a
+minimum number of optimizer steps (`train.min_steps`). `resolve` turns them into concrete values
+from the dataset's manifest (rows, lengths, channels) by the rules below, the same for every
+dataset, so that small and long series train without hand tuning and a run's logged config says
+what actually ran:
 
 - **batch size** (auto): per worker, rows_per_worker / 16 rounded to the nearest power of two,
   within [4, 32] (never more than the rows a worker has): a worker gets about 16 optimizer steps
@@ -19,6 +20,14 @@ train without hand tuning and a run's logged config says what actually ran:
   short sequences and for forecasting (whose windows the recurrence reads directly).
 - **patch** (auto): the fewest steps merged into one so that the RNN sees at most
   `RNN_STEPS` steps of a sequence of mean length: ceil(mean length / RNN_STEPS).
+- **branch_dropout** (auto, classify): 0.8 under a conv front-end, 0 without
+  (`pipeline.models.classifier.auto_branch_dropout`).
+  The hybrid's head sees the pooled recurrent state beside the conv summary; on small training
+  sets it fits them by the recurrent features alone and generalizes worse than the conv summary
+  would (OSULeaf, 200 training rows: 0.839 with both, 0.942 with the conv summary alone). LSTM-FCN
+  (Karim et al. 2018) drops 80% of its LSTM block's output for the same reason; so does this. It
+  slows fitting: with 100 epochs PigCVP fell from 0.514-0.548 to 0.361, with the restarts of
+  `train.max_epochs` (400) it rose to 0.707 (docs/measured-results.md).
 - **bucket_by_length** (auto): length-bucketed batches (less padding), except under a conv
   front-end: its batch norm learns batch statistics in training and uses their running mean in
   evaluation, and batches sorted by length (often by class too) have statistics unlike the data's
@@ -158,7 +167,14 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         long_inputs = task in ("classify", "forecast") and float_inputs
         model_updates["patch"] = max(1, math.ceil(mean_length / RNN_STEPS)) if long_inputs else 1
     decisions.update({f"model.{k}": v for k, v in model_updates.items()})
-    if model.branch_dropout and model_updates.get("frontend", model.frontend) != "conv":
+    if model.branch_dropout == "auto":  # said only where it means something: beside a conv front-end
+        from pipeline.models.classifier import auto_branch_dropout
+
+        frontend = model_updates.get("frontend", model.frontend) if task == "classify" else "none"
+        model_updates["branch_dropout"] = auto_branch_dropout(frontend)
+        if model_updates["branch_dropout"]:
+            decisions["model.branch_dropout"] = model_updates["branch_dropout"]
+    elif model.branch_dropout and model_updates.get("frontend", model.frontend) != "conv":
         raise ConfigError(f"model.branch_dropout {model.branch_dropout} needs a conv front-end, and "
                           f"model.frontend auto chose none here (mean length {mean_length:.0f}; conv "
                           f"from {CONV_MIN_LENGTH} steps of float inputs): set model.branch_dropout 0 "

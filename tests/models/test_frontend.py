@@ -497,6 +497,10 @@ def test_branch_dropout_is_recorded_when_set_and_needs_a_conv_front_end():
     assert build_model(ModelConfig(frontend="conv"), input_size=1, num_classes=2).branch_dropout.p == 0.0
     config = ModelConfig(frontend="conv", branch_dropout=0.8)
     assert build_model(config, input_size=1, num_classes=2).model_args["branch_dropout"] == 0.8
+    auto = ModelConfig(frontend="conv", branch_dropout="auto")  # unresolved: as budget.resolve decides
+    assert build_model(auto, input_size=1, num_classes=2).branch_dropout.p == 0.8
+    no_conv = ModelConfig(branch_dropout="auto")
+    assert build_model(no_conv, input_size=1, num_classes=2).branch_dropout.p == 0.0
     with pytest.raises(ValueError, match="model.branch_dropout .* needs model.frontend conv"):
         SequenceClassifier(input_size=1, num_classes=2, branch_dropout=0.5)
     with pytest.raises(ValueError, match=r"model.branch_dropout: expected a probability in \[0, 1\)"):

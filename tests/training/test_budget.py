@@ -187,3 +187,22 @@ def test_branch_dropout_under_an_auto_front_end_that_chose_none_is_refused_befor
     with pytest.raises(ConfigError, match="model.branch_dropout 0.8 needs a conv front-end, and "
                                          "model.frontend auto chose none here"):
         resolve(RecurConfig(model={"frontend": "auto", "branch_dropout": 0.8}), manifest)
+
+
+def test_branch_dropout_auto_follows_the_front_end_it_resolves_to(tmp_path):
+    from pipeline.config import ConfigError, validate_config
+
+    manifest = _manifest(tmp_path, 16)  # lengths 4..14: frontend auto chooses none
+    auto = {"frontend": "auto", "branch_dropout": "auto"}
+    short = resolve(RecurConfig(model=auto), manifest)
+    assert short.cfg.model.branch_dropout == 0.0 and "model.branch_dropout" not in short.decisions
+    long = manifest.model_copy(update={"lengths": {
+        "train": manifest.lengths["train"].model_copy(update={"mean": 300.0, "max": 300})}})
+    resolved = resolve(RecurConfig(model=auto), long)
+    assert resolved.cfg.model.frontend == "conv" and resolved.cfg.model.branch_dropout == 0.8
+    assert resolved.decisions["model.branch_dropout"] == 0.8
+    forecast = resolve(RecurConfig(data={"task": "forecast"}, model=auto), long).cfg.model
+    assert (forecast.frontend, forecast.branch_dropout) == ("none", 0.0)
+    # anything else than a probability or auto is refused, naming the key
+    with pytest.raises(ConfigError, match=r"model.branch_dropout must be in \[0, 1\) or auto; got 1.0"):
+        validate_config({"model": {"frontend": "conv", "branch_dropout": 1.0}})
