@@ -109,7 +109,7 @@ class ModelConfig(Section):
     frontend: Literal["none", "conv", "auto"] = Field(
         "none", description="classify/forecast: conv puts masked 1-D convolutions in front of the RNN "
         "(hybrid CNN-RNN in the spirit of LSTM-FCN) and adds their masked mean to the pooled state; "
-        "auto: conv for univariate or long sequences (pipeline.training.budget)"
+        "auto: conv for classification of float inputs, none for tokens (pipeline.training.budget)"
     )
     frontend_channels: int = Field(64, ge=1, le=MAX_WIDTH,
         description="frontend: conv: channels of each conv block")

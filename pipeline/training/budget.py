@@ -15,9 +15,10 @@ what actually ran:
   when that is more, so a small set trains for at least `min_steps` steps whatever its size;
   early stopping never ends a run before `min_steps` either (`pipeline.training.loop.fit`).
 - **front-end** (auto, classify and forecast): `conv` (masked convolutions before the RNN, see
-  `pipeline.models.frontend`) for classification of sequences whose mean length is at least
-  `CONV_MIN_LENGTH` steps, where local shape matters more than a few steps' order; `none` for
-  short sequences and for forecasting (whose windows the recurrence reads directly).
+  `pipeline.models.frontend`) for classification of float inputs, short sequences included
+  (JapaneseVowels, 7-29 steps: 0.997 with it, 0.973 without; ItalyPowerDemand, 24 steps: 0.974
+  against 0.960); `none` for token inputs (which an embedding reads) and for forecasting (whose
+  windows the recurrence reads directly).
 - **patch** (auto): the fewest steps merged into one so that the RNN sees at most
   `RNN_STEPS` steps of a sequence of mean length: ceil(mean length / RNN_STEPS).
 - **branch_dropout** (auto, classify): 0.8 under a conv front-end, 0 without
@@ -70,7 +71,6 @@ from pipeline.config import ConfigError, RecurConfig
 
 AUTO_BATCH_STEPS = 16  # steps per epoch per worker that data.batch_size auto aims for
 AUTO_BATCH_RANGE = (4, 32)  # smallest and largest batch it picks
-CONV_MIN_LENGTH = 48  # mean length from which model.frontend auto puts convolutions in front
 RNN_STEPS = 128  # most steps model.patch auto leaves for the recurrence
 ROW_SCALE_SPREAD = 10.0  # p90 / p10 of the train rows' own std from which classify normalizes each row
 VAL_SELECT_ROWS = 200  # val rows from which classify's train_on_val auto keeps them for selection
@@ -161,7 +161,7 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     mean_length = lengths.mean if lengths is not None else 0.0
     float_inputs = manifest.feature.kind == "float"
     if model.frontend == "auto":
-        conv = task == "classify" and float_inputs and mean_length >= CONV_MIN_LENGTH
+        conv = task == "classify" and float_inputs
         model_updates["frontend"] = "conv" if conv else "none"
     if model.patch == "auto":
         long_inputs = task in ("classify", "forecast") and float_inputs
@@ -176,9 +176,8 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
             decisions["model.branch_dropout"] = model_updates["branch_dropout"]
     elif model.branch_dropout and model_updates.get("frontend", model.frontend) != "conv":
         raise ConfigError(f"model.branch_dropout {model.branch_dropout} needs a conv front-end, and "
-                          f"model.frontend auto chose none here (mean length {mean_length:.0f}; conv "
-                          f"from {CONV_MIN_LENGTH} steps of float inputs): set model.branch_dropout 0 "
-                          f"or model.frontend conv")
+                          f"model.frontend auto chose none here (token inputs; conv for float inputs): "
+                          f"set model.branch_dropout 0")
     if model.instance_norm == "auto":  # said only where it means something
         drift = level_drift(manifest) if task == "forecast" else None
         on = ((task == "forecast" and (drift is None or drift >= LEVEL_DRIFT))

@@ -173,6 +173,7 @@ def longest_trial(base: dict[str, Any], parsed: dict[str, tuple[str, list[Any]]]
     from pipeline.tuning.space import probe_values
 
     keys = [k for k in BUDGET_KEYS if k in parsed]
+
     def most(train: Any) -> int:  # restarts of an unfit run's schedule go on to train.max_epochs
         return train.max_epochs or train.epochs
 

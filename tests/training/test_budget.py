@@ -61,12 +61,20 @@ def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
     assert resolved.cfg == cfg and resolved.decisions == {}
 
 
+def _tokens(manifest):
+    """The same manifest, as if its inputs were token ids (texts)."""
+    return manifest.model_copy(update={"feature": manifest.feature.model_copy(update={"kind": "token"})})
+
+
 def test_resolve_picks_a_conv_front_end_and_patches_for_long_sequences(tmp_path):
     from pipeline.config import RecurConfig as Cfg
 
-    manifest = _manifest(tmp_path, 16)  # lengths 4..14: short
-    short = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), manifest).cfg.model
-    assert (short.frontend, short.patch) == ("none", 1)
+    manifest = _manifest(tmp_path, 16)  # lengths 4..14: short, float inputs
+    auto = Cfg(model={"frontend": "auto", "patch": "auto"})
+    short = resolve(auto, manifest).cfg.model
+    assert (short.frontend, short.patch) == ("conv", 1)  # conv at any length; no patching
+    tokens = resolve(auto, _tokens(manifest)).cfg.model
+    assert (tokens.frontend, tokens.patch) == ("none", 1)  # an embedding reads token ids
     long = manifest.model_copy(update={"lengths": {
         "train": manifest.lengths["train"].model_copy(update={"mean": 1000.0, "max": 1200})}})
     resolved = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), long)
@@ -183,19 +191,19 @@ def test_branch_dropout_is_refused_where_there_is_no_conv_summary_to_keep(config
 def test_branch_dropout_under_an_auto_front_end_that_chose_none_is_refused_before_training(tmp_path):
     from pipeline.config import ConfigError
 
-    manifest = _manifest(tmp_path, 16)  # lengths 4..14: frontend auto chooses none
-    with pytest.raises(ConfigError, match="model.branch_dropout 0.8 needs a conv front-end, and "
-                                         "model.frontend auto chose none here"):
+    manifest = _tokens(_manifest(tmp_path, 16))  # token inputs: frontend auto chooses none
+    with pytest.raises(ConfigError, match=r"model.branch_dropout 0.8 needs a conv front-end, and "
+                                         r"model.frontend auto chose none here \(token inputs"):
         resolve(RecurConfig(model={"frontend": "auto", "branch_dropout": 0.8}), manifest)
 
 
 def test_branch_dropout_auto_follows_the_front_end_it_resolves_to(tmp_path):
     from pipeline.config import ConfigError, validate_config
 
-    manifest = _manifest(tmp_path, 16)  # lengths 4..14: frontend auto chooses none
+    manifest = _manifest(tmp_path, 16)
     auto = {"frontend": "auto", "branch_dropout": "auto"}
-    short = resolve(RecurConfig(model=auto), manifest)
-    assert short.cfg.model.branch_dropout == 0.0 and "model.branch_dropout" not in short.decisions
+    tokens = resolve(RecurConfig(model=auto), _tokens(manifest))  # frontend auto chooses none
+    assert tokens.cfg.model.branch_dropout == 0.0 and "model.branch_dropout" not in tokens.decisions
     long = manifest.model_copy(update={"lengths": {
         "train": manifest.lengths["train"].model_copy(update={"mean": 300.0, "max": 300})}})
     resolved = resolve(RecurConfig(model=auto), long)
