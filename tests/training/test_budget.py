@@ -66,7 +66,7 @@ def _tokens(manifest):
     return manifest.model_copy(update={"feature": manifest.feature.model_copy(update={"kind": "token"})})
 
 
-def test_resolve_picks_a_conv_front_end_and_patches_for_long_sequences(tmp_path):
+def test_resolve_picks_a_conv_front_end_for_float_inputs_and_patches_long_sequences(tmp_path):
     from pipeline.config import RecurConfig as Cfg
 
     manifest = _manifest(tmp_path, 16)  # lengths 4..14: short, float inputs
