@@ -213,7 +213,8 @@ class TrainConfig(Section):
         None, ge=1, le=100_000,
         description="restart the schedule (warm-up included) for another train.epochs when they end "
         "with the training loss still falling (an improvement of train.monitor within the early-"
-        "stopping patience) and above 1/20 of the first epoch's, while the next cycle ends by "
+        "stopping patience) and above 1/20 of the first epoch's (both counted from the loss's floor: "
+        "label smoothing's entropy), while the next cycle ends by "
         "max_epochs: epochs added only where the planned ones were too few to fit the training "
         "rows; null: never"
     )

@@ -79,6 +79,12 @@ class Task:
         """Arrow rows of the dataset contract -> tensors; `x` and `lengths` always present."""
         raise NotImplementedError
 
+    @property
+    def loss_floor(self) -> float:
+        """The least the training loss can be, in its units: 0 unless the loss has an entropy it can
+        never go below (label smoothing). `train.max_epochs` measures fit from it (`FitPlan`)."""
+        return 0.0
+
     def loss_weight(self, batch: Batch) -> int:
         """How many units the batch's mean loss averages over (sequences; tokens for token losses)."""
         return int(batch["x"].shape[0])

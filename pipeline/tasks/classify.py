@@ -9,6 +9,7 @@ tokenizer (`pipeline.data.tokens.tokenize`).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -71,6 +72,16 @@ class ClassifyTask(Task):
         if "y" in table.column_names:
             out["y"] = torch.from_numpy(table.column("y").to_numpy().astype(np.int64))
         return out
+
+    @property
+    def loss_floor(self) -> float:
+        """Label smoothing's floor: the entropy of the smoothed target (1 - s + s / K on the label,
+        s / K on each other class), the cross-entropy of a model that predicts it exactly; 0 without."""
+        s, k = self.label_smoothing, self.num_classes
+        if s <= 0 or k < 2:
+            return 0.0
+        label, other = 1.0 - s + s / k, s / k
+        return -(label * math.log(label) + (k - 1) * other * math.log(other))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the batch (nats per sequence)."""

@@ -219,12 +219,13 @@ class FitPlan:
     min_steps: int = 0  # optimizer steps before early stopping may end the run
     chance_epochs: int = 3  # consecutive epochs at chance before the run says so
     max_epochs: int | None = None  # unfit runs: restart the schedule for another `epochs` up to this
+    loss_floor: float = 0.0  # the lowest training loss the task's loss can reach (`Task.loss_floor`)
 
     @classmethod
-    def from_config(cls, train: Any) -> FitPlan:
+    def from_config(cls, train: Any, *, loss_floor: float = 0.0) -> FitPlan:
         return cls(epochs=train.epochs, lr=train.lr, schedule=train.schedule, monitor=train.monitor,
                    monitor_mode=train.monitor_mode, patience=train.early_stopping_patience,
-                   min_steps=train.min_steps, max_epochs=train.max_epochs)
+                   min_steps=train.min_steps, max_epochs=train.max_epochs, loss_floor=loss_floor)
 
     def wants_epoch(self, state: FitState) -> bool:
         """Another epoch: the planned ones (a restarted cycle's included), then more while fewer
@@ -244,7 +245,8 @@ class FitPlan:
         - still learning: the monitored metric reached its best of the run within the last
           `patience` epochs (a tenth of the cycle without early stopping);
         - short of fit: the cycle's lowest training loss is above `FIT_LOSS_FRACTION` of the first
-          epoch's (at chance for a classifier: ln(classes)).
+          epoch's (at chance for a classifier: ln(classes)), both counted from `loss_floor`, the
+          least the loss can be (label smoothing's entropy: its cross-entropy never nears 0).
         A run that fits, or whose loss stopped falling, ends as planned: the rule adds epochs only
         where the planned ones were too few (docs/measured-results.md: PigCVP)."""
         if self.max_epochs is None or state.next_epoch != state.cycle_start + self.epochs:
@@ -254,7 +256,8 @@ class FitPlan:
         window = self.patience if self.patience > 0 else max(self.epochs // 10, 1)
         if state.bad_epochs >= window or state.first_loss is None or state.cycle_loss is None:
             return False
-        return state.cycle_loss > FIT_LOSS_FRACTION * state.first_loss
+        floor = self.loss_floor
+        return state.cycle_loss - floor > FIT_LOSS_FRACTION * (state.first_loss - floor)
 
 
 MAX_EXTRA_EPOCHS = 10_000  # a bound on epochs added for min_steps (an epoch of no steps never ends it)

@@ -212,11 +212,12 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
                 "smaller batch (data.batch_size: auto) or another encoder (model.frontend, model.patch) "
                 "may help", state.next_epoch, state.steps_done, chance[0])
         if metrics.get("restarted") and rank == 0:
+            floor = f", both counted from the loss's floor {plan.loss_floor:.4g}" if plan.loss_floor else ""
             logging.getLogger("recur").warning(
                 "epoch %d: the training loss is still falling, and at %.4g (its lowest in these %d "
-                "epochs) above %g of the first epoch's %.4g: the schedule restarts for %d more epochs "
+                "epochs) above %g of the first epoch's %.4g%s: the schedule restarts for %d more epochs "
                 "(train.max_epochs %d)", epoch + 1, state.ended_cycle_loss, plan.epochs,
-                FIT_LOSS_FRACTION, state.first_loss, plan.epochs, plan.max_epochs)
+                FIT_LOSS_FRACTION, state.first_loss, floor, plan.epochs, plan.max_epochs)
         checkpoint = None
         if rank == 0 and not metrics.get("diverged"):  # NaN weights are never a checkpoint
             # Ray copies the folder to storage_path and then deletes it; with one rank in this
@@ -229,7 +230,7 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
             checkpoint = Checkpoint.from_directory(directory)
         train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
-    plan = FitPlan.from_config(cfg.train)
+    plan = FitPlan.from_config(cfg.train, loss_floor=task.loss_floor)
     try:
         fit(model, optimizer, task, plan, train_batches=train_batches, validate=validate, report=report,
             agree=_rank_0_decides,

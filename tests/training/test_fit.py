@@ -118,6 +118,17 @@ def test_a_cycle_restarts_only_when_the_run_is_still_learning_and_short_of_fit()
     assert no_patience.restarts(_booked()) and not no_patience.restarts(_booked(bad_epochs=1))
 
 
+def test_fit_is_measured_from_the_loss_floor():
+    # given a loss that cannot fall below 0.5 (label smoothing's entropy), a first epoch at 1.5
+    # and a cycle that ended at 0.54: 1/25 of the way from the floor, so fit (0.54 > 0.05 * 1.5
+    # would restart it forever without the floor); at 0.6 (1/10 of the way) it is not yet
+    plan = FitPlan(epochs=10, lr=1e-2, schedule=LrScheduleConfig(name="cosine"), monitor="train_loss",
+                   monitor_mode="min", patience=5, max_epochs=30, loss_floor=0.5)
+    assert not plan.restarts(_booked(first_loss=1.5, cycle_loss=0.54))
+    assert plan.restarts(_booked(first_loss=1.5, cycle_loss=0.6))
+    assert FitPlan(**{**plan.__dict__, "loss_floor": 0.0}).restarts(_booked(first_loss=1.5, cycle_loss=0.54))
+
+
 def test_an_unfit_run_restarts_its_schedule_up_to_max_epochs():
     # given 3 planned epochs with warm-up and a cosine decay, restarts up to 9 epochs, and a learning
     # rate so small that the 20-row training loss is still falling, far from fit, when each cycle ends

@@ -103,6 +103,19 @@ def test_label_smoothing_raises_the_loss_of_confident_predictions():
     assert smoothed > _task().loss(logits, batch) + 1.0
 
 
+@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+def test_loss_floor_is_the_least_the_smoothed_loss_can_be(smoothing):
+    # given the smoothed target q of 2 classes, logits log q score exactly the floor, and any
+    # other logits (sharper, flatter, wrong) score more
+    task = _task(label_smoothing=smoothing)
+    q = torch.tensor([1 - smoothing / 2, smoothing / 2])
+    batch = {"y": torch.tensor([0])}
+    assert task.loss(q.log().unsqueeze(0), batch).item() == pytest.approx(task.loss_floor, abs=1e-6)
+    for logits in ([10.0, -10.0], [0.0, 0.0], [-1.0, 1.0], [6.0, 0.0]):
+        assert task.loss(torch.tensor([logits]), batch).item() > task.loss_floor + 1e-4
+    assert _task().loss_floor == 0.0  # plain cross-entropy nears 0
+
+
 @pytest.mark.parametrize("name,expected", [
     # warm-up over 2 epochs: lr/3, 2lr/3, then the schedule from its own epoch 0
     ("none", [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]),
