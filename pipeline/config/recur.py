@@ -74,7 +74,8 @@ class RecurConfig(Section):
                                  f"got {model.branch_dropout}")
             if model.branch_dropout and (self.data.task != "classify" or model.frontend == "none"):
                 raise ValueError("model.branch_dropout drops the recurrent state beside a conv front-end's "
-                                 "summary: it applies to classify with model.frontend conv or auto, not "
+                                 "summary: it applies to classify with model.frontend conv, resnet or auto, "
+                                 "not "
                                  f"{self.data.task!r} with frontend {model.frontend!r} (use model.dropout)")
         if self.data.task != "forecast" and model.difference:
             raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")

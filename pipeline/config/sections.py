@@ -47,12 +47,12 @@ class DataConfig(Section):
         "every worker gets enough optimizer steps per epoch (pipeline.training.budget)"
     )
     bucket_by_length: bool | Literal["auto"] = Field(
-        "auto", description="auto: on, except under a model.frontend conv, whose batch norm would learn "
-        "the statistics of length-sorted batches rather than the data's (pipeline.training.budget). "
-        "On: training batches of similar lengths: pools of bucket_batches batches' worth "
-        "of rows are sorted by length, cut into batches and the batches shuffled (less padding, the "
-        "same number of steps); rows of one length (forecast windows) keep their shuffled order; lm "
-        "batches its own token streams"
+        "auto", description="auto: on, except under a model.frontend conv or resnet, whose batch "
+        "norm would learn the statistics of length-sorted batches rather than the data's "
+        "(pipeline.training.budget). On: training batches of similar lengths: pools of "
+        "bucket_batches batches' worth of rows are sorted by length, cut into batches and the "
+        "batches shuffled (less padding, the same number of steps); rows of one length (forecast "
+        "windows) keep their shuffled order; lm batches its own token streams"
     )
     bucket_batches: int = Field(
         64, ge=1, le=100_000,
@@ -106,22 +106,25 @@ class ModelConfig(Section):
         "additive", description="attention score for pooling: attention (Bahdanau, Luong dot/general)"
     )
     input_layer_norm: bool = Field(False, description="Linear + LayerNorm on each input step before the RNN")
-    frontend: Literal["none", "conv", "auto"] = Field(
-        "none", description="classify/forecast: conv puts masked 1-D convolutions in front of the RNN "
-        "(hybrid CNN-RNN in the spirit of LSTM-FCN) and adds their masked mean to the pooled state; "
-        "auto: conv for classification of float inputs, none for tokens (pipeline.training.budget)"
+    frontend: Literal["none", "conv", "resnet", "auto"] = Field(
+        "none", description="classify/forecast: conv puts three masked 1-D convolution blocks in front "
+        "of the RNN (hybrid CNN-RNN in the spirit of LSTM-FCN) and adds their masked mean to the pooled "
+        "state; resnet: three residual blocks of three (Wang et al. 2017's ResNet) in their place, "
+        "about twice conv's time per step; auto: resnet for classification of float inputs, none for "
+        "tokens (pipeline.training.budget)"
     )
     frontend_channels: int = Field(64, ge=1, le=MAX_WIDTH,
-        description="frontend: conv: channels of each conv block")
+        description="frontend: conv or resnet: channels of each conv block")
     patch: int | Literal["auto"] = Field(
         1, description="classify/forecast: steps merged into one before the RNN (temporal downsampling "
         "by a strided conv; 1: none); auto: enough that the RNN sees at most about 128 steps"
     )
     branch_dropout: float | Literal["auto"] = Field(
-        0.0, description="classify with frontend conv (or auto): dropout on the pooled recurrent state "
-        "in training, before it joins the conv summary (LSTM-FCN uses 0.8 after its LSTM block), so "
-        "the head cannot fit small training sets on the recurrent features alone; auto: 0.8 where "
-        "the front-end is conv, 0 elsewhere (pipeline.training.budget; docs/measured-results.md)"
+        0.0, description="classify with frontend conv or resnet (or auto): dropout on the pooled "
+        "recurrent state in training, before it joins the conv summary (LSTM-FCN uses 0.8 after its "
+        "LSTM block), so the head cannot fit small training sets on the recurrent features alone; "
+        "auto: 0.8 where there is a conv front-end (conv or resnet), 0 elsewhere (pipeline.training.budget; "
+        "docs/measured-results.md)"
     )
     instance_norm: bool | Literal["auto"] = Field(
         "auto", description="forecast: normalize each history window by its own mean and std and "

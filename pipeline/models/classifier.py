@@ -25,8 +25,9 @@ BRANCH_DROPOUT = 0.8  # model.branch_dropout auto beside a conv front-end: LSTM-
 
 
 def auto_branch_dropout(frontend: str) -> float:
-    """model.branch_dropout auto: `BRANCH_DROPOUT` beside a conv front-end, 0 without one."""
-    return BRANCH_DROPOUT if frontend == "conv" else 0.0
+    """model.branch_dropout auto: `BRANCH_DROPOUT` beside a conv front-end (conv or resnet), 0
+    without one."""
+    return 0.0 if frontend == "none" else BRANCH_DROPOUT
 
 
 class SequenceClassifier(nn.Module):
@@ -43,6 +44,8 @@ class SequenceClassifier(nn.Module):
         frontend "conv": three masked conv blocks (kernels 8, 5, 3, `frontend_channels` each)
             feed the encoder, LSTM-FCN style, and the masked mean of their features over valid
             steps is concatenated to the pooled state before the head (H + F inputs).
+        frontend "resnet": the same with three residual blocks of three conv blocks each (Wang et
+            al. 2017's ResNet, `frontend_channels` wide) in place of the three conv blocks.
         patch p > 1: every p steps (after the conv blocks, or of the raw input) merge into one
             by a strided conv, so the encoder runs ceil(T / p) steps; `last`, `mean` and
             `attention` pool those steps, and attention weights are over them, not over input
@@ -112,9 +115,9 @@ class SequenceClassifier(nn.Module):
         if not 0.0 <= branch_dropout < 1.0:
             raise ValueError(f"model.branch_dropout: expected a probability in [0, 1), "
                              f"got {branch_dropout!r}")
-        if branch_dropout and frontend != "conv":
+        if branch_dropout and frontend == "none":
             raise ValueError("model.branch_dropout drops the recurrent state beside a conv front-end's "
-                             "summary; it needs model.frontend conv (use model.dropout otherwise)")
+                             "summary; it needs model.frontend conv or resnet (use model.dropout otherwise)")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling: unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
         # Checked even when pooling is not attention, so a typo in the config never sits unnoticed.

@@ -14,14 +14,16 @@ what actually ran:
 - **epochs** (with `train.min_steps`): train.epochs, raised to ceil(min_steps / steps per epoch)
   when that is more, so a small set trains for at least `min_steps` steps whatever its size;
   early stopping never ends a run before `min_steps` either (`pipeline.training.loop.fit`).
-- **front-end** (auto, classify and forecast): `conv` (masked convolutions before the RNN, see
-  `pipeline.models.frontend`) for classification of float inputs, short sequences included
-  (JapaneseVowels, 7-29 steps: 0.997 with it, 0.973 without; ItalyPowerDemand, 24 steps: 0.974
-  against 0.960); `none` for token inputs (which an embedding reads) and for forecasting (whose
-  windows the recurrence reads directly).
+- **front-end** (auto, classify and forecast): `resnet` (three masked residual blocks of
+  convolutions before the RNN, see `pipeline.models.frontend`) for classification of float inputs,
+  short sequences included (JapaneseVowels, 7-29 steps: 0.997 with the three-block `conv`, 0.973
+  without; ItalyPowerDemand, 24 steps: 0.974 against 0.960); `none` for token inputs (which an
+  embedding reads) and for forecasting (whose windows the recurrence reads directly). `resnet`
+  over `conv`: about twice the time per step on CPU, and better on every set measured
+  (docs/measured-results.md: PLAID 0.896 -> 0.909, OSULeaf 0.909 -> 0.946, ArrowHead 0.691 -> 0.737).
 - **patch** (auto): the fewest steps merged into one so that the RNN sees at most
   `RNN_STEPS` steps of a sequence of mean length: ceil(mean length / RNN_STEPS).
-- **branch_dropout** (auto, classify): 0.8 under a conv front-end, 0 without
+- **branch_dropout** (auto, classify): 0.8 under a conv front-end (conv or resnet), 0 without
   (`pipeline.models.classifier.auto_branch_dropout`).
   The hybrid's head sees the pooled recurrent state beside the conv summary; on small training
   sets it fits them by the recurrent features alone and generalizes worse than the conv summary
@@ -72,6 +74,7 @@ from pipeline.config import ConfigError, RecurConfig
 AUTO_BATCH_STEPS = 16  # steps per epoch per worker that data.batch_size auto aims for
 AUTO_BATCH_RANGE = (4, 32)  # smallest and largest batch it picks
 RNN_STEPS = 128  # most steps model.patch auto leaves for the recurrence
+AUTO_FRONTEND = "resnet"  # model.frontend auto for classification of float inputs
 ROW_SCALE_SPREAD = 10.0  # p90 / p10 of the train rows' own std from which classify normalizes each row
 VAL_SELECT_ROWS = 200  # val rows from which classify's train_on_val auto keeps them for selection
 LEVEL_DRIFT = 0.5  # std between the train segment's halves' means from which forecast normalizes windows
@@ -162,7 +165,7 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     float_inputs = manifest.feature.kind == "float"
     if model.frontend == "auto":
         conv = task == "classify" and float_inputs
-        model_updates["frontend"] = "conv" if conv else "none"
+        model_updates["frontend"] = AUTO_FRONTEND if conv else "none"
     if model.patch == "auto":
         long_inputs = task in ("classify", "forecast") and float_inputs
         model_updates["patch"] = max(1, math.ceil(mean_length / RNN_STEPS)) if long_inputs else 1
@@ -174,9 +177,10 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         model_updates["branch_dropout"] = auto_branch_dropout(frontend)
         if model_updates["branch_dropout"]:
             decisions["model.branch_dropout"] = model_updates["branch_dropout"]
-    elif model.branch_dropout and model_updates.get("frontend", model.frontend) != "conv":
+    elif model.branch_dropout and model_updates.get("frontend", model.frontend) == "none":
         raise ConfigError(f"model.branch_dropout {model.branch_dropout} needs a conv front-end, and "
-                          f"model.frontend auto chose none here (token inputs; conv for float inputs): "
+                          f"model.frontend auto chose none here (token inputs; {AUTO_FRONTEND} for float "
+                          f"inputs): "
                           f"set model.branch_dropout 0")
     if model.instance_norm == "auto":  # said only where it means something
         drift = level_drift(manifest) if task == "forecast" else None
@@ -189,8 +193,8 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     data_updates: dict[str, Any] = {"batch_size": batch_size}
     if data.bucket_by_length == "auto":
         frontend = model_updates.get("frontend", model.frontend)
-        data_updates["bucket_by_length"] = frontend != "conv"
-        if frontend == "conv":
+        data_updates["bucket_by_length"] = frontend == "none"
+        if frontend != "none":
             decisions["data.bucket_by_length"] = False
 
     steps = steps_per_epoch(task, train_rows, workers, batch_size)

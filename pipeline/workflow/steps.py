@@ -238,7 +238,7 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
     """The checkpoint with its batch-norm statistics taken over the rows it trained on.
 
     When train.population_batch_norm is on and the model has batch-norm layers (model.frontend
-    conv, in a resolved config), their running averages of training batches are replaced by the
+    conv or resnet, in a resolved config), their running averages of training batches are replaced by the
     statistics of the train split (and the val split, with train.train_on_val) under the
     checkpoint's weights (`pipeline.models.frontend.population_statistics`, one pass over the rows
     per layer, part file by part file). The result is written to `out_dir` (which may be
@@ -257,7 +257,7 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
     from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
 
     # the conv front-end's blocks are the only batch norms: without them, no checkpoint is read
-    if not cfg.train.population_batch_norm or cfg.model.frontend != "conv":
+    if not cfg.train.population_batch_norm or cfg.model.frontend == "none":
         return checkpoint_dir, 0
     state = load_checkpoint(checkpoint_dir)
     model, pre = model_from_state(state)

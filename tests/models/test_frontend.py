@@ -1,4 +1,4 @@
-"""The conv/patch front-end: padding never leaks, the masked norm ignores pads, checkpoints rebuild it,
+"""The conv/resnet/patch front-end: padding never leaks, the masked norm ignores pads, checkpoints rebuild it,
 and the hybrid learns a local shape in long series."""
 
 import copy
@@ -15,7 +15,7 @@ from pipeline.models.classifier import build_model
 from pipeline.models.frontend import Frontend, population_statistics
 from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, row_normalize
 
-FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4)]
+FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4), ("resnet", 1), ("resnet", 3)]
 
 
 def _model(frontend, patch, **extra):
@@ -452,6 +452,30 @@ def test_population_statistics_do_not_depend_on_batching_and_leave_models_withou
     passes = []
     assert population_statistics(plain, lambda: passes.append(1) or [], lambda m, b: m(*b)) == 0
     assert passes == []  # no layer, no pass over the data
+
+
+def test_resnet_population_statistics_follow_the_residual_blocks_in_order():
+    # given a resnet front-end (each block: three conv norms, then its shortcut's norm) trained on
+    # batches of 2 rows at unlike levels
+    torch.manual_seed(0)
+    front = Frontend(input_size=2, frontend="resnet", channels=4)
+    rows = _rows_at_their_own_levels(seed=2)
+    with torch.no_grad():
+        for i in range(0, len(rows), 2):
+            front(*padded(rows[i:i + 2]))
+        expected_BSF = copy.deepcopy(front).train()(*padded(rows))[0]
+    # when the population statistics are taken in batches of 5
+    layers = population_statistics(front, lambda: (padded(rows[i:i + 5]) for i in range(0, len(rows), 5)),
+                                   lambda model, batch: model(*batch))
+    # then all 12 norms were set, the first block's shortcut is a 1x1 conv (2 -> 4 channels) and the
+    # others' the identity, and eval mode gives what train mode gives on one batch of all rows
+    assert layers == 12
+    assert [block.shortcut is not None for block in front.blocks] == [True, False, False]
+    x_BTC, lengths_B = padded(rows)
+    with torch.no_grad():
+        got_BSF = front.eval()(x_BTC, lengths_B)[0]
+    mask_BT1 = (torch.arange(x_BTC.shape[1])[None, :] < lengths_B[:, None]).unsqueeze(-1)
+    torch.testing.assert_close(got_BSF * mask_BT1, expected_BSF * mask_BT1, rtol=2e-3, atol=2e-3)
 
 
 def _head_inputs(model, x, lengths):

@@ -58,7 +58,8 @@ def test_model_args_rebuild_identical_model():
 @pytest.mark.parametrize("pooling,attention", [("last", "additive"), ("mean", "additive"),
                                                ("attention", "additive"), ("attention", "dot"),
                                                ("attention", "general")])
-@pytest.mark.parametrize("frontend,patch", [("none", 1), ("conv", 1), ("none", 4), ("conv", 4)])
+@pytest.mark.parametrize("frontend,patch", [("none", 1), ("conv", 1), ("none", 4), ("conv", 4), ("resnet", 1),
+                                            ("resnet", 4)])
 def test_classifier_shapes_for_every_combination(cell, bidirectional, pooling, attention, frontend, patch):
     model = build_model(ModelConfig(cell=cell, bidirectional=bidirectional, num_layers=2, hidden_size=6,
                                     pooling=pooling, attention=attention, frontend=frontend,
@@ -68,7 +69,7 @@ def test_classifier_shapes_for_every_combination(cell, bidirectional, pooling, a
     assert logits.shape == (3, 5)
     # the RNN's input is the front-end's width; the head also gets the conv summary with conv
     assert model.encoder.rnn.input_size == (3 if (frontend, patch) == ("none", 1) else 4)
-    assert model.head.in_features == 6 * (2 if bidirectional else 1) + (4 if frontend == "conv" else 0)
+    assert model.head.in_features == 6 * (2 if bidirectional else 1) + (4 if frontend != "none" else 0)
     if pooling == "attention":
         # over the encoder's steps: ceil(7 / patch) of them; the 2-step row has 1 step with patch 4
         steps = 7 if patch == 1 else 2

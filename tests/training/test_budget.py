@@ -66,20 +66,20 @@ def _tokens(manifest):
     return manifest.model_copy(update={"feature": manifest.feature.model_copy(update={"kind": "token"})})
 
 
-def test_resolve_picks_a_conv_front_end_for_float_inputs_and_patches_long_sequences(tmp_path):
+def test_resolve_picks_a_resnet_front_end_for_float_inputs_and_patches_long_sequences(tmp_path):
     from pipeline.config import RecurConfig as Cfg
 
     manifest = _manifest(tmp_path, 16)  # lengths 4..14: short, float inputs
     auto = Cfg(model={"frontend": "auto", "patch": "auto"})
     short = resolve(auto, manifest).cfg.model
-    assert (short.frontend, short.patch) == ("conv", 1)  # conv at any length; no patching
+    assert (short.frontend, short.patch) == ("resnet", 1)  # at any length; no patching
     tokens = resolve(auto, _tokens(manifest)).cfg.model
     assert (tokens.frontend, tokens.patch) == ("none", 1)  # an embedding reads token ids
     long = manifest.model_copy(update={"lengths": {
         "train": manifest.lengths["train"].model_copy(update={"mean": 1000.0, "max": 1200})}})
     resolved = resolve(Cfg(model={"frontend": "auto", "patch": "auto"}), long)
-    assert (resolved.cfg.model.frontend, resolved.cfg.model.patch) == ("conv", 8)  # ceil(1000 / 128)
-    # and the conv front-end's batch norm trains on random batches, not length-sorted ones
+    assert (resolved.cfg.model.frontend, resolved.cfg.model.patch) == ("resnet", 8)  # ceil(1000 / 128)
+    # and the front-end's batch norms train on random batches, not length-sorted ones
     assert resolved.cfg.data.bucket_by_length is False
     assert resolved.decisions["data.bucket_by_length"] is False
     assert resolve(Cfg(), long).cfg.data.bucket_by_length is True
@@ -186,6 +186,7 @@ def test_branch_dropout_is_refused_where_there_is_no_conv_summary_to_keep(config
     # 0 (the default) drops nothing anywhere; with a conv front-end, explicit or auto, it is taken
     validate_config({**config, "model": {**config["model"], "branch_dropout": 0.0}})
     validate_config({"model": {"frontend": "auto", "branch_dropout": 0.8}})
+    validate_config({"model": {"frontend": "resnet", "branch_dropout": 0.8}})
 
 
 def test_branch_dropout_under_an_auto_front_end_that_chose_none_is_refused_before_training(tmp_path):
@@ -207,7 +208,7 @@ def test_branch_dropout_auto_follows_the_front_end_it_resolves_to(tmp_path):
     long = manifest.model_copy(update={"lengths": {
         "train": manifest.lengths["train"].model_copy(update={"mean": 300.0, "max": 300})}})
     resolved = resolve(RecurConfig(model=auto), long)
-    assert resolved.cfg.model.frontend == "conv" and resolved.cfg.model.branch_dropout == 0.8
+    assert resolved.cfg.model.frontend == "resnet" and resolved.cfg.model.branch_dropout == 0.8
     assert resolved.decisions["model.branch_dropout"] == 0.8
     forecast = resolve(RecurConfig(data={"task": "forecast"}, model=auto), long).cfg.model
     assert (forecast.frontend, forecast.branch_dropout) == ("none", 0.0)

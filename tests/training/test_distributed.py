@@ -107,11 +107,12 @@ def test_train_on_val_trains_on_the_val_rows_and_keeps_the_lowest_train_loss(ray
 
 def test_two_worker_ddp_trains_the_hybrid_encoder_and_ranks_agree(ray_local, toy_dataset, tmp_path):
     # given 2 workers at 0.5 CPU each on a 2-CPU Ray (one CPU left for Ray Data), training the
-    # hybrid CNN-RNN: masked conv blocks (with masked batch norm, whose running statistics are
+    # hybrid CNN-RNN as model.frontend auto builds it for float inputs: masked residual conv blocks
+    # (with masked batch norm, whose running statistics are
     # buffers DDP broadcasts from rank 0) and patches of 2 before the GRU (patience 1: early
     # stopping may come any epoch, and every rank must take it together). The one 2-worker DDP
     # training of the classify task: the workflow tests train one rank in the driver.
-    cfg = _cfg(toy_dataset, num_workers=2, epochs=6, **{"model.cell": "gru", "model.frontend": "conv",
+    cfg = _cfg(toy_dataset, num_workers=2, epochs=6, **{"model.cell": "gru", "model.frontend": "resnet",
                                                         "model.frontend_channels": 8, "model.patch": 2,
                                                         "train.early_stopping_patience": 1})
     sink = Sink.remote()
@@ -137,8 +138,8 @@ def test_two_worker_ddp_trains_the_hybrid_encoder_and_ranks_agree(ray_local, toy
     with result.checkpoint.as_directory() as directory:
         state = load_checkpoint(directory)
     args = state["model_args"]
-    assert (args["frontend"], args["frontend_channels"], args["patch"]) == ("conv", 8, 2)
-    assert any(key.startswith("frontend.blocks.0.norm.running_mean") for key in state["state_dict"])
+    assert (args["frontend"], args["frontend_channels"], args["patch"]) == ("resnet", 8, 2)
+    assert any(key.startswith("frontend.blocks.2.shortcut_norm.running_mean") for key in state["state_dict"])
 
 
 def test_resources_that_cannot_fit_fail_before_training(toy_dataset):
