@@ -19,8 +19,10 @@ what actually ran:
   short sequences included (JapaneseVowels, 7-29 steps: 0.997 with the three-block `conv`, 0.973
   without; ItalyPowerDemand, 24 steps: 0.974 against 0.960); `none` for token inputs (which an
   embedding reads) and for forecasting (whose windows the recurrence reads directly). `resnet`
-  over `conv`: about twice the time per step on CPU, and better on every set measured
-  (docs/measured-results.md: PLAID 0.896 -> 0.909, OSULeaf 0.909 -> 0.946, ArrowHead 0.691 -> 0.737).
+  over `conv`: about twice the time per step on CPU; on long series with few rows a class far
+  better (PigCVP 0.707 -> 0.822, OSULeaf 0.909 -> 0.946, ArrowHead 0.691 -> 0.737, PLAID 0.896 ->
+  0.909), on four of twelve sets worse (PickupGestureWiimoteZ 0.860 -> 0.780, 4 of 50 test rows;
+  docs/measured-results.md).
 - **patch** (auto): the fewest steps merged into one so that the RNN sees at most
   `RNN_STEPS` steps of a sequence of mean length: ceil(mean length / RNN_STEPS).
 - **branch_dropout** (auto, classify): 0.8 under a conv front-end (conv or resnet), 0 without
