@@ -74,9 +74,9 @@ class RecurConfig(Section):
                                  f"got {model.branch_dropout}")
             if model.branch_dropout and (self.data.task != "classify" or model.frontend == "none"):
                 raise ValueError("model.branch_dropout drops the recurrent state beside a conv front-end's "
-                                 "summary: it applies to classify with model.frontend conv, resnet or auto, "
-                                 "not "
-                                 f"{self.data.task!r} with frontend {model.frontend!r} (use model.dropout)")
+                                 "summary: it applies to classify with model.frontend conv, resnet or "
+                                 f"auto, not {self.data.task!r} with frontend {model.frontend!r} "
+                                 "(use model.dropout)")
         if self.data.task != "forecast" and model.difference:
             raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
         if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:

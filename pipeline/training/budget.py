@@ -182,8 +182,7 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
     elif model.branch_dropout and model_updates.get("frontend", model.frontend) == "none":
         raise ConfigError(f"model.branch_dropout {model.branch_dropout} needs a conv front-end, and "
                           f"model.frontend auto chose none here (token inputs; {AUTO_FRONTEND} for float "
-                          f"inputs): "
-                          f"set model.branch_dropout 0")
+                          f"inputs): set model.branch_dropout 0")
     if model.instance_norm == "auto":  # said only where it means something
         drift = level_drift(manifest) if task == "forecast" else None
         on = ((task == "forecast" and (drift is None or drift >= LEVEL_DRIFT))
