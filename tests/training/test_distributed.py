@@ -108,9 +108,9 @@ def test_train_on_val_trains_on_the_val_rows_and_keeps_the_lowest_train_loss(ray
 def test_two_worker_ddp_trains_the_hybrid_encoder_and_ranks_agree(ray_local, toy_dataset, tmp_path):
     # given 2 workers at 0.5 CPU each on a 2-CPU Ray (one CPU left for Ray Data), training the
     # hybrid CNN-RNN as model.frontend auto builds it for float inputs: masked residual conv blocks
-    # (with masked batch norm, whose running statistics are
-    # buffers DDP broadcasts from rank 0) and patches of 2 before the GRU (patience 1: early
-    # stopping may come any epoch, and every rank must take it together). The one 2-worker DDP
+    # (with masked batch norm, whose running statistics are buffers DDP broadcasts from rank 0) and
+    # patches of 2 before the GRU (patience 1: early stopping may come any epoch, and every rank
+    # must take it together). The one 2-worker DDP
     # training of the classify task: the workflow tests train one rank in the driver.
     cfg = _cfg(toy_dataset, num_workers=2, epochs=6, **{"model.cell": "gru", "model.frontend": "resnet",
                                                         "model.frontend_channels": 8, "model.patch": 2,
