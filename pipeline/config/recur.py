@@ -77,6 +77,13 @@ class RecurConfig(Section):
                                  "summary: it applies to classify with model.frontend conv, resnet or "
                                  f"auto, not {self.data.task!r} with frontend {model.frontend!r} "
                                  "(use model.dropout)")
+        crop = self.train.random_crop
+        if crop != "auto":
+            if not 0.0 <= crop < 1.0:
+                raise ValueError(f"train.random_crop must be in [0, 1) or auto; got {crop}")
+            if crop and self.data.task != "classify":
+                raise ValueError(f"train.random_crop cuts classification rows to random windows: it "
+                                 f"applies to classify, not {self.data.task!r}")
         if self.data.task != "forecast" and model.difference:
             raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
         if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:

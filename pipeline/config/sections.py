@@ -204,6 +204,12 @@ class TrainConfig(Section):
         "norm", description="norm: scale by the global L2 norm; value: clamp each element"
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification loss only")
+    random_crop: float | Literal["auto"] = Field(
+        0.0, description="classify (float inputs): every training row is cut, anew at every step, to a "
+        "random window of between this share of its length and all of it (window slicing); evaluation, "
+        "batch-norm statistics and predictions see whole rows; 0: off. auto: 0.8 under a conv front-end "
+        "(conv or resnet), 0 elsewhere (pipeline.training.budget; docs/measured-results.md)"
+    )
     bptt: int = Field(128, ge=2, le=MAX_LENGTH_LIMIT,
         description="lm: tokens per truncated-backpropagation chunk")
     schedule: LrScheduleConfig = LrScheduleConfig()

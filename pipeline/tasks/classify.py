@@ -29,6 +29,27 @@ ATTENTION_EXAMPLES = 6  # test sequences drawn in the attention heatmap
 PREDICT_BATCH = 256  # sequences per forward pass in predict
 
 
+def random_crop(x_BTF: torch.Tensor, lengths_B: torch.Tensor, share: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row cut to a random window (window slicing): a length drawn uniformly between
+    ceil(share * its length) and its length, at a uniformly drawn start within the row; the window
+    moves to the front and the steps after it are zeros, as padding is. Returns (x_BTF, lengths_B),
+    T unchanged, lengths on the CPU as given; draws from `generator` (the global one by default,
+    seeded per worker like dropout)."""
+    dtype, lengths_B = lengths_B.dtype, lengths_B.long()
+    num_rows, steps = x_BTF.shape[:2]
+    ratio_B = share + (1.0 - share) * torch.rand(num_rows, generator=generator)
+    keep_B = torch.minimum((lengths_B * ratio_B).ceil().long().clamp(min=1), lengths_B.clamp(min=1))
+    start_B = (torch.rand(num_rows, generator=generator) * (lengths_B - keep_B + 1)).long()
+    t_T = torch.arange(steps)
+    index_BT = (start_B[:, None] + t_T).clamp(max=steps - 1)
+    valid_BT = t_T < keep_B[:, None]
+    device = x_BTF.device
+    index_BTF = index_BT.to(device)[:, :, None].expand(-1, -1, x_BTF.shape[2])
+    cropped_BTF = torch.gather(x_BTF, 1, index_BTF) * valid_BT.to(device)[:, :, None].to(x_BTF.dtype)
+    return cropped_BTF, keep_B.to(dtype)
+
+
 class ClassifyTask(Task):
     name = "classify"
     # the names live in pipeline.task_metrics, which config validation reads without torch
@@ -52,6 +73,10 @@ class ClassifyTask(Task):
         self.lowercase = bool(params.get("lowercase", False))
         self.max_length = params.get("max_length")
         self.index = token_index(pre.vocab) if self.tokens else {}
+        self.random_crop = self.cfg.train.random_crop  # "auto" until resolved: fine for evaluation
+        if self.random_crop != "auto" and self.random_crop and self.tokens:
+            raise ValueError(f"train.random_crop {self.random_crop} cuts float sequences to random "
+                             f"windows; this dataset's inputs are tokens: set train.random_crop 0")
 
     def build_model(self) -> torch.nn.Module:
         from pipeline.models.classifier import SequenceClassifier, build_model
@@ -66,6 +91,16 @@ class ClassifyTask(Task):
 
     def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
         return model.encoder.embedding if self.tokens else None
+
+    def forward(self, model: torch.nn.Module, batch: Batch, *, train: bool) -> torch.Tensor:
+        """Logits (B, K). Training with train.random_crop, each row is first cut to a random window
+        of its own (`random_crop`); evaluation and prediction read whole rows."""
+        if train and self.random_crop:
+            if self.random_crop == "auto":
+                raise ValueError("train.random_crop 'auto' must be resolved from the dataset before "
+                                 "training (pipeline.training.budget.resolve)")
+            return model(*random_crop(batch["x"], batch["lengths"], self.random_crop))
+        return model(batch["x"], batch["lengths"])
 
     def collate(self, table: pa.Table) -> Batch:
         out = collate_inputs(table, self.pre)

@@ -22,6 +22,7 @@ from pipeline.tasks.classify import (
     classification_scores,
     nn1_accuracy,
     per_class_f1,
+    random_crop,
     resample,
 )
 from pipeline.tracking.plots import close
@@ -115,3 +116,81 @@ def test_1nn_compares_a_seeded_subsample_of_a_split_larger_than_max_rows():
     # when at most 4 rows are compared, then the accuracy is over 4 rows, the same every time
     capped = nn1_accuracy(train, test, max_rows=4)
     assert (capped * 4).is_integer() and capped == nn1_accuracy(train, test, max_rows=4)
+
+
+def _rows(lengths: list[int], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded rows (B, steps, 2): row i holds 100 * i + t at step t in channel 0 and its negative in
+    channel 1, zeros after its length."""
+    x = torch.zeros(len(lengths), steps, 2)
+    for i, length in enumerate(lengths):
+        values = 100.0 * i + torch.arange(1, length + 1, dtype=torch.float32)
+        x[i, :length, 0], x[i, :length, 1] = values, -values
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.8, 0.99])
+def test_random_crop_cuts_each_row_to_a_window_of_itself_moved_to_the_front(share):
+    lengths = [40, 17, 3, 1, 40]
+    x, lengths_B = _rows(lengths, 40)
+    generator = torch.Generator().manual_seed(0)
+    seen_lengths, seen_starts = set(), set()
+    for _ in range(50):
+        cropped, kept = random_crop(x, lengths_B, share, generator)
+        assert cropped.shape == x.shape and kept.dtype == lengths_B.dtype
+        for i, (length, keep) in enumerate(zip(lengths, kept.tolist())):
+            assert max(math.ceil(share * length), 1) <= keep <= length
+            start = int(cropped[i, 0, 0]) - 100 * i - 1  # where in the row the window began
+            assert 0 <= start <= length - keep
+            expected = x[i, start:start + keep]  # contiguous steps of the row, both channels
+            assert torch.equal(cropped[i, :keep], expected)
+            assert not cropped[i, keep:].any()  # after the window: zeros, as padding is
+            seen_lengths.add((i, keep))
+            seen_starts.add((i, start))
+    # the windows of the 40-step row vary, lengths and starts both (21 lengths at share 0.5), except
+    # at 0.99, where ceil(0.99 * 40) is the whole row
+    varied = {k for i, k in seen_lengths if i == 0}, {s for i, s in seen_starts if i == 0}
+    assert [len(v) > 1 for v in varied] == [share < 0.99] * 2
+    assert random_crop(x, lengths_B.int(), share, generator)[1].dtype == torch.int32
+    # the same generator state gives the same windows
+    again = random_crop(x, lengths_B, share, torch.Generator().manual_seed(0))
+    first = random_crop(x, lengths_B, share, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in model that keeps what it was called with and returns zero logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x, lengths))
+        return torch.zeros(x.shape[0], 2)
+
+
+def test_training_forward_crops_the_rows_and_evaluation_reads_them_whole():
+    pre = Preprocessing(mean=[0.0, 0.0], std=[1.0, 1.0], labels=["a", "b"])
+    x, lengths = _rows([30, 12], 30)
+    batch = {"x": x, "lengths": lengths}
+    task = ClassifyTask(pre, RecurConfig(train={"random_crop": 0.5}))
+    model = _Recorder()
+    task.forward(model, batch, train=False)
+    assert model.calls[-1][0] is x and model.calls[-1][1] is lengths  # whole rows, untouched
+    torch.manual_seed(1)
+    task.forward(model, batch, train=True)
+    cropped, kept = model.calls[-1]
+    assert kept.tolist() != [30, 12] and all(15 <= k <= 30 for k in kept[:1].tolist())
+    assert not cropped[0, int(kept[0]):].any()
+    off = ClassifyTask(pre, RecurConfig())  # 0, the default: training reads whole rows too
+    off.forward(model, batch, train=True)
+    assert model.calls[-1][0] is x
+    # auto is for the budget to decide; a task left with it cannot train (but can evaluate)
+    unresolved = ClassifyTask(pre, RecurConfig(train={"random_crop": "auto"}))
+    unresolved.forward(model, batch, train=False)
+    with pytest.raises(ValueError, match="train.random_crop 'auto' must be resolved from the dataset"):
+        unresolved.forward(model, batch, train=True)
+    tokens = Preprocessing(mean=[0.0], std=[1.0], labels=["a", "b"], feature_kind="token",
+                           vocab=["<pad>", "x"])
+    with pytest.raises(ValueError, match="train.random_crop 0.5 cuts float sequences .* inputs are tokens"):
+        ClassifyTask(tokens, RecurConfig(train={"random_crop": 0.5}))

@@ -215,3 +215,27 @@ def test_branch_dropout_auto_follows_the_front_end_it_resolves_to(tmp_path):
     # anything else than a probability or auto is refused, naming the key
     with pytest.raises(ConfigError, match=r"model.branch_dropout must be in \[0, 1\) or auto; got 1.0"):
         validate_config({"model": {"frontend": "conv", "branch_dropout": 1.0}})
+
+
+def test_random_crop_auto_follows_the_front_end_and_the_inputs(tmp_path):
+    from pipeline.config import ConfigError, validate_config
+
+    manifest = _manifest(tmp_path, 16)
+    auto = {"model": {"frontend": "auto"}, "train": {"random_crop": "auto"}}
+    resolved = resolve(RecurConfig(**auto), manifest)  # float inputs: resnet, so windows of 80-100%
+    assert resolved.cfg.model.frontend == "resnet" and resolved.cfg.train.random_crop == 0.8
+    assert resolved.decisions["train.random_crop"] == 0.8
+    assert "budget.auto.train.random_crop" in budget_params(resolved)
+    for cfg, m in [(RecurConfig(**auto), _tokens(manifest)),  # tokens: an embedding, no front-end
+                   (RecurConfig(model={"frontend": "none"}, train={"random_crop": "auto"}), manifest),
+                   (RecurConfig(data={"task": "forecast"}, **auto), manifest)]:
+        off = resolve(cfg, m)
+        assert off.cfg.train.random_crop == 0.0 and "train.random_crop" not in off.decisions
+    # an explicit share is kept, and refused where it cannot apply, naming the key
+    assert resolve(RecurConfig(train={"random_crop": 0.6}), manifest).cfg.train.random_crop == 0.6
+    with pytest.raises(ConfigError, match="train.random_crop 0.6 cuts float sequences .* inputs are tokens"):
+        resolve(RecurConfig(train={"random_crop": 0.6}), _tokens(manifest))
+    with pytest.raises(ConfigError, match=r"train.random_crop must be in \[0, 1\) or auto; got 1.0"):
+        validate_config({"train": {"random_crop": 1.0}})
+    with pytest.raises(ConfigError, match="train.random_crop cuts classification rows .* not 'forecast'"):
+        validate_config({"data": {"task": "forecast"}, "train": {"random_crop": 0.8}})

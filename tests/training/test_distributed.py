@@ -109,12 +109,14 @@ def test_two_worker_ddp_trains_the_hybrid_encoder_and_ranks_agree(ray_local, toy
     # given 2 workers at 0.5 CPU each on a 2-CPU Ray (one CPU left for Ray Data), training the
     # hybrid CNN-RNN as model.frontend auto builds it for float inputs: masked residual conv blocks
     # (with masked batch norm, whose running statistics are buffers DDP broadcasts from rank 0) and
-    # patches of 2 before the GRU (patience 1: early stopping may come any epoch, and every rank
+    # patches of 2 before the GRU, rows cut to random windows as train.random_crop auto does under
+    # it (patience 1: early stopping may come any epoch, and every rank
     # must take it together). The one 2-worker DDP
     # training of the classify task: the workflow tests train one rank in the driver.
     cfg = _cfg(toy_dataset, num_workers=2, epochs=6, **{"model.cell": "gru", "model.frontend": "resnet",
                                                         "model.frontend_channels": 8, "model.patch": 2,
-                                                        "train.early_stopping_patience": 1})
+                                                        "train.early_stopping_patience": 1,
+                                                        "train.random_crop": 0.8})
     sink = Sink.remote()
     trainer = build_trainer(cfg, read_manifest(str(toy_dataset)), storage_path=str(tmp_path / "ray"),
                             name="ddp-hybrid", callbacks=[ReportRecorder(sink)])
