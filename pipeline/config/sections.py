@@ -208,7 +208,8 @@ class TrainConfig(Section):
         0.0, description="classify (float inputs): every training row is cut, anew at every step, to a "
         "random window of between this share of its length and all of it (window slicing); evaluation, "
         "batch-norm statistics and predictions see whole rows; 0: off. auto: 0.8 under a conv front-end "
-        "(conv or resnet), 0 elsewhere (pipeline.training.budget; docs/measured-results.md)"
+        "(conv or resnet) for rows at least its receptive field long on average (40 steps for resnet), "
+        "0 elsewhere (pipeline.training.budget; docs/measured-results.md)"
     )
     bptt: int = Field(128, ge=2, le=MAX_LENGTH_LIMIT,
         description="lm: tokens per truncated-backpropagation chunk")

@@ -34,6 +34,13 @@ KERNELS = (8, 5, 3)
 RESIDUAL_BLOCKS = 3  # frontend "resnet": Wang et al.'s ResNet has three
 
 
+def receptive_field(frontend: str) -> int:
+    """Input steps that one output step of the front-end's convolutions reads: 14 for conv (kernels
+    8, 5, 3 at stride 1), 40 for resnet (three such blocks; shortcuts read less), 1 for none."""
+    blocks = {"none": 0, "conv": 1, "resnet": RESIDUAL_BLOCKS}[frontend]
+    return 1 + blocks * sum(k - 1 for k in KERNELS)
+
+
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """Batch norm over channels whose batch statistics use valid steps only.
 

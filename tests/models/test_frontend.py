@@ -529,3 +529,22 @@ def test_branch_dropout_is_recorded_when_set_and_needs_a_conv_front_end():
         SequenceClassifier(input_size=1, num_classes=2, branch_dropout=0.5)
     with pytest.raises(ValueError, match=r"model.branch_dropout: expected a probability in \[0, 1\)"):
         SequenceClassifier(input_size=1, num_classes=2, frontend="conv", branch_dropout=1.0)
+
+
+@pytest.mark.parametrize("frontend", ["none", "conv", "resnet"])
+def test_receptive_field_is_the_span_one_input_step_reaches(frontend):
+    # given a front-end in eval mode and a long sequence, when one input step changes, then the
+    # output steps that change span exactly receptive_field(frontend) steps
+    from pipeline.models.frontend import receptive_field
+
+    torch.manual_seed(0)
+    front = Frontend(input_size=1, frontend=frontend, channels=32).eval()
+    x = torch.randn(1, 200, 1)
+    lengths = torch.tensor([200])
+    bumped = x.clone()
+    bumped[0, 100, 0] += 5.0
+    with torch.no_grad():
+        changed = (front(bumped, lengths)[0] - front(x, lengths)[0]).abs().amax(dim=2)[0] > 0
+    steps = changed.nonzero().flatten().tolist()
+    assert len(steps) == steps[-1] - steps[0] + 1 == receptive_field(frontend)
+    assert {"none": 1, "conv": 14, "resnet": 40}[frontend] == receptive_field(frontend)

@@ -220,13 +220,23 @@ def test_branch_dropout_auto_follows_the_front_end_it_resolves_to(tmp_path):
 def test_random_crop_auto_follows_the_front_end_and_the_inputs(tmp_path):
     from pipeline.config import ConfigError, validate_config
 
-    manifest = _manifest(tmp_path, 16)
+    short = _manifest(tmp_path, 16)  # lengths 4..14
+
+    def mean_length(mean: float):
+        return short.model_copy(update={"lengths": {
+            "train": short.lengths["train"].model_copy(update={"mean": mean, "max": int(mean) + 1})}})
+
+    manifest = mean_length(40.0)  # resnet's receptive field
     auto = {"model": {"frontend": "auto"}, "train": {"random_crop": "auto"}}
     resolved = resolve(RecurConfig(**auto), manifest)  # float inputs: resnet, so windows of 80-100%
     assert resolved.cfg.model.frontend == "resnet" and resolved.cfg.train.random_crop == 0.8
     assert resolved.decisions["train.random_crop"] == 0.8
     assert "budget.auto.train.random_crop" in budget_params(resolved)
-    for cfg, m in [(RecurConfig(**auto), _tokens(manifest)),  # tokens: an embedding, no front-end
+    conv = {"model": {"frontend": "conv"}, "train": {"random_crop": "auto"}}
+    assert resolve(RecurConfig(**conv), mean_length(14.0)).cfg.train.random_crop == 0.8  # conv's is 14
+    for cfg, m in [(RecurConfig(**auto), mean_length(39.9)),  # rows shorter than what a feature reads
+                   (RecurConfig(**conv), mean_length(13.9)),
+                   (RecurConfig(**auto), _tokens(manifest)),  # tokens: an embedding, no front-end
                    (RecurConfig(model={"frontend": "none"}, train={"random_crop": "auto"}), manifest),
                    (RecurConfig(data={"task": "forecast"}, **auto), manifest)]:
         off = resolve(cfg, m)
