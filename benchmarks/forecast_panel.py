@@ -22,9 +22,11 @@ Per series, as a user would:
 
 1. `recur data import --format csv FILE --out ... --time-column <first column> --value-columns ...
    --window W --horizon H --seasonal-period m --missing interpolate --val-fraction 0.2
-   --test-fraction 0.2`. When the importer cannot read the time column (it takes numbers and
-   ISO-8601 dates, not "1970 Q1"), the series is imported again without `--time-column` (rows in
-   file order, which is time order for these files) and `time_column_error` records why.
+   --test-fraction 0.2`. When the importer cannot read the time column (it takes numbers,
+   ISO-8601 dates, quarters like "1970 Q1" and months like "1991 Jul"; its error starts with
+   `unreadable_time`, pipeline/data/importers/csv_series.py), the series is imported again without
+   `--time-column` (rows in file order, which is time order for these files) and
+   `time_column_error` records why.
 2. `recur -q run configs/forecast.yaml --set data.root=... --set registry.model_name=forecast-<name>
    --set tracking.runs_dir=...` (plus the `--set` items given here), one at a time. Read back from
    MLflow: test MASE (model MAE / seasonal-naive MAE on the same test windows: the gate's metric),
@@ -122,6 +124,8 @@ def import_series(path: Path, out: Path, time_column: str, columns: list[str], *
                   horizon: int, season: int, cwd: Path) -> dict[str, Any]:
     """`recur data import --format csv` (see the module docstring); the time column is dropped
     when the importer cannot read it. Returns the seconds and the time column used."""
+    from pipeline.data.importers.csv_series import unreadable_time
+
     def command(time: str | None) -> list[str]:
         args = ["data", "import", "--format", "csv", str(path), "--out", str(out),
                 "--value-columns", ",".join(columns), "--window", str(window), "--horizon", str(horizon),
@@ -133,7 +137,7 @@ def import_series(path: Path, out: Path, time_column: str, columns: list[str], *
     if done.returncode == 0:
         return {"import_s": round(done.seconds, 2), "time_column": time_column}
     error = (done.stderr.strip().splitlines() or [""])[-1].removeprefix("recur: error: ")
-    if f"column {time_column!r}: expected a number or an ISO-8601 date" not in error:
+    if unreadable_time(time_column) not in error:  # the importer's own words: they cannot drift apart
         raise CommandFailed(["recur", *command(time_column)], done)
     print(f"[{path.stem}] the importer cannot read the time column: {error}; importing in file order",
           flush=True)

@@ -63,3 +63,61 @@ def test_rule_rejects_a_series_too_short_for_its_season(panel):
 def test_series_argument_takes_an_optional_season(panel):
     assert panel.parse_series_arg("data/air.csv:12") == (Path("data/air.csv"), 12)
     assert panel.parse_series_arg("data/air.csv") == (Path("data/air.csv"), 1)
+
+
+@pytest.fixture
+def in_process_recur(panel, monkeypatch, capsys):
+    """The panel's `recur` runs `recur ARGS` in this process (the real CLI and importer, no
+    subprocess); returns the argument lists it was called with."""
+    from benchmarks.panel import CommandFailed, Finished
+    from pipeline.cli import main
+
+    calls: list[list[str]] = []
+
+    def recur(args, *, cwd, check=True):
+        calls.append(list(args))
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        finished = Finished(code, out, err, 0.5)
+        if check and code != 0:
+            raise CommandFailed(["recur", *args], finished)
+        return finished
+
+    monkeypatch.setattr(panel, "recur", recur)
+    return calls
+
+
+def series_csv(tmp_path, times: list[str]) -> Path:
+    path = tmp_path / "s.csv"
+    path.write_text("when,v\n" + "".join(f"{t},{i % 7}\n" for i, t in enumerate(times)))
+    return path
+
+
+def test_import_falls_back_to_file_order_when_the_importer_cannot_read_the_time_column(
+        panel, in_process_recur, tmp_path):
+    # given a time column the importer cannot read ("week 1", ...)
+    path = series_csv(tmp_path, [f"week {i}" for i in range(1, 41)])
+    # when the panel imports it, then it imports again without --time-column and says why
+    done = panel.import_series(path, tmp_path / "ds", "when", ["v"], window=3, horizon=1, season=1,
+                               cwd=tmp_path)
+    assert done["time_column"] is None and done["import_s"] == 1.0
+    assert done["time_column_error"] == (f"{path}:2: column 'when': expected a number, an ISO-8601 "
+                                         "date, a quarter (1970 Q1) or a month (1970 Jan) as the time, got "
+                                         "'week 1'")
+    first, again = in_process_recur
+    assert first[-2:] == ["--time-column", "when"] and "--time-column" not in again
+    assert (tmp_path / "ds" / "manifest.json").is_file()
+
+
+def test_import_keeps_a_readable_time_column_and_fails_on_other_errors(panel, in_process_recur, tmp_path):
+    # given months as R's tsibble writes them: read as the time column, one import
+    names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    path = series_csv(tmp_path, [f"{1991 + (6 + i) // 12} {names[(6 + i) % 12]}" for i in range(40)])
+    done = panel.import_series(path, tmp_path / "ds", "when", ["v"], window=3, horizon=1, season=1,
+                               cwd=tmp_path)
+    assert done == {"import_s": 0.5, "time_column": "when"} and len(in_process_recur) == 1
+    # an error that is not about the time column (no such value column) is not worked around
+    with pytest.raises(panel.CommandFailed, match=r"no column\(s\) \['w'\]"):
+        panel.import_series(path, tmp_path / "ds2", "when", ["w"], window=3, horizon=1, season=1,
+                            cwd=tmp_path)
+    assert len(in_process_recur) == 2

@@ -395,14 +395,14 @@ def test_broken_ts_header_fails_naming_file_and_line(capsys, tmp_path, header, l
 # ------------------------------------------------------- CSV: unparseable timestamps and gaps
 
 
-@pytest.mark.parametrize("time", ["2024-13-45", "yesterday", "", "NaT"])
+@pytest.mark.parametrize("time", ["2024-13-45", "yesterday", "", "NaT", "2024 Jux"])
 def test_unparseable_csv_time_fails_naming_file_line_and_column(capsys, tmp_path, time):
     rows = [f"{d},{i}" for i, d in enumerate(days(40))]
     rows[10] = f"{time},10"  # line 12
     code, _, err = import_csv(capsys, tmp_path, csv_file(tmp_path / "s.csv", rows))
     assert code == 2
-    assert (f"{tmp_path / 's.csv'}:12: column 'day': expected a number, an ISO-8601 date or a quarter "
-            f"(1970 Q1) as the time, got {time!r}") in err
+    assert (f"{tmp_path / 's.csv'}:12: column 'day': expected a number, an ISO-8601 date, a quarter "
+            f"(1970 Q1) or a month (1970 Jan) as the time, got {time!r}") in err
 
 
 def test_csv_gap_fails_naming_file_line_and_the_usual_spacing(capsys, tmp_path):

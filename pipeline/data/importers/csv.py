@@ -1,8 +1,9 @@
 """CSV time series -> forecast dataset: history/horizon windows, split by time.
 
 A CSV file holds one (multichannel) time series: a header row, then one row per time step, with
-an optional time column (numbers, ISO-8601 dates or quarters like `1970 Q1`, strictly increasing)
-and one column per channel (``value_columns``). Several files are read in the given order as one series.
+an optional time column (numbers, ISO-8601 dates, quarters like `1970 Q1` or months like
+`1991 Jul`, strictly increasing) and one column per channel (``value_columns``). Several files are
+read in the given order as one series.
 
 How the windows are built (``import_csv``):
 

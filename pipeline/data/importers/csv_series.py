@@ -1,9 +1,9 @@
 """One CSV time series as read: steps, values, the time column, gaps and missing cells.
 
 A CSV file holds one (multichannel) time series: a header row, then one row per time step, with
-an optional time column (numbers, ISO-8601 dates or quarters like `1970 Q1`, strictly increasing)
-and one column per channel (``value_columns``). Several files are read in the given order as one
-series (``read_series``); the forecast windows cut from it: csv.py.
+an optional time column (numbers, ISO-8601 dates, quarters like `1970 Q1` or months like
+`1991 Jul`, strictly increasing) and one column per channel (``value_columns``). Several files are
+read in the given order as one series (``read_series``); the forecast windows cut from it: csv.py.
 
 Bad input: a missing column (the columns found are named), a time or value column named twice in
 the header, a blank line between time steps, a file that is not UTF-8, a time value that is blank,
@@ -14,7 +14,7 @@ A gap - a step further from (or closer to) the previous one than the series' usu
 a missing day - fails naming every such step (``gaps="error"``), or is kept and counted in
 ``task_params["gaps"]`` (``gaps="keep"``, for series that are irregular by nature such as
 business days). Dates on one day of the month (or all month ends) are spaced in calendar months,
-so monthly and yearly series are regular.
+so monthly and yearly series are regular (quarters and months are read as their first day).
 A blank, non-numeric, NaN or inf VALUE fails with every such cell listed (file, line, column,
 text); with ``on_invalid="quarantine"`` the step stays in the series (a time step cannot be
 dropped without breaking its contiguity) and every window whose history or horizon touches it
@@ -65,12 +65,44 @@ class Series:
 
 
 _QUARTER = re.compile(r"^\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*$")  # 1970 Q1, 1970-Q1, 1970Q1
+# English month names, abbreviated or in full, any case ("Sept" as well as "Sep"): month number
+_MONTH_NUMBER = {name: number for number, names in enumerate(
+    [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
+     ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
+     ("oct", "october"), ("nov", "november"), ("dec", "december")], start=1) for name in names}
+_MONTH_NAME = "|".join(sorted(_MONTH_NUMBER, key=len, reverse=True))
+# 1991 Jul, 1991-Jul, 1991Jul, 1991 July; Jul 1991, Jul-1991, July 1991 (ASCII only: no "ſep")
+_YEAR_MONTH = re.compile(rf"^\s*(\d{{4}})\s*[-/ ]?\s*({_MONTH_NAME})\s*$", re.ASCII | re.IGNORECASE)
+_MONTH_YEAR = re.compile(rf"^\s*({_MONTH_NAME})\s*[-/ ]?\s*(\d{{4}})\s*$", re.ASCII | re.IGNORECASE)
+# the forms of a time cell, as the error for one that is none of them lists them
+TIME_FORMS = "a number, an ISO-8601 date, a quarter (1970 Q1) or a month (1970 Jan)"
+
+
+def unreadable_time(column: str) -> str:
+    """The start of the error for a time cell of `column` that `_time_key` cannot read (the cell's
+    text follows); benchmarks/forecast_panel.py looks for it in `recur data import`'s error."""
+    return f"column {column!r}: expected {TIME_FORMS} as the time"
+
+
+def _month(text: str) -> np.datetime64 | None:
+    """The first day of the month of `1991 Jul`, `Jul 1991`, `1991-July`, ...; None for other text."""
+    year_month = _YEAR_MONTH.match(text)
+    if year_month is not None:
+        year, name = year_month.groups()
+    else:
+        month_year = _MONTH_YEAR.match(text)
+        if month_year is None:
+            return None
+        name, year = month_year.groups()
+    return np.datetime64(f"{int(year):04d}-{_MONTH_NUMBER[name.lower()]:02d}-01", "ns")
 
 
 def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     """("number", value) or ("date", datetime64) for a time cell; None when it is neither.
-    Dates are ISO 8601 (2020-03-01, 2020-03, 2020-03-01T12:00) or quarters (`1970 Q1`, `1970-Q1`,
-    `1970Q1`: the quarter's first day, so quarterly series are regular in calendar months)."""
+    Dates are ISO 8601 (2020-03-01, 2020-03, 2020-03-01T12:00), quarters (`1970 Q1`, `1970-Q1`,
+    `1970Q1`: the quarter's first day, so quarterly series are regular in calendar months) or
+    months with English names (`1991 Jul`, `1991-Jul`, `1991Jul`, `Jul 1991`, `Jul-1991`,
+    `July 1991`, `1991 July`, any case: the month's first day, so monthly series are regular)."""
     try:
         if "_" in text:  # float() reads 1_303 as 1303
             raise ValueError(text)
@@ -83,6 +115,9 @@ def _time_key(text: str) -> tuple[str, float | np.datetime64] | None:
     if quarter is not None:
         year, q = int(quarter.group(1)), int(quarter.group(2))
         return "date", np.datetime64(f"{year:04d}-{3 * q - 2:02d}-01", "ns")
+    month = _month(text)
+    if month is not None:
+        return "date", month
     try:
         value = np.datetime64(text, "ns")
     except ValueError:
@@ -171,8 +206,7 @@ def read_series(files: list[tuple[str, str]], *, time_column: str | None,
                 text = cells[time_at].strip()
                 key = _time_key(text)
                 if key is None:
-                    raise DatasetError(f"{where}: column {time_column!r}: expected a number, an "
-                                       f"ISO-8601 date or a quarter (1970 Q1) as the time, got {text!r}")
+                    raise DatasetError(f"{where}: {unreadable_time(time_column)}, got {text!r}")
                 if previous is not None and key[0] != previous[0]:
                     raise DatasetError(f"{where}: column {time_column!r}: time {text!r} is a {key[0]}, "
                                        f"but the time at {previous[2]} is a {previous[0]}")

@@ -312,3 +312,95 @@ def test_a_quarterly_time_column_like_1970_q1_is_a_regular_series(tmp_path):
     assert find_gaps(series) == ([], "3 month(s) (11 of 11 steps)")
     assert _time_key("1970-Q3") == _time_key("1970Q3") == _time_key("1970-07-01")
     assert _time_key("1970 Q5") is None
+
+
+@pytest.mark.parametrize("text", [
+    "1991 Jul", "1991-Jul", "1991Jul", "1991/jul", "Jul 1991", "Jul-1991", "jul1991", "JUL 1991", "July 1991",
+    "1991 July", "1991-JULY", " july  1991 ",
+])
+def test_a_month_with_an_english_name_is_its_first_day(text):
+    # given a month written as R's tsibble prints it ("1991 Jul") or in another common spelling
+    from pipeline.data.importers.csv_series import _time_key
+
+    # then it is the date of the month's first day, like the ISO month 1991-07
+    assert _time_key(text) == ("date", np.datetime64("1991-07-01", "ns")) == _time_key("1991-07")
+
+
+@pytest.mark.parametrize(("text", "month"), [
+    ("1991 Jan", "1991-01"), ("Feb 1991", "1991-02"), ("1991 March", "1991-03"), ("apr 1991", "1991-04"),
+    ("1991 May", "1991-05"), ("June 1991", "1991-06"), ("1991 Aug", "1991-08"), ("Sep 1991", "1991-09"),
+    ("Sept 1991", "1991-09"), ("1991 September", "1991-09"), ("Oct-1991", "1991-10"),
+    ("1991-Nov", "1991-11"), ("December 1991", "1991-12"), ("0999 Dec", "0999-12"),
+])
+def test_every_month_name_maps_to_its_month(text, month):
+    from pipeline.data.importers.csv_series import _time_key
+
+    assert _time_key(text) == ("date", np.datetime64(f"{month}-01", "ns"))
+
+
+@pytest.mark.parametrize("text", ["1991 Jux", "1991 Ju", "Julyy 1991", "91 Jul", "Jul 91", "1991 Jul 1",
+                                  "1991 Jul Aug", "1991 - - Jul", "Jul", "1991 \u017fep"])
+def test_text_that_is_not_a_month_is_no_time(text):
+    from pipeline.data.importers.csv_series import _time_key
+
+    assert _time_key(text) is None
+
+
+def pbs_like(months: int, start_year: int = 1991, start_month: int = 7) -> list[str]:
+    """Monthly rows as R's tsibble prints them (the PBS data: "1991 Jul", "1991 Aug", ...)."""
+    names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    rows = []
+    for i in range(months):
+        at = start_month - 1 + i
+        rows.append(f"{start_year + at // 12} {names[at % 12]},{i},{100 + 2 * i}")
+    return rows
+
+
+def test_a_monthly_time_column_like_1991_jul_is_a_regular_series(tmp_path):
+    # given 36 months written "1991 Jul" ... "1994 Jun", across three year ends
+    from pipeline.data.importers.csv_series import _time_key, find_gaps, read_series
+
+    path = csv_file(tmp_path, pbs_like(36), header="Month,a,b")
+    series = read_series([(path, path)], time_column="Month", value_columns=["a", "b"])
+    # then every month is a date on its first day, one calendar month apart: no gaps
+    assert series.time_keys[0] == _time_key("1991-07-01") and series.time_keys[6] == _time_key("1992-01-01")
+    assert series.time_keys[-1] == _time_key("1994-06-01")
+    assert find_gaps(series) == ([], "1 month(s) (35 of 35 steps)")
+    # and the import (gaps="error" by default) windows it, the row ids keeping the file's text
+    root = str(tmp_path / "ds")
+    m = import_csv(path, root, time_column="Month", value_columns=["a", "b"], window=12, horizon=2,
+                   seasonal_period=12, val_fraction=0.25, test_fraction=0.25)
+    assert m.task_params["time_column"] == "Month"
+    assert m.task_params["segments"]["test"] == {"steps": 9, "first": "1993 Oct", "last": "1994 Jun"}
+    ids, _, ys = windows_of(root, "test")
+    assert ids[0] == "1993 Oct" and int(ys[0][0, 0]) == 27
+
+
+def test_a_missing_month_is_a_gap(tmp_path):
+    from pipeline.data.importers.csv_series import find_gaps, read_series
+
+    rows = pbs_like(14)
+    del rows[5]  # 1991 Dec
+    path = csv_file(tmp_path, rows, header="Month,a,b")
+    series = read_series([(path, path)], time_column="Month", value_columns=["a"])
+    assert find_gaps(series) == ([(5, "2 month(s)")], "1 month(s) (11 of 12 steps)")
+
+
+def test_a_bad_month_fails_naming_file_line_and_column(tmp_path):
+    rows = pbs_like(24)
+    rows[10] = "1992 Jux,10,120"  # line 12
+    path = csv_file(tmp_path, rows, header="Month,a,b")
+    with pytest.raises(DatasetError) as err:
+        import_csv(path, str(tmp_path / "ds"), time_column="Month", value_columns=["a"], window=3, horizon=1)
+    assert str(err.value) == (f"{path}:12: column 'Month': expected a number, an ISO-8601 date, a quarter "
+                              "(1970 Q1) or a month (1970 Jan) as the time, got '1992 Jux'")
+
+
+def test_months_mixed_with_numbers_fail_naming_both_kinds(tmp_path):
+    rows = pbs_like(24)
+    rows[10] = "1992,10,120"  # line 12: a number after months
+    path = csv_file(tmp_path, rows, header="Month,a,b")
+    with pytest.raises(DatasetError) as err:
+        import_csv(path, str(tmp_path / "ds"), time_column="Month", value_columns=["a"], window=3, horizon=1)
+    assert str(err.value) == (f"{path}:12: column 'Month': time '1992' is a number, but the time at "
+                              f"{path}:11 is a date")
