@@ -84,8 +84,9 @@ class RecurConfig(Section):
             if crop and self.data.task != "classify":
                 raise ValueError(f"train.random_crop cuts classification rows to random windows: it "
                                  f"applies to classify, not {self.data.task!r}")
-        if self.data.task != "forecast" and model.difference:
-            raise ValueError(f"model.difference applies to forecast models, not {self.data.task!r}")
+        for key in ("difference", "seasonal_skip"):
+            if self.data.task != "forecast" and getattr(model, key):
+                raise ValueError(f"model.{key} applies to forecast models, not {self.data.task!r}")
         if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:
             raise ValueError(f"data.batch_size must be 1..{MAX_BATCH} or auto; got {self.data.batch_size}")
         known = metric_names(self.data.task)

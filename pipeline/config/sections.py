@@ -138,6 +138,13 @@ class ModelConfig(Section):
         False, description="forecast: the model sees first differences of the history and forecasts "
         "differences, summed back onto the last value"
     )
+    seasonal_skip: bool = Field(
+        False, description="forecast: the forecast also gets a learned multiple of the seasonal-naive "
+        "forecast (the history's last data.source.seasonal_period steps repeated, the gate's baseline; "
+        "one weight per horizon step and channel, starting at 0): a linear highway from input to "
+        "output, as LSTNet's autoregressive part, for the one lag that carries a season "
+        "(pipeline.models.forecaster)"
+    )
     embedding_size: int | None = Field(
         None, ge=1, le=MAX_WIDTH,
         description="token inputs (classify text, tag, lm, seq2seq): embedding width (default "

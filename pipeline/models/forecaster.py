@@ -14,6 +14,9 @@ from pipeline.models.attention import lengths_to_mask
 from pipeline.models.classifier import SequenceClassifier
 from pipeline.models.instance import instance_normalize
 
+# The seasonal skip's weights at the start of training (`Forecaster`'s `season`).
+SKIP_INIT = 0.0
+
 
 def instance_denormalize(y_BHC: torch.Tensor, mean_B1C: torch.Tensor, std_B1C: torch.Tensor) -> torch.Tensor:
     """RevIN's second half: a forecast on the window's scale back to the input's, y * std + mean."""
@@ -24,6 +27,17 @@ def last_values(x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
     """x_B1C: each window's last valid step."""
     index_B11 = (lengths_B.to(x_BTC.device) - 1).view(-1, 1, 1).expand(-1, 1, x_BTC.shape[2])
     return x_BTC.gather(1, index_B11)
+
+
+def seasonal_naive_forecast(x_BTC: torch.Tensor, lengths_B: torch.Tensor, *, horizon: int,
+                            period: int) -> torch.Tensor:
+    """y_BHC: each padded history's last season repeated, step h = x[T - m + (h mod m)] with
+    m = min(period, T) (the forecast task's `seasonal_naive`, on padded tensors)."""
+    lengths_B = lengths_B.to(x_BTC.device).long()
+    m_B = lengths_B.clamp(max=period)
+    h_H = torch.arange(horizon, device=x_BTC.device)
+    index_BH = (lengths_B - m_B)[:, None] + h_H[None, :] % m_B[:, None]
+    return x_BTC.gather(1, index_BH[:, :, None].expand(-1, -1, x_BTC.shape[2]))
 
 
 def first_differences(x_BTC: torch.Tensor, lengths_B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,9 +84,18 @@ class Forecaster(nn.Module):
         std puts steep and flat windows on one scale. The other order would be pointless: the
         mean cancels in a difference, leaving only a division by the level's std.
 
+    season (the seasonal skip, `model.seasonal_skip`; 0: none): the forecast also gets a learned
+        multiple of the seasonal-naive forecast (the history's last `season` steps repeated, the
+        gate's own baseline), one weight per horizon step and channel starting at SKIP_INIT, measured
+        from what a zero body forecasts: y = out(body) + w * (naive - out(0)). A linear highway from
+        the input to the output, as LSTNet's autoregressive component (Lai et al. 2018), restricted
+        to the one lag that carries a season: with w at 1 a zero body forecasts seasonal naive, with
+        w at 0 the model is the one without the skip.
+
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model;
     checkpoints written before the front-end or instance_norm/difference existed rebuild with
-    them off (no parameters are added by either wrapper, so old state dicts load unchanged).
+    them off (no parameters are added by either wrapper, so old state dicts load unchanged); the
+    seasonal skip's weights and `season` exist only where it is on.
     """
 
     def __init__(
@@ -94,10 +117,13 @@ class Forecaster(nn.Module):
         patch: int = 1,
         instance_norm: bool = False,
         difference: bool = False,
+        season: int = 0,
     ) -> None:
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if season < 0:
+            raise ValueError(f"season must be >= 0 (0: no seasonal skip), got {season}")
         self.model_args = dict(
             input_size=input_size, horizon=horizon, hidden_size=hidden_size, num_layers=num_layers,
             cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional, dropout=dropout,
@@ -105,6 +131,10 @@ class Forecaster(nn.Module):
             frontend=frontend, frontend_channels=frontend_channels, patch=patch,
             instance_norm=instance_norm, difference=difference,
         )
+        if season:  # only then, so checkpoints without the skip keep their arguments and weights
+            self.model_args["season"] = season
+        self.season = season
+        self.skip_HC = nn.Parameter(torch.full((horizon, input_size), SKIP_INIT)) if season else None
         self.horizon = horizon
         self.num_channels = input_size
         self.pooling = pooling
@@ -136,9 +166,18 @@ class Forecaster(nn.Module):
             z_BTC, z_lengths_B = first_differences(x_BTC, lengths_B)
         if self.instance_norm:
             z_BTC, mean_B1C, std_B1C = instance_normalize(z_BTC, z_lengths_B)
-        y_BHC = self.body(z_BTC, z_lengths_B).view(batch, self.horizon, self.num_channels)
-        if self.instance_norm:
-            y_BHC = instance_denormalize(y_BHC, mean_B1C, std_B1C)
-        if self.difference:
-            y_BHC = last_B1C + y_BHC.cumsum(dim=1)
+
+        def output(y_BHC: torch.Tensor) -> torch.Tensor:
+            """The body's output on the input's scale: denormalized, differences summed."""
+            if self.instance_norm:
+                y_BHC = instance_denormalize(y_BHC, mean_B1C, std_B1C)
+            if self.difference:
+                y_BHC = last_B1C + y_BHC.cumsum(dim=1)
+            return y_BHC
+
+        body_BHC = self.body(z_BTC, z_lengths_B).view(batch, self.horizon, self.num_channels)
+        y_BHC = output(body_BHC)
+        if self.skip_HC is not None:
+            naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon, period=self.season)
+            y_BHC = y_BHC + self.skip_HC * (naive_BHC - output(torch.zeros_like(body_BHC)))
         return y_BHC

@@ -133,7 +133,8 @@ class ForecastTask(Task):
         return Forecaster(input_size=self.pre.num_channels, horizon=self.horizon,
                           **model_cfg.encoder_args(), pooling=model_cfg.pooling,
                           attention=model_cfg.attention, instance_norm=instance_norm,
-                          difference=model_cfg.difference, **model_cfg.frontend_args())
+                          difference=model_cfg.difference, **model_cfg.frontend_args(),
+                          season=self.period if model_cfg.seasonal_skip else 0)
 
     # ------------------------------------------------------------------ data
     def collate(self, table: pa.Table) -> Batch:

@@ -10,9 +10,17 @@ import torch
 
 from pipeline.data.preprocess import Preprocessing
 from pipeline.models import model_from_args
-from pipeline.models.forecaster import Forecaster, first_differences, instance_denormalize, last_values
+from pipeline.models.forecaster import (
+    SKIP_INIT,
+    Forecaster,
+    first_differences,
+    instance_denormalize,
+    last_values,
+    seasonal_naive_forecast,
+)
 from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, window_statistics
 from pipeline.tasks import build_task
+from pipeline.tasks.forecast import seasonal_naive
 
 
 def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,6 +110,15 @@ def test_with_both_a_zero_body_continues_the_average_slope():
         assert torch.allclose(y_BHC[b], expected_HC, atol=1e-4), b
 
 
+def _with_skip(model: Forecaster) -> Forecaster:
+    """In eval mode, the seasonal skip's weights (if any) drawn away from their start, so the skip
+    is part of what a test checks whatever SKIP_INIT is."""
+    if model.skip_HC is not None:
+        with torch.no_grad():
+            model.skip_HC.uniform_(0.3, 1.2)
+    return model.eval()
+
+
 def _forecast_task() -> tuple:
     """A forecast task with train statistics (mean 20, std 4) and raw histories of several lengths."""
     pre = Preprocessing(mean=[20.0], std=[4.0], task="forecast",
@@ -116,24 +133,26 @@ def _raw_forecasts(task, model: Forecaster, histories: list[list[float]]) -> np.
     return np.stack([np.asarray(f, dtype=np.float64) for f in out["forecast"]])
 
 
+@pytest.mark.parametrize("season", [0, 4])
 @pytest.mark.parametrize("instance_norm,difference", [(True, False), (False, True), (True, True)])
-def test_forecast_moves_with_a_constant_offset_in_raw_units(instance_norm, difference):
+def test_forecast_moves_with_a_constant_offset_in_raw_units(instance_norm, difference, season):
     task, histories = _forecast_task()
     torch.manual_seed(0)
-    model = Forecaster(input_size=1, horizon=5, hidden_size=16, cell="gru", instance_norm=instance_norm,
-                       difference=difference).eval()
+    model = _with_skip(Forecaster(input_size=1, horizon=5, hidden_size=16, cell="gru",
+                                  instance_norm=instance_norm, difference=difference, season=season))
     offset = 500.0  # 120 train stds above anything seen in training
     base_NHC = _raw_forecasts(task, model, histories)
     moved_NHC = _raw_forecasts(task, model, [[v + offset for v in h] for h in histories])
     assert np.allclose(moved_NHC, base_NHC + offset, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("season", [0, 4])
 @pytest.mark.parametrize("instance_norm,difference", [(True, False), (True, True)])
-def test_forecast_scales_with_the_history(instance_norm, difference):
+def test_forecast_scales_with_the_history(instance_norm, difference, season):
     task, histories = _forecast_task()
     torch.manual_seed(0)
-    model = Forecaster(input_size=1, horizon=5, hidden_size=16, cell="gru", instance_norm=instance_norm,
-                       difference=difference).eval()
+    model = _with_skip(Forecaster(input_size=1, horizon=5, hidden_size=16, cell="gru",
+                                  instance_norm=instance_norm, difference=difference, season=season))
     base_NHC = _raw_forecasts(task, model, histories)
     for factor in (0.1, 7.0):
         scaled_NHC = _raw_forecasts(task, model, [[v * factor for v in h] for h in histories])
@@ -150,12 +169,13 @@ def test_without_instance_norm_an_offset_changes_the_forecast_shape():
     assert np.abs(moved_NHC - (base_NHC + 500.0)).max() > 1.0
 
 
+@pytest.mark.parametrize("season", [0, 2])
 @pytest.mark.parametrize("instance_norm,difference", [(True, False), (True, True)])
-def test_padding_never_leaks_and_the_model_rebuilds(instance_norm, difference):
+def test_padding_never_leaks_and_the_model_rebuilds(instance_norm, difference, season):
     x_BTC, lengths_B = _padded_batch()
     torch.manual_seed(0)
-    model = Forecaster(input_size=2, horizon=3, hidden_size=8, cell="gru", pooling="mean",
-                       instance_norm=instance_norm, difference=difference).eval()
+    model = _with_skip(Forecaster(input_size=2, horizon=3, hidden_size=8, cell="gru", pooling="mean",
+                                  instance_norm=instance_norm, difference=difference, season=season))
     y_BHC = model(x_BTC, lengths_B)
     for b, length in enumerate(lengths_B.tolist()):
         alone = model(x_BTC[b : b + 1, :length], lengths_B[b : b + 1])
@@ -163,6 +183,7 @@ def test_padding_never_leaks_and_the_model_rebuilds(instance_norm, difference):
     rebuilt = model_from_args(model.model_args, "Forecaster").eval()
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.instance_norm == instance_norm and rebuilt.difference == difference
+    assert rebuilt.season == season and ("season" in model.model_args) == bool(season)
     assert torch.equal(rebuilt(x_BTC, lengths_B), y_BHC)
 
 
@@ -176,7 +197,7 @@ def test_a_checkpoint_from_before_the_wrappers_loads_with_todays_behaviour():
     old_state = dict(reference.state_dict())
     rebuilt = model_from_args(old_args, "Forecaster").eval()
     rebuilt.load_state_dict(old_state)  # strict: no keys added, none missing
-    assert not rebuilt.instance_norm and not rebuilt.difference
+    assert not rebuilt.instance_norm and not rebuilt.difference and rebuilt.skip_HC is None
     x_BTC, lengths_B = _padded_batch()
     assert torch.equal(rebuilt(x_BTC, lengths_B), reference(x_BTC, lengths_B))
 
@@ -189,3 +210,50 @@ def test_front_end_keywords_reach_the_body():
     assert model.body.frontend is not None and model.body.patch == 2
     assert model(x_BTC, lengths_B).shape == (3, 3, 2)
     assert model_from_args(model.model_args, "Forecaster").body.model_args["frontend_channels"] == 4
+
+
+# ------------------------------------------------------------------ the seasonal skip
+
+
+@pytest.mark.parametrize("period", [1, 2, 4, 9])
+def test_seasonal_naive_forecast_is_the_tasks_baseline_on_padded_histories(period):
+    # given histories of 6, 3 and 1 steps padded with junk; 9 is longer than every history
+    x_BTC, lengths_B = _padded_batch()
+    got_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=5, period=period)
+    steps_NC = np.concatenate([x_BTC[b, :n].numpy() for b, n in enumerate(lengths_B.tolist())])
+    expected_BHC = seasonal_naive(steps_NC, lengths_B.numpy(), horizon=5, period=period)
+    assert np.array_equal(got_BHC.numpy(), expected_BHC)
+
+
+ALL_WRAPPERS = [(False, False), (True, False), (False, True), (True, True)]  # instance_norm, difference
+
+
+@pytest.mark.parametrize("instance_norm,difference", ALL_WRAPPERS)
+def test_with_the_skip_at_one_a_zero_body_forecasts_seasonal_naive(instance_norm, difference):
+    x_BTC, lengths_B = _padded_batch()
+    model = _zero_body(Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru",
+                                  instance_norm=instance_norm, difference=difference, season=4))
+    assert torch.equal(model.skip_HC.detach(), torch.full((5, 2), SKIP_INIT))
+    with torch.no_grad():
+        model.skip_HC.fill_(1.0)
+    naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=5, period=4)
+    assert torch.allclose(model(x_BTC, lengths_B), naive_BHC, atol=1e-4)
+
+
+@pytest.mark.parametrize("instance_norm,difference", [(False, False), (True, False), (True, True)])
+def test_with_the_skip_at_zero_the_model_is_the_one_without_it_and_learns(instance_norm, difference):
+    x_BTC, lengths_B = _padded_batch()
+    torch.manual_seed(0)
+    plain = Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=instance_norm,
+                       difference=difference).eval()
+    skip = Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=instance_norm,
+                      difference=difference, season=4).eval()
+    skip.load_state_dict({**plain.state_dict(), "skip_HC": torch.zeros(5, 2)})
+    assert torch.equal(skip(x_BTC, lengths_B), plain(x_BTC, lengths_B))
+    skip(x_BTC, lengths_B).square().sum().backward()
+    assert skip.skip_HC.grad is not None and skip.skip_HC.grad.abs().sum() > 0
+
+
+def test_a_negative_season_is_refused():
+    with pytest.raises(ValueError, match="season must be >= 0"):
+        Forecaster(input_size=1, horizon=3, season=-1)

@@ -203,6 +203,21 @@ def test_build_model_passes_instance_norm_and_difference(model_cfg, instance_nor
     assert model.model_args["instance_norm"] is instance_norm
 
 
+@pytest.mark.parametrize("seasonal_skip", [False, True])
+def test_build_model_gives_the_seasonal_skip_the_datasets_season(seasonal_skip):
+    pre = _pre()
+    task = build_task(RecurConfig(data={"task": "forecast"},
+                                  model={"hidden_size": 8, "seasonal_skip": seasonal_skip}), pre)
+    model = task.build_model()
+    assert model.season == (pre.task_params["seasonal_period"] if seasonal_skip else 0)
+    assert (model.skip_HC is not None) is seasonal_skip
+
+
+def test_the_seasonal_skip_is_refused_for_other_tasks():
+    with pytest.raises(ValueError, match="model.seasonal_skip applies to forecast models, not 'classify'"):
+        RecurConfig(data={"task": "classify"}, model={"seasonal_skip": True})
+
+
 # ------------------------------------------------------------------ a trending series, trained
 
 TREND_WINDOW, TREND_HORIZON, TREND_PERIOD = 48, 12, 12
@@ -230,13 +245,13 @@ def _trending_split() -> tuple[dict[str, pa.Table], Preprocessing]:
     return tables, pre
 
 
-def _train_and_score(instance_norm: bool, difference: bool, *, steps: int = 300) -> float:
+def _train_and_score(instance_norm: bool, difference: bool, *, steps: int = 300, season: int = 0) -> float:
     """Test MASE (vs seasonal naive, m = 12) of a GRU trained `steps` Adam steps by the plain loop."""
     tables, pre = _trending_split()
     task = build_task(None, pre)
     torch.manual_seed(0)
     model = Forecaster(input_size=1, horizon=TREND_HORIZON, hidden_size=32, cell="gru",
-                       instance_norm=instance_norm, difference=difference)
+                       instance_norm=instance_norm, difference=difference, season=season)
     optimizer = make_optimizer("adam", model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     train, done = tables["train"], 0
@@ -265,6 +280,13 @@ def test_instance_norm_beats_seasonal_naive_on_a_trending_series():
     print(f"trending series, test MASE: instance_norm {with_norm:.3f}, plain {without:.3f}")
     assert with_norm < 0.5
     assert without > 1.0
+
+
+def test_the_seasonal_skip_beats_seasonal_naive_on_a_trending_series():
+    # configs/forecast.yaml's model: instance norm (the series drifts) with the seasonal skip
+    mase = _train_and_score(instance_norm=True, difference=False, season=TREND_PERIOD)
+    print(f"trending series, test MASE with instance_norm and the seasonal skip: {mase:.3f}")
+    assert mase < 0.5
 
 
 @pytest.mark.parametrize("instance_norm", [False, True])
