@@ -1,5 +1,6 @@
 """Direct multi-step forecasting: a recurrent encoder over the history, one linear head that
-emits every horizon step at once, optionally wrapped in per-window normalization and differencing.
+emits every horizon step at once, optionally wrapped in per-window normalization and differencing,
+with a learned linear skip from the seasonal-naive forecast.
 
 Shape suffixes: B batch, T history steps (padded), C channels (the series' value columns, the
 same for inputs and forecasts), H horizon steps.

@@ -1,5 +1,6 @@
 """Forecaster: instance normalization and differencing round-trip, make the forecast invariant to a
-level offset and equivariant to scale, keep padding out, and leave old checkpoints as they were."""
+level offset and equivariant to scale, keep padding out, and leave old checkpoints as they were;
+the seasonal skip adds the seasonal-naive forecast from where a zero body stands."""
 
 from __future__ import annotations
 

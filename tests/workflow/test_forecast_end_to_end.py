@@ -49,7 +49,7 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
         f"  source: {{format: csv, paths: ['{source}'], time_column: day, value_columns: [load],\n"
         f"           window: 16, horizon: 4, seasonal_period: {BASELINE_PERIOD}}}\n"
         "  batch_size: 8\n"
-        "model: {cell: gru, hidden_size: 12}\n"
+        "model: {cell: gru, hidden_size: 12, seasonal_skip: true}\n"  # forecast.yaml's highway
         "train: {epochs: 4, lr: 0.01, early_stopping_patience: 0}\n"
         f"registry: {{model_name: {MODEL}}}\n"
         "tracking: {experiment: e2e-forecast}\n"
@@ -70,6 +70,7 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("e2e-forecast").experiment_id])
     metrics = run.data.metrics
+    assert run.data.params["model.seasonal_skip"] == "True"  # trained, gated and served with the skip
     for key in ("test_loss", "test_mae", "test_rmse", "test_smape", "test_mase",
                 "test_baseline_mae", "test_baseline_rmse", "test_baseline_smape"):
         assert np.isfinite(metrics[key]), key
