@@ -91,7 +91,7 @@ def word_vectors_for(cfg: RecurConfig, pre: Preprocessing) -> Any:
 
 
 def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | None = None,
-                initial_checkpoint: str | None = None, initial_weights: Any = None,
+                initial_checkpoint: Any = None, initial_weights: Any = None,
                 step_board: Any = None, steps_per_epoch: int | None = None,
                 local_run: Any = None, word_vectors: Any = None) -> dict[str, Any]:
     """The dict the worker function receives (config crosses the Ray boundary as a dict)."""
@@ -99,7 +99,7 @@ def loop_config(cfg: RecurConfig, pre: Preprocessing, *, mlflow_run_id: str | No
         "config": cfg.model_dump(mode="json"),
         "preprocessing": pre.to_dict(),
         "mlflow_run_id": mlflow_run_id,
-        # start from this checkpoint directory (weights, optimizer, epoch) unless Train restores one
+        # start from this ray.train.Checkpoint (weights, optimizer, epoch) unless Train restores one
         "initial_checkpoint": initial_checkpoint,
         # fine-tune: an object ref to a model's state dict (epoch 0, new optimizer); a ref, not a
         # path, so workers on other nodes can read it
@@ -131,7 +131,7 @@ def bucket_pool_batches(cfg: RecurConfig, manifest: Any) -> int:
 
 def build_trainer(cfg: RecurConfig, manifest: Any, *, storage_path: str, name: str,
                   mlflow_run_id: str | None = None, callbacks: Sequence[Any] = (),
-                  initial_checkpoint: str | None = None, initial_weights: Any = None,
+                  initial_checkpoint: Any = None, initial_weights: Any = None,
                   preprocessing: Preprocessing | None = None, step_board: Any = None,
                   word_vectors: Any = None):
     """A TorchTrainer over the dataset's train and val splits.

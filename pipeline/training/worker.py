@@ -147,9 +147,8 @@ def train_func(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     # Ray Train's own checkpoint after a worker-group restart; else a checkpoint handed in by the
     # caller (a Tune trial restored or exploited by PBT), which continues from its progress.
     restored = train.get_checkpoint()
-    initial = loop_config.get("initial_checkpoint")
-    if restored is None and initial:
-        restored = Checkpoint.from_directory(initial)
+    if restored is None:
+        restored = loop_config.get("initial_checkpoint")
     if restored is not None:
         with restored.as_directory() as directory:
             state = load_checkpoint(directory)

@@ -79,8 +79,9 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     run_id = open_trial_run(study.tracking_uri, study.experiment_id, parent_run_id=study.parent_run_id,
                             study=study.study, trial_id=trial_id, cfg=cfg, sampled=sampled)
+    # handed to the workers as it is (a path and its filesystem): they read it in place, or
+    # download it to a temporary folder that goes when they have loaded it (Checkpoint.as_directory)
     restored = ray.tune.get_checkpoint()
-    initial = restored.to_directory() if restored is not None else None
     if restored is not None:  # resumed, restored after a failure, or exploited by PBT
         from mlflow import MlflowClient
 
@@ -101,7 +102,7 @@ def trial_function(sampled: dict[str, Any], study: StudyContext) -> None:
                                spool=os.path.join(study.spool_dir, f"{run_id}.jsonl"),
                                echo=study.progress_mode == "plain"),
                    _HandToTrial(items, acks)],
-        initial_checkpoint=initial,
+        initial_checkpoint=restored,
     )
     failure: list[BaseException] = []
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -124,7 +125,11 @@ def test_resume_after_the_driver_is_killed(ray_local, mlflow_server, tmp_path, c
     first, second = sorted(before.values(), key=lambda r: r.info.start_time)[:2]
     assert _steps(client, first.info.run_id) == list(range(EPOCHS))
 
+    # Ray's name for the folders a checkpoint is copied into when read without a path
+    copied_before = set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*"))
     assert main(["tune", *args, "--resume"]) == 0, capsys.readouterr().err
+    # the restored trial read its checkpoint in place: no copy of it left behind in the temp folder
+    assert set(Path(tempfile.gettempdir()).glob("checkpoint_tmp_*")) <= copied_before
     out = capsys.readouterr().out
     assert "recur tune finished" in out
 
