@@ -84,9 +84,12 @@ class RecurConfig(Section):
             if crop and self.data.task != "classify":
                 raise ValueError(f"train.random_crop cuts classification rows to random windows: it "
                                  f"applies to classify, not {self.data.task!r}")
-        for key in ("difference", "seasonal_skip"):
+        for key in ("difference", "seasonal_skip", "naive_blend"):
             if self.data.task != "forecast" and getattr(model, key):
                 raise ValueError(f"model.{key} applies to forecast models, not {self.data.task!r}")
+        if model.naive_blend and self.train.train_on_val is True:
+            raise ValueError("model.naive_blend weighs the forecast against seasonal naive on the val "
+                             "windows, which train.train_on_val trains on: set one of them false")
         if isinstance(self.data.batch_size, int) and not 1 <= self.data.batch_size <= MAX_BATCH:
             raise ValueError(f"data.batch_size must be 1..{MAX_BATCH} or auto; got {self.data.batch_size}")
         known = metric_names(self.data.task)

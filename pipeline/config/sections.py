@@ -145,6 +145,13 @@ class ModelConfig(Section):
         "output, as LSTNet's autoregressive part, for the one lag that carries a season "
         "(pipeline.models.forecaster)"
     )
+    naive_blend: bool = Field(
+        False, description="forecast: after training, the forecast becomes w * model + (1 - w) * "
+        "seasonal naive, one w per channel in 0, 0.05, ..., 1 with the lowest MAE on the val windows "
+        "(a forecast combination weighted on a holdout): a model that forecasts the val years worse "
+        "than repeating the last season is shrunk towards it. Needs val windows held out (not "
+        "train.train_on_val); the weights are logged as naive_blend_weight (pipeline.models.forecaster)"
+    )
     embedding_size: int | None = Field(
         None, ge=1, le=MAX_WIDTH,
         description="token inputs (classify text, tag, lm, seq2seq): embedding width (default "

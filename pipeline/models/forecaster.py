@@ -1,6 +1,6 @@
 """Direct multi-step forecasting: a recurrent encoder over the history, one linear head that
 emits every horizon step at once, optionally wrapped in per-window normalization and differencing,
-with a learned linear skip from the seasonal-naive forecast.
+with a learned linear skip from the seasonal-naive forecast and a blend with it weighted on a holdout.
 
 Shape suffixes: B batch, T history steps (padded), C channels (the series' value columns, the
 same for inputs and forecasts), H horizon steps.
@@ -93,10 +93,16 @@ class Forecaster(nn.Module):
         to the one lag that carries a season: with w at 1 a zero body forecasts seasonal naive, with
         w at 0 the model is the one without the skip.
 
+    blend_season (the naive blend, `model.naive_blend`; 0: none): the forecast, skip included,
+        becomes v * forecast + (1 - v) * seasonal naive (period `blend_season`), one v per channel
+        in the buffer `naive_blend_C`. It is 1 (the forecast itself) while training; after
+        training, `set_naive_blend` gives it the weights that forecast the val windows best
+        (`pipeline.tasks.forecast.blend_weights`), so a model and its serving copy carry them.
+
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model;
     checkpoints written before the front-end or instance_norm/difference existed rebuild with
     them off (no parameters are added by either wrapper, so old state dicts load unchanged); the
-    seasonal skip's weights and `season` exist only where it is on.
+    seasonal skip's weights and `season` exist only where it is on, the blend's likewise.
     """
 
     def __init__(
@@ -119,12 +125,15 @@ class Forecaster(nn.Module):
         instance_norm: bool = False,
         difference: bool = False,
         season: int = 0,
+        blend_season: int = 0,
     ) -> None:
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if season < 0:
             raise ValueError(f"season must be >= 0 (0: no seasonal skip), got {season}")
+        if blend_season < 0:
+            raise ValueError(f"blend_season must be >= 0 (0: no naive blend), got {blend_season}")
         self.model_args = dict(
             input_size=input_size, horizon=horizon, hidden_size=hidden_size, num_layers=num_layers,
             cell=cell, nonlinearity=nonlinearity, bidirectional=bidirectional, dropout=dropout,
@@ -134,6 +143,11 @@ class Forecaster(nn.Module):
         )
         if season:  # only then, so checkpoints without the skip keep their arguments and weights
             self.model_args["season"] = season
+        if blend_season:
+            self.model_args["blend_season"] = blend_season
+        self.blend_season = blend_season
+        # not a parameter: training never moves it; set after training from the val windows
+        self.register_buffer("naive_blend_C", torch.ones(input_size) if blend_season else None)
         self.season = season
         self.skip_HC = nn.Parameter(torch.full((horizon, input_size), SKIP_INIT)) if season else None
         self.horizon = horizon
@@ -181,4 +195,23 @@ class Forecaster(nn.Module):
         if self.skip_HC is not None:
             naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon, period=self.season)
             y_BHC = y_BHC + self.skip_HC * (naive_BHC - output(torch.zeros_like(body_BHC)))
+        if self.naive_blend_C is not None:
+            naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon,
+                                                period=self.blend_season)
+            y_BHC = self.naive_blend_C * y_BHC + (1.0 - self.naive_blend_C) * naive_BHC
         return y_BHC
+
+    def set_naive_blend(self, weights_C: torch.Tensor | list[float]) -> None:
+        """The blend's weights on the model's own forecast, one per channel in [0, 1]."""
+        if self.naive_blend_C is None:
+            raise ValueError("this forecaster has no naive blend (built without blend_season)")
+        weights = torch.as_tensor(weights_C, dtype=self.naive_blend_C.dtype).reshape(-1)
+        if weights.numel() != self.num_channels or not bool(((weights >= 0) & (weights <= 1)).all()):
+            raise ValueError(f"need {self.num_channels} blend weight(s) in [0, 1]; got {weights.tolist()}")
+        self.naive_blend_C.copy_(weights.to(self.naive_blend_C.device))
+
+
+def without_naive_blend(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with any naive blend set back to the model's own forecast (weights 1): what a
+    fine-tune starts from, so training fits the model and not a mix fitted to older val windows."""
+    return {k: torch.ones_like(v) if k.endswith("naive_blend_C") else v for k, v in state_dict.items()}

@@ -56,6 +56,27 @@ def seasonal_naive(steps_NC: np.ndarray, lengths_B: np.ndarray, *, horizon: int,
     return steps_NC[index_BH]
 
 
+BLEND_GRID = np.linspace(0.0, 1.0, 21)  # the naive blend's candidate weights on the model: 0, 0.05, ..., 1
+
+
+def blend_weights(forecast_NHC: np.ndarray, naive_NHC: np.ndarray,
+                  actual_NHC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The naive blend's weights (`model.naive_blend`): per channel, the w of BLEND_GRID whose
+    w * forecast + (1 - w) * naive has the lowest MAE on these windows (the larger w on a tie,
+    so a model no worse than naive keeps its own forecast). Returns weights_C and the MAE of
+    every candidate, mae_GC (G = len(BLEND_GRID))."""
+    if forecast_NHC.shape != naive_NHC.shape or forecast_NHC.shape != actual_NHC.shape:
+        raise ValueError(f"forecasts {forecast_NHC.shape}, naive {naive_NHC.shape} and actual "
+                         f"{actual_NHC.shape} need one shape")
+    if forecast_NHC.shape[0] == 0:
+        raise ValueError("the naive blend needs at least one window to weigh the forecasts on")
+    w_G111 = BLEND_GRID[:, None, None, None]
+    mixed_GNHC = naive_NHC[None] + w_G111 * (forecast_NHC - naive_NHC)[None]  # exact where they agree
+    mae_GC = np.abs(mixed_GNHC - actual_NHC[None]).mean(axis=(1, 2))
+    best_C = len(BLEND_GRID) - 1 - np.argmin(mae_GC[::-1], axis=0)  # the last of equal minima
+    return BLEND_GRID[best_C], mae_GC
+
+
 def error_sums(forecast_BHC: torch.Tensor, actual_BHC: torch.Tensor,
                naive_BHC: torch.Tensor) -> dict[str, torch.Tensor]:
     """float64 sums the metrics are made of: counts, absolute/squared/sMAPE errors of the model
@@ -134,7 +155,8 @@ class ForecastTask(Task):
                           **model_cfg.encoder_args(), pooling=model_cfg.pooling,
                           attention=model_cfg.attention, instance_norm=instance_norm,
                           difference=model_cfg.difference, **model_cfg.frontend_args(),
-                          season=self.period if model_cfg.seasonal_skip else 0)
+                          season=self.period if model_cfg.seasonal_skip else 0,
+                          blend_season=self.period if model_cfg.naive_blend else 0)
 
     # ------------------------------------------------------------------ data
     def collate(self, table: pa.Table) -> Batch:
@@ -186,6 +208,28 @@ class ForecastTask(Task):
                 **{m: scores[m] for m in self.metrics if m != "loss"}}
 
     # ------------------------------------------------------------------ after training
+    def fit_naive_blend(self, model: torch.nn.Module, table: pa.Table) -> dict[str, Any]:
+        """Set the model's naive blend from the windows of `table` (the val split): its forecasts
+        with the blend at 1, the seasonal-naive forecasts and the targets, all raw, weighed per
+        channel by `blend_weights`. Returns the weights and each candidate's MASE by channel."""
+        model.eval()
+        model.set_naive_blend(torch.ones(self.pre.num_channels))
+        forecasts, naives, actuals = [], [], []
+        with torch.no_grad():
+            for batch in self.table_batches(table, PREDICT_BATCH):
+                forecasts.append(self.denormalize(model(batch["x"], batch["lengths"])).double().numpy())
+                naives.append(batch["naive"].double().numpy())
+                actuals.append(batch["y_raw"].double().numpy())
+        forecast_NHC, naive_NHC, actual_NHC = (np.concatenate(a) for a in (forecasts, naives, actuals))
+        weights_C, mae_GC = blend_weights(forecast_NHC, naive_NHC, actual_NHC)
+        model.set_naive_blend(torch.from_numpy(weights_C))
+        naive_mae_C = np.abs(naive_NHC - actual_NHC).mean(axis=(0, 1))
+        mase_GC = mae_GC / np.where(naive_mae_C > 0, naive_mae_C, np.nan)
+        return {"weights": dict(zip(self.channel_names, weights_C.tolist())),
+                "grid": BLEND_GRID.tolist(), "windows": int(table.num_rows),
+                "val_mase": {name: [None if np.isnan(v) else float(v) for v in mase_GC[:, c]]
+                             for c, name in enumerate(self.channel_names)}}
+
     def report(self, model: torch.nn.Module, table: pa.Table, state: MetricState) -> Report:
         """Baseline metrics, the forecast-vs-actual plot of a few test windows (first channel)
         and the MAE per horizon step, model vs seasonal naive."""
@@ -217,13 +261,19 @@ class ForecastTask(Task):
         summary = (f"test MAE {scores['mae']:.4f} vs seasonal-naive (m={self.period}) "
                    f"{scores['baseline_mae']:.4f}: MASE {scores['mase']:.4f}, the model {verdict} "
                    "the baseline\n")
+        blend_C = getattr(model, "naive_blend_C", None)
+        blend = None if blend_C is None else dict(zip(self.channel_names, blend_C.tolist()))
+        if blend is not None:
+            summary += ("forecast = w x model + (1 - w) x seasonal naive, w fit on the val windows "
+                        "(model.naive_blend): " + ", ".join(f"{k} {v:.2f}" for k, v in blend.items()) + "\n")
         return Report(
             metrics={k: scores[k] for k in ("baseline_mae", "baseline_rmse", "baseline_smape")},
             figures=figures,
             texts={"eval/summary.txt": summary},
             dicts={"eval/error_by_horizon.json": {
                 "horizon_step": list(range(1, self.horizon + 1)), "model_mae": model_mae_H,
-                "seasonal_naive_mae": baseline_mae_H, "seasonal_period": self.period}},
+                "seasonal_naive_mae": baseline_mae_H, "seasonal_period": self.period,
+                **({"naive_blend": blend} if blend is not None else {})}},
         )
 
     # ------------------------------------------------------------------ serving and gate

@@ -160,6 +160,10 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         train_updates["train_on_val"] = task == "classify" and 0 < val_rows < VAL_SELECT_ROWS
         if train_updates["train_on_val"]:
             decisions["train.train_on_val"] = True
+    if model.naive_blend and val_rows == 0:  # before training, not after it
+        raise ConfigError("model.naive_blend weighs the forecast against seasonal naive on the val "
+                          "windows, and this dataset's val split has none: import the series with val "
+                          "windows, or set model.naive_blend false")
     if train_updates.get("train_on_val", train.train_on_val) is True:
         train_rows += val_rows
         if train.monitor.startswith("val_"):  # a val metric no longer says how the model does

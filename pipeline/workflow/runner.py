@@ -251,7 +251,8 @@ class Workflow:
             trained = steps.train(cfg, manifest, tracker=tracker, name=name, fine_tune=self.fine_tune)
         tracker.flush_spool()
         tracker.log_or_keep({"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
-                             **steps.population_metric(trained.batch_norm_layers)})
+                             **steps.population_metric(trained.batch_norm_layers),
+                             **steps.blend_metric(trained.naive_blend)})
         return {"run_id": tracker.run_id, "checkpoint_dir": trained.checkpoint_dir,
                 "storage_dir": trained.storage_dir, "epochs_run": trained.epochs_run,
                 "best_epoch": trained.best_epoch}

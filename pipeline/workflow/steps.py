@@ -137,6 +137,7 @@ class TrainOutput:
     best_epoch: int
     final_metrics: dict[str, Any] = field(default_factory=dict)
     batch_norm_layers: int = 0  # batch norms given the train split's statistics (population_batch_norm)
+    naive_blend: dict[str, Any] | None = None  # the forecast's weights against seasonal naive (naive_blend)
 
 
 @dataclass(frozen=True)
@@ -180,9 +181,11 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
     check_bucket(storage, "write checkpoints (tracking.storage_path)")
     weights = pre = None
     if fine_tune is not None:
+        from pipeline.models.forecaster import without_naive_blend
         from pipeline.training.checkpoint import load_checkpoint
 
-        weights = ray.put(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"])
+        # a forecaster's naive blend is weighed again after this training, on its val windows
+        weights = ray.put(without_naive_blend(load_checkpoint(fine_tune.checkpoint_dir)["state_dict"]))
         pre = fine_tune.preprocessing
     from pipeline.data.preprocess import Preprocessing
     from pipeline.progress import Display, TrainView, tag
@@ -224,9 +227,11 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
         local = best.to_directory(copy_dir)
         log.info("best checkpoint s3://%s copied to %s", best.path, local)
     local, layers = population_batch_norm(cfg, local, copy_dir)
+    local, blend = naive_blend(cfg, local, copy_dir)
     return TrainOutput(
         checkpoint_dir=local,
         batch_norm_layers=layers,
+        naive_blend=blend,
         storage_dir=result.path,
         epochs_run=int(result.metrics.get("epoch", -1)) + 1,
         best_epoch=int(best_metrics.get("epoch", -1)),
@@ -288,6 +293,56 @@ def population_metric(layers: int) -> dict[str, float]:
     """What the run records of `population_batch_norm` (nothing when no layer was set): a run-level
     metric, kept on disk like best_epoch when MLflow does not answer at the end of training."""
     return {"population_batch_norm_layers": float(layers)} if layers else {}
+
+
+# next to the checkpoint: the blend's weights and the val MASE of each candidate
+NAIVE_BLEND_FILE = "naive_blend.json"
+
+
+def naive_blend(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[str, dict[str, Any] | None]:
+    """The checkpoint with its forecast blended with seasonal naive, weighed on the val windows.
+
+    When model.naive_blend is on (forecast), the model's blend weights (one per channel, 1 while it
+    trained) are set to those whose mix of the model's forecast and the seasonal-naive forecast has
+    the lowest MAE on the val split (`ForecastTask.fit_naive_blend`). The checkpoint, with the
+    weights and NAIVE_BLEND_FILE beside it, is written to `out_dir` (which may be `checkpoint_dir`
+    itself); Ray Train's copy stays as training left it.
+
+    Returns the checkpoint to evaluate and register, and the blend's record (None: off).
+    """
+    import shutil
+
+    import torch
+
+    from pipeline.tasks import build_task
+    from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
+
+    if cfg.data.task != "forecast" or not cfg.model.naive_blend:
+        return checkpoint_dir, None
+    state = load_checkpoint(checkpoint_dir)
+    model, pre = model_from_state(state)
+    task = build_task(cfg, pre)
+    table = read_split(cfg.data.root, "val")  # budget.resolve refused a val split without windows
+    blend = task.fit_naive_blend(model, table)
+    if os.path.abspath(out_dir) != os.path.abspath(checkpoint_dir):
+        shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
+    state["state_dict"] = model.state_dict()
+    torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
+    Path(out_dir, NAIVE_BLEND_FILE).write_text(json.dumps(blend, indent=1))
+    chosen = ", ".join(
+        f"{name} {w:.2f} (val MASE {blend['val_mase'][name][blend['grid'].index(w)] or 0:.3f}, "
+        f"model alone {blend['val_mase'][name][-1] or 0:.3f})" for name, w in blend["weights"].items())
+    log.info("naive blend, the model's weight per channel on %d val windows: %s", blend["windows"], chosen)
+    return out_dir, blend
+
+
+def blend_metric(blend: dict[str, Any] | None) -> dict[str, float]:
+    """What the run records of `naive_blend`: the mean of its weights on the model (1: the model's
+    own forecast, 0: seasonal naive); nothing when it is off."""
+    if not blend:
+        return {}
+    weights = list(blend["weights"].values())
+    return {"naive_blend_weight": float(sum(weights) / len(weights))}
 
 
 def storage_path(cfg: RecurConfig) -> str:

@@ -247,8 +247,9 @@ def search(cfg: RecurConfig, manifest: Any, tracker: RunTracker, path: Path, *, 
     best_config = resolve(RecurConfig.model_validate(trial_config_dict(base, best.config)), manifest).cfg
     best_dir = best_checkpoint.to_directory(str(path / "best"))
     _, layers = steps.population_batch_norm(best_config, best_dir, best_dir)  # in place: a copy
-    if layers:
-        tracker.log_or_keep(steps.population_metric(layers))
+    _, blend = steps.naive_blend(best_config, best_dir, best_dir)
+    if layers or blend:
+        tracker.log_or_keep({**steps.population_metric(layers), **steps.blend_metric(blend)})
     return SearchResult(summary=summary, best_config=best_config.model_dump(mode="json"),
                         checkpoint_dir=best_dir,
                         best_epoch=int(best_metrics.get("epoch", -1)),

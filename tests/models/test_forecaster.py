@@ -1,6 +1,7 @@
 """Forecaster: instance normalization and differencing round-trip, make the forecast invariant to a
 level offset and equivariant to scale, keep padding out, and leave old checkpoints as they were;
-the seasonal skip adds the seasonal-naive forecast from where a zero body stands."""
+the seasonal skip adds the seasonal-naive forecast from where a zero body stands; the naive blend
+mixes the whole forecast with seasonal naive by weights set after training."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.models.forecaster import (
     instance_denormalize,
     last_values,
     seasonal_naive_forecast,
+    without_naive_blend,
 )
 from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, window_statistics
 from pipeline.tasks import build_task
@@ -258,3 +260,58 @@ def test_with_the_skip_at_zero_the_model_is_the_one_without_it_and_learns(instan
 def test_a_negative_season_is_refused():
     with pytest.raises(ValueError, match="season must be >= 0"):
         Forecaster(input_size=1, horizon=3, season=-1)
+
+
+# ------------------------------------------------------------------ the naive blend
+
+
+@pytest.mark.parametrize("season", [0, 4])
+def test_the_naive_blend_starts_as_the_model_itself_and_is_no_parameter(season):
+    x_BTC, lengths_B = _padded_batch()
+    torch.manual_seed(0)
+    plain = _with_skip(Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=True,
+                                  season=season))
+    blended = Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=True,
+                         season=season, blend_season=3).eval()
+    blended.load_state_dict({**plain.state_dict(), "naive_blend_C": torch.ones(2)})
+    assert torch.equal(blended(x_BTC, lengths_B), plain(x_BTC, lengths_B))
+    assert "naive_blend_C" not in dict(blended.named_parameters())  # training never moves it
+    assert blended.model_args["blend_season"] == 3 and "blend_season" not in plain.model_args
+
+
+@pytest.mark.parametrize("instance_norm,difference", ALL_WRAPPERS)
+def test_a_blend_weight_mixes_the_forecast_with_seasonal_naive_per_channel(instance_norm, difference):
+    x_BTC, lengths_B = _padded_batch()
+    torch.manual_seed(0)
+    model = _with_skip(Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=instance_norm,
+                                  difference=difference, season=4, blend_season=3))
+    own_BHC = model(x_BTC, lengths_B)
+    naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=5, period=3)
+    model.set_naive_blend([0.0, 0.25])
+    y_BHC = model(x_BTC, lengths_B)
+    assert torch.equal(y_BHC[..., 0], naive_BHC[..., 0])  # weight 0: seasonal naive exactly
+    assert torch.allclose(y_BHC[..., 1], 0.25 * own_BHC[..., 1] + 0.75 * naive_BHC[..., 1], atol=1e-6)
+    rebuilt = model_from_args(model.model_args, "Forecaster").eval()
+    rebuilt.load_state_dict(model.state_dict())  # the weights travel with the checkpoint
+    assert torch.equal(rebuilt(x_BTC, lengths_B), y_BHC)
+
+
+def test_blend_weights_outside_zero_to_one_or_of_the_wrong_count_are_refused():
+    model = Forecaster(input_size=2, horizon=3, blend_season=2)
+    for bad in ([1.2, 0.5], [-0.1, 0.5], [0.5]):
+        with pytest.raises(ValueError, match=r"need 2 blend weight\(s\) in \[0, 1\]"):
+            model.set_naive_blend(bad)
+    with pytest.raises(ValueError, match="has no naive blend"):
+        Forecaster(input_size=2, horizon=3).set_naive_blend([1.0, 1.0])
+    with pytest.raises(ValueError, match="blend_season must be >= 0"):
+        Forecaster(input_size=1, horizon=3, blend_season=-1)
+
+
+def test_a_fine_tune_starts_from_the_model_not_from_its_blend():
+    model = Forecaster(input_size=2, horizon=3, hidden_size=8, cell="gru", blend_season=2)
+    model.set_naive_blend([0.1, 0.6])
+    state = without_naive_blend(model.state_dict())
+    assert torch.equal(state["naive_blend_C"], torch.ones(2))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items() if k != "naive_blend_C")
+    wrapped = {f"module.{k}": v for k, v in model.state_dict().items()}  # as DDP names them
+    assert torch.equal(without_naive_blend(wrapped)["module.naive_blend_C"], torch.ones(2))

@@ -17,7 +17,7 @@ from pipeline.data.preprocess import Preprocessing
 from pipeline.models import model_from_args
 from pipeline.models.forecaster import Forecaster
 from pipeline.tasks import build_task
-from pipeline.tasks.forecast import error_sums, scores_from_sums, seasonal_naive
+from pipeline.tasks.forecast import BLEND_GRID, blend_weights, error_sums, scores_from_sums, seasonal_naive
 from pipeline.training.loop import train_epoch
 from pipeline.training.optimizer import make_optimizer
 
@@ -213,6 +213,43 @@ def test_build_model_gives_the_seasonal_skip_the_datasets_season(seasonal_skip):
     assert (model.skip_HC is not None) is seasonal_skip
 
 
+@pytest.mark.parametrize("naive_blend", [False, True])
+def test_build_model_gives_the_naive_blend_the_datasets_season(naive_blend):
+    pre = _pre()
+    task = build_task(RecurConfig(data={"task": "forecast"},
+                                  model={"hidden_size": 8, "naive_blend": naive_blend}), pre)
+    model = task.build_model()
+    assert model.blend_season == (pre.task_params["seasonal_period"] if naive_blend else 0)
+    assert (model.naive_blend_C is not None) is naive_blend
+
+
+def test_the_naive_blend_is_refused_for_other_tasks_and_with_val_rows_trained_on():
+    with pytest.raises(ValueError, match="model.naive_blend applies to forecast models, not 'tag'"):
+        RecurConfig(data={"task": "tag"}, model={"naive_blend": True})
+    with pytest.raises(ValueError, match="model.naive_blend weighs .* train.train_on_val trains on"):
+        RecurConfig(data={"task": "forecast"}, model={"naive_blend": True}, train={"train_on_val": True},
+                    registry={"metric": "mase"})
+
+
+def test_blend_weights_by_hand():
+    rng = np.random.default_rng(0)
+    actual = rng.normal(size=(6, 3, 3))
+    off = np.abs(rng.normal(size=(6, 3, 3))) + 0.5
+    # channel 0: the model exact, naive off -> 1; channel 1: naive exact -> 0; channel 2: the model
+    # above by `off`, naive below by 3 x `off` -> 0.75 hits every value
+    forecast = np.stack([actual[..., 0], actual[..., 1] + off[..., 1], actual[..., 2] + off[..., 2]], -1)
+    naive = np.stack([actual[..., 0] + off[..., 0], actual[..., 1], actual[..., 2] - 3 * off[..., 2]], -1)
+    weights, mae = blend_weights(forecast, naive, actual)
+    assert weights.tolist() == [1.0, 0.0, 0.75]
+    assert mae.shape == (len(BLEND_GRID), 3) and mae[15, 2] < 1e-12
+    # a tie keeps the model's own forecast: identical forecasts score the same at every weight
+    assert blend_weights(naive, naive, actual)[0].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="at least one window"):
+        blend_weights(*(np.zeros((0, 3, 1)),) * 3)
+    with pytest.raises(ValueError, match="need one shape"):
+        blend_weights(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)), np.zeros((2, 2, 1)))
+
+
 def test_the_seasonal_skip_is_refused_for_other_tasks():
     with pytest.raises(ValueError, match="model.seasonal_skip applies to forecast models, not 'classify'"):
         RecurConfig(data={"task": "classify"}, model={"seasonal_skip": True})
@@ -247,11 +284,27 @@ def _trending_split() -> tuple[dict[str, pa.Table], Preprocessing]:
 
 def _train_and_score(instance_norm: bool, difference: bool, *, steps: int = 300, season: int = 0) -> float:
     """Test MASE (vs seasonal naive, m = 12) of a GRU trained `steps` Adam steps by the plain loop."""
+    model, task, tables = _trained(instance_norm, difference, steps=steps, season=season)
+    return _test_mase(model, task, tables)
+
+
+def _test_mase(model: Forecaster, task, tables: dict[str, pa.Table]) -> float:
+    model.eval()
+    batch = task.collate(tables["test"])
+    with torch.no_grad():
+        forecast_BHC = task.denormalize(model(batch["x"], batch["lengths"]))
+    return scores_from_sums(error_sums(forecast_BHC, batch["y_raw"], batch["naive"]))["mase"]
+
+
+def _trained(instance_norm: bool, difference: bool, *, steps: int = 300, season: int = 0,
+             blend_season: int = 0) -> tuple[Forecaster, object, dict[str, pa.Table]]:
+    """A GRU trained `steps` Adam steps by the plain loop on the trending split's train windows."""
     tables, pre = _trending_split()
     task = build_task(None, pre)
     torch.manual_seed(0)
     model = Forecaster(input_size=1, horizon=TREND_HORIZON, hidden_size=32, cell="gru",
-                       instance_norm=instance_norm, difference=difference, season=season)
+                       instance_norm=instance_norm, difference=difference, season=season,
+                       blend_season=blend_season)
     optimizer = make_optimizer("adam", model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     train, done = tables["train"], 0
@@ -265,11 +318,7 @@ def _train_and_score(instance_norm: bool, difference: bool, *, steps: int = 300,
             done += train_epoch(model, batches, optimizer, task, grad_clip=1.0).num_steps
     finally:
         torch.set_num_threads(threads)
-    model.eval()
-    batch = task.collate(tables["test"])
-    with torch.no_grad():
-        forecast_BHC = task.denormalize(model(batch["x"], batch["lengths"]))
-    return scores_from_sums(error_sums(forecast_BHC, batch["y_raw"], batch["naive"]))["mase"]
+    return model, task, tables
 
 
 def test_instance_norm_beats_seasonal_naive_on_a_trending_series():
@@ -287,6 +336,24 @@ def test_the_seasonal_skip_beats_seasonal_naive_on_a_trending_series():
     mase = _train_and_score(instance_norm=True, difference=False, season=TREND_PERIOD)
     print(f"trending series, test MASE with instance_norm and the seasonal skip: {mase:.3f}")
     assert mase < 0.5
+
+
+def test_the_naive_blend_shrinks_a_model_that_forecasts_val_worse_than_naive():
+    # Given the trending series and the plain GRU that forecasts it worse than seasonal naive (its
+    # test windows lie above anything it trained on), when its blend is weighed on the val windows
+    bad, task, tables = _trained(instance_norm=False, difference=False, blend_season=TREND_PERIOD)
+    alone = _test_mase(bad, task, tables)
+    record = task.fit_naive_blend(bad, tables["val"])
+    blended = _test_mase(bad, task, tables)
+    print(f"trending series, plain GRU test MASE {alone:.3f}, blended {blended:.3f}: {record['weights']}")
+    # then it leans on seasonal naive, and the test forecast is far better than the model's own
+    assert alone > 1.0 and record["weights"]["channel 0"] <= 0.25 and blended < 0.5 * alone
+    assert record["windows"] == tables["val"].num_rows and len(record["val_mase"]["channel 0"]) == 21
+    assert record["val_mase"]["channel 0"][0] == pytest.approx(1.0)  # weight 0: naive itself
+    # and a model that beats naive keeps most of its own forecast
+    good, task, tables = _trained(instance_norm=True, difference=False, blend_season=TREND_PERIOD)
+    record = task.fit_naive_blend(good, tables["val"])
+    assert record["weights"]["channel 0"] >= 0.75 and _test_mase(good, task, tables) < 0.5
 
 
 @pytest.mark.parametrize("instance_norm", [False, True])

@@ -249,3 +249,16 @@ def test_random_crop_auto_follows_the_front_end_and_the_inputs(tmp_path):
         validate_config({"train": {"random_crop": 1.0}})
     with pytest.raises(ConfigError, match="train.random_crop cuts classification rows .* not 'forecast'"):
         validate_config({"data": {"task": "forecast"}, "train": {"random_crop": 0.8}})
+
+
+def test_the_naive_blend_is_refused_before_training_when_val_holds_no_windows(tmp_path):
+    from pipeline.config import ConfigError
+
+    manifest = _manifest(tmp_path, 16)
+    forecast = manifest.model_copy(update={"task": "forecast"})
+    cfg = RecurConfig(data={"task": "forecast"}, model={"naive_blend": True}, registry={"metric": "mase"})
+    assert resolve(cfg, forecast).cfg.model.naive_blend  # 8 val rows: weighed on them after training
+    empty = forecast.splits["val"].model_copy(update={"rows": 0})
+    no_val = forecast.model_copy(update={"splits": {**forecast.splits, "val": empty}})
+    with pytest.raises(ConfigError, match="model.naive_blend weighs .* val split has none"):
+        resolve(cfg, no_val)

@@ -49,7 +49,7 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
         f"  source: {{format: csv, paths: ['{source}'], time_column: day, value_columns: [load],\n"
         f"           window: 16, horizon: 4, seasonal_period: {BASELINE_PERIOD}}}\n"
         "  batch_size: 8\n"
-        "model: {cell: gru, hidden_size: 12, seasonal_skip: true}\n"  # forecast.yaml's highway
+        "model: {cell: gru, hidden_size: 12, seasonal_skip: true, naive_blend: true}\n"  # as forecast.yaml
         "train: {epochs: 4, lr: 0.01, early_stopping_patience: 0}\n"
         f"registry: {{model_name: {MODEL}}}\n"
         "tracking: {experiment: e2e-forecast}\n"
@@ -71,6 +71,12 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
     (run,) = client.search_runs([client.get_experiment_by_name("e2e-forecast").experiment_id])
     metrics = run.data.metrics
     assert run.data.params["model.seasonal_skip"] == "True"  # trained, gated and served with the skip
+    # and with the blend weighed on the val windows after training, recorded and said
+    assert run.data.params["model.naive_blend"] == "True" and 0 <= metrics["naive_blend_weight"] <= 1
+    horizon_file = client.download_artifacts(run.info.run_id, "eval/error_by_horizon.json", str(tmp_path))
+    assert json.loads(Path(horizon_file).read_text())["naive_blend"] == {"load": metrics["naive_blend_weight"]}
+    summary = Path(client.download_artifacts(run.info.run_id, "eval/summary.txt", str(tmp_path))).read_text()
+    assert "w fit on the val windows (model.naive_blend): load" in summary
     for key in ("test_loss", "test_mae", "test_rmse", "test_smape", "test_mase",
                 "test_baseline_mae", "test_baseline_rmse", "test_baseline_smape"):
         assert np.isfinite(metrics[key]), key
