@@ -283,8 +283,9 @@ def test_the_naive_blend_starts_as_the_model_itself_and_is_no_parameter(season):
 def test_a_blend_weight_mixes_the_forecast_with_seasonal_naive_per_channel(instance_norm, difference):
     x_BTC, lengths_B = _padded_batch()
     torch.manual_seed(0)
-    model = _with_skip(Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru", instance_norm=instance_norm,
-                                  difference=difference, season=4, blend_season=3))
+    model = _with_skip(Forecaster(input_size=2, horizon=5, hidden_size=8, cell="gru",
+                                  instance_norm=instance_norm, difference=difference, season=4,
+                                  blend_season=3))
     own_BHC = model(x_BTC, lengths_B)
     naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=5, period=3)
     model.set_naive_blend([0.0, 0.25])

@@ -74,7 +74,8 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
     # and with the blend weighed on the val windows after training, recorded and said
     assert run.data.params["model.naive_blend"] == "True" and 0 <= metrics["naive_blend_weight"] <= 1
     horizon_file = client.download_artifacts(run.info.run_id, "eval/error_by_horizon.json", str(tmp_path))
-    assert json.loads(Path(horizon_file).read_text())["naive_blend"] == {"load": metrics["naive_blend_weight"]}
+    weights = json.loads(Path(horizon_file).read_text())["naive_blend"]
+    assert weights == {"load": metrics["naive_blend_weight"]}
     summary = Path(client.download_artifacts(run.info.run_id, "eval/summary.txt", str(tmp_path))).read_text()
     assert "w fit on the val windows (model.naive_blend): load" in summary
     for key in ("test_loss", "test_mae", "test_rmse", "test_smape", "test_mase",
