@@ -110,15 +110,22 @@ def decide(candidate: float, champion: float | None, min_improvement: float,
     return False, f"does not beat the champion by more than {min_improvement:.4f} (margin {margin:+.4f})"
 
 
+# Scores this close to the baseline's, relative to it, are a tie: float32 rounding, e.g. a
+# forecaster whose naive blend leans wholly on seasonal naive scores MASE 0.99999998.
+TIE_TOLERANCE = 1e-6
+
+
 def beats_baseline(candidate: float, baseline: float, higher_is_better: bool = True, *,
                    metric: str = "score", baseline_name: str = "trivial") -> tuple[bool, str]:
     """Whether the candidate is strictly better than the trivial baseline (no margin: a tie
-    learned nothing the baseline did not know); the reason names both scores."""
+    learned nothing the baseline did not know; scores within TIE_TOLERANCE of it, relative, are a
+    tie); the reason names both scores."""
     better = "higher" if higher_is_better else "lower"
     versus = f"test {metric} {candidate:.4f} vs the {baseline_name} baseline {baseline:.4f}"
     if not np.isfinite(candidate):
         return False, f"{versus}: the candidate's score is not a finite number"
-    beats = candidate > baseline if higher_is_better else candidate < baseline
+    margin = candidate - baseline if higher_is_better else baseline - candidate
+    beats = margin > TIE_TOLERANCE * max(abs(baseline), 1e-12)
     if beats:
         return True, f"{versus}: beats it ({better} is better)"
     return False, (f"test {metric} {candidate:.4f} does not beat the {baseline_name} baseline "

@@ -152,6 +152,10 @@ def test_gate_picture_of_a_rejected_version_draws_the_baseline_and_reference_bar
     (0.74, 0.75, True, False),
     (0.99, 1.0, False, True),    # MASE below the seasonal naive's 1.0
     (1.0, 1.0, False, False),
+    (0.9999999795999819, 1.0, False, False),  # seasonal naive itself, through float32: a tie
+    (0.999998, 1.0, False, True),
+    (0.0, 0.0, False, False),    # naive exact (MASE's 0.0): nothing beats it
+    (1e-9, 0.0, True, True),
     (math.nan, 0.5, True, False),
 ])
 def test_the_baseline_must_be_beaten_strictly_in_the_better_direction(candidate, baseline, higher, beats):
