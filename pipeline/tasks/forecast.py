@@ -56,7 +56,8 @@ def seasonal_naive(steps_NC: np.ndarray, lengths_B: np.ndarray, *, horizon: int,
     return steps_NC[index_BH]
 
 
-BLEND_GRID = np.linspace(0.0, 1.0, 21)  # the naive blend's candidate weights on the model: 0, 0.05, ..., 1
+# the naive blend's candidate weights on the model: 0, 0.05, ..., 1
+BLEND_GRID = np.linspace(0.0, 1.0, 21).round(2)
 
 
 def blend_weights(forecast_NHC: np.ndarray, naive_NHC: np.ndarray,
