@@ -329,9 +329,13 @@ def naive_blend(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[st
     state["state_dict"] = model.state_dict()
     torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
     Path(out_dir, NAIVE_BLEND_FILE).write_text(json.dumps(blend, indent=1))
-    chosen = ", ".join(
-        f"{name} {w:.2f} (val MASE {blend['val_mase'][name][blend['grid'].index(w)] or 0:.3f}, "
-        f"model alone {blend['val_mase'][name][-1] or 0:.3f})" for name, w in blend["weights"].items())
+
+    def mase(name: str, w: float) -> str:  # None: seasonal naive was exact on val
+        value = blend["val_mase"][name][blend["grid"].index(w)]
+        return "n/a" if value is None else f"{value:.3f}"
+
+    chosen = ", ".join(f"{name} {w:.2f} (val MASE {mase(name, w)}, model alone {mase(name, 1.0)})"
+                       for name, w in blend["weights"].items())
     log.info("naive blend, the model's weight per channel on %d val windows: %s", blend["windows"], chosen)
     return out_dir, blend
 

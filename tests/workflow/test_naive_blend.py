@@ -53,13 +53,14 @@ def _setup(tmp_path: Path, **model):
     return cfg, task, folder
 
 
-def test_the_checkpoint_to_register_holds_the_weights_of_the_val_windows(tmp_path):
+def test_the_checkpoint_to_register_holds_the_weights_of_the_val_windows(tmp_path, caplog):
     # given an untrained forecaster (its blend at 1, the model's own forecast)
     cfg, task, folder = _setup(tmp_path)
     out_dir = tmp_path / "registered"
 
     # when the step runs
-    out, record = naive_blend(cfg, str(folder), str(out_dir))
+    with caplog.at_level("INFO", logger="pipeline.workflow.steps"):
+        out, record = naive_blend(cfg, str(folder), str(out_dir))
 
     # then the exactly periodic channel leans wholly on seasonal naive (its val MAE is 0 at w = 0)
     assert out == str(out_dir)
@@ -69,6 +70,7 @@ def test_the_checkpoint_to_register_holds_the_weights_of_the_val_windows(tmp_pat
     assert record["windows"] == read_split(cfg.data.root, "val").num_rows
     assert json.loads((out_dir / NAIVE_BLEND_FILE).read_text()) == record
     assert blend_metric(record) == {"naive_blend_weight": walk / 2}
+    assert "season 0.00 (val MASE n/a, model alone n/a), walk " in caplog.text  # what the log says
 
     # the copy serves the mix; Ray Train's checkpoint still forecasts with the model alone
     blended, _ = model_from_checkpoint(out)
