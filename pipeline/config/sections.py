@@ -150,7 +150,8 @@ class ModelConfig(Section):
         "seasonal naive, one w per channel in 0, 0.05, ..., 1 with the lowest MAE on the val windows "
         "(a forecast combination weighted on a holdout): a model that forecasts the val years worse "
         "than repeating the last season is shrunk towards it. Needs val windows held out (not "
-        "train.train_on_val); the weights are logged as naive_blend_weight (pipeline.models.forecaster)"
+        "train.train_on_val); the weights are logged as naive_blend_weight, the val MASE of every candidate "
+        "in plots/naive_blend.png (pipeline.models.forecaster)"
     )
     embedding_size: int | None = Field(
         None, ge=1, le=MAX_WIDTH,

@@ -124,6 +124,26 @@ def error_by_horizon(model_mae_H: np.ndarray, baseline_mae_H: np.ndarray, *,
     return fig
 
 
+def naive_blend_curve(record: dict) -> Figure:
+    """The naive blend's choice (`model.naive_blend`): val MASE of w x model + (1 - w) x seasonal
+    naive for every candidate w, one line per channel, the chosen w marked. `record` is what
+    `ForecastTask.fit_naive_blend` returns (a channel whose naive forecast is exact has no MASE)."""
+    grid = np.asarray(record["grid"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in record["val_mase"].items():
+        mase = np.array([np.nan if v is None else v for v in values], dtype=float)
+        w = float(record["weights"][name])
+        (line,) = ax.plot(grid, mase, "-", label=f"{name}: w = {w:.2f}")
+        ax.plot([w], [mase[int(np.argmin(np.abs(grid - w)))]], "o", color=line.get_color(), markersize=7)
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1, label="seasonal naive (MASE 1)")
+    ax.set(xlabel="w, the model's weight (0: seasonal naive, 1: the model alone)", ylabel="val MASE",
+           title=f"naive blend weighed on {record['windows']} val windows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def entity_f1_bars(per_entity: dict[str, dict[str, float]], *, title: str = "test F1 per entity type"
                    ) -> Figure:
     """Tagging: one horizontal bar per entity type (its F1), labelled with its support.

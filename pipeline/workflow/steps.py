@@ -376,6 +376,13 @@ def evaluate_test_split(cfg: RecurConfig, checkpoint_dir: str) -> Evaluation:
     metrics = {f"test_{k}": v for k, v in task.compute(state).items()}
     report = task.report(model, table, state)
     metrics.update({f"test_{k}": v for k, v in report.metrics.items()})
+    blend_file = Path(checkpoint_dir, NAIVE_BLEND_FILE)
+    if blend_file.exists():  # how the naive blend chose its weights (naive_blend), beside the test's
+        from pipeline.tasks.plots import naive_blend_curve
+
+        record = json.loads(blend_file.read_text())
+        report.dicts["eval/naive_blend.json"] = record
+        report.figures["plots/naive_blend.png"] = naive_blend_curve(record)
     return Evaluation(metrics=metrics, report=report)
 
 

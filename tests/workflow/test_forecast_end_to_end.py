@@ -91,7 +91,8 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
     artifacts = {f.path for d in ("plots", "eval", "registry")
                  for f in client.list_artifacts(run.info.run_id, d)}
     assert {"plots/forecast_vs_actual.png", "plots/error_by_horizon.png", "plots/learning_curves.png",
-            "eval/error_by_horizon.json", "eval/summary.txt", "registry/decision.json"} <= artifacts
+            "eval/error_by_horizon.json", "eval/summary.txt", "registry/decision.json",
+            "plots/naive_blend.png", "eval/naive_blend.json"} <= artifacts
     png = client.download_artifacts(run.info.run_id, "plots/forecast_vs_actual.png", str(tmp_path))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

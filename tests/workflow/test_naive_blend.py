@@ -18,7 +18,7 @@ from pipeline.data.importers.csv import import_csv
 from pipeline.data.preprocess import Preprocessing
 from pipeline.tasks import build_task
 from pipeline.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from pipeline.workflow.steps import NAIVE_BLEND_FILE, blend_metric, naive_blend
+from pipeline.workflow.steps import NAIVE_BLEND_FILE, blend_metric, evaluate_test_split, naive_blend
 
 PERIOD = 4
 
@@ -95,3 +95,17 @@ def test_the_step_is_off_unless_asked_and_in_place_for_a_study(tmp_path):
     out, record = naive_blend(cfg, str(folder), str(folder))
     assert out == str(folder) and (folder / NAIVE_BLEND_FILE).exists()
     assert load_checkpoint(out)["state_dict"]["naive_blend_C"].tolist() == list(record["weights"].values())
+
+
+def test_the_test_evaluation_shows_how_the_weights_were_chosen(tmp_path):
+    cfg, _, folder = _setup(tmp_path)
+    out, record = naive_blend(cfg, str(folder), str(tmp_path / "registered"))
+    report = evaluate_test_split(cfg, out).report
+    assert report.dicts["eval/naive_blend.json"] == record
+    figure = report.figures["plots/naive_blend.png"]
+    (ax,) = figure.axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "season: w = 0.00" in labels and f"walk: w = {record['weights']['walk']:.2f}" in labels
+    season = next(line for line in ax.get_lines() if line.get_label() == "season: w = 0.00")
+    assert np.isnan(season.get_ydata()).all()  # seasonal naive exact on val: no MASE to draw
+    assert "plots/naive_blend.png" not in evaluate_test_split(cfg, str(folder)).report.figures  # unblended
