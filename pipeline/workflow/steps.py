@@ -239,6 +239,21 @@ def train(cfg: RecurConfig, manifest: Manifest, *, tracker: Any, name: str,
     )
 
 
+def save_changed_copy(state: dict[str, Any], model: Any, checkpoint_dir: str, out_dir: str) -> None:
+    """Write `state` with `model`'s weights as the checkpoint in `out_dir`, a copy of `checkpoint_dir`'s
+    files (or that folder itself): what a step after training changed, Ray Train's copy left as it was."""
+    import shutil
+
+    import torch
+
+    from pipeline.training.checkpoint import CHECKPOINT_FILE
+
+    if os.path.abspath(out_dir) != os.path.abspath(checkpoint_dir):
+        shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
+    state["state_dict"] = model.state_dict()
+    torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
+
+
 def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[str, int]:
     """The checkpoint with its batch-norm statistics taken over the rows it trained on.
 
@@ -253,13 +268,9 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
     Returns the checkpoint to evaluate and register, and how many layers were set (0: the
     checkpoint is returned as it was).
     """
-    import shutil
-
-    import torch
-
     from pipeline.models.frontend import population_statistics
     from pipeline.tasks import build_task
-    from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
+    from pipeline.training.checkpoint import load_checkpoint, model_from_state
 
     # the conv front-end's blocks are the only batch norms: without them, no checkpoint is read
     if not cfg.train.population_batch_norm or cfg.model.frontend == "none":
@@ -277,10 +288,7 @@ def population_batch_norm(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -
 
     started = time.perf_counter()
     layers = population_statistics(model, batches, lambda m, batch: task.forward(m, batch, train=False))
-    if os.path.abspath(out_dir) != os.path.abspath(checkpoint_dir):
-        shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
-    state["state_dict"] = model.state_dict()
-    torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
+    save_changed_copy(state, model, checkpoint_dir, out_dir)
     log.info("batch-norm statistics of %d layer(s) taken over the %s split(s) in %.1f s: %s", layers,
              " + ".join(splits), time.perf_counter() - started, out_dir)
     return out_dir, layers
@@ -310,12 +318,8 @@ def naive_blend(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[st
 
     Returns the checkpoint to evaluate and register, and the blend's record (None: off).
     """
-    import shutil
-
-    import torch
-
     from pipeline.tasks import build_task
-    from pipeline.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, model_from_state
+    from pipeline.training.checkpoint import load_checkpoint, model_from_state
 
     if cfg.data.task != "forecast" or not cfg.model.naive_blend:
         return checkpoint_dir, None
@@ -324,10 +328,7 @@ def naive_blend(cfg: RecurConfig, checkpoint_dir: str, out_dir: str) -> tuple[st
     task = build_task(cfg, pre)
     table = read_split(cfg.data.root, "val")  # budget.resolve refused a val split without windows
     blend = task.fit_naive_blend(model, table)
-    if os.path.abspath(out_dir) != os.path.abspath(checkpoint_dir):
-        shutil.copytree(checkpoint_dir, out_dir, dirs_exist_ok=True)
-    state["state_dict"] = model.state_dict()
-    torch.save(state, os.path.join(out_dir, CHECKPOINT_FILE))
+    save_changed_copy(state, model, checkpoint_dir, out_dir)
     Path(out_dir, NAIVE_BLEND_FILE).write_text(json.dumps(blend, indent=1))
 
     def mase(name: str, w: float) -> str:  # None: seasonal naive was exact on val

@@ -203,24 +203,15 @@ def test_build_model_passes_instance_norm_and_difference(model_cfg, instance_nor
     assert model.model_args["instance_norm"] is instance_norm
 
 
-@pytest.mark.parametrize("seasonal_skip", [False, True])
-def test_build_model_gives_the_seasonal_skip_the_datasets_season(seasonal_skip):
+@pytest.mark.parametrize("on", [False, True])
+@pytest.mark.parametrize("key,season_attr,weights_attr", [("seasonal_skip", "season", "skip_HC"),
+                                                          ("naive_blend", "blend_season", "naive_blend_C")])
+def test_build_model_gives_the_skip_and_the_blend_the_datasets_season(key, season_attr, weights_attr, on):
     pre = _pre()
-    task = build_task(RecurConfig(data={"task": "forecast"},
-                                  model={"hidden_size": 8, "seasonal_skip": seasonal_skip}), pre)
+    task = build_task(RecurConfig(data={"task": "forecast"}, model={"hidden_size": 8, key: on}), pre)
     model = task.build_model()
-    assert model.season == (pre.task_params["seasonal_period"] if seasonal_skip else 0)
-    assert (model.skip_HC is not None) is seasonal_skip
-
-
-@pytest.mark.parametrize("naive_blend", [False, True])
-def test_build_model_gives_the_naive_blend_the_datasets_season(naive_blend):
-    pre = _pre()
-    task = build_task(RecurConfig(data={"task": "forecast"},
-                                  model={"hidden_size": 8, "naive_blend": naive_blend}), pre)
-    model = task.build_model()
-    assert model.blend_season == (pre.task_params["seasonal_period"] if naive_blend else 0)
-    assert (model.naive_blend_C is not None) is naive_blend
+    assert getattr(model, season_attr) == (pre.task_params["seasonal_period"] if on else 0)
+    assert (getattr(model, weights_attr) is not None) is on
 
 
 def test_the_naive_blend_is_refused_for_other_tasks_and_with_val_rows_trained_on():
