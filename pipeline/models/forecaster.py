@@ -192,13 +192,18 @@ class Forecaster(nn.Module):
 
         body_BHC = self.body(z_BTC, z_lengths_B).view(batch, self.horizon, self.num_channels)
         y_BHC = output(body_BHC)
+        naive: dict[int, torch.Tensor] = {}  # by period: the skip and the blend usually share one
+
+        def seasonal_naive(period: int) -> torch.Tensor:
+            if period not in naive:
+                naive[period] = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon, period=period)
+            return naive[period]
+
         if self.skip_HC is not None:
-            naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon, period=self.season)
-            y_BHC = y_BHC + self.skip_HC * (naive_BHC - output(torch.zeros_like(body_BHC)))
+            y_BHC = y_BHC + self.skip_HC * (seasonal_naive(self.season) - output(torch.zeros_like(body_BHC)))
         if self.naive_blend_C is not None:
-            naive_BHC = seasonal_naive_forecast(x_BTC, lengths_B, horizon=self.horizon,
-                                                period=self.blend_season)
-            y_BHC = self.naive_blend_C * y_BHC + (1.0 - self.naive_blend_C) * naive_BHC
+            blend_C = self.naive_blend_C
+            y_BHC = blend_C * y_BHC + (1.0 - blend_C) * seasonal_naive(self.blend_season)
         return y_BHC
 
     def set_naive_blend(self, weights_C: torch.Tensor | list[float]) -> None:
