@@ -4,19 +4,28 @@ Given the toy dataset, when `recur tune` searches 3 trials of 2 epochs with ASHA
 finishes, MLflow holds one parent run with one nested child run per trial (with params, per-epoch
 curves and a final status), the study artifacts are on the parent, and the best trial's model is
 registered through the same gate as `recur run`. A resource plan that cannot fit fails at once.
+A forecast study over the shipped `configs/forecast.yaml` blends its best trial with seasonal naive
+on the val windows before the test and the gate, as `recur run` does.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from pipeline.cli import main
+from pipeline.tracking.store import use_tracking_uri
+from pipeline.training.checkpoint import model_from_checkpoint
 
 pytestmark = pytest.mark.slow
 
 MODEL = "tune-toy"
+FORECAST_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "forecast.yaml"
 
 
 def _config(tmp_path, dataset, uri, space="    model.cell: {choice: [gru, lstm]}\n"):
@@ -198,3 +207,57 @@ def test_pbt_copies_the_better_trial_and_perturbs(ray_local, mlflow_server, toy_
         assert any(k.startswith("recur.sampled.restart_") for k in tags)  # same run, restarted
     version = client.get_model_version_by_alias("tune-pbt", "champion")
     assert version.run_id == parent.info.run_id
+
+
+def test_a_forecast_study_blends_its_best_trial_with_seasonal_naive(ray_local, mlflow_server, tmp_path,
+                                                                    capsys):
+    """`recur tune configs/forecast.yaml OVERLAY` on a CSV series: the best trial's checkpoint gets
+    its naive-blend weights from the val windows (as `recur run`'s does) before the test and the
+    gate, and the registered model serves that mix."""
+    rng = np.random.default_rng(1)
+    steps = np.arange(160)
+    values = 50 + 0.1 * steps + 10 * np.sin(2 * np.pi * steps / 8) + rng.normal(0, 1.0, steps.size)
+    source = tmp_path / "load.csv"
+    source.write_text("day,load\n" + "".join(f"{d},{v:.3f}\n" for d, v in zip(steps, values)))
+    overlay = tmp_path / "tune-forecast.yaml"
+    overlay.write_text(
+        "data:\n"
+        f"  source: {{format: csv, paths: ['{source}'], time_column: day, value_columns: [load],\n"
+        "           window: 16, horizon: 4, seasonal_period: 1}\n"
+        "model: {hidden_size: 8}\n"
+        "train: {epochs: 3, min_steps: 0, max_epochs: 3, early_stopping_patience: 0}\n"
+        "resources: {num_workers: 0}\n"
+        "registry: {model_name: tune-forecast}\n"
+        "tracking: {experiment: tune-forecast}\n"
+        "tune:\n"
+        "  num_samples: 2\n"
+        "  space:\n"
+        "    train.lr: {loguniform: [3.0e-3, 3.0e-2]}\n"
+    )
+    assert main(["tune", str(FORECAST_CONFIG), str(overlay), "--set", f"data.root={tmp_path / 'dataset'}",
+                 "--set", f"tracking.tracking_uri={mlflow_server}",
+                 "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "recur tune finished" in out and "test mase" in out
+
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("tune-forecast").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("recur.kind") == "study"]
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2
+    metrics = parent.data.metrics
+    weight = metrics["naive_blend_weight"]
+    assert 0 <= weight <= 1 and np.isfinite(metrics["test_mase"])
+    artifacts = {f.path for d in ("plots", "eval") for f in client.list_artifacts(parent.info.run_id, d)}
+    assert {"plots/naive_blend.png", "eval/naive_blend.json", "plots/forecast_vs_actual.png"} <= artifacts
+    summary = Path(client.download_artifacts(parent.info.run_id, "eval/summary.txt", str(tmp_path)))
+    assert "w fit on the val windows (model.naive_blend): load" in summary.read_text()
+
+    # the study's model version, champion or not, is the blended checkpoint, gated on MASE
+    (version,) = client.search_model_versions("name='tune-forecast'")
+    assert version.run_id == parent.info.run_id and version.tags["recur.metric"] == "mase"
+    assert float(version.tags["recur.test_mase"]) == pytest.approx(metrics["test_mase"], rel=1e-4)
+    with use_tracking_uri(mlflow_server):  # models:/ downloads ask MLflow's current registry
+        source = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/tune-forecast/{version.version}",
+                                                     dst_path=str(tmp_path / "registered"))
+    model, _ = model_from_checkpoint(str(next(Path(source).rglob("checkpoint.pt")).parent))
+    assert model.naive_blend_C.tolist() == [pytest.approx(weight)]
