@@ -66,6 +66,16 @@ def pytest_configure(config):
         os.environ["RAY_TMPDIR"] = str(folder)
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures a test draws itself (plot functions called directly) are closed after it, so pyplot
+    does not hold them for the rest of the worker's tests and a test can check that a run it
+    started left no figure open."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray with 2 CPUs, shared by every test that trains."""

@@ -236,8 +236,12 @@ class RunTracker:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_figure(self, fig: Any, artifact_file: str) -> None:
-        mlflow.log_figure(fig, artifact_file)
-        plots.close(fig)
+        """Log the figure as a PNG and close it, logged or not (pyplot keeps every open figure for
+        the life of the process)."""
+        try:
+            mlflow.log_figure(fig, artifact_file)
+        finally:
+            plots.close(fig)
         self.figures.append(artifact_file)
 
     def history(self, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
@@ -261,8 +265,12 @@ class RunTracker:
 
     def log_report(self, report: Any) -> None:
         """A task's evaluation report: figures as PNG, texts and dicts as files, files as they are."""
-        for path, figure in report.figures.items():
-            self.log_figure(figure, path)
+        try:
+            for path, figure in report.figures.items():
+                self.log_figure(figure, path)
+        finally:  # a failed upload leaves none of the report's figures open
+            for figure in report.figures.values():
+                plots.close(figure)
         for path, text in report.texts.items():
             self.log_text(text, path)
         for path, data in report.dicts.items():

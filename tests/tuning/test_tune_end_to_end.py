@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
@@ -239,6 +240,7 @@ def test_a_forecast_study_blends_its_best_trial_with_seasonal_naive(ray_local, m
                  "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "recur tune finished" in out and "test mase" in out
+    assert plt.get_fignums() == []  # the study's, the evaluation's and the gate's figures were closed
 
     client = MlflowClient(mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("tune-forecast").experiment_id])

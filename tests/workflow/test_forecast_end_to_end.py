@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +63,7 @@ def test_forecast_run_tracks_registers_and_predicts(ray_local, mlflow_server, tm
                  "--set", f"tracking.runs_dir={tmp_path / 'runs'}"]) == 0
     out = capsys.readouterr().out
     assert "test mase" in out and "test baseline mae" in out and "became @champion" in out
+    assert plt.get_fignums() == []  # every figure the run drew in this process was logged and closed
 
     # then the dataset was split by time: 120 days -> train 72, val 24, test 24 steps
     manifest = json.loads((dataset / "manifest.json").read_text())
