@@ -68,6 +68,8 @@ class RecurConfig(Section):
         if self.data.task not in ("classify", "forecast") and model.instance_norm is True:
             raise ValueError(f"model.instance_norm applies to classify and forecast models, not "
                              f"{self.data.task!r}")
+        if self.data.task != "classify" and model.raw_view is True:
+            raise ValueError(f"model.raw_view applies to classify models, not {self.data.task!r}")
         if model.branch_dropout != "auto":
             if not 0.0 <= model.branch_dropout < 1.0:
                 raise ValueError(f"model.branch_dropout must be in [0, 1) or auto; "

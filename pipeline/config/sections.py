@@ -134,6 +134,13 @@ class ModelConfig(Section):
         "train segment's level drifts by half a std or more (a trend, a level shift), and for classify "
         "when the train rows' own scales differ tenfold or more (pipeline.training.budget)"
     )
+    raw_view: bool | Literal["auto"] = Field(
+        "auto", description="classify (float inputs): the encoder (its front-end) also gets each channel's "
+        "raw values on one signed log scale for every row, asinh(raw / p10) with p10 the 10th percentile "
+        "of the train rows' own std, beside the row-normalized channels: quiet rows keep their level and "
+        "shape as a raw-value distance sees them; auto: on exactly when model.instance_norm is "
+        "(pipeline.training.budget; docs/measured-results.md)"
+    )
     difference: bool = Field(
         False, description="forecast: the model sees first differences of the history and forecasts "
         "differences, summed back onto the last value"

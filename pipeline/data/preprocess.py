@@ -33,6 +33,9 @@ class Preprocessing:
     vocab: list[str] = field(default_factory=list)  # token id -> token
     target_vocab: list[str] = field(default_factory=list)  # seq2seq target id -> token
     task_params: dict[str, Any] = field(default_factory=dict)
+    # per channel, the 10th percentile of the train rows' own std (float features; the raw view's
+    # scale, `pipeline.models.instance.raw_view_affine`); empty where the manifest predates it
+    row_std_p10: list[float] = field(default_factory=list)
 
     @property
     def num_channels(self) -> int:
@@ -50,6 +53,7 @@ class Preprocessing:
             vocab=list(manifest.vocab),
             target_vocab=list(manifest.target_vocab),
             task_params=dict(manifest.task_params),
+            row_std_p10=list(norm.row_std_p10 or []) if norm is not None else [],
         )
 
     def to_dict(self) -> dict[str, Any]:

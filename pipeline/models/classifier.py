@@ -16,7 +16,7 @@ from torch import nn
 from pipeline.models.attention import KINDS as ATTENTION_KINDS
 from pipeline.models.attention import Attention, lengths_to_mask
 from pipeline.models.frontend import Frontend, check_frontend_args
-from pipeline.models.instance import instance_normalize, row_normalize
+from pipeline.models.instance import instance_normalize, raw_view, raw_view_affine, row_normalize
 from pipeline.models.recurrent import RecurrentEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -78,6 +78,16 @@ class SequenceClassifier(nn.Module):
         thousandth): test accuracy 0.84-0.87 with "dataset", 0.90-0.905 with "row"
         (docs/measured-results.md).
 
+    raw_view_gain, raw_view_bias (per channel; `pipeline.models.instance.raw_view_affine` from the
+        train split's mean, std and 10th-percentile row std): the encoder (the front-end, when there
+        is one) also gets each channel's raw values on one signed log scale for all rows,
+        asinh(raw / p10), beside the row-normalized channels (2C input channels). Row
+        normalization shows every row's shape at one scale, so a quiet row's noise looks like a
+        loud row's waveform; the raw view keeps what 1-NN distances on raw values see: quiet rows
+        at their own level and shape, loud rows compressed. Measured on PLAID (row scales five
+        orders of magnitude apart): docs/measured-results.md. `model.raw_view` (auto: with
+        `instance_norm` in classification).
+
     `model_args` holds exactly the constructor keywords, so a checkpoint can rebuild the model.
     """
 
@@ -103,6 +113,8 @@ class SequenceClassifier(nn.Module):
         branch_dropout: float = 0.0,
         vocab_size: int = 0,
         embedding_size: int | None = None,
+        raw_view_gain: list[float] | None = None,
+        raw_view_bias: list[float] | None = None,
     ) -> None:
         super().__init__()
         check_frontend_args(frontend, frontend_channels, patch)
@@ -112,6 +124,13 @@ class SequenceClassifier(nn.Module):
         if instance_stats not in INSTANCE_STATS:
             raise ValueError(f"instance_stats: unknown {instance_stats!r}; "
                              f"choose one of {list(INSTANCE_STATS)}")
+        if (raw_view_gain is None) != (raw_view_bias is None) or (
+                raw_view_gain is not None and not len(raw_view_gain) == len(raw_view_bias) == input_size):
+            raise ValueError(f"raw_view_gain and raw_view_bias: one value per input channel each "
+                             f"({input_size}), or neither")
+        if raw_view_gain is not None and vocab_size > 0:
+            raise ValueError("token inputs (a text classifier) take no model.raw_view: it views float "
+                             "channels; set it to false")
         if not 0.0 <= branch_dropout < 1.0:
             raise ValueError(f"model.branch_dropout: expected a probability in [0, 1), "
                              f"got {branch_dropout!r}")
@@ -138,6 +157,16 @@ class SequenceClassifier(nn.Module):
             self.model_args["instance_stats"] = instance_stats
         if branch_dropout:  # only then, so checkpoints written before it keep their arguments
             self.model_args["branch_dropout"] = branch_dropout
+        self.raw_view = raw_view_gain is not None
+        if self.raw_view:  # only then, so checkpoints written before it keep their arguments
+            self.model_args.update(raw_view_gain=list(raw_view_gain), raw_view_bias=list(raw_view_bias))
+            # buffers that move with the model, not state: model_args rebuilds them
+            self.register_buffer("raw_view_gain_C", torch.tensor(raw_view_gain, dtype=torch.float32),
+                                 persistent=False)
+            self.register_buffer("raw_view_bias_C", torch.tensor(raw_view_bias, dtype=torch.float32),
+                                 persistent=False)
+            # the row-normalized (or dataset-scaled) channels, then the raw view's
+            encoder_args["input_size"] = 2 * input_size
         if vocab_size > 0:  # only then, so checkpoints of float models keep their arguments
             encoder_args.update(vocab_size=vocab_size, embedding_size=embedding_size)
             self.model_args.update(vocab_size=vocab_size, embedding_size=embedding_size)
@@ -146,8 +175,8 @@ class SequenceClassifier(nn.Module):
         # None (no module, no state-dict keys) keeps checkpoints saved before front-ends loading.
         self.frontend: Frontend | None = None
         if frontend != "none" or patch > 1:
-            self.frontend = Frontend(input_size=input_size, frontend=frontend, channels=frontend_channels,
-                                     patch=patch)
+            self.frontend = Frontend(input_size=encoder_args["input_size"], frontend=frontend,
+                                     channels=frontend_channels, patch=patch)
             encoder_args["input_size"] = self.frontend.output_size
         self.encoder = RecurrentEncoder(**encoder_args, embedding_dropout=dropout if vocab_size > 0 else 0.0)
         size = self.encoder.output_size
@@ -185,13 +214,17 @@ class SequenceClassifier(nn.Module):
             attention weights over the encoder's steps (S = ceil(T / patch); 0 beyond each
             sequence's `encoder_lengths`, rows sum to 1), None unless pooling is attention.
         """
-        summary_BF = scale_BS = None
+        summary_BF = scale_BS = raw_BTC = None
+        if self.raw_view:  # of the inputs as they come, before any normalization
+            raw_BTC = raw_view(x_BTC, lengths_B, self.raw_view_gain_C, self.raw_view_bias_C)
         if self.instance_norm:
             if self.instance_stats == "row":
                 x_BTC, scale_BS = row_normalize(x_BTC, lengths_B)
             else:
                 x_BTC, mean_B1C, std_B1C = instance_normalize(x_BTC, lengths_B)
                 scale_BS = torch.cat([mean_B1C[:, 0], std_B1C[:, 0].log()], dim=1)
+        if raw_BTC is not None:
+            x_BTC = torch.cat([x_BTC, raw_BTC], dim=2)
         if self.frontend is not None:
             x_BTC, lengths_B, summary_BF = self.frontend(x_BTC, lengths_B)
         outputs_BTH, last_BH = self.encoder(x_BTC, lengths_B)
@@ -218,15 +251,33 @@ class SequenceClassifier(nn.Module):
         return (logits_BK, weights_BT) if return_attention else logits_BK
 
 
-def build_model(model_cfg: Any, *, input_size: int, num_classes: int) -> SequenceClassifier:
-    """Build from a `ModelConfig` and the dataset's shape."""
+def auto_raw_view(instance_norm: bool | str) -> bool:
+    """model.raw_view auto: on exactly where the rows are normalized each by itself."""
+    return instance_norm is True
+
+
+def build_model(model_cfg: Any, *, input_size: int, num_classes: int,
+                pre: Any = None) -> SequenceClassifier:
+    """Build from a `ModelConfig` and the dataset's shape; `pre` (`Preprocessing`) gives the raw
+    view its scale when `model.raw_view` is on."""
     branch_dropout = model_cfg.branch_dropout
     if branch_dropout == "auto":  # resolved by pipeline.training.budget before a run; the same here
         branch_dropout = auto_branch_dropout(model_cfg.frontend)
+    on = model_cfg.raw_view
+    if on == "auto":  # resolved by pipeline.training.budget before a run; the same here
+        on = auto_raw_view(model_cfg.instance_norm) and bool(pre is not None and pre.row_std_p10)
+    gain = bias = None
+    if on:
+        if pre is None or not pre.row_std_p10:
+            raise ValueError("model.raw_view needs the train rows' 10th-percentile std from the dataset's "
+                             "manifest (normalization.row_std_p10), which datasets imported before it was "
+                             "kept lack: import the dataset again, or set model.raw_view false")
+        gain, bias = raw_view_affine(pre.mean, pre.std, pre.row_std_p10)
     return SequenceClassifier(input_size=input_size, num_classes=num_classes, **model_cfg.encoder_args(),
                               pooling=model_cfg.pooling, attention=model_cfg.attention,
                               **model_cfg.frontend_args(), instance_norm=model_cfg.instance_norm is True,
-                              instance_stats="row", branch_dropout=branch_dropout)
+                              instance_stats="row", branch_dropout=branch_dropout,
+                              raw_view_gain=gain, raw_view_bias=bias)
 
 
 def model_from_args(model_args: dict[str, Any]) -> SequenceClassifier:

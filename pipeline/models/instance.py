@@ -86,3 +86,28 @@ def row_normalize(x_BTC: torch.Tensor, lengths_B: torch.Tensor,
     z_BTC = ((x_BTC - mean_B1C) / std_B1C).masked_fill(~valid_BT1, 0.0)
     stats_BS = torch.cat([mean_B1C[:, 0], std_B1C.log()[:, 0], torch.asinh(mean_B1C / std_B1C)[:, 0]], dim=1)
     return z_BTC, stats_BS
+
+
+def raw_view_affine(mean_C: list[float], std_C: list[float],
+                    row_std_p10_C: list[float]) -> tuple[list[float], list[float]]:
+    """gain_C, bias_C with x * gain + bias = raw / p10 for x = (raw - mean) / std (the units the
+    model sees): the dataset's raw values over the 10th percentile of its train rows' own std
+    (`pipeline.data.dataset.stats.row_std_quantiles`), per channel. A p10 of 0 (a tenth of the
+    rows constant) is raised to a millionth of the channel's std."""
+    gain, bias = [], []
+    for mean, std, p10 in zip(mean_C, std_C, row_std_p10_C, strict=True):
+        p10 = max(float(p10), 1e-6 * float(std))
+        gain.append(float(std) / p10)
+        bias.append(float(mean) / p10)
+    return gain, bias
+
+
+def raw_view(x_BTC: torch.Tensor, lengths_B: torch.Tensor, gain_C: torch.Tensor,
+             bias_C: torch.Tensor) -> torch.Tensor:
+    """The rows' raw values on a signed log scale, the same for every row: asinh(raw / p10) with
+    raw / p10 = x * gain + bias (`raw_view_affine`). Linear within a few p10 of zero, where a
+    quiet row's shape and level stay as sharp as in its raw values; logarithmic beyond, so rows
+    whose scales differ by orders of magnitude share one range (|values| of 1e5 p10 give 12).
+    0 on pad steps. Not detached: it is the input, not a statistic."""
+    valid_BT1 = lengths_to_mask(lengths_B.to(x_BTC.device), x_BTC.shape[1]).unsqueeze(-1)
+    return torch.asinh(x_BTC * gain_C.to(x_BTC.dtype) + bias_C.to(x_BTC.dtype)).masked_fill(~valid_BT1, 0.0)

@@ -87,7 +87,8 @@ class ClassifyTask(Task):
                                       pooling=m.pooling, attention=m.attention, **m.frontend_args(),
                                       instance_norm=m.instance_norm is True, vocab_size=len(self.pre.vocab),
                                       embedding_size=m.embedding_size)
-        return build_model(self.cfg.model, input_size=self.pre.num_channels, num_classes=self.num_classes)
+        return build_model(self.cfg.model, input_size=self.pre.num_channels, num_classes=self.num_classes,
+                           pre=self.pre)
 
     def word_embedding(self, model: torch.nn.Module) -> torch.nn.Embedding | None:
         return model.encoder.embedding if self.tokens else None

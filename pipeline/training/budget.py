@@ -1,8 +1,8 @@
 """The training budget and the "auto" settings, resolved from what the manifest says.
 
 A config may leave some settings to the data (`data.batch_size: auto`, `model.frontend: auto`,
-`model.patch: auto`, `model.instance_norm: auto`, `model.branch_dropout: auto`,
-`train.random_crop: auto`) and ask for a
+`model.patch: auto`, `model.instance_norm: auto`, `model.raw_view: auto`,
+`model.branch_dropout: auto`, `train.random_crop: auto`) and ask for a
 minimum number of optimizer steps (`train.min_steps`). `resolve` turns them into concrete values
 from the dataset's manifest (rows, lengths, channels) by the rules below, the same for every
 dataset, so that small and long series train without hand tuning and a run's logged config says
@@ -73,6 +73,12 @@ what actually ran:
   lines, so each row is scaled by itself (`pipeline.models.instance.row_normalize`) and its
   level, log scale and level relative to its spread are given to the head as features. Off
   elsewhere.
+- **raw_view** (auto, classify): on exactly when instance_norm is (and the manifest holds the
+  train rows' 10th-percentile std): beside each row on its own scale, the front-end also sees
+  every row's raw values on one signed log scale, asinh(raw / p10)
+  (`pipeline.models.instance.raw_view`). Row normalization gives a quiet row's noise the same
+  size as a loud row's waveform; the raw view keeps quiet rows at their own level and shape, as a
+  1-NN distance on raw values sees them (docs/measured-results.md).
 
 No Ray and no MLflow here: the driver and the trainer builder call it, the tests call it alone.
 """
@@ -100,6 +106,12 @@ def level_drift(manifest: Any) -> float | None:
     manifest does not say: `pipeline.data.importers.csv.level_drift`)."""
     drift = (manifest.task_params or {}).get("level_drift")
     return max(drift) if drift else None
+
+
+def raw_scale_known(manifest: Any) -> bool:
+    """Whether the manifest holds the train rows' 10th-percentile std, the raw view's scale."""
+    norm = manifest.normalization
+    return norm is not None and norm.row_std_p10 is not None
 
 
 def row_scale_spread(manifest: Any) -> float:
@@ -207,6 +219,22 @@ def resolve(cfg: RecurConfig, manifest: Any) -> Resolved:
         model_updates["instance_norm"] = on
         if on or task == "forecast":
             decisions["model.instance_norm"] = on
+
+    if model.raw_view == "auto":  # said only where it means something: beside row normalization
+        from pipeline.models.classifier import auto_raw_view
+
+        instance_norm = model_updates.get("instance_norm", model.instance_norm)
+        on = (task == "classify" and float_inputs and auto_raw_view(instance_norm)
+              and raw_scale_known(manifest))
+        model_updates["raw_view"] = on
+        if on:
+            decisions["model.raw_view"] = on
+    elif model.raw_view and not (float_inputs and raw_scale_known(manifest)):
+        raise ConfigError("model.raw_view views float channels on the scale of the train rows' "
+                          "10th-percentile std (the manifest's normalization.row_std_p10): "
+                          + ("this dataset's inputs are tokens" if not float_inputs else
+                             "this dataset was imported before recur kept it; import it again")
+                          + ", or set model.raw_view false")
 
     if train.random_crop == "auto":  # said only where it means something: under a conv front-end
         from pipeline.models.frontend import receptive_field

@@ -13,7 +13,13 @@ from pipeline.config.sections import ModelConfig
 from pipeline.models import MaskedBatchNorm1d, SequenceClassifier, model_from_args
 from pipeline.models.classifier import build_model
 from pipeline.models.frontend import Frontend, population_statistics
-from pipeline.models.instance import INSTANCE_STD_FLOOR, instance_normalize, row_normalize
+from pipeline.models.instance import (
+    INSTANCE_STD_FLOOR,
+    instance_normalize,
+    raw_view,
+    raw_view_affine,
+    row_normalize,
+)
 
 FRONTENDS = [("conv", 1), ("none", 4), ("conv", 4), ("resnet", 1), ("resnet", 3)]
 
@@ -390,6 +396,94 @@ def test_instance_norm_classifier_ignores_padding_and_round_trips_its_arguments(
         rebuilt = model_from_args(model.model_args, "SequenceClassifier")
         rebuilt.load_state_dict(model.state_dict())
         assert torch.equal(rebuilt.eval()(x, torch.tensor([6])), alone)
+
+
+def test_raw_view_is_the_raw_values_on_one_log_scale_and_pads_are_zero():
+    # given a dataset normalized with mean 0.5 and std 2, whose train rows' 10th-percentile std is 0.01
+    gain, bias = raw_view_affine([0.5], [2.0], [0.01])
+    raw = torch.tensor([[0.0], [0.01], [-0.03], [5e3]])  # quiet steps, then a loud one
+    x = (raw - 0.5) / 2.0  # what the model sees
+    x_BTC = torch.cat([x, torch.full((2, 1), 7.0)]).unsqueeze(0)  # two pad steps holding garbage
+    view = raw_view(x_BTC, torch.tensor([4]), torch.tensor(gain), torch.tensor(bias))
+    # then valid steps are asinh(raw / p10): linear near 0, log of the loud value, pads exactly 0
+    expected = torch.asinh(raw / 0.01)
+    assert torch.allclose(view[0, :4], expected, rtol=1e-5, atol=1e-5) and torch.all(view[0, 4:] == 0)
+    assert view[0, 1, 0] == pytest.approx(math.asinh(1.0), abs=1e-5)
+    assert view[0, 3, 0] == pytest.approx(math.log(2 * 5e5), abs=1e-3)
+    # a p10 of 0 (a tenth of the rows constant) is raised to a millionth of the std, not divided by
+    assert raw_view_affine([0.0], [2.0], [0.0]) == ([1e6], [0.0])
+
+
+def _raw_view_model(**extra):
+    gain, bias = raw_view_affine([0.0, 1.0], [1.0, 3.0], [1e-3, 0.1])
+    return SequenceClassifier(input_size=2, num_classes=3, hidden_size=8, cell="gru", pooling="mean",
+                              frontend="conv", frontend_channels=4, patch=2, instance_norm=True,
+                              instance_stats="row", raw_view_gain=gain, raw_view_bias=bias, **extra)
+
+
+def test_the_raw_view_tells_apart_rows_that_row_normalization_makes_one():
+    # given a row and the same row 1000 times quieter: the row-normalized model sees them alike
+    torch.manual_seed(0)
+    x = torch.randn(1, 9, 2) + 0.5
+    lengths = torch.tensor([9])
+    plain = _raw_view_model()
+    plain = SequenceClassifier(**{k: v for k, v in plain.model_args.items()
+                                  if k not in ("raw_view_gain", "raw_view_bias")}).eval()
+    features = []  # what the encoder gets
+    plain.encoder.register_forward_pre_hook(lambda m, args: features.append(args[0]))
+    with torch.no_grad():
+        plain(x, lengths), plain(x * 1e-3, lengths)
+    assert torch.allclose(features[0], features[1], atol=1e-4)
+    # then with the raw view the front-end gets 2C channels, and the quiet row reaches the encoder
+    # otherwise than the loud one
+    model = _raw_view_model().eval()
+    assert model.frontend.blocks[0].conv.in_channels == 4
+    features.clear()
+    model.encoder.register_forward_pre_hook(lambda m, args: features.append(args[0]))
+    with torch.no_grad():
+        model(x, lengths), model(x * 1e-3, lengths)
+    assert not torch.allclose(features[0], features[1], atol=1e-2)
+
+
+def test_a_raw_view_classifier_ignores_padding_and_rebuilds_from_its_arguments():
+    torch.manual_seed(0)
+    model = _trained_a_little(_raw_view_model())
+    x = torch.randn(1, 11, 2)
+    padded_x = torch.cat([x, torch.full((1, 5, 2), 1e3)], dim=1)
+    with torch.no_grad():
+        alone = model(x, torch.tensor([11]))
+        assert torch.allclose(alone, model(padded_x, torch.tensor([11])), atol=1e-5)
+        # its scale lives in model_args, not in the state dict: old state dicts load, and it rebuilds
+        assert not any("raw_view" in k for k in model.state_dict())
+        rebuilt = model_from_args(model.model_args, "SequenceClassifier")
+        rebuilt.load_state_dict(model.state_dict())
+        assert torch.equal(rebuilt.eval()(x, torch.tensor([11])), alone)
+    # and a model without it records nothing of it, so checkpoints written before it rebuild as trained
+    assert "raw_view_gain" not in _model("conv", 1).model_args
+    with pytest.raises(ValueError, match="one value per input channel"):
+        SequenceClassifier(input_size=2, num_classes=2, raw_view_gain=[1.0], raw_view_bias=[0.0])
+
+
+def test_the_config_builds_a_raw_view_beside_instance_norm_from_the_manifest_scale():
+    from pipeline.data.preprocess import Preprocessing
+
+    pre = Preprocessing(mean=[0.5], std=[2.0], row_std_p10=[0.01])
+    # auto: with instance norm, from the preprocessing's scale
+    on = build_model(ModelConfig(cell="gru", hidden_size=8, instance_norm=True), input_size=1,
+                     num_classes=2, pre=pre)
+    assert (on.model_args["raw_view_gain"], on.model_args["raw_view_bias"]) == ([200.0], [50.0])
+    # auto: not without instance norm, nor where the manifest predates the scale (off, as trained)
+    off = build_model(ModelConfig(cell="gru", hidden_size=8, instance_norm=False), input_size=1,
+                      num_classes=2, pre=pre)
+    old = Preprocessing.from_dict({k: v for k, v in pre.to_dict().items() if k != "row_std_p10"})
+    assert old.row_std_p10 == []
+    older = build_model(ModelConfig(cell="gru", hidden_size=8, instance_norm=True), input_size=1,
+                        num_classes=2, pre=old)
+    assert "raw_view_gain" not in off.model_args and "raw_view_gain" not in older.model_args
+    # asked for where there is no scale: an error naming the key and what to do
+    with pytest.raises(ValueError, match="model.raw_view.*import the dataset again"):
+        build_model(ModelConfig(cell="gru", hidden_size=8, raw_view=True), input_size=1, num_classes=2,
+                    pre=old)
 
 
 def _rows_at_their_own_levels(n=16, seed=0):

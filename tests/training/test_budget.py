@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_toy_dataset
 
-from pipeline.config import RecurConfig
+from pipeline.config import ConfigError, RecurConfig
 from pipeline.data.dataset import read_manifest
 from pipeline.training.budget import auto_batch_size, budget_params, resolve
 
@@ -56,7 +56,7 @@ def test_resolve_keeps_explicit_values_and_enough_epochs(tmp_path):
     manifest = _manifest(tmp_path, 40)
     cfg = RecurConfig(data={"batch_size": 16, "bucket_by_length": True},
                       train={"epochs": 200, "min_steps": 100},
-                      model={"instance_norm": False})
+                      model={"instance_norm": False, "raw_view": False})
     resolved = resolve(cfg, manifest)
     assert resolved.cfg == cfg and resolved.decisions == {}
 
@@ -135,6 +135,29 @@ def test_classify_normalizes_each_row_when_the_rows_own_scales_are_far_apart(tmp
     old = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
         update={"row_std_p10": None, "row_std_p90": None})})
     assert resolve(RecurConfig(), old).cfg.model.instance_norm is False
+
+
+def test_classify_gives_row_normalized_models_the_raw_view_and_says_so(tmp_path):
+    manifest = _manifest(tmp_path, 16)
+    spread = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
+        update={"row_std_p10": [0.01, 1.0, 1.0], "row_std_p90": [5.0, 1.0, 1.0]})})
+    # auto: on exactly where instance_norm is, and said
+    resolved = resolve(RecurConfig(), spread)
+    assert resolved.cfg.model.raw_view is True and resolved.decisions["model.raw_view"] is True
+    shared = resolve(RecurConfig(), manifest)
+    assert shared.cfg.model.raw_view is False and "model.raw_view" not in shared.decisions
+    no_norm = RecurConfig(model={"instance_norm": False})
+    assert resolve(no_norm, spread).cfg.model.raw_view is False
+    # explicit values stand; true on a manifest without the rows' scale says what to do
+    assert resolve(RecurConfig(model={"raw_view": False}), spread).cfg.model.raw_view is False
+    old = manifest.model_copy(update={"normalization": manifest.normalization.model_copy(
+        update={"row_std_p10": None, "row_std_p90": None})})
+    assert resolve(RecurConfig(), old).cfg.model.raw_view is False
+    with pytest.raises(ConfigError, match="model.raw_view.*import it again"):
+        resolve(RecurConfig(model={"raw_view": True}), old)
+    # and it is a classification setting
+    with pytest.raises(ValueError, match="model.raw_view applies to classify"):
+        RecurConfig(data={"task": "forecast"}, model={"raw_view": True})
 
 
 def test_a_small_val_split_is_trained_on_and_train_loss_monitored(tmp_path):
