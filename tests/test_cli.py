@@ -106,6 +106,23 @@ def test_ts_import_errors_name_file_and_line(tmp_path, capsys):
     assert "bad_TRAIN.ts:6" in err
 
 
+def test_ui_on_a_port_something_holds_is_one_line_and_starts_no_server(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", free_port()))
+        held.listen()
+        port = held.getsockname()[1]
+        # before: MLflow's server logged the failed bind, exited 0, and the holder answered instead
+        code = main(["ui", "--port", str(port), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: 127.0.0.1:{port} is in use" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # no store made, no server started
+    assert main(["ui", "--port", "70000"]) == 2
+    assert "expected a port number from 1 to 65535" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # starts an MLflow server (`recur ui`)
 def test_ui_serves_the_local_store_on_loopback_and_stops_with_recur(tmp_path):
     """`recur ui` serves the store; `kill <its PID>` (recur's process only, not its group) stops

@@ -17,18 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MLFLOW_SH = REPO / "infra" / "local" / "mlflow-server.sh"
 S3_SH = REPO / "infra" / "local" / "s3-server.sh"
 RAY_SH = REPO / "infra" / "local" / "ray-head.sh"
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -49,7 +49,7 @@ def test_an_import_form_that_is_not_renamed_is_refused():
 
 
 LOAD_BESIDE_ANOTHER_PIPELINE = '''
-import json, socket, sys, threading, time, urllib.error, urllib.request
+import json, sys, threading, time, urllib.error, urllib.request
 sys.path.insert(0, sys.argv[1])
 import pipeline  # the application's own module of that name
 own = pipeline
@@ -61,11 +61,9 @@ mlflow.set_tracking_uri(sys.argv[2])
 model = mlflow.pyfunc.load_model(sys.argv[3])
 assert sys.modules["pipeline"] is own and own.OWN, "the model replaced the application's pipeline"
 
-# the app `mlflow models serve` runs, served by uvicorn on loopback in this process
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-server = uvicorn.Server(uvicorn.Config(scoring_server.init(model), host="127.0.0.1", port=port,
+# the app `mlflow models serve` runs, served by uvicorn on loopback in this process, on the port
+# the kernel gives its own bind (none chosen first that another process could take meanwhile)
+server = uvicorn.Server(uvicorn.Config(scoring_server.init(model), host="127.0.0.1", port=0,
                                        log_level="warning"))
 thread = threading.Thread(target=server.run, daemon=True)
 thread.start()
@@ -73,6 +71,7 @@ deadline = time.time() + 60
 while not server.started:
     assert time.time() < deadline, "the scoring server did not start"
     time.sleep(0.05)
+port = server.servers[0].sockets[0].getsockname()[1]
 
 def serve(rows):  # a JSON request body, as a client of `mlflow models serve` sends it
     body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[r] for r in rows]}}).encode()
