@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pipeline.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,36 +159,6 @@ def no_ray():
     with mock.patch.object(session, "connect_ray", watched):
         yield
     assert not connects and ray.is_initialized() == before
-
-
-# Ray's workers take ports 10002-19999 unless told otherwise (`ray start --max-worker-port`).
-RAY_WORKER_PORTS_END = 20000
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing holds now, drawn from ports nobody is handed without asking
-    for them by number: above Ray's worker ports and below the kernel's ephemeral range, where
-    every bind to port 0 lands (each raylet, agent and gRPC server of a Ray started by a test
-    beside this one). Port 0's own answer can be taken in the seconds before a slow server binds
-    it: once, another xdist worker's Ray answered `recur ui`'s health check in HTTP/2."""
-    import random
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):  # not Linux: the usual ephemeral range
-        low = 32768
-    draw = random.SystemRandom()
-    for _ in range(100 if low - RAY_WORKER_PORTS_END > 1000 else 0):
-        port = draw.randrange(RAY_WORKER_PORTS_END, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:  # a machine whose ephemeral range leaves no gap: as the kernel says
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 120) -> None:

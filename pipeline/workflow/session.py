@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +147,9 @@ def start_local_ray(**init_args: Any) -> str:
     import ray
 
     from pipeline.environ import temporary_environ
+    from pipeline.ports import free_port
 
-    port = _free_port()
+    port = free_port()
     pinned = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
     with temporary_environ(pinned):
         private_token_file()  # before Ray would write it world-readable
@@ -182,8 +182,3 @@ def private_token_file(path: Path | None = None) -> None:
     except OSError as exc:  # a read-only home: Ray decides, as before
         log.warning("could not make %s private: %s", path, exc)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
