@@ -13,7 +13,8 @@ A ``.ts`` file is a header of ``@tags`` ending in ``@data``, then one case per l
 
 Supported: univariate and multivariate, equal and unequal length, ``?`` as a missing value,
 ``@classLabel true|false [labels]`` and ``@targetLabel true|false`` (a target after the last
-``:``), case-insensitive tags, ``#`` comments. Not supported: ``@timeStamps true`` (the
+``:``), case-insensitive tags, ``#`` comments and ``%`` ones (ARFF's, which the format grew from:
+some archive files open with them, such as aeon's UnitTest). Not supported: ``@timeStamps true`` (the
 ``(t,v)`` tuple form), which raises TsFormatError.
 
 Unequal dimensions within one case (a value lost from one dimension) are an error naming the
@@ -48,6 +49,7 @@ from pipeline.errors import UserError
 
 MISSING_POLICIES = ("error", "zero", "ffill", "interpolate", "keep")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32
+COMMENTS = ("#", "%")  # a line starting with either is a comment: the format's own, and ARFF's
 
 # Tag spellings as the format documents them; lookups are case-insensitive.
 _BOOL_TAGS = {
@@ -204,7 +206,7 @@ def parse_ts(path: str, *, missing: str = "error", check_labels: bool = True) ->
         ln = i + 1
         where = f"{path}:{ln}"
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(COMMENTS):
             continue
         if not line.startswith("@"):
             raise TsFormatError(
@@ -272,7 +274,7 @@ def parse_ts(path: str, *, missing: str = "error", check_labels: bool = True) ->
         ln = i + 1
         where = f"{path}:{ln}"
         line = lines[i].strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(COMMENTS):
             continue
         if line.startswith("@"):
             raise TsFormatError(f"{where}: header tag {line.split()[0]} after @data; expected data")

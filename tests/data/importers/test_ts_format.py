@@ -90,6 +90,30 @@ def test_univariate_equal_length(tmp_path):
     assert data.header["seriesLength"] == 3 and data.header["univariate"] is True
 
 
+def test_arff_comments_are_skipped_as_the_archive_writes_them(tmp_path):
+    # Given a file that opens with ARFF's % comments, as aeon's UnitTest (Chinatown's train split)
+    # does, and has one between its cases
+    path = write(tmp_path, "UnitTest_TRAIN.ts", """\
+%# This is a cut down version of the problem ChinaTown
+% The Train set is the same as ChinaTown
+%
+@problemName UnitTest
+@univariate true
+@equalLength true
+@seriesLength 3
+@classLabel true 1 2
+@data
+573.0,375.0,301.0:1
+% a comment between cases
+394.0,264.0,140.0:2
+""")
+    # When parsed: before, "UnitTest_TRAIN.ts:1: data before @data"
+    data = parse_ts(path)
+    # Then both cases are read, and nothing else
+    assert data.labels == ["1", "2"] and data.line_numbers == [10, 12]
+    np.testing.assert_array_equal(data.series[1][:, 0], [394, 264, 140])
+
+
 def test_multivariate_unequal_length(tmp_path):
     # Given two cases of different lengths with 2 dimensions each
     path = write(tmp_path, "multi.ts", HEADER_MULTI + "1,2,3:10,20,30:a\n4,5:40,50:b\n")
