@@ -51,6 +51,14 @@ def import_ts(
                 f"{shown}: no class labels (@classLabel false); a classify dataset needs a "
                 "label after the last ':' of every case"
             )
+        if data.header.get("targetLabel") and not data.header.get("classLabel"):
+            # UEA's extrinsic regression files: read as labels, every test value would be unknown
+            raise DatasetError(
+                f"{shown}: @targetLabel true: each case ends in a numeric regression target, not a "
+                "class label, and recur's tasks do not regress a whole series on a number; a "
+                "classify dataset needs @classLabel true <labels> (to classify, bin the targets "
+                "into classes and declare them there)"
+            )
         c = data.num_channels
         if num_channels is None:
             num_channels, first_file = c, shown

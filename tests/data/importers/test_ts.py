@@ -159,6 +159,18 @@ def test_empty_split_is_a_clear_error(tmp_path):
     assert not os.path.exists(tmp_path / "ds" / "manifest.json")
 
 
+def test_a_regression_file_is_refused_as_one_and_not_by_its_targets(tmp_path):
+    # UEA's extrinsic regression sets (aeon's CardanoSentiment) end each case in a number; before,
+    # each test target was reported as an unknown label, 28 of them
+    path = tmp_path / "reg_TRAIN.ts"
+    path.write_text("@problemName Reg\n@univariate true\n@targetLabel true\n@data\n"
+                    "1,2,3:0.504\n4,5,6:-0.101\n")
+    with pytest.raises(DatasetError, match=r"reg_TRAIN.ts: @targetLabel true: each case ends in a "
+                                           r"numeric regression target"):
+        import_ts([str(path)], str(tmp_path / "ds"))
+    assert not os.path.exists(tmp_path / "ds")
+
+
 # --------------------------------------------------------------------------------------------
 # Invalid rows
 
