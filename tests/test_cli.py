@@ -123,6 +123,28 @@ def test_ui_on_a_port_something_holds_is_one_line_and_starts_no_server(tmp_path,
     assert "expected a port number from 1 to 65535" in capsys.readouterr().err
 
 
+def test_ui_takes_a_port_whose_last_server_just_stopped():
+    # a UI stopped a moment ago leaves its closed connections in TIME_WAIT on its port, which a
+    # plain bind counts as in use; uvicorn binds with SO_REUSEADDR, and so does the check
+    import socket
+
+    from pipeline.commands.ui import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", free_port()))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server's side closes first: TIME_WAIT on its port
+    client.close()
+    server.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check saw before
+    _port_free(port)  # no error
+
+
 @pytest.mark.slow  # starts an MLflow server (`recur ui`)
 def test_ui_serves_the_local_store_on_loopback_and_stops_with_recur(tmp_path):
     """`recur ui` serves the store; `kill <its PID>` (recur's process only, not its group) stops

@@ -39,6 +39,9 @@ def _port_free(port: int) -> None:
     if not 0 < port < 65536:
         raise CommandError(f"--port {port}: expected a port number from 1 to 65535")
     with socket.socket() as s:
+        # as the server will bind: a connection of a UI stopped a moment ago, left in TIME_WAIT,
+        # does not hold the port; a listening socket does
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
