@@ -17,6 +17,7 @@ Shape suffixes: B batch, T time steps (padded), C input channels, F front-end ch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +40,11 @@ def receptive_field(frontend: str) -> int:
     8, 5, 3 at stride 1), 40 for resnet (three such blocks; shortcuts read less), 1 for none."""
     blocks = {"none": 0, "conv": 1, "resnet": RESIDUAL_BLOCKS}[frontend]
     return 1 + blocks * sum(k - 1 for k in KERNELS)
+
+
+class _Collected(Exception):
+    """Raised by the layer whose population statistics are being collected, once it has them:
+    `population_statistics` ends the forward pass there instead of running the rest of the model."""
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -87,6 +93,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         else:
             if self.population is not None:
                 self._collect(values_BFT, mask_BT)
+                raise _Collected  # nothing after this layer bears on its statistics
             mean_F, var_F = self.running_mean, self.running_var
         y_BFT = (values_BFT - mean_F.view(1, -1, 1)) * torch.rsqrt(var_F.view(1, -1, 1) + self.eps)
         if self.affine:
@@ -176,10 +183,11 @@ def population_statistics(model: nn.Module, batches: Callable[[], Iterable[Any]]
     each later layer's statistics were taken after the earlier layers normalized by batch. Here
     the layers are taken in order, one pass over `batches()` each: layer k's statistics come from
     inputs that layers 1..k-1 already normalize with their population statistics, exactly as in
-    eval mode. The result is what one batch holding all the data would use in train mode
-    (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", on precise statistics). Measured on a
-    saved PigCVP model (52 classes, 2,000 steps, batches of 8): test accuracy 0.120 with the
-    running averages, 0.548 with these.
+    eval mode. Each pass ends at the layer it measures (what follows it cannot change its inputs),
+    so the recurrence and head never run here. The result is what one batch holding all the data
+    would use in train mode (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", on precise
+    statistics). Measured on a saved PigCVP model (52 classes, 2,000 steps, batches of 8): test
+    accuracy 0.120 with the running averages, 0.548 with these.
 
     `batches()` gives a fresh iterable of batches for each pass; `forward(model, batch)` runs the
     model on one. Returns how many layers were set (0: the model has none, and no pass runs).
@@ -196,7 +204,8 @@ def population_statistics(model: nn.Module, batches: Callable[[], Iterable[Any]]
             layer.population = torch.zeros(1 + 2 * channels, dtype=torch.float64,
                                            device=layer.running_mean.device)
             for batch in batches():
-                forward(model, batch)
+                with contextlib.suppress(_Collected):  # it ends at the layer: no later one, RNN or head
+                    forward(model, batch)
             count, sums = layer.population[0], layer.population[1:]
             layer.population = None
             if count < 2:

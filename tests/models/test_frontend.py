@@ -642,3 +642,31 @@ def test_receptive_field_is_the_span_one_input_step_reaches(frontend):
     steps = changed.nonzero().flatten().tolist()
     assert len(steps) == steps[-1] - steps[0] + 1 == receptive_field(frontend)
     assert {"none": 1, "conv": 14, "resnet": 40}[frontend] == receptive_field(frontend)
+
+
+def test_population_passes_end_at_the_layer_they_measure_and_never_run_the_recurrence():
+    # given a whole classifier with a resnet front-end, trained on batches of 2 rows at unlike levels
+    torch.manual_seed(0)
+    model = _model("resnet", 1)
+    rows = _rows_at_their_own_levels(seed=3)
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(rows), 2):
+            model(*padded(rows[i:i + 2]))
+    expected_BSF = copy.deepcopy(model.frontend).train()(*padded(rows))[0]
+    ran = []
+    model.encoder.register_forward_hook(lambda *_: ran.append("encoder"))
+    model.head.register_forward_hook(lambda *_: ran.append("head"))
+    # when its population statistics are taken through the model's own forward
+    layers = population_statistics(model, lambda: (padded(rows[i:i + 4]) for i in range(0, len(rows), 4)),
+                                   lambda m, batch: m(*batch))
+    # then every pass stopped at its layer: the recurrence and the head never ran (before: 12 full
+    # forwards of the model over the data), and the statistics are the population's all the same
+    assert layers == 12 and ran == []
+    x_BTC, lengths_B = padded(rows)
+    with torch.no_grad():
+        got_BSF = model.frontend.eval()(x_BTC, lengths_B)[0]
+        model.eval()(x_BTC, lengths_B)  # and the model runs whole again afterwards
+    assert ran == ["encoder", "head"]
+    mask_BT1 = (torch.arange(x_BTC.shape[1])[None, :] < lengths_B[:, None]).unsqueeze(-1)
+    torch.testing.assert_close(got_BSF * mask_BT1, expected_BSF * mask_BT1, rtol=2e-3, atol=2e-3)
