@@ -19,7 +19,6 @@ import html
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -198,15 +197,11 @@ def show_terminal(driver, text: str, folder: Path, name: str) -> Path:
 # ------------------------------------------------------------------------------ `recur ui`
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_ui(runs_dir: Path, log: Path, timeout_s: float = 180) -> tuple[str, subprocess.Popen]:
     """The real `recur ui --runs-dir runs_dir` on a free port of 127.0.0.1, in its own process
     group; returns its address once /health answers, and the process (stop it with `stop_ui`)."""
+    from pipeline.ports import free_port
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the store under runs_dir
     with open(log, "w") as out:
